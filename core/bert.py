@@ -1,0 +1,332 @@
+"""BERT in Keras 3: config, encoder (all hidden states and attention) and classifier.
+
+One model, one file, readable top to bottom. The encoder is a functional model over the
+project's stable inputs (`input_ids`, `attention_mask`, `token_type_ids`, int32 [B, T]) with
+named outputs (`sequence_output`, `pooled_output`, and on request `hidden_states`,
+`attention_scores`, `attention_probs`). Layer names follow the original checkpoints so that
+`checkpoint_variables` can map every weight to its Google BERT name (see `core/checkpoints.py`).
+
+Mixed precision: LayerNorm and softmax run in float32 under `mixed_float16` and
+`mixed_bfloat16`; the classifier's logits are float32.
+
+Attention scores are returned *before* softmax, scaled by 1/sqrt(head size), with the padding
+bias (-10000, as in the original BERT) added; TinyBERT's attention loss masks padded keys
+itself. Only request them (`output_attentions=True`) while distilling: they are extra outputs
+of every layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+PACKAGE = "bertdistill"
+_MASK_BIAS = -10000.0
+_ACTIVATIONS = {
+    "gelu": lambda x: keras.activations.gelu(x, approximate=False),
+    "gelu_new": lambda x: keras.activations.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: keras.activations.gelu(x, approximate=True),
+    "relu": keras.activations.relu,
+}
+# Keys of a Hugging Face config.json that are not BERT hyperparameters we model.
+_IGNORED_CONFIG_KEYS = {"architectures", "model_type", "transformers_version", "torch_dtype",
+                        "dtype", "_name_or_path", "gradient_checkpointing", "use_cache",
+                        "pad_token_id", "position_embedding_type", "classifier_dropout",
+                        "directionality", "pooler_fc_size", "pooler_num_attention_heads",
+                        "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type",
+                        "id2label", "label2id", "output_past", "is_decoder",
+                        "add_cross_attention", "chunk_size_feed_forward", "tie_word_embeddings"}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """BERT hyperparameters, as in `bert_config.json` (Google) or `config.json` (Hugging Face)."""
+
+    vocab_size: int
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "BertConfig":
+        """Builds a config from a dict; unknown keys (other than known HF extras) are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known - _IGNORED_CONFIG_KEYS
+        if unknown:
+            raise ValueError(f"{source}: unknown BERT config keys {sorted(unknown)}")
+        if values.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{source}: only absolute position embeddings are supported")
+        try:
+            return cls(**{k: v for k, v in values.items() if k in known})
+        except TypeError as e:
+            raise ValueError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_json_file(cls, path: str) -> "BertConfig":
+        """Reads `bert_config.json` or a Hugging Face `config.json`."""
+        with open(path, encoding="utf-8") as f:
+            try:
+                values = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        return cls.from_dict(values, source=path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+def _dense(units: int, config: BertConfig, name: str, activation=None) -> keras.layers.Dense:
+    init = keras.initializers.TruncatedNormal(stddev=config.initializer_range)
+    return keras.layers.Dense(units, activation=activation, kernel_initializer=init, name=name)
+
+
+def _layer_norm(config: BertConfig, name: str) -> keras.layers.LayerNormalization:
+    return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, dtype="float32", name=name)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BertEmbeddings(keras.layers.Layer):
+    """Word + position + token type embeddings, LayerNorm, dropout."""
+
+    def __init__(self, config: BertConfig | dict, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config if isinstance(config, BertConfig) else BertConfig.from_dict(config)
+        c = self.config
+        init = keras.initializers.TruncatedNormal(stddev=c.initializer_range)
+        self.word_embeddings = keras.layers.Embedding(c.vocab_size, c.hidden_size, embeddings_initializer=init,
+                                                      name="word_embeddings")
+        self.position_embeddings = keras.layers.Embedding(c.max_position_embeddings, c.hidden_size,
+                                                          embeddings_initializer=init, name="position_embeddings")
+        self.token_type_embeddings = keras.layers.Embedding(c.type_vocab_size, c.hidden_size,
+                                                            embeddings_initializer=init, name="token_type_embeddings")
+        self.layer_norm = _layer_norm(c, "LayerNorm")
+        self.dropout = keras.layers.Dropout(c.hidden_dropout_prob)
+
+    def build(self, input_shape):
+        for layer in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
+            layer.build((None, None))
+        self.layer_norm.build((None, None, self.config.hidden_size))
+        self.built = True
+
+    def call(self, input_ids, token_type_ids, training=None):
+        positions = ops.arange(ops.shape(input_ids)[1])
+        x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+             + self.position_embeddings(positions)[None])
+        x = self.layer_norm(x)
+        return self.dropout(ops.cast(x, self.compute_dtype), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "config": self.config.to_dict()}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TransformerLayer(keras.layers.Layer):
+    """One post-LayerNorm BERT layer: self-attention, then the feed-forward block.
+
+    `call` returns `(output, scores, probs)`: scores are the masked logits before softmax and
+    probs the float32 attention probabilities, both [B, heads, T, T].
+    """
+
+    def __init__(self, config: BertConfig | dict, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config if isinstance(config, BertConfig) else BertConfig.from_dict(config)
+        c = self.config
+        self.query = _dense(c.hidden_size, c, "query")
+        self.key = _dense(c.hidden_size, c, "key")
+        self.value = _dense(c.hidden_size, c, "value")
+        self.attention_output = _dense(c.hidden_size, c, "attention_output")
+        self.attention_layer_norm = _layer_norm(c, "attention_LayerNorm")
+        self.intermediate = _dense(c.intermediate_size, c, "intermediate", activation=_ACTIVATIONS[c.hidden_act])
+        self.output_dense = _dense(c.hidden_size, c, "output")
+        self.output_layer_norm = _layer_norm(c, "output_LayerNorm")
+        self.attention_dropout = keras.layers.Dropout(c.attention_probs_dropout_prob)
+        self.hidden_dropout = keras.layers.Dropout(c.hidden_dropout_prob)
+
+    def build(self, input_shape):
+        c = self.config
+        for layer in (self.query, self.key, self.value, self.attention_output, self.intermediate):
+            layer.build((None, None, c.hidden_size))
+        self.output_dense.build((None, None, c.intermediate_size))
+        self.attention_layer_norm.build((None, None, c.hidden_size))
+        self.output_layer_norm.build((None, None, c.hidden_size))
+        self.built = True
+
+    def _split_heads(self, x):
+        c = self.config
+        x = ops.reshape(x, (ops.shape(x)[0], -1, c.num_attention_heads, c.head_size))
+        return ops.transpose(x, (0, 2, 1, 3))
+
+    def call(self, hidden, attention_mask, training=None):
+        c = self.config
+        attention_bias = (1.0 - ops.cast(attention_mask, "float32")[:, None, None, :]) * _MASK_BIAS
+        q = self._split_heads(self.query(hidden))
+        k = self._split_heads(self.key(hidden))
+        v = self._split_heads(self.value(hidden))
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / math.sqrt(c.head_size))
+        scores = ops.cast(scores, "float32") + attention_bias
+        probs = ops.softmax(scores, axis=-1)
+        context = ops.matmul(self.attention_dropout(ops.cast(probs, self.compute_dtype), training=training), v)
+        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (ops.shape(hidden)[0], -1, c.hidden_size))
+        attended = self.hidden_dropout(self.attention_output(context), training=training)
+        attended = ops.cast(self.attention_layer_norm(hidden + attended), self.compute_dtype)
+        ffn = self.hidden_dropout(self.output_dense(self.intermediate(attended)), training=training)
+        output = ops.cast(self.output_layer_norm(attended + ffn), self.compute_dtype)
+        return output, scores, probs
+
+    def get_config(self):
+        return {**super().get_config(), "config": self.config.to_dict()}
+
+
+def _encoder_inputs() -> dict[str, keras.KerasTensor]:
+    return {name: keras.Input(shape=(None,), dtype="int32", name=name)
+            for name in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BertEncoder(keras.Model):
+    """The BERT encoder as a functional model.
+
+    Outputs a dict: `sequence_output` [B, T, H], `pooled_output` [B, H] (tanh dense over
+    [CLS]); with `output_hidden_states`, `hidden_states` (embedding output then each layer's
+    output, L + 1 tensors); with `output_attentions`, `attention_scores` and
+    `attention_probs` (L tensors of [B, heads, T, T], float32).
+    """
+
+    def __init__(self, config: BertConfig | dict, output_hidden_states: bool = False,
+                 output_attentions: bool = False, **kwargs):
+        config = config if isinstance(config, BertConfig) else BertConfig.from_dict(config)
+        inputs = _encoder_inputs()
+        embeddings = BertEmbeddings(config, name="embeddings")
+        layers = [TransformerLayer(config, name=f"layer_{i}") for i in range(config.num_hidden_layers)]
+        pooler = _dense(config.hidden_size, config, "pooler", activation="tanh")
+
+        x = embeddings(inputs["input_ids"], inputs["token_type_ids"])
+        hidden_states, scores, probs = [x], [], []
+        for layer in layers:
+            x, layer_scores, layer_probs = layer(x, inputs["attention_mask"])
+            hidden_states.append(x)
+            scores.append(layer_scores)
+            probs.append(layer_probs)
+        outputs = {"sequence_output": x, "pooled_output": pooler(x[:, 0])}
+        if output_hidden_states:
+            outputs["hidden_states"] = hidden_states
+        if output_attentions:
+            outputs["attention_scores"] = scores
+            outputs["attention_probs"] = probs
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        self.config = config
+        self.output_hidden_states = output_hidden_states
+        self.output_attentions = output_attentions
+        self.embeddings = embeddings
+        self.transformer_layers = layers
+        self.pooler = pooler
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "output_hidden_states": self.output_hidden_states,
+                "output_attentions": self.output_attentions, "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BertClassifier(keras.Model):
+    """BERT encoder + dropout + dense classifier over the pooled output; float32 logits.
+
+    Outputs the logits tensor [B, num_labels]. The encoder is available as `.encoder`
+    (for distillation, build it with `output_hidden_states` / `output_attentions`).
+    """
+
+    def __init__(self, encoder: BertEncoder | dict, num_labels: int, dropout: float | None = None, **kwargs):
+        if isinstance(encoder, dict):
+            encoder = keras.saving.deserialize_keras_object(encoder)
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be positive, got {num_labels}")
+        dropout = encoder.config.hidden_dropout_prob if dropout is None else dropout
+        inputs = _encoder_inputs()
+        pooled = encoder(inputs)["pooled_output"]
+        head = keras.layers.Dense(
+            num_labels, dtype="float32", name="classifier",
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=encoder.config.initializer_range))
+        logits = head(keras.layers.Dropout(dropout, name="classifier_dropout")(pooled))
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.encoder = encoder
+        self.head = head
+        self.num_labels = num_labels
+        self.dropout_rate = dropout
+
+    def get_config(self):
+        return {"encoder": keras.saving.serialize_keras_object(self.encoder), "num_labels": self.num_labels,
+                "dropout": self.dropout_rate, "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def checkpoint_variables(model: BertEncoder | BertClassifier) -> dict[str, keras.Variable]:
+    """Maps Google BERT checkpoint names (`bert/encoder/layer_0/attention/self/query/kernel`, ...)
+    to this model's variables. A classifier adds `output_weights` / `output_bias` (stored as in
+    run_classifier.py: `output_weights` is [num_labels, hidden], the transpose of our kernel).
+    """
+    encoder = model.encoder if isinstance(model, BertClassifier) else model
+    emb = encoder.embeddings
+    names = {
+        "bert/embeddings/word_embeddings": emb.word_embeddings.embeddings,
+        "bert/embeddings/position_embeddings": emb.position_embeddings.embeddings,
+        "bert/embeddings/token_type_embeddings": emb.token_type_embeddings.embeddings,
+        "bert/embeddings/LayerNorm/gamma": emb.layer_norm.gamma,
+        "bert/embeddings/LayerNorm/beta": emb.layer_norm.beta,
+        "bert/pooler/dense/kernel": encoder.pooler.kernel,
+        "bert/pooler/dense/bias": encoder.pooler.bias,
+    }
+    for i, layer in enumerate(encoder.transformer_layers):
+        prefix = f"bert/encoder/layer_{i}/"
+        dense = {"attention/self/query": layer.query, "attention/self/key": layer.key,
+                 "attention/self/value": layer.value, "attention/output/dense": layer.attention_output,
+                 "intermediate/dense": layer.intermediate, "output/dense": layer.output_dense}
+        for path, d in dense.items():
+            names[prefix + path + "/kernel"] = d.kernel
+            names[prefix + path + "/bias"] = d.bias
+        for path, norm in {"attention/output/LayerNorm": layer.attention_layer_norm,
+                           "output/LayerNorm": layer.output_layer_norm}.items():
+            names[prefix + path + "/gamma"] = norm.gamma
+            names[prefix + path + "/beta"] = norm.beta
+    if isinstance(model, BertClassifier):
+        names["output_weights"] = model.head.kernel
+        names["output_bias"] = model.head.bias
+    return names
+
+
+# Checkpoint names whose arrays are stored transposed relative to our variables.
+TRANSPOSED_IN_CHECKPOINT = frozenset({"output_weights"})

