@@ -14,6 +14,7 @@ import importlib.resources
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 from absl import logging
@@ -64,6 +65,41 @@ def hf_to_google_name(name: str) -> tuple[str, bool]:
     elif path.endswith("/weight"):
         path, transposed = path.removesuffix("/weight") + "/kernel", True
     return "bert/" + path, transposed
+
+
+def google_to_hf_name(name: str) -> tuple[str, bool]:
+    """Inverse of `hf_to_google_name`: `bert/pooler/dense/kernel` -> (`bert.pooler.dense.weight`, True)."""
+    if name in ("output_weights", "output_bias"):
+        return {"output_weights": "classifier.weight", "output_bias": "classifier.bias"}[name], False
+    path = re.sub(r"/layer_(\d+)/", r"/layer/\1/", name).replace("/", ".")
+    for suffix, hf_suffix, transposed in ((".gamma", ".weight", False), (".beta", ".bias", False),
+                                          (".kernel", ".weight", True), ("_embeddings", "_embeddings.weight", False)):
+        if path.endswith(suffix):
+            return path.removesuffix(suffix) + hf_suffix, transposed
+    return path, False
+
+
+def save_hf_folder(model: BertClassifier, folder: str, vocab_file: str, labels: list[str],
+                   do_lower_case: bool) -> None:
+    """Writes `model` as a Hugging Face `BertForSequenceClassification` folder (config.json,
+    model.safetensors, vocab.txt, tokenizer_config.json), loadable by `load_hf_folder`."""
+    from safetensors.numpy import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    config = {**model.encoder.config.to_dict(), "model_type": "bert",
+              "architectures": ["BertForSequenceClassification"],
+              "id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump({"do_lower_case": do_lower_case, "tokenizer_class": "BertTokenizer"}, f, indent=2)
+    shutil.copyfile(vocab_file, os.path.join(folder, "vocab.txt"))
+    tensors = {}
+    for name, variable in checkpoint_variables(model).items():
+        hf_name, transposed = google_to_hf_name(name)
+        array = variable.numpy().astype(np.float32)
+        tensors[hf_name] = np.ascontiguousarray(array.T if transposed or name in TRANSPOSED_IN_CHECKPOINT else array)
+    save_file(tensors, os.path.join(folder, "model.safetensors"))
 
 
 def _check_vocab(vocab_file: str, config: BertConfig, config_source: str) -> None:

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from safetensors.numpy import save_file
 
 from core import checkpoints
 from core.bert import BertClassifier, BertEncoder, checkpoint_variables
@@ -16,35 +15,9 @@ from tests.conftest import SHARED
 GOLDEN = SHARED / "golden" / "minilm_l6_reference.json"
 
 
-def _hf_name(google_name: str) -> str:
-    """Inverse of the loader's mapping, written independently for the test."""
-    if google_name in ("output_weights", "output_bias"):
-        return {"output_weights": "classifier.weight", "output_bias": "classifier.bias"}[google_name]
-    name = google_name.removeprefix("bert/").replace("/", ".")
-    name = name.replace("encoder.layer_", "encoder.layer.")
-    for old, new in ((".gamma", ".weight"), (".beta", ".bias"), (".kernel", ".weight")):
-        name = name[: -len(old)] + new if name.endswith(old) else name
-    return name if not name.endswith("_embeddings") else name + ".weight"
-
-
-def _write_hf_folder(folder, model, vocab_src) -> None:
-    folder.mkdir()
-    config = model.encoder.config if isinstance(model, BertClassifier) else model.config
-    (folder / "config.json").write_text(json.dumps({**config.to_dict(), "model_type": "bert"}))
-    (folder / "vocab.txt").write_text(open(vocab_src).read())
-    tensors = {}
-    for name, var in checkpoint_variables(model).items():
-        array = np.asarray(var)
-        transposed = name.endswith("/kernel") or name == "output_weights"
-        tensors["bert." + _hf_name(name) if name.startswith("bert/") else _hf_name(name)] = (
-            np.ascontiguousarray(array.T if transposed else array))
-    tensors["bert.embeddings.position_ids"] = np.arange(16, dtype=np.int64)[None]
-    save_file(tensors, str(folder / "model.safetensors"))
-
-
 def _write_google_checkpoint(prefix, model) -> None:
     names = checkpoint_variables(model)
-    arrays = [np.asarray(v).T if n == "output_weights" else np.asarray(v) for n, v in names.items()]
+    arrays = [v.numpy().T if n == "output_weights" else v.numpy() for n, v in names.items()]
     tf.raw_ops.SaveV2(prefix=prefix, tensor_names=list(names), shape_and_slices=[""] * len(names),
                       tensors=arrays)
 
@@ -54,7 +27,7 @@ def tiny_sources(tmp_path):
     """The same random tiny classifier written as a Hugging Face folder and as a Google checkpoint."""
     vocab = write_vocab(tmp_path / "vocab.txt")
     model = BertClassifier(BertEncoder(tiny_config()), num_labels=2)
-    _write_hf_folder(tmp_path / "hf", model, vocab)
+    checkpoints.save_hf_folder(model, str(tmp_path / "hf"), vocab, labels=["neg", "pos"], do_lower_case=True)
     _write_google_checkpoint(str(tmp_path / "bert_model.ckpt"), model)
     (tmp_path / "bert_config.json").write_text(json.dumps(tiny_config().to_dict()))
     return model, tmp_path
@@ -70,6 +43,7 @@ def test_google_and_hf_formats_give_the_same_outputs(tiny_sources):
         report = checkpoints.restore_weights(model, pretrained)
         assert report.missing == [] and report.unexpected == []
         np.testing.assert_allclose(model(tiny_batch()), expected, atol=1e-6)
+    assert checkpoints.resolve_pretrained(str(folder / "hf")).do_lower_case is True
 
 
 def test_pretrained_encoder_leaves_classifier_head_missing(tiny_sources):
@@ -119,6 +93,14 @@ def test_hf_name_mapping():
     assert checkpoints.hf_to_google_name("embeddings.LayerNorm.weight") == ("bert/embeddings/LayerNorm/gamma", False)
     assert checkpoints.hf_to_google_name("embeddings.word_embeddings.weight") == ("bert/embeddings/word_embeddings", False)
     assert checkpoints.hf_to_google_name("classifier.weight") == ("output_weights", False)
+    assert checkpoints.google_to_hf_name("bert/encoder/layer_3/output/LayerNorm/beta") == (
+        "bert.encoder.layer.3.output.LayerNorm.bias", False)
+    assert checkpoints.google_to_hf_name("bert/embeddings/token_type_embeddings") == (
+        "bert.embeddings.token_type_embeddings.weight", False)
+    assert checkpoints.google_to_hf_name("bert/pooler/dense/kernel") == ("bert.pooler.dense.weight", True)
+    for name in checkpoint_variables(BertClassifier(BertEncoder(tiny_config()), 2)):
+        hf_name, transposed = checkpoints.google_to_hf_name(name)
+        assert checkpoints.hf_to_google_name(hf_name) == (name, transposed)
 
 
 @pytest.mark.skipif(not GOLDEN.exists(), reason="../shared/golden is not present")
