@@ -1,0 +1,64 @@
+"""WordPiece tokenization through Hugging Face's fast BERT tokenizer, built from a `vocab.txt`.
+
+Sequences are `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` with token type ids 0 then 1,
+truncated longest-first to `max_seq_length` and left unpadded (the tf.data pipeline pads).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from transformers import BertTokenizer
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def load_vocab(vocab_file: str) -> dict[str, int]:
+    """Reads a BERT `vocab.txt` (one token per line, id = line index)."""
+    if not os.path.isfile(vocab_file):
+        raise FileNotFoundError(f"vocab file not found: {vocab_file}")
+    with open(vocab_file, encoding="utf-8") as f:
+        tokens = [line.rstrip("\r\n") for line in f]
+    vocab = {}
+    for index, token in enumerate(tokens):
+        vocab.setdefault(token, index)
+    return vocab
+
+
+class Tokenizer:
+    """BERT WordPiece tokenizer; `do_lower_case` lower-cases and strips accents (uncased models)."""
+
+    def __init__(self, vocab_file: str, do_lower_case: bool = True):
+        vocab = load_vocab(vocab_file)
+        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+        if missing:
+            raise ValueError(f"{vocab_file}: vocabulary lacks the special tokens {missing}")
+        # transformers 5 takes the vocabulary itself (`vocab`); a `vocab_file` keyword is ignored.
+        self._hf = BertTokenizer(vocab=vocab, do_lower_case=do_lower_case)
+        self.vocab_file = vocab_file
+        self.do_lower_case = do_lower_case
+        self.vocab = vocab
+        self.vocab_size = len(vocab)
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (vocab[t] for t in SPECIAL_TOKENS)
+
+    def tokenize(self, text: str) -> list[str]:
+        """WordPiece tokens of `text`, without special tokens."""
+        return self._hf.tokenize(text)
+
+    def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
+        return [self.vocab.get(t, self.unk_id) for t in tokens]
+
+    def encode(self, text_a: str, text_b: str | None = None, max_seq_length: int = 128) -> tuple[list[int], list[int]]:
+        """(input_ids, token_type_ids) of one example."""
+        ids, types = self.encode_batch([text_a], None if text_b is None else [text_b], max_seq_length)
+        return ids[0], types[0]
+
+    def encode_batch(self, texts_a: Sequence[str], texts_b: Sequence[str] | None = None,
+                     max_seq_length: int = 128) -> tuple[list[list[int]], list[list[int]]]:
+        """(input_ids, token_type_ids) of many examples in one call into the Rust tokenizer."""
+        if max_seq_length < (3 if texts_b is not None else 2):
+            raise ValueError(f"max_seq_length {max_seq_length} leaves no room for text")
+        encoded = self._hf(list(texts_a), None if texts_b is None else list(texts_b), truncation="longest_first",
+                           max_length=max_seq_length, return_attention_mask=False, return_token_type_ids=True)
+        return encoded["input_ids"], encoded["token_type_ids"]
