@@ -59,6 +59,9 @@ class Tokenizer:
         """(input_ids, token_type_ids) of many examples in one call into the Rust tokenizer."""
         if max_seq_length < (3 if texts_b is not None else 2):
             raise ValueError(f"max_seq_length {max_seq_length} leaves no room for text")
-        encoded = self._hf(list(texts_a), None if texts_b is None else list(texts_b), truncation="longest_first",
-                           max_length=max_seq_length, return_attention_mask=False, return_token_type_ids=True)
-        return encoded["input_ids"], encoded["token_type_ids"]
+        # The Rust backend directly: transformers' __call__ adds Python overhead per example.
+        backend = self._hf.backend_tokenizer
+        backend.enable_truncation(max_seq_length, strategy="longest_first")
+        inputs = list(texts_a) if texts_b is None else list(zip(texts_a, texts_b))
+        encodings = backend.encode_batch(inputs, add_special_tokens=True)
+        return [e.ids for e in encodings], [e.type_ids for e in encodings]

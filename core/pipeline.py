@@ -1,0 +1,129 @@
+"""Examples -> features -> `tf.data`: one input pipeline for training, evaluation and prediction.
+
+Features are ragged (unpadded) token ids. Training batches are shuffled with a seed
+(reshuffled each epoch, deterministically) and length-bucketed, and each batch is padded only
+to its own longest sequence; evaluation and prediction keep the input order. Batches are
+`(x, y)` with `x = {"input_ids", "attention_mask", "token_type_ids"}` (int32 [B, T]) and `y`
+the int32 label ids, or `{"label_ids": ..., **extras}` when per-example extras (e.g. teacher
+logits) are given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from core.data import InputExample
+from core.tokenization import Tokenizer
+
+_ENCODE_CHUNK = 8192
+
+
+@dataclasses.dataclass
+class Features:
+    """Tokenized examples: ragged int32 ids, label ids (-1 when unlabeled) and guids."""
+
+    input_ids: tf.RaggedTensor
+    token_type_ids: tf.RaggedTensor
+    label_ids: np.ndarray
+    guids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.guids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.input_ids.row_lengths().numpy()
+
+
+def convert_examples_to_features(examples: Sequence[InputExample], tokenizer: Tokenizer,
+                                 label_list: Sequence[str], max_seq_length: int) -> Features:
+    """Tokenizes `examples` in large batched calls; maps label strings to indices."""
+    label_map = {label: i for i, label in enumerate(label_list)}
+    label_ids = np.empty(len(examples), np.int32)
+    for i, example in enumerate(examples):
+        if example.label is None:
+            label_ids[i] = -1
+        elif example.label in label_map:
+            label_ids[i] = label_map[example.label]
+        else:
+            raise ValueError(f"example {example.guid}: unknown label {example.label!r}; expected one of {list(label_list)}")
+    has_pairs = any(e.text_b is not None for e in examples)
+    ids, types = [], []
+    for start in range(0, len(examples), _ENCODE_CHUNK):
+        chunk = examples[start:start + _ENCODE_CHUNK]
+        chunk_ids, chunk_types = tokenizer.encode_batch(
+            [e.text_a for e in chunk], [e.text_b or "" for e in chunk] if has_pairs else None, max_seq_length)
+        ids += chunk_ids
+        types += chunk_types
+    lengths = np.fromiter(map(len, ids), np.int64, count=len(ids))
+    return Features(input_ids=_ragged(ids, lengths), token_type_ids=_ragged(types, lengths),
+                    label_ids=label_ids, guids=[e.guid for e in examples])
+
+
+def _ragged(rows: list[list[int]], lengths: np.ndarray) -> tf.RaggedTensor:
+    flat = np.fromiter(itertools.chain.from_iterable(rows), np.int32, count=int(lengths.sum()))
+    return tf.RaggedTensor.from_row_lengths(flat, lengths)
+
+
+def default_bucket_boundaries(max_seq_length: int) -> list[int]:
+    """Upper bounds (exclusive) of length buckets: 2 tokens wide up to 16, 4 up to 64, then 16."""
+    bounds = [*range(4, 17, 2), *range(20, 65, 4), *range(80, max_seq_length + 1, 16)]
+    return [b for b in bounds if b <= max_seq_length]
+
+
+def make_dataset(features: Features, *, batch_size: int, is_training: bool, seed: int = 0,
+                 static_padding: bool = False, max_seq_length: int | None = None,
+                 extras: dict[str, np.ndarray] | None = None, drop_remainder: bool = False,
+                 bucket_boundaries: Sequence[int] | None = None, pad_id: int = 0) -> tf.data.Dataset:
+    """Batches `features` as `(x, y)`; see the module docstring.
+
+    Training shuffles (seeded, reshuffled each epoch) and buckets by length; otherwise the order
+    is kept. `static_padding` pads every batch to `max_seq_length` (XLA/TPU shapes). No example
+    is dropped or repeated unless `drop_remainder`; the dataset is not repeated.
+    """
+    if static_padding and not max_seq_length:
+        raise ValueError("static_padding needs max_seq_length")
+    for name, values in (extras or {}).items():
+        if len(values) != len(features):
+            raise ValueError(f"extra {name!r} has {len(values)} rows for {len(features)} examples")
+    lengths = tf.constant(features.lengths, tf.int32)
+    y = features.label_ids if extras is None else {"label_ids": features.label_ids, **extras}
+    y = tf.nest.map_structure(tf.constant, y)
+    width = max_seq_length if static_padding else None
+
+    def gather_batch(indices):
+        """One batch from example indices: rows padded to the batch's longest (or `width`)."""
+        ids = tf.gather(features.input_ids, indices)
+        shape = [batch_size if drop_remainder else None, width]
+        x = {"input_ids": ids.to_tensor(default_value=pad_id, shape=shape),
+             "attention_mask": tf.ones_like(ids).to_tensor(shape=shape),
+             "token_type_ids": tf.gather(features.token_type_ids, indices).to_tensor(shape=shape)}
+        return x, tf.nest.map_structure(lambda v: tf.gather(v, indices), y)
+
+    # Shuffling and bucketing move scalar indices; each batch is gathered and padded at once.
+    dataset = tf.data.Dataset.range(len(features))
+    if is_training:
+        dataset = dataset.shuffle(max(len(features), 1), seed=seed, reshuffle_each_iteration=True)
+        boundaries = list(bucket_boundaries or default_bucket_boundaries(max_seq_length or int(lengths.numpy().max(initial=1)) + 1))
+        dataset = dataset.bucket_by_sequence_length(
+            element_length_func=lambda i: tf.gather(lengths, i), bucket_boundaries=boundaries,
+            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1), drop_remainder=drop_remainder)
+    else:
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def padding_efficiency(dataset: tf.data.Dataset) -> float:
+    """Real tokens / padded tokens over one pass of `dataset`."""
+    real = padded = 0
+    for x, _ in dataset:
+        mask = x["attention_mask"].numpy()
+        real += int(mask.sum())
+        padded += mask.size
+    return real / max(padded, 1)
