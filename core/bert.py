@@ -27,8 +27,15 @@ from keras import ops
 
 PACKAGE = "bertdistill"
 _MASK_BIAS = -10000.0
+
+
+def gelu(x):
+    """Exact (erf) GELU, written with erf so that tf2onnx can convert it (TF's own uses erfc)."""
+    return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+
+
 _ACTIVATIONS = {
-    "gelu": lambda x: keras.activations.gelu(x, approximate=False),
+    "gelu": gelu,
     "gelu_new": lambda x: keras.activations.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: keras.activations.gelu(x, approximate=True),
     "relu": keras.activations.relu,

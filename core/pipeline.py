@@ -76,6 +76,23 @@ def default_bucket_boundaries(max_seq_length: int) -> list[int]:
     return [b for b in bounds if b <= max_seq_length]
 
 
+def num_batches(features: Features, *, batch_size: int, is_training: bool, max_seq_length: int | None = None,
+                bucket_boundaries: Sequence[int] | None = None, drop_remainder: bool = False) -> int:
+    """How many batches one pass of `make_dataset` yields (bucketing leaves one partial batch per bucket)."""
+    if not is_training:
+        counts = np.array([len(features)])
+    else:
+        boundaries = _boundaries(features, max_seq_length, bucket_boundaries)
+        counts = np.bincount(np.searchsorted(boundaries, features.lengths, side="right"))
+    return int((counts // batch_size).sum() if drop_remainder else (-(-counts // batch_size)).sum())
+
+
+def _boundaries(features: Features, max_seq_length: int | None, bucket_boundaries: Sequence[int] | None) -> list[int]:
+    if bucket_boundaries:
+        return list(bucket_boundaries)
+    return default_bucket_boundaries(max_seq_length or int(features.lengths.max(initial=1)) + 1)
+
+
 def make_dataset(features: Features, *, batch_size: int, is_training: bool, seed: int = 0,
                  static_padding: bool = False, max_seq_length: int | None = None,
                  extras: dict[str, np.ndarray] | None = None, drop_remainder: bool = False,
@@ -109,7 +126,7 @@ def make_dataset(features: Features, *, batch_size: int, is_training: bool, seed
     dataset = tf.data.Dataset.range(len(features))
     if is_training:
         dataset = dataset.shuffle(max(len(features), 1), seed=seed, reshuffle_each_iteration=True)
-        boundaries = list(bucket_boundaries or default_bucket_boundaries(max_seq_length or int(lengths.numpy().max(initial=1)) + 1))
+        boundaries = _boundaries(features, max_seq_length, bucket_boundaries)
         dataset = dataset.bucket_by_sequence_length(
             element_length_func=lambda i: tf.gather(lengths, i), bucket_boundaries=boundaries,
             bucket_batch_sizes=[batch_size] * (len(boundaries) + 1), drop_remainder=drop_remainder)

@@ -1,0 +1,149 @@
+"""Export: float32 SavedModel with a serving signature, ONNX through tf2onnx, INT8 through
+onnxruntime's dynamic quantization, and ONNX Runtime inference.
+
+The serving signature and the ONNX graph take `input_ids`, `attention_mask`,
+`token_type_ids` (int32 [batch, sequence], both axes dynamic) and return `logits` and
+`probabilities` (float32 [batch, num_labels]).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAMES = ("logits", "probabilities")
+ONNX_OPSET = 17  # LayerNormalization is fused by onnxruntime's optimizer from opset 17 graphs
+
+
+def input_signature() -> list[dict[str, tf.TensorSpec]]:
+    return [{name: tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES}]
+
+
+def serving_function(model: keras.Model) -> tf.types.experimental.GenericFunction:
+    """A tf.function from the three inputs to float32 logits and probabilities."""
+
+    @tf.function(input_signature=input_signature())
+    def serve(features):
+        logits = tf.cast(model(features, training=False), tf.float32)
+        return {"logits": tf.identity(logits, name="logits"),
+                "probabilities": tf.nn.softmax(logits, name="probabilities")}
+
+    return serve
+
+
+def export_saved_model(model: keras.Model, path: str) -> None:
+    """Writes a SavedModel whose `serving_default` signature maps the inputs to logits/probabilities."""
+    module = tf.Module()
+    module.model = model
+    module.serve = serving_function(model)
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+
+
+def export_onnx(model: keras.Model, path: str, opset: int = ONNX_OPSET) -> None:
+    """Converts the serving function to ONNX with dynamic batch and sequence axes."""
+    import tf2onnx
+
+    tf2onnx.convert.from_function(serving_function(model), input_signature=input_signature(), opset=opset,
+                                  output_path=path)
+
+
+def quantize_onnx_int8(onnx_path: str, out_path: str) -> None:
+    """Dynamic INT8 quantization of MatMul/Gemm weights (activations quantized on the fly),
+    per-tensor: the form onnxruntime's CPU kernels run fastest for transformer and LSTM layers."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(onnx_path, out_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+@contextlib.contextmanager
+def _global_policy(name: str):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def float32_twin(model: keras.Model) -> keras.Model:
+    """The same architecture built under the float32 policy, with `model`'s weights."""
+    if model.dtype_policy.name == "float32":
+        return model
+    with _global_policy("float32"):
+        twin = model.__class__.from_config(model.get_config())
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarray], info: dict,
+                  write_files: Callable[[str], None] | None = None, quantize: bool = True,
+                  tolerance: float = 1e-4) -> None:
+    """Writes a self-contained export folder, atomically.
+
+    Contents: `saved_model/`, `model.onnx` (checked against Keras on `sample` within
+    `tolerance`), `model.int8.onnx` when `quantize`, `export_info.json` (`info` plus names and
+    opset), and whatever `write_files(tmp_folder)` adds (weights, config, vocab, labels). The
+    folder is built beside `folder` and swapped in only when complete, so a failed export
+    leaves a previous one intact.
+    """
+    model = float32_twin(model)
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        if write_files:
+            write_files(tmp)
+        export_saved_model(model, os.path.join(tmp, "saved_model"))
+        onnx_path = os.path.join(tmp, "model.onnx")
+        export_onnx(model, onnx_path)
+        expected = keras.ops.convert_to_numpy(model(sample, training=False))
+        error = float(np.abs(OnnxClassifier(onnx_path).predict(sample) - expected).max())
+        if error > tolerance:
+            raise RuntimeError(f"ONNX logits differ from Keras by {error:.2e} (> {tolerance})")
+        if quantize:
+            quantize_onnx_int8(onnx_path, os.path.join(tmp, "model.int8.onnx"))
+        with open(os.path.join(tmp, "export_info.json"), "w", encoding="utf-8") as f:
+            json.dump({**info, "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES), "onnx_opset": ONNX_OPSET,
+                       "onnx_max_abs_error": error, "tensorflow": tf.__version__, "keras": keras.__version__},
+                      f, indent=2)
+        _swap_in(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_in(new: str, folder: str) -> None:
+    old = None
+    if os.path.exists(folder):
+        old = tempfile.mkdtemp(prefix=".old-export-", dir=os.path.dirname(os.path.abspath(folder)))
+        os.rename(folder, os.path.join(old, "export"))
+    os.rename(new, folder)
+    if old:
+        shutil.rmtree(old)
+
+
+class OnnxClassifier:
+    """Runs an exported ONNX classifier with onnxruntime on the CPU."""
+
+    def __init__(self, onnx_path: str, intra_op_threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def predict(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits for a batch of int32 features."""
+        feed = {name: np.asarray(features[name], np.int32) for name in self.input_names}
+        return self.session.run(["logits"], feed)[0]
