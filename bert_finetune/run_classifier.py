@@ -55,8 +55,6 @@ def _eval_dataset(features, batch_size):
 def train(model, strategy, processor, tokenizer, labels, eval_features) -> None:
     """Fits the model (resuming if checkpoints exist) and leaves the best-by-dev weights in it."""
     train_features = _features(processor.get_train_examples(FLAGS.data_dir), tokenizer, labels)
-    train_dataset = pipeline.make_dataset(train_features, batch_size=FLAGS.train_batch_size, is_training=True,
-                                          seed=FLAGS.seed, max_seq_length=FLAGS.max_seq_length)
     steps_per_epoch = pipeline.num_batches(train_features, batch_size=FLAGS.train_batch_size, is_training=True,
                                            max_seq_length=FLAGS.max_seq_length)
     num_train_steps = max(1, int(steps_per_epoch * FLAGS.num_train_epochs))
@@ -75,7 +73,9 @@ def train(model, strategy, processor, tokenizer, labels, eval_features) -> None:
     logging.info("Training on %d examples: %d steps/epoch, %d steps", len(train_features), steps_per_epoch,
                  num_train_steps)
     eval_dataset = _eval_dataset(eval_features, FLAGS.eval_batch_size) if eval_features else None
-    training.run_training(model, train_dataset, output_dir=FLAGS.output_dir, steps_per_epoch=steps_per_epoch,
+    training.run_training(model, lambda: pipeline.make_dataset(
+        train_features, batch_size=FLAGS.train_batch_size, is_training=True, seed=FLAGS.seed,
+        max_seq_length=FLAGS.max_seq_length), output_dir=FLAGS.output_dir, steps_per_epoch=steps_per_epoch,
                           num_train_steps=num_train_steps, save_checkpoints_steps=FLAGS.save_checkpoints_steps,
                           eval_dataset=eval_dataset, early_stopping_patience=FLAGS.early_stopping_patience)
     if training.restore_best_weights(model, FLAGS.output_dir):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import keras
 import tensorflow as tf
@@ -115,8 +115,12 @@ class LayerwiseAdamW(keras.optimizers.AdamW):
         super().__init__(**kwargs)
         self.lr_multipliers = dict(lr_multipliers)
 
+    def build(self, var_list):
+        super().build(var_list)
+        self._lr_scales = [self.lr_multipliers.get(v.path, 1.0) for v in var_list]
+
     def update_step(self, gradient, variable, learning_rate):
-        scale = self.lr_multipliers.get(variable.path, 1.0)
+        scale = self._lr_scales[self._get_variable_index(variable)]
         return super().update_step(gradient, variable, learning_rate * scale if scale != 1.0 else learning_rate)
 
 
@@ -224,13 +228,15 @@ class _BestModel(keras.callbacks.Callback):
                        "global_step": int(self.model.optimizer.iterations.numpy())}, f)
 
 
-def run_training(model: keras.Model, train_dataset: tf.data.Dataset, *, output_dir: str, steps_per_epoch: int,
+def run_training(model: keras.Model, train_dataset_fn: Callable[[], tf.data.Dataset], *, output_dir: str, steps_per_epoch: int,
                  num_train_steps: int, save_checkpoints_steps: int, eval_dataset: tf.data.Dataset | None = None,
                  early_stopping_patience: int = 0, callbacks: Iterable[keras.callbacks.Callback] = (),
                  log_every_steps: int = 50) -> list[dict]:
     """Trains a compiled model for `num_train_steps`, resuming from `<output_dir>/checkpoints`.
 
-    `train_dataset` is one seeded epoch (not repeated); it is repeated here. Evaluates on
+    `train_dataset_fn` builds one seeded epoch (not repeated); it is repeated here. A fresh
+    dataset per `fit` call keeps the shuffle order a function of the step alone (a reused
+    dataset object carries its reshuffling state from one iterator to the next). Evaluates on
     `eval_dataset` after every epoch, keeps the best weights, logs to `<output_dir>/tensorboard`.
     Returns the per-epoch logs of this run.
     """
@@ -250,10 +256,11 @@ def run_training(model: keras.Model, train_dataset: tf.data.Dataset, *, output_d
                      keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), update_freq=log_every_steps)]
     if early_stopping_patience and eval_dataset is not None:
         all_callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=early_stopping_patience, mode="max"))
-    data = train_dataset.repeat().skip(done)
     history = []
 
     def fit(initial_epoch: int, epochs: int, steps_per_epoch: int) -> None:
+        # Each fit call starts a new iterator: position it at the next unseen batch.
+        data = train_dataset_fn().repeat().skip(int(optimizer.iterations.numpy()))
         result = model.fit(data, initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=steps_per_epoch,
                            validation_data=eval_dataset, callbacks=all_callbacks, verbose=2)
         history.extend({k: v[i] for k, v in result.history.items()} for i in range(len(result.epoch)))

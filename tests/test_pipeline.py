@@ -95,3 +95,10 @@ def test_pairs_unlabeled_and_errors(tokenizer):
         pipeline.convert_examples_to_features([InputExample("t-9", "bad", None, "x")], tokenizer, ["0", "1"], 8)
     with pytest.raises(ValueError, match="extra 'logits' has 3 rows for 2 examples"):
         pipeline.make_dataset(features, batch_size=2, is_training=False, extras={"logits": np.zeros((3, 2))})
+
+
+@pytest.mark.parametrize("is_training, drop_remainder", [(True, False), (True, True), (False, False), (False, True)])
+def test_num_batches_matches_one_pass(tokenizer, is_training, drop_remainder):
+    features = pipeline.convert_examples_to_features(examples(150), tokenizer, ["0", "1"], 24)
+    kwargs = dict(batch_size=8, is_training=is_training, max_seq_length=24, drop_remainder=drop_remainder)
+    assert pipeline.num_batches(features, **kwargs) == sum(1 for _ in pipeline.make_dataset(features, **kwargs))
