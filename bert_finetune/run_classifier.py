@@ -89,6 +89,8 @@ def evaluate(model, features) -> dict:
     loss, accuracy = model.evaluate(_eval_dataset(features, FLAGS.eval_batch_size), verbose=0)
     step = int(model.optimizer.iterations.numpy()) if model.optimizer.built else 0
     results = {"eval_accuracy": accuracy, "eval_loss": loss, "global_step": step}
+    if not training.is_chief(model.distribute_strategy):
+        return results
     with open(os.path.join(FLAGS.output_dir, "eval_results.txt"), "w", encoding="utf-8") as f:
         for key, value in results.items():
             logging.info("  %s = %s", key, value)
@@ -100,6 +102,8 @@ def predict(model, features) -> None:
     """Class probabilities per test example, one tab-separated line each, in input order."""
     logits = model.predict(_eval_dataset(features, FLAGS.predict_batch_size), verbose=0)
     probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+    if not training.is_chief(model.distribute_strategy):
+        return
     path = os.path.join(FLAGS.output_dir, "test_results.tsv")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         for row in probabilities:
@@ -149,7 +153,7 @@ def main(argv):
         evaluate(model, eval_features)
     if FLAGS.do_predict:
         predict(model, _features(processor.get_test_examples(FLAGS.data_dir), tokenizer, labels))
-    if FLAGS.do_train and FLAGS.do_export and strategy.extended.should_checkpoint:
+    if FLAGS.do_train and FLAGS.do_export and training.is_chief(strategy):
         export_model(model, tokenizer, labels, eval_features)
 
 

@@ -78,7 +78,10 @@ def get_distribution_strategy(name: str, tpu_address: str | None = None) -> tf.d
             d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # Keras 3's fit feeds PerReplica batches it cannot convert under this strategy
+        # (keras-team/keras#20585, tensorflow/tensorflow#72388): fail before any work is done.
+        raise NotImplementedError("multi_worker_mirrored: Keras 3 Model.fit does not support "
+                                  "MultiWorkerMirroredStrategy yet (keras-team/keras#20585); use mirrored")
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
         tf.config.experimental_connect_to_cluster(resolver)
@@ -228,6 +231,20 @@ class _BestModel(keras.callbacks.Callback):
                        "global_step": int(self.model.optimizer.iterations.numpy())}, f)
 
 
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the worker that owns the outputs (always, outside multi-worker training)."""
+    return strategy.extended.should_checkpoint
+
+
+def worker_output_dir(output_dir: str, strategy: tf.distribute.Strategy) -> str:
+    """`output_dir` on the chief; a scratch folder under it for other workers, which must still
+    save checkpoints (saving is collective) but whose files nobody reads."""
+    if is_chief(strategy):
+        return output_dir
+    resolver = strategy.cluster_resolver
+    return os.path.join(output_dir, "workers", f"{resolver.task_type}_{resolver.task_id}")
+
+
 def run_training(model: keras.Model, train_dataset_fn: Callable[[], tf.data.Dataset], *, output_dir: str, steps_per_epoch: int,
                  num_train_steps: int, save_checkpoints_steps: int, eval_dataset: tf.data.Dataset | None = None,
                  early_stopping_patience: int = 0, callbacks: Iterable[keras.callbacks.Callback] = (),
@@ -240,8 +257,10 @@ def run_training(model: keras.Model, train_dataset_fn: Callable[[], tf.data.Data
     `eval_dataset` after every epoch, keeps the best weights, logs to `<output_dir>/tensorboard`.
     Returns the per-epoch logs of this run.
     """
+    output_dir = worker_output_dir(output_dir, model.distribute_strategy)
     optimizer = model.optimizer
-    optimizer.build(model.trainable_variables)
+    with model.distribute_strategy.scope():
+        optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=3)
     if manager.latest_checkpoint:
@@ -273,8 +292,8 @@ def run_training(model: keras.Model, train_dataset_fn: Callable[[], tf.data.Data
         fit(epoch, -(-num_train_steps // steps_per_epoch), steps_per_epoch)
     return history
 def restore_best_weights(model: keras.Model, output_dir: str) -> bool:
-    """Loads `<output_dir>/best/model.weights.h5` into `model` when it exists."""
-    path = os.path.join(output_dir, "best", "model.weights.h5")
+    """Loads `<output_dir>/best/model.weights.h5` (this worker's copy) into `model` when it exists."""
+    path = os.path.join(worker_output_dir(output_dir, model.distribute_strategy), "best", "model.weights.h5")
     if os.path.exists(path):
         model.load_weights(path)
         return True

@@ -108,3 +108,21 @@ def test_killed_run_resumes_from_latest_checkpoint(workspace, tmp_path):
 def test_flag_validation_fails_fast(workspace, tmp_path, args, message):
     result = run(workspace, tmp_path / "out", *args, check=False)
     assert result.returncode != 0 and message in result.stderr + result.stdout
+
+
+def test_mirrored_strategy_over_two_logical_cpus(workspace, tmp_path):
+    launcher = tmp_path / "two_cpus.py"
+    launcher.write_text(
+        "import runpy, sys\nimport tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")
+    out = tmp_path / "out"
+    command = [sys.executable, str(launcher), SCRIPT, f"--data_dir={workspace / 'data'}",
+               f"--init_checkpoint={workspace / 'tiny'}", f"--output_dir={out}", "--max_seq_length=32",
+               "--train_batch_size=4", "--do_train", "--do_eval", "--num_train_epochs=1", "--do_export=false",
+               "--distribution_strategy=mirrored"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy with devices" in result.stderr and "CPU:1" in result.stderr
+    assert np.isfinite(float(read_results(out / "eval_results.txt")["eval_loss"]))
