@@ -26,6 +26,9 @@ from core.tokenization import Tokenizer  # noqa: E402
 
 training.define_common_flags()
 flags.DEFINE_bool("do_export", True, "After training, write <output_dir>/export (SavedModel, ONNX, INT8).")
+flags.DEFINE_enum("classifier_pooling", "cls", ["cls", "mean"],
+                  "Classify the [CLS] pooler output or the mean of the token states (an export "
+                  "folder's own choice is used unless this flag is given).")
 flags.DEFINE_bool("skip_bad_rows", False, "Skip (and count) malformed data rows instead of failing.")
 FLAGS = flags.FLAGS
 
@@ -143,7 +146,10 @@ def main(argv):
     labels = processor.get_labels()
     tokenizer = Tokenizer(pretrained.vocab_file, FLAGS.do_lower_case)
     with strategy.scope():
-        model = BertClassifier(BertEncoder(pretrained.config), num_labels=len(labels))
+        pooling = FLAGS.classifier_pooling
+        if pretrained.classifier_pooling and not FLAGS["classifier_pooling"].present:
+            pooling = pretrained.classifier_pooling
+        model = BertClassifier(BertEncoder(pretrained.config), num_labels=len(labels), pooling=pooling)
         checkpoints.restore_weights(model, pretrained)
     eval_features = (_features(processor.get_dev_examples(FLAGS.data_dir), tokenizer, labels)
                      if FLAGS.do_eval or FLAGS.do_train else None)

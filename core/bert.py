@@ -47,7 +47,9 @@ _IGNORED_CONFIG_KEYS = {"architectures", "model_type", "transformers_version", "
                         "directionality", "pooler_fc_size", "pooler_num_attention_heads",
                         "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type",
                         "id2label", "label2id", "output_past", "is_decoder",
-                        "add_cross_attention", "chunk_size_feed_forward", "tie_word_embeddings"}
+                        "add_cross_attention", "chunk_size_feed_forward", "tie_word_embeddings",
+                        "classifier_pooling"}
+POOLINGS = ("cls", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,20 +270,31 @@ class BertEncoder(keras.Model):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BertClassifier(keras.Model):
-    """BERT encoder + dropout + dense classifier over the pooled output; float32 logits.
+    """BERT encoder + dropout + dense classifier; float32 logits [B, num_labels].
 
-    Outputs the logits tensor [B, num_labels]. The encoder is available as `.encoder`
-    (for distillation, build it with `output_hidden_states` / `output_attentions`).
+    `pooling="cls"` classifies the pooler output ([CLS], as BERT does); `"mean"` the mean of
+    the real tokens' final hidden states, which suits encoders trained as sentence embedders
+    (all-MiniLM-L6-v2). The encoder is available as `.encoder` (for distillation, build it
+    with `output_hidden_states` / `output_attentions`).
     """
 
-    def __init__(self, encoder: BertEncoder | dict, num_labels: int, dropout: float | None = None, **kwargs):
+    def __init__(self, encoder: BertEncoder | dict, num_labels: int, dropout: float | None = None,
+                 pooling: str = "cls", **kwargs):
         if isinstance(encoder, dict):
             encoder = keras.saving.deserialize_keras_object(encoder)
         if num_labels < 1:
             raise ValueError(f"num_labels must be positive, got {num_labels}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         dropout = encoder.config.hidden_dropout_prob if dropout is None else dropout
         inputs = _encoder_inputs()
-        pooled = encoder(inputs)["pooled_output"]
+        outputs = encoder(inputs)
+        if pooling == "cls":
+            pooled = outputs["pooled_output"]
+        else:
+            mask = ops.cast(inputs["attention_mask"], "float32")[:, :, None]
+            summed = ops.sum(ops.cast(outputs["sequence_output"], "float32") * mask, axis=1)
+            pooled = summed / ops.maximum(ops.sum(mask, axis=1), 1.0)
         head = keras.layers.Dense(
             num_labels, dtype="float32", name="classifier",
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=encoder.config.initializer_range))
@@ -291,10 +304,12 @@ class BertClassifier(keras.Model):
         self.head = head
         self.num_labels = num_labels
         self.dropout_rate = dropout
+        self.pooling = pooling
 
     def get_config(self):
         return {"encoder": keras.saving.serialize_keras_object(self.encoder), "num_labels": self.num_labels,
-                "dropout": self.dropout_rate, "name": self.name, "trainable": self.trainable}
+                "dropout": self.dropout_rate, "pooling": self.pooling, "name": self.name,
+                "trainable": self.trainable}
 
     @classmethod
     def from_config(cls, config):

@@ -35,6 +35,7 @@ class Pretrained:
     weights: dict[str, np.ndarray]
     source: str
     do_lower_case: bool | None = None  # None when the source does not say
+    classifier_pooling: str | None = None  # set by our own export folders
 
 
 @dataclasses.dataclass
@@ -86,7 +87,7 @@ def save_hf_folder(model: BertClassifier, folder: str, vocab_file: str, labels: 
     from safetensors.numpy import save_file
 
     os.makedirs(folder, exist_ok=True)
-    config = {**model.encoder.config.to_dict(), "model_type": "bert",
+    config = {**model.encoder.config.to_dict(), "model_type": "bert", "classifier_pooling": model.pooling,
               "architectures": ["BertForSequenceClassification"],
               "id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
     with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
@@ -135,7 +136,10 @@ def load_hf_folder(folder: str) -> Pretrained:
     for name, array in load_file(weights_file).items():
         google_name, transposed = hf_to_google_name(name)
         weights[google_name] = array.T if transposed else array
-    return Pretrained(config, vocab_file, weights, source=folder, do_lower_case=_hf_do_lower_case(folder))
+    with open(config_file, encoding="utf-8") as f:
+        pooling = json.load(f).get("classifier_pooling")
+    return Pretrained(config, vocab_file, weights, source=folder, do_lower_case=_hf_do_lower_case(folder),
+                      classifier_pooling=pooling)
 
 
 def _hf_do_lower_case(folder: str) -> bool | None:

@@ -89,3 +89,18 @@ def test_mixed_precision_keeps_float32_logits_and_layer_norm(policy):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_mean_pooling_averages_real_tokens_only():
+    encoder = BertEncoder(tiny_config())
+    model = BertClassifier(encoder, num_labels=2, dropout=0.0, pooling="mean")
+    batch = tiny_batch()
+    sequence = np.asarray(encoder(batch)["sequence_output"])
+    mean = sequence[1, :5].mean(0)  # the second row has 5 real tokens
+    head = model.head
+    expected = mean @ head.kernel.numpy() + head.bias.numpy()
+    np.testing.assert_allclose(np.asarray(model(batch))[1], expected, atol=1e-5)
+    clone = BertClassifier.from_config(model.get_config())
+    assert clone.pooling == "mean"
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        BertClassifier(encoder, num_labels=2, pooling="max")

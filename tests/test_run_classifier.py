@@ -56,7 +56,7 @@ def read_results(path) -> dict:
 def test_train_eval_predict_export_and_reload(workspace, tmp_path):
     out = tmp_path / "out"
     run(workspace, out, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs=2",
-        "--save_checkpoints_steps=2", "--learning_rate=1e-3")
+        "--save_checkpoints_steps=2", "--learning_rate=1e-3", "--classifier_pooling=mean")
     results = read_results(out / "eval_results.txt")
     best = json.loads((out / "best" / "metrics.json").read_text())
     assert set(results) == {"eval_accuracy", "eval_loss", "global_step"}
@@ -73,7 +73,8 @@ def test_train_eval_predict_export_and_reload(workspace, tmp_path):
     assert (out / "best" / "model.weights.h5").exists() and (out / "checkpoints" / "checkpoint").exists()
     assert any(f.startswith("events") for _, _, files in os.walk(out / "tensorboard") for f in files)
 
-    again = tmp_path / "reloaded"  # the export folder is a valid --init_checkpoint
+    assert json.loads((export / "config.json").read_text())["classifier_pooling"] == "mean"
+    again = tmp_path / "reloaded"  # the export folder is a valid --init_checkpoint, pooling included
     run(workspace, again, "--do_eval", f"--init_checkpoint={export}")
     reloaded = read_results(again / "eval_results.txt")
     assert float(reloaded["eval_accuracy"]) == float(results["eval_accuracy"])
