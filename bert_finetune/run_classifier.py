@@ -76,13 +76,13 @@ def train(model, strategy, processor, tokenizer, labels, eval_features) -> None:
     logging.info("Training on %d examples: %d steps/epoch, %d steps", len(train_features), steps_per_epoch,
                  num_train_steps)
     eval_dataset = _eval_dataset(eval_features, FLAGS.eval_batch_size) if eval_features else None
-    training.run_training(model, lambda: pipeline.make_dataset(
-        train_features, batch_size=FLAGS.train_batch_size, is_training=True, seed=FLAGS.seed,
+    training.run_training(model, lambda epoch: pipeline.make_dataset(
+        train_features, batch_size=FLAGS.train_batch_size, is_training=True, seed=FLAGS.seed + epoch,
         max_seq_length=FLAGS.max_seq_length), output_dir=FLAGS.output_dir, steps_per_epoch=steps_per_epoch,
                           num_train_steps=num_train_steps, save_checkpoints_steps=FLAGS.save_checkpoints_steps,
                           eval_dataset=eval_dataset, early_stopping_patience=FLAGS.early_stopping_patience)
     if training.restore_best_weights(model, FLAGS.output_dir):
-        logging.info("Kept the best dev model: %s", training.best_dev_metric(FLAGS.output_dir))
+        logging.info("Kept the best dev model: %s", training.read_best(FLAGS.output_dir))
 
 
 def evaluate(model, features) -> dict:
@@ -90,7 +90,8 @@ def evaluate(model, features) -> dict:
     if not model.compiled:
         training.compile_classifier(model, "adam")
     loss, accuracy = model.evaluate(_eval_dataset(features, FLAGS.eval_batch_size), verbose=0)
-    step = int(model.optimizer.iterations.numpy()) if model.optimizer.built else 0
+    best = training.read_best(FLAGS.output_dir)
+    step = best["global_step"] if best else int(model.optimizer.iterations.numpy()) if model.optimizer.built else 0
     results = {"eval_accuracy": accuracy, "eval_loss": loss, "global_step": step}
     if not training.is_chief(model.distribute_strategy):
         return results

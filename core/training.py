@@ -1,301 +1,461 @@
-"""Training utilities shared by every entry point: flags, strategy and precision, the
-optimizer, and a resumable `fit` loop with TensorBoard, checkpoints and best-by-dev weights.
+"""Training utilities shared by every entry point: run_classifier-named flags, distribution
+strategy and precision policy from strings, AdamW with warm-up/decay and layer-wise learning
+rates, and `run_training`, a resumable `Model.fit` with checkpoints, TensorBoard, dev-set model
+selection and early stopping.
 
-Resume design: model, optimizer (its `iterations` is the global step) are checkpointed with
-`tf.train.CheckpointManager` every `save_checkpoints_steps`. The training dataset is seeded,
-so its batch order is a pure function of the step: a restarted run restores the latest
-checkpoint, skips the `done` batches it already trained on, finishes the interrupted epoch
-with a short `fit`, then runs the remaining whole epochs. No step is redone and no batch is
-seen twice.
+Order of calls in an entry point::
+
+    strategy = get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)  # before any op
+    set_precision_policy(FLAGS.mixed_precision)                                  # before any model
+    with strategy.scope():
+        model = ...
+        compile_classifier(model, create_optimizer(...), use_xla=FLAGS.use_xla)
+    run_training(model, lambda epoch: make_dataset(..., seed=FLAGS.seed + epoch), ...)
+
+Resume design. A checkpoint holds the model, the optimizer (slots, `iterations`, and the loss
+scale under mixed_float16) and `step`, the number of training batches consumed (it can exceed
+`optimizer.iterations`: the loss-scale optimizer skips steps whose gradients overflow). Training
+is a sequence of real epochs of `steps_per_epoch` batches, and `run_training` calls `fit` once
+per epoch (`initial_epoch=e, epochs=e + 1`) on a fresh `train_dataset_fn(e)`, skipping the
+batches of that epoch already done. So a restarted run with the same arguments restores the
+latest checkpoint, finishes the interrupted epoch from the next unseen batch and carries on: no
+step is redone, no batch is seen twice, and the result equals an uninterrupted run's.
+`train_dataset_fn(epoch)` must give the same batches whenever it is called with the same epoch
+(seed the shuffle with the epoch). A fresh dataset object per epoch, rather than one repeated
+dataset, is what makes this exact: a seeded `shuffle(reshuffle_each_iteration=True)` draws a new
+order for every iterator made over the same object, and under a distribution strategy Keras
+makes an extra iterator at the start of each `fit` (to build the model symbolically), so the
+order of a repeated dataset would depend on where the run started. The train function is traced
+once per model, not once per `fit`.
+
+Each epoch ends with an evaluation on the dev set (when given); the best-by-dev-accuracy weights
+go to `<output_dir>/best/` (`model.weights.h5`, `metrics.json`); training stops early after
+`early_stopping_patience` epochs without a strictly better dev accuracy (Keras `EarlyStopping`
+semantics, decided from `metrics.json` so that it survives restarts). TensorBoard logs go to
+`<output_dir>/tensorboard`: Keras' epoch summaries in `train/` and `validation/`, plus in
+`train/` the running training metrics (`batch_*`) and `learning_rate` every `log_every_steps`
+steps at the global step, and the hyperparameters for the hparams dashboard.
+
+Multi-worker: only the chief writes `best/` and TensorBoard; every worker saves checkpoints
+(saving is collective), the others into a temporary folder, and all restore from the chief's
+(shared file system). Keras 3.15 `Model.fit` itself fails with two or more workers; see
+`get_distribution_strategy`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import keras
 import tensorflow as tf
 from absl import flags, logging
+from tensorboard.plugins.hparams import api as hparams_api
 
+PACKAGE = "bertdistill"
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
-NO_WEIGHT_DECAY = ("LayerNorm", "layer_norm", "bias")
+# Matched against variable paths, e.g. `layer_0/attention_LayerNorm/gamma`, `classifier/bias`.
+NO_WEIGHT_DECAY = re.compile(r"LayerNorm|layer_norm|(?:^|/)bias$")
+_LAYER = re.compile(r"(?:^|/)layer_(\d+)/")
+_EMBEDDINGS = re.compile(r"(?:^|/)embeddings/")
 
 
-def define_common_flags() -> None:
-    """Defines the run_classifier-style flags (all optional); safe to call more than once."""
-    if "output_dir" in flags.FLAGS:
+def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines Google run_classifier.py's flags and ours, all optional; safe to call twice."""
+    if "mixed_precision" in flag_values:
         return
-    f = flags
-    f.DEFINE_string("task_name", "sst-2", "Task (data processor) name.")
-    f.DEFINE_bool("do_train", False, "Run training.")
-    f.DEFINE_bool("do_eval", False, "Evaluate on the dev set.")
-    f.DEFINE_bool("do_predict", False, "Predict the test set.")
-    f.DEFINE_string("data_dir", None, "Folder with the task's train/dev/test files (SST-2: tfds when unset).")
-    f.DEFINE_string("vocab_file", None, "WordPiece vocab.txt (default: the checkpoint's).")
-    f.DEFINE_string("bert_config_file", None, "bert_config.json of a Google checkpoint.")
-    f.DEFINE_string("init_checkpoint", None,
-                    "Google TF checkpoint prefix, Hugging Face folder or export folder (default: offline model).")
-    f.DEFINE_bool("do_lower_case", True, "Lower-case input (uncased models).")
-    f.DEFINE_integer("max_seq_length", 128, "Maximum tokens per example after WordPiece.")
-    f.DEFINE_integer("train_batch_size", 32, "Training batch size.")
-    f.DEFINE_integer("eval_batch_size", 8, "Evaluation batch size.")
-    f.DEFINE_integer("predict_batch_size", 8, "Prediction batch size.")
-    f.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of AdamW.")
-    f.DEFINE_float("num_train_epochs", 3.0, "Training epochs (may be fractional).")
-    f.DEFINE_float("warmup_proportion", 0.1, "Share of training steps with linear warm-up.")
-    f.DEFINE_integer("save_checkpoints_steps", 1000, "Steps between checkpoints.")
-    f.DEFINE_string("output_dir", None, "Where checkpoints, logs, results and the export go.")
-    f.DEFINE_enum("mixed_precision", "float32", PRECISIONS, "Precision policy (mixed_bfloat16 on CPU).")
-    f.DEFINE_enum("distribution_strategy", "off", STRATEGIES, "tf.distribute strategy.")
-    f.DEFINE_string("tpu", None, "TPU address for --distribution_strategy=tpu.")
-    f.DEFINE_bool("use_xla", False, "Compile the train step with XLA.")
-    f.DEFINE_integer("seed", 12345, "Random seed (data order, initialisation, dropout).")
-    f.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on LayerNorm and biases).")
-    f.DEFINE_float("max_grad_norm", 1.0, "Global gradient norm clip (0: off).")
-    f.DEFINE_float("layerwise_lr_decay", 1.0, "Learning rate factor per layer below the top (1.0: off).")
-    f.DEFINE_integer("early_stopping_patience", 0, "Epochs without dev improvement before stopping (0: off).")
-
-
-def set_precision_policy(name: str) -> None:
-    """Sets the global Keras precision policy; call before building models."""
-    if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r}; expected one of {PRECISIONS}")
-    keras.mixed_precision.set_global_policy(name)
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("task_name", "sst-2", "Task (data processor) name.", **fv)
+    flags.DEFINE_bool("do_train", False, "Train.", **fv)
+    flags.DEFINE_bool("do_eval", False, "Evaluate on the dev set.", **fv)
+    flags.DEFINE_bool("do_predict", False, "Predict the test set.", **fv)
+    flags.DEFINE_string("data_dir", None, "Folder with the task's train/dev/test files (SST-2: tfds when unset).",
+                       **fv)
+    flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt (default: the checkpoint's).", **fv)
+    flags.DEFINE_string("bert_config_file", None, "bert_config.json of the pre-trained model.", **fv)
+    flags.DEFINE_string("init_checkpoint", None, "Google TF checkpoint prefix, Hugging Face folder or export folder "
+                       "(default: offline model).", **fv)
+    flags.DEFINE_bool("do_lower_case", True, "Lower-case the input (uncased models).", **fv)
+    flags.DEFINE_integer("max_seq_length", 128, "Maximum tokens per example after WordPiece.", **fv)
+    flags.DEFINE_integer("train_batch_size", 32, "Training batch size (global).", **fv)
+    flags.DEFINE_integer("eval_batch_size", 8, "Evaluation batch size.", **fv)
+    flags.DEFINE_integer("predict_batch_size", 8, "Prediction batch size.", **fv)
+    flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of AdamW.", **fv)
+    flags.DEFINE_float("num_train_epochs", 3.0, "Training epochs (may be fractional).", **fv)
+    flags.DEFINE_float("warmup_proportion", 0.1, "Share of training steps with linear warm-up.", **fv)
+    flags.DEFINE_integer("save_checkpoints_steps", 1000, "Steps between checkpoints (also at each epoch end).",
+                         **fv)
+    flags.DEFINE_string("output_dir", None, "Checkpoints, TensorBoard logs, results and exports.", **fv)
+    flags.DEFINE_enum("mixed_precision", "float32", PRECISIONS,
+                      "Precision policy: mixed_bfloat16 on CPU/TPU, mixed_float16 on GPU.", **fv)
+    flags.DEFINE_enum("distribution_strategy", "off", STRATEGIES, "tf.distribute strategy.", **fv)
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --distribution_strategy=tpu.", **fv)
+    flags.DEFINE_bool("use_xla", False, "Compile the train step with XLA (best with fixed shapes).", **fv)
+    flags.DEFINE_integer("seed", 12345, "Random seed: initialisation, dropout, data order.", **fv)
+    flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on LayerNorm or biases).", **fv)
+    flags.DEFINE_float("max_grad_norm", 1.0, "Clip gradients to this global norm (0: off).", **fv)
+    flags.DEFINE_float("layerwise_lr_decay", 1.0, "LR factor per layer below the top (1.0: off).", **fv)
+    flags.DEFINE_integer("early_stopping_patience", 0,
+                         "Epochs without a better dev accuracy before stopping (0: off).", **fv)
 
 
 def get_distribution_strategy(name: str, tpu_address: str | None = None) -> tf.distribute.Strategy:
-    """A tf.distribute strategy from its flag name; call before building models."""
+    """The `tf.distribute` strategy named by `--distribution_strategy`; call before any other TF op.
+
+    `mirrored` uses every GPU, or every logical CPU when there is none; `multi_worker_mirrored`
+    reads the cluster from `TF_CONFIG`.
+
+    Known limitation (Keras 3.15.1, TF 2.21): `Model.fit` under `MultiWorkerMirroredStrategy`
+    with two or more workers fails inside Keras' TF trainer (keras/src/backend/tensorflow/
+    trainer.py). `_maybe_symbolic_build` passes the whole (x, y) batch to `strategy.reduce`,
+    whose collective implementation does not accept a nest ("Attempt to convert a value
+    ({'input_ids': PerReplica...}) with an unsupported type (<class 'dict'>) to a Tensor";
+    keras-team/keras#20329, #20585), and `reduce_per_replica` reduces the scalar step logs with
+    `strategy.reduce("MEAN", v, axis=0)` ("Invalid reduction dimension 0 for input with 0
+    dimensions"; tensorflow/tensorflow#72388). One worker, and `mirrored`, work.
+    """
     if name == "off":
         return tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0")
     if name == "mirrored":
-        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
-            d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker_mirrored":
-        # Keras 3's fit feeds PerReplica batches it cannot convert under this strategy
-        # (keras-team/keras#20585, tensorflow/tensorflow#72388): fail before any work is done.
-        raise NotImplementedError("multi_worker_mirrored: Keras 3 Model.fit does not support "
-                                  "MultiWorkerMirroredStrategy yet (keras-team/keras#20585); use mirrored")
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        spec = strategy.cluster_resolver.cluster_spec()
+        if sum(spec.num_tasks(job) for job in spec.jobs) > 1:
+            logging.warning("Keras 3 Model.fit fails with several MultiWorkerMirroredStrategy workers "
+                            "(keras-team/keras#20585, tensorflow/tensorflow#72388)")
+        return strategy
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"unknown distribution strategy {name!r}; expected one of {STRATEGIES}")
+    raise ValueError(f"unknown distribution strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
 
 
-@keras.saving.register_keras_serializable(package="bertdistill")
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this worker writes the run's outputs (always true outside multi-worker training)."""
+    return strategy.extended.should_checkpoint
+
+
+def set_precision_policy(name: str) -> None:
+    """Sets Keras' global dtype policy (`--mixed_precision`); call before any model is built."""
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision policy {name!r}; expected one of {', '.join(PRECISIONS)}")
+    keras.mixed_precision.set_global_policy(name)
+
+
+@contextlib.contextmanager
+def precision_policy(name: str) -> Iterator[None]:
+    """`set_precision_policy(name)` for a `with` block (tests), then back to the previous policy."""
+    previous = keras.mixed_precision.global_policy().name
+    set_precision_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps`."""
 
     def __init__(self, peak: float, total_steps: int, warmup_steps: int):
+        if total_steps <= 0 or not 0 <= warmup_steps <= total_steps:
+            raise ValueError(f"need total_steps > 0 and 0 <= warmup_steps <= total_steps; "
+                             f"got total_steps={total_steps}, warmup_steps={warmup_steps}")
         self.peak, self.total_steps, self.warmup_steps = peak, total_steps, warmup_steps
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
+        step = keras.ops.cast(step, "float32")
         warmup = step / max(self.warmup_steps, 1)
         decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
-        return self.peak * tf.maximum(0.0, tf.where(step < self.warmup_steps, warmup, decay))
+        return self.peak * keras.ops.clip(keras.ops.where(step < self.warmup_steps, warmup, decay), 0.0, 1.0)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
 
 
-class LayerwiseAdamW(keras.optimizers.AdamW):
-    """AdamW whose learning rate is scaled per variable by `lr_multipliers[variable.path]`.
+def layerwise_lr_multipliers(variables: Iterable[keras.Variable | str], num_layers: int | None,
+                             decay: float) -> dict[str, float]:
+    """Layer-wise learning-rate decay factors by variable path, for BERT's naming.
 
-    Adam is invariant to gradient scale, so layer-wise learning rates must scale the update
-    itself; weight decay keeps the base rate.
+    With `num_layers` L (None: one more than the largest layer index found), a variable under
+    `layer_i/` (`layer_0` is the bottom) gets `decay ** (L - i)`, one under `embeddings/`
+    `decay ** (L + 1)`; anything else (pooler, classifier) keeps 1.0 and is left out.
     """
-
-    def __init__(self, lr_multipliers: dict[str, float], **kwargs):
-        super().__init__(**kwargs)
-        self.lr_multipliers = dict(lr_multipliers)
-
-    def build(self, var_list):
-        super().build(var_list)
-        self._lr_scales = [self.lr_multipliers.get(v.path, 1.0) for v in var_list]
-
-    def update_step(self, gradient, variable, learning_rate):
-        scale = self._lr_scales[self._get_variable_index(variable)]
-        return super().update_step(gradient, variable, learning_rate * scale if scale != 1.0 else learning_rate)
-
-
-def layerwise_lr_multipliers(variables: Iterable[keras.Variable], num_layers: int, decay: float) -> dict[str, float]:
-    """BERT layer-wise decay by variable path: `layer_i/...` gets decay**(L - i),
-    `embeddings/...` decay**(L + 1), everything else (pooler, head) 1.0."""
-    multipliers = {}
-    for variable in variables:
-        match = re.search(r"(?:^|/)layer_(\d+)/", variable.path)
-        if match:
-            multipliers[variable.path] = decay ** (num_layers - int(match.group(1)))
-        elif re.search(r"(?:^|/)embeddings/", variable.path):
-            multipliers[variable.path] = decay ** (num_layers + 1)
+    paths = [v if isinstance(v, str) else v.path for v in variables]
+    layers = {path: int(m.group(1)) for path in paths if (m := _LAYER.search(path))}
+    if not layers:
+        raise ValueError("layer-wise learning-rate decay needs variables under `layer_<i>/`; none found")
+    num_layers = max(layers.values()) + 1 if num_layers is None else num_layers
+    if max(layers.values()) >= num_layers:
+        raise ValueError(f"variable {max(layers, key=layers.get)} is beyond num_layers={num_layers}")
+    multipliers = {path: decay ** (num_layers + 1) for path in paths if _EMBEDDINGS.search(path)}
+    multipliers.update({path: decay ** (num_layers - i) for path, i in layers.items()})
     return multipliers
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AdamWeightDecay(keras.optimizers.AdamW):
+    """Keras AdamW with BERT's weight-decay exclusions and per-variable learning rates, both by path.
+
+    Weight decay skips variables whose path matches `NO_WEIGHT_DECAY` (LayerNorm weights, biases),
+    through Keras' `exclude_from_weight_decay`. The learning rate of a variable is multiplied by
+    `lr_multipliers[path]` (default 1.0) or, when `layerwise_lr_decay != 1`, by
+    `layerwise_lr_multipliers(variables, None, layerwise_lr_decay)`. Adam is invariant to the
+    scale of the gradients, so the factor scales the Adam step itself; Keras applies the
+    decoupled weight decay separately, at the schedule's rate.
+    """
+
+    def __init__(self, *, layerwise_lr_decay: float = 1.0, lr_multipliers: Mapping[str, float] | None = None,
+                 **kwargs):
+        if lr_multipliers is not None and layerwise_lr_decay != 1.0:
+            raise ValueError("give lr_multipliers or layerwise_lr_decay, not both")
+        super().__init__(**kwargs)
+        self.layerwise_lr_decay = layerwise_lr_decay
+        self.lr_multipliers = None if lr_multipliers is None else dict(lr_multipliers)
+
+    def build(self, variables):
+        self.exclude_from_weight_decay(var_list=[v for v in variables if NO_WEIGHT_DECAY.search(v.path)])
+        multipliers = self.lr_multipliers or {}
+        if self.layerwise_lr_decay != 1.0:
+            multipliers = layerwise_lr_multipliers(variables, None, self.layerwise_lr_decay)
+        self._lr_scales = [multipliers.get(v.path, 1.0) for v in variables]
+        super().build(variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        scale = self._lr_scales[self._get_variable_index(variable)]
+        super().update_step(gradient, variable, learning_rate if scale == 1.0 else learning_rate * scale)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "layerwise_lr_decay": self.layerwise_lr_decay,
+                "lr_multipliers": self.lr_multipliers}
+
+
 def create_optimizer(*, learning_rate: float, num_train_steps: int, num_warmup_steps: int,
-                     weight_decay: float = 0.01, max_grad_norm: float = 1.0,
-                     lr_multipliers: dict[str, float] | None = None) -> keras.optimizers.Optimizer:
-    """AdamW (epsilon 1e-6) with linear warm-up/decay, global norm clipping, and no weight
-    decay on LayerNorm weights and biases; per-variable learning rates when `lr_multipliers`."""
-    kwargs = dict(learning_rate=WarmupLinearDecay(learning_rate, num_train_steps, num_warmup_steps),
-                  weight_decay=weight_decay, epsilon=1e-6, global_clipnorm=max_grad_norm or None)
-    optimizer = LayerwiseAdamW(lr_multipliers, **kwargs) if lr_multipliers else keras.optimizers.AdamW(**kwargs)
-    optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
-    return optimizer
+                     weight_decay: float = 0.01, max_grad_norm: float | None = 1.0, layerwise_lr_decay: float = 1.0,
+                     lr_multipliers: Mapping[str, float] | None = None) -> keras.optimizers.Optimizer:
+    """BERT's optimizer: AdamW (epsilon 1e-6), linear warm-up then linear decay to 0, global-norm
+    clipping (`max_grad_norm`; 0 or None: off), no weight decay on LayerNorm weights and biases,
+    optional layer-wise or per-variable learning rates (see `AdamWeightDecay`).
+
+    Create it inside `strategy.scope()`. Do not wrap it for loss scaling: under mixed_float16,
+    `compile` does.
+    """
+    return AdamWeightDecay(learning_rate=WarmupLinearDecay(learning_rate, num_train_steps, num_warmup_steps),
+                           weight_decay=weight_decay, epsilon=1e-6, global_clipnorm=max_grad_norm or None,
+                           layerwise_lr_decay=layerwise_lr_decay, lr_multipliers=lr_multipliers)
 
 
-def compile_classifier(model: keras.Model, optimizer: keras.optimizers.Optimizer, *, use_xla: bool = False) -> None:
-    """Cross-entropy on logits + accuracy. Under mixed_float16, Keras wraps the optimizer for loss scaling."""
+def compile_classifier(model: keras.Model, optimizer: keras.optimizers.Optimizer | str, *,
+                       use_xla: bool = False) -> None:
+    """Sparse categorical cross-entropy on logits and an `accuracy` metric; XLA when `use_xla`."""
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")], jit_compile=use_xla)
 
 
-class _CheckpointEveryNSteps(keras.callbacks.Callback):
-    """Saves model + optimizer through a CheckpointManager every N optimizer steps and at the end."""
+def checkpoint_manager(model: keras.Model, directory: str, *, max_to_keep: int = 3) -> tf.train.CheckpointManager:
+    """A manager of `tf.train.Checkpoint(model, optimizer, step)` for a compiled model.
 
-    def __init__(self, manager: tf.train.CheckpointManager, every: int):
+    Builds the optimizer (in the model's strategy) so that its variables exist to restore into.
+    `manager.checkpoint.step` (int64) counts the training batches consumed.
+    """
+    if not model.optimizer.built:
+        with model.distribute_strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, step=step)
+    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)
+
+
+def restore_latest(manager: tf.train.CheckpointManager, directory: str | None = None) -> int:
+    """Restores the latest checkpoint in `directory` (default: the manager's), if any; returns the steps done."""
+    path = tf.train.latest_checkpoint(directory or manager.directory)
+    if path:
+        manager.checkpoint.restore(path).assert_existing_objects_matched()
+        logging.info("Resumed from %s", path)
+    return int(manager.checkpoint.step.numpy())
+
+
+class StepCheckpoint(keras.callbacks.Callback):
+    """Advances `manager.checkpoint.step` with every training batch; saves a checkpoint every
+    `save_every` steps (0: not within epochs) and at the end of every `fit`."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, save_every: int):
         super().__init__()
-        self.manager, self.every = manager, every
+        self.manager, self.save_every = manager, save_every
+        self.step = manager.checkpoint.step
+        self._epoch_start = self._saved = int(self.step.numpy())
 
-    def _step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = int(self.step.numpy())
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every and self._step() % self.every == 0:
-            self.manager.save(checkpoint_number=self._step())
+        step = self._epoch_start + batch + 1
+        self.step.assign(step)
+        if self.save_every and step % self.save_every == 0:
+            self._save(step)
 
     def on_train_end(self, logs=None):
-        if self.manager.latest_checkpoint != self._checkpoint_path():
-            self.manager.save(checkpoint_number=self._step())
+        if int(self.step.numpy()) != self._saved:
+            self._save(int(self.step.numpy()))
 
-    def _checkpoint_path(self) -> str:
-        return os.path.join(self.manager.directory, f"ckpt-{self._step()}")
+    def _save(self, step: int) -> None:
+        self.manager.save(checkpoint_number=step)
+        self._saved = step
 
 
-class _StopAtStep(keras.callbacks.Callback):
-    """Stops training once the optimizer has taken `last_step` steps (fractional last epoch)."""
+class _StepSummaries(keras.callbacks.Callback):
+    """Every `every` steps: the running training metrics and the learning rate, at the global step."""
 
-    def __init__(self, last_step: int):
+    def __init__(self, log_dir: str, step: tf.Variable, every: int):
         super().__init__()
-        self.last_step = last_step
+        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "train"))
+        self.step, self.every = step, every
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) >= self.last_step:
-            self.model.stop_training = True
+        step = int(self.step.numpy())
+        if step % self.every:
+            return
+        with self.writer.as_default(step=step):
+            for name, value in (logs or {}).items():
+                tf.summary.scalar(f"batch_{name}", value)
+            tf.summary.scalar("learning_rate", self.model.optimizer.learning_rate)
+        self.writer.flush()
 
 
-def write_hparams(log_dir: str, hparams: dict) -> None:
-    """Writes the run's hyperparameters to TensorBoard (text) and `hparams.json`."""
-    os.makedirs(log_dir, exist_ok=True)
-    with open(os.path.join(log_dir, "hparams.json"), "w", encoding="utf-8") as f:
-        json.dump(hparams, f, indent=2, sort_keys=True, default=str)
-    with tf.summary.create_file_writer(os.path.join(log_dir, "hparams")).as_default():
-        table = "\n".join(f"| {k} | {v} |" for k, v in sorted(hparams.items()))
-        tf.summary.text("hparams", "| flag | value |\n|---|---|\n" + table, step=0)
+def write_hparams(log_dir: str, hparams: Mapping[str, object]) -> None:
+    """Records the run's hyperparameters for TensorBoard's hparams dashboard."""
+    values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
+    with tf.summary.create_file_writer(log_dir).as_default():
+        hparams_api.hparams(values)
 
 
-def best_dev_metric(output_dir: str) -> float | None:
-    """The best dev accuracy recorded in `<output_dir>/best/metrics.json`, if any."""
+def read_best(output_dir: str) -> dict | None:
+    """`<output_dir>/best/metrics.json` (val_accuracy, val_loss, 0-based epoch, global_step: training
+    steps done), if a best model was kept."""
     path = os.path.join(output_dir, "best", "metrics.json")
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as f:
-        return json.load(f)["val_accuracy"]
+        return json.load(f)
 
 
-class _BestModel(keras.callbacks.Callback):
-    """Keeps the best-by-dev-accuracy weights in `<output_dir>/best/`, across restarts."""
+def restore_best_weights(model: keras.Model, output_dir: str) -> bool:
+    """Loads `<output_dir>/best/model.weights.h5` (model weights, no optimizer state) into `model`,
+    if a best model was kept."""
+    if read_best(output_dir) is None:
+        return False
+    model.load_weights(os.path.join(output_dir, "best", "model.weights.h5"),
+                       objects_to_skip=None if model.optimizer is None else [model.optimizer])
+    return True
 
-    def __init__(self, output_dir: str):
+
+class _DevSelection(keras.callbacks.Callback):
+    """At each epoch end, keeps the best-by-`val_accuracy` weights; knows when to stop early."""
+
+    def __init__(self, output_dir: str, step: tf.Variable, patience: int, best: dict | None, write: bool):
         super().__init__()
         self.folder = os.path.join(output_dir, "best")
-        self.best = best_dev_metric(output_dir)
+        self.step, self.patience, self.best, self.write = step, patience, best, write
+
+    def should_stop(self, last_epoch: int) -> bool:
+        """Whether the epochs up to `last_epoch` (0-based) ran `patience` epochs past the best one."""
+        return bool(self.patience and self.best and last_epoch - self.best["epoch"] >= self.patience)
 
     def on_epoch_end(self, epoch, logs=None):
-        accuracy = (logs or {}).get("val_accuracy")
-        if accuracy is None or (self.best is not None and accuracy <= self.best):
+        accuracy = float(logs["val_accuracy"])
+        if self.best is not None and accuracy <= self.best["val_accuracy"]:
             return
-        self.best = float(accuracy)
-        os.makedirs(self.folder, exist_ok=True)
-        self.model.save_weights(os.path.join(self.folder, "model.weights.h5"))
-        with open(os.path.join(self.folder, "metrics.json"), "w", encoding="utf-8") as f:
-            json.dump({"val_accuracy": self.best, "val_loss": logs.get("val_loss"), "epoch": epoch + 1,
-                       "global_step": int(self.model.optimizer.iterations.numpy())}, f)
+        self.best = {"val_accuracy": accuracy, "val_loss": float(logs["val_loss"]), "epoch": epoch,
+                     "global_step": int(self.step.numpy())}
+        if self.write:
+            os.makedirs(self.folder, exist_ok=True)
+            keras.saving.save_weights(self.model, os.path.join(self.folder, "model.weights.h5"),
+                                      objects_to_skip=[self.model.optimizer])  # the model alone
+            with open(os.path.join(self.folder, "metrics.json"), "w", encoding="utf-8") as f:
+                json.dump(self.best, f, indent=2)
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """True on the worker that owns the outputs (always, outside multi-worker training)."""
-    return strategy.extended.should_checkpoint
+class _RunHistory(keras.callbacks.History):
+    """A History that accumulates over the per-epoch `fit` calls of one run."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = []
+
+    def on_train_begin(self, logs=None):
+        pass
 
 
-def worker_output_dir(output_dir: str, strategy: tf.distribute.Strategy) -> str:
-    """`output_dir` on the chief; a scratch folder under it for other workers, which must still
-    save checkpoints (saving is collective) but whose files nobody reads."""
-    if is_chief(strategy):
-        return output_dir
-    resolver = strategy.cluster_resolver
-    return os.path.join(output_dir, "workers", f"{resolver.task_type}_{resolver.task_id}")
+def run_training(model: keras.Model, train_dataset_fn: Callable[[int], tf.data.Dataset], *, output_dir: str,
+                 num_train_steps: int, steps_per_epoch: int, save_checkpoints_steps: int,
+                 eval_dataset: tf.data.Dataset | None = None, callbacks: Iterable[keras.callbacks.Callback] = (),
+                 early_stopping_patience: int = 0, hparams: Mapping[str, object] | None = None,
+                 log_every_steps: int = 100, max_checkpoints_to_keep: int = 3,
+                 verbose: int = 2) -> keras.callbacks.History:
+    """Trains a model compiled by `compile_classifier` for `num_train_steps` batches, resuming
+    from `<output_dir>/checkpoints`.
 
-
-def run_training(model: keras.Model, train_dataset_fn: Callable[[], tf.data.Dataset], *, output_dir: str, steps_per_epoch: int,
-                 num_train_steps: int, save_checkpoints_steps: int, eval_dataset: tf.data.Dataset | None = None,
-                 early_stopping_patience: int = 0, callbacks: Iterable[keras.callbacks.Callback] = (),
-                 log_every_steps: int = 50) -> list[dict]:
-    """Trains a compiled model for `num_train_steps`, resuming from `<output_dir>/checkpoints`.
-
-    `train_dataset_fn` builds one seeded epoch (not repeated); it is repeated here. A fresh
-    dataset per `fit` call keeps the shuffle order a function of the step alone (a reused
-    dataset object carries its reshuffling state from one iterator to the next). Evaluates on
-    `eval_dataset` after every epoch, keeps the best weights, logs to `<output_dir>/tensorboard`.
-    Returns the per-epoch logs of this run.
+    `train_dataset_fn(epoch)` returns that epoch's `steps_per_epoch` batches (not repeated), the
+    same ones at every call. `hparams` are written to TensorBoard when the run starts. See the
+    module docstring for resuming, dev-set selection, early stopping and the TensorBoard layout.
+    Returns the History of the epochs trained by this call (empty when training was finished).
     """
-    output_dir = worker_output_dir(output_dir, model.distribute_strategy)
-    optimizer = model.optimizer
-    with model.distribute_strategy.scope():
-        optimizer.build(model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=3)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info("Resumed from %s", manager.latest_checkpoint)
-    done = int(optimizer.iterations.numpy())
-    if done >= num_train_steps:
-        logging.info("Training already finished (%d of %d steps)", done, num_train_steps)
-        return []
-    all_callbacks = [_CheckpointEveryNSteps(manager, save_checkpoints_steps), _StopAtStep(num_train_steps),
-                     _BestModel(output_dir), *callbacks,
-                     keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), update_freq=log_every_steps)]
-    if early_stopping_patience and eval_dataset is not None:
-        all_callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=early_stopping_patience, mode="max"))
-    history = []
+    if num_train_steps <= 0 or steps_per_epoch <= 0:
+        raise ValueError(f"num_train_steps and steps_per_epoch must be positive; "
+                         f"got {num_train_steps} and {steps_per_epoch}")
+    if early_stopping_patience and eval_dataset is None:
+        raise ValueError("early stopping needs an eval_dataset")
+    chief = is_chief(model.distribute_strategy)
+    checkpoint_dir = os.path.join(output_dir, "checkpoints")
+    write_dir = checkpoint_dir if chief else tempfile.mkdtemp(prefix="worker_checkpoints_")
+    manager = checkpoint_manager(model, write_dir, max_to_keep=max_checkpoints_to_keep)
+    step = manager.checkpoint.step
+    done = restore_latest(manager, checkpoint_dir)
+    log_dir = os.path.join(output_dir, "tensorboard")
+    history = _RunHistory()
+    run_callbacks: list[keras.callbacks.Callback] = [StepCheckpoint(manager, save_checkpoints_steps), history]
+    if chief:
+        if hparams is not None and done == 0:
+            write_hparams(log_dir, hparams)
+        run_callbacks += [_StepSummaries(log_dir, step, log_every_steps),
+                          keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0)]
+    selection = None
+    if eval_dataset is not None:  # a best/ without checkpoints is an older run's: ignore it
+        selection = _DevSelection(output_dir, step, early_stopping_patience, read_best(output_dir) if done else None,
+                                  write=chief)
+        run_callbacks.append(selection)
+    run_callbacks += callbacks
 
-    def fit(initial_epoch: int, epochs: int, steps_per_epoch: int) -> None:
-        # Each fit call starts a new iterator: position it at the next unseen batch.
-        data = train_dataset_fn().repeat().skip(int(optimizer.iterations.numpy()))
-        result = model.fit(data, initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                           validation_data=eval_dataset, callbacks=all_callbacks, verbose=2)
-        history.extend({k: v[i] for k, v in result.history.items()} for i in range(len(result.epoch)))
-
-    epoch, into_epoch = divmod(done, steps_per_epoch)
-    if into_epoch:  # finish the interrupted epoch first
-        fit(epoch, epoch + 1, steps_per_epoch - into_epoch)
-        epoch += 1
-    if not model.stop_training and epoch * steps_per_epoch < num_train_steps:
-        fit(epoch, -(-num_train_steps // steps_per_epoch), steps_per_epoch)
+    try:
+        while done < num_train_steps:
+            if selection and selection.should_stop(done // steps_per_epoch - 1):
+                logging.info("Stopped early at step %d: no better dev accuracy in %d epochs", done,
+                             early_stopping_patience)
+                break
+            epoch, offset = divmod(done, steps_per_epoch)
+            steps = min(steps_per_epoch, num_train_steps - epoch * steps_per_epoch) - offset
+            model.fit(train_dataset_fn(epoch).skip(offset), initial_epoch=epoch, epochs=epoch + 1,
+                      steps_per_epoch=steps, validation_data=eval_dataset, callbacks=run_callbacks, shuffle=False,
+                      verbose=verbose)
+            if model.stop_training:  # by one of the caller's callbacks
+                break
+            if int(step.numpy()) != done + steps:
+                raise ValueError(f"train_dataset_fn({epoch}) ran out of batches after "
+                                 f"{offset + int(step.numpy()) - done}; steps_per_epoch={steps_per_epoch}")
+            done += steps
+    finally:
+        if not chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
     return history
-def restore_best_weights(model: keras.Model, output_dir: str) -> bool:
-    """Loads `<output_dir>/best/model.weights.h5` (this worker's copy) into `model` when it exists."""
-    path = os.path.join(worker_output_dir(output_dir, model.distribute_strategy), "best", "model.weights.h5")
-    if os.path.exists(path):
-        model.load_weights(path)
-        return True
-    return False
-
