@@ -43,7 +43,7 @@ def serving_function(model: keras.Model) -> tf.types.experimental.GenericFunctio
 def export_saved_model(model: keras.Model, path: str) -> None:
     """Writes a SavedModel whose `serving_default` signature maps the inputs to logits/probabilities."""
     module = tf.Module()
-    module.model = model
+    module.weights = list(model.weights)  # the weights only: tracking the model would pull in its optimizer
     module.serve = serving_function(model)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
 

@@ -86,3 +86,14 @@ def test_failed_export_keeps_the_previous_one(tmp_path):
     assert json.loads((folder / "export_info.json").read_text())["run"] == 1
     assert not os.path.exists((tmp_path / "marker").read_text())
     assert sorted(os.listdir(tmp_path)) == ["export", "marker"]
+
+
+def test_saved_model_holds_weights_not_optimizer_state(tmp_path):
+    model = BertClassifier(BertEncoder(tiny_config(hidden_size=64, intermediate_size=256)), num_labels=2)
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    export.export_saved_model(model, str(tmp_path / "sm"))
+    weights_bytes = sum(w.numpy().nbytes for w in model.weights)
+    variables = tmp_path / "sm" / "variables"
+    saved_bytes = sum(os.path.getsize(variables / f) for f in os.listdir(variables))
+    assert weights_bytes <= saved_bytes < 1.2 * weights_bytes
