@@ -81,12 +81,19 @@ def test_train_eval_predict_export_and_reload(workspace, tmp_path):
     np.testing.assert_allclose(float(reloaded["eval_loss"]), float(results["eval_loss"]), rtol=1e-4)
 
 
+def latest_checkpoint_step(directory) -> int:
+    """The step of the checkpoint that CheckpointManager's state file names as latest (0 when none)."""
+    state = directory / "checkpoint"
+    found = re.search(r'^model_checkpoint_path: ".*ckpt-(\d+)"', state.read_text(), re.M) if state.exists() else None
+    return int(found.group(1)) if found else 0
+
+
 def test_killed_run_resumes_from_latest_checkpoint(workspace, tmp_path):
     out = tmp_path / "out"
     args = ("--do_train", "--num_train_epochs=60", "--save_checkpoints_steps=10", "--do_export=false")
     process = run(workspace, out, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (out / "checkpoints" / "ckpt-20.index").exists():
+    while latest_checkpoint_step(out / "checkpoints") < 20:  # the state file is updated last, atomically
         assert process.poll() is None and time.time() < deadline, "run ended before its second checkpoint"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
