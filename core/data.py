@@ -74,7 +74,7 @@ class DataProcessor(abc.ABC):
             raise FileNotFoundError(f"data file not found: {path}")
         labels = set(self.get_labels())
         examples, problems = [], []
-        for line_no, fields in _split_lines(path, delimiter, skip_header=header is not None, header=header):
+        for line_no, fields in split_lines(path, delimiter, skip_header=header is not None, header=header):
             try:
                 examples.append(self._to_example(fields, columns, labels, labeled, split, len(examples)))
             except ValueError as e:
@@ -105,7 +105,7 @@ class DataProcessor(abc.ABC):
         return InputExample(guid=guid, text_a=text_a, text_b=text_b, label=label)
 
 
-def _split_lines(path: str, delimiter: str, skip_header: bool,
+def split_lines(path: str, delimiter: str, skip_header: bool,
                  header: Sequence[str] | None) -> Iterator[tuple[int, list[str] | str]]:
     """Yields (1-based line number, fields) per non-empty data line, or (line, reason) when the
     line is not UTF-8. Fields are split without quoting (GLUE TSV) for tabs, csv rules otherwise."""
@@ -221,7 +221,7 @@ class TextClassificationProcessor(DataProcessor):
         return self._read_rows(path, self.delimiter, header, columns, split, labeled=columns.label is not None)
 
     def _header(self, path: str) -> list[str]:
-        for line_no, fields in _split_lines(path, self.delimiter, skip_header=False, header=None):
+        for line_no, fields in split_lines(path, self.delimiter, skip_header=False, header=None):
             if isinstance(fields, str):
                 raise DataFormatError(path, line_no, f"header {fields}")
             return [h.strip() for h in fields]

@@ -1,9 +1,9 @@
 """Export: float32 SavedModel with a serving signature, ONNX through tf2onnx, INT8 through
 onnxruntime's dynamic quantization, and ONNX Runtime inference.
 
-The serving signature and the ONNX graph take `input_ids`, `attention_mask`,
-`token_type_ids` (int32 [batch, sequence], both axes dynamic) and return `logits` and
-`probabilities` (float32 [batch, num_labels]).
+The serving signature and the ONNX graph take the model's inputs by name (BERT: `input_ids`,
+`attention_mask`, `token_type_ids`; the BiLSTM: `input_ids`), int32 [batch, sequence] with
+both axes dynamic, and return `logits` and `probabilities` (float32 [batch, num_labels]).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -24,14 +24,15 @@ OUTPUT_NAMES = ("logits", "probabilities")
 ONNX_OPSET = 17  # LayerNormalization is fused by onnxruntime's optimizer from opset 17 graphs
 
 
-def input_signature() -> list[dict[str, tf.TensorSpec]]:
-    return [{name: tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES}]
+def input_signature(input_names: Sequence[str] = INPUT_NAMES) -> list[dict[str, tf.TensorSpec]]:
+    return [{name: tf.TensorSpec([None, None], tf.int32, name=name) for name in input_names}]
 
 
-def serving_function(model: keras.Model) -> tf.types.experimental.GenericFunction:
-    """A tf.function from the three inputs to float32 logits and probabilities."""
+def serving_function(model: keras.Model,
+                     input_names: Sequence[str] = INPUT_NAMES) -> tf.types.experimental.GenericFunction:
+    """A tf.function from the named int32 inputs to float32 logits and probabilities."""
 
-    @tf.function(input_signature=input_signature())
+    @tf.function(input_signature=input_signature(input_names))
     def serve(features):
         logits = tf.cast(model(features, training=False), tf.float32)
         return {"logits": tf.identity(logits, name="logits"),
@@ -40,20 +41,21 @@ def serving_function(model: keras.Model) -> tf.types.experimental.GenericFunctio
     return serve
 
 
-def export_saved_model(model: keras.Model, path: str) -> None:
+def export_saved_model(model: keras.Model, path: str, input_names: Sequence[str] = INPUT_NAMES) -> None:
     """Writes a SavedModel whose `serving_default` signature maps the inputs to logits/probabilities."""
     module = tf.Module()
     module.weights = list(model.weights)  # the weights only: tracking the model would pull in its optimizer
-    module.serve = serving_function(model)
+    module.serve = serving_function(model, input_names)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
 
 
-def export_onnx(model: keras.Model, path: str, opset: int = ONNX_OPSET) -> None:
+def export_onnx(model: keras.Model, path: str, input_names: Sequence[str] = INPUT_NAMES,
+                opset: int = ONNX_OPSET) -> None:
     """Converts the serving function to ONNX with dynamic batch and sequence axes."""
     import tf2onnx
 
-    tf2onnx.convert.from_function(serving_function(model), input_signature=input_signature(), opset=opset,
-                                  output_path=path)
+    tf2onnx.convert.from_function(serving_function(model, input_names), input_signature=input_signature(input_names),
+                                  opset=opset, output_path=path)
 
 
 def quantize_onnx_int8(onnx_path: str, out_path: str) -> None:
@@ -86,7 +88,7 @@ def float32_twin(model: keras.Model) -> keras.Model:
 
 def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarray], info: dict,
                   write_files: Callable[[str], None] | None = None, quantize: bool = True,
-                  tolerance: float = 1e-4) -> None:
+                  tolerance: float = 1e-4, input_names: Sequence[str] = INPUT_NAMES) -> None:
     """Writes a self-contained export folder, atomically.
 
     Contents: `saved_model/`, `model.onnx` (checked against Keras on `sample` within
@@ -102,9 +104,10 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
     try:
         if write_files:
             write_files(tmp)
-        export_saved_model(model, os.path.join(tmp, "saved_model"))
+        export_saved_model(model, os.path.join(tmp, "saved_model"), input_names)
         onnx_path = os.path.join(tmp, "model.onnx")
-        export_onnx(model, onnx_path)
+        export_onnx(model, onnx_path, input_names)
+        sample = {name: sample[name] for name in input_names}
         expected = keras.ops.convert_to_numpy(model(sample, training=False))
         error = float(np.abs(OnnxClassifier(onnx_path).predict(sample) - expected).max())
         if error > tolerance:
@@ -112,7 +115,7 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
         if quantize:
             quantize_onnx_int8(onnx_path, os.path.join(tmp, "model.int8.onnx"))
         with open(os.path.join(tmp, "export_info.json"), "w", encoding="utf-8") as f:
-            json.dump({**info, "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES), "onnx_opset": ONNX_OPSET,
+            json.dump({**info, "inputs": list(input_names), "outputs": list(OUTPUT_NAMES), "onnx_opset": ONNX_OPSET,
                        "onnx_max_abs_error": error, "tensorflow": tf.__version__, "keras": keras.__version__},
                       f, indent=2)
         _swap_in(tmp, folder)

@@ -66,23 +66,29 @@ _LAYER = re.compile(r"(?:^|/)layer_(\d+)/")
 _EMBEDDINGS = re.compile(r"(?:^|/)embeddings/")
 
 
-def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Defines Google run_classifier.py's flags and ours, all optional; safe to call twice."""
+def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS, *, bert: bool = True) -> None:
+    """Defines Google run_classifier.py's flags and ours, all optional; safe to call twice.
+
+    `bert=False` leaves out what only a BERT model uses (`--do_train/--do_eval/--do_predict`,
+    `--vocab_file`, `--bert_config_file`, `--init_checkpoint`, `--layerwise_lr_decay`).
+    """
     if "mixed_precision" in flag_values:
         return
     fv = {"flag_values": flag_values}
     flags.DEFINE_string("task_name", "sst-2", "Task (data processor) name.", **fv)
-    flags.DEFINE_bool("do_train", False, "Train.", **fv)
-    flags.DEFINE_bool("do_eval", False, "Evaluate on the dev set.", **fv)
-    flags.DEFINE_bool("do_predict", False, "Predict the test set.", **fv)
     flags.DEFINE_string("data_dir", None, "Folder with the task's train/dev/test files (SST-2: tfds when unset).",
                        **fv)
-    flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt (default: the checkpoint's).", **fv)
-    flags.DEFINE_string("bert_config_file", None, "bert_config.json of the pre-trained model.", **fv)
-    flags.DEFINE_string("init_checkpoint", None, "Google TF checkpoint prefix, Hugging Face folder or export folder "
-                       "(default: offline model).", **fv)
+    if bert:
+        flags.DEFINE_bool("do_train", False, "Train.", **fv)
+        flags.DEFINE_bool("do_eval", False, "Evaluate on the dev set.", **fv)
+        flags.DEFINE_bool("do_predict", False, "Predict the test set.", **fv)
+        flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt (default: the checkpoint's).", **fv)
+        flags.DEFINE_string("bert_config_file", None, "bert_config.json of the pre-trained model.", **fv)
+        flags.DEFINE_string("init_checkpoint", None, "Google TF checkpoint prefix, Hugging Face folder or export "
+                           "folder (default: offline model).", **fv)
+        flags.DEFINE_float("layerwise_lr_decay", 1.0, "LR factor per layer below the top (1.0: off).", **fv)
     flags.DEFINE_bool("do_lower_case", True, "Lower-case the input (uncased models).", **fv)
-    flags.DEFINE_integer("max_seq_length", 128, "Maximum tokens per example after WordPiece.", **fv)
+    flags.DEFINE_integer("max_seq_length", 128, "Maximum tokens per example (after tokenization).", **fv)
     flags.DEFINE_integer("train_batch_size", 32, "Training batch size (global).", **fv)
     flags.DEFINE_integer("eval_batch_size", 8, "Evaluation batch size.", **fv)
     flags.DEFINE_integer("predict_batch_size", 8, "Prediction batch size.", **fv)
@@ -100,7 +106,6 @@ def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("seed", 12345, "Random seed: initialisation, dropout, data order.", **fv)
     flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on LayerNorm or biases).", **fv)
     flags.DEFINE_float("max_grad_norm", 1.0, "Clip gradients to this global norm (0: off).", **fv)
-    flags.DEFINE_float("layerwise_lr_decay", 1.0, "LR factor per layer below the top (1.0: off).", **fv)
     flags.DEFINE_integer("early_stopping_patience", 0,
                          "Epochs without a better dev accuracy before stopping (0: off).", **fv)
 
