@@ -1,0 +1,96 @@
+"""generate_dataset.py on a 20-line TSV with a tiny teacher: columns, rows, shards, teacher logits, errors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from core import checkpoints, transfer_set
+from core.bert import BertClassifier, BertEncoder
+from tests.bert_fixtures import TINY_VOCAB, tiny_config, write_vocab
+from tests.conftest import REPO
+
+SCRIPT = str(REPO / "generate_dataset.py")
+WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "plot", "film", "a"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny teacher export-style folder (Hugging Face files + labels.json) and a 20-line train TSV."""
+    root = tmp_path_factory.mktemp("gen")
+    vocab = write_vocab(root / "vocab.txt")
+    teacher = root / "teacher"
+    checkpoints.save_hf_folder(BertClassifier(BertEncoder(tiny_config()), 2), str(teacher), vocab, ["0", "1"], True)
+    (teacher / "labels.json").write_text(json.dumps(["0", "1"]))
+    rng = np.random.default_rng(0)
+    rows = [f"{' '.join(rng.choice(WORDS, rng.integers(3, 9)))}\t{i % 2}" for i in range(20)]
+    (root / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def generate(workspace, output, *args, check=True):
+    command = [sys.executable, SCRIPT, f"--input={workspace / 'train.tsv'}", f"--model={workspace / 'teacher'}",
+               f"--output={output}", "--augment_factor=4", "--batch_size=8", "--chunk_size=6",
+               "--replacement=teacher_embeddings", "--max_seq_length=16", *args]
+    result = subprocess.run(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True,
+                            text=True, timeout=240)
+    if check and result.returncode:
+        raise AssertionError(result.stderr[-3000:])
+    return result
+
+
+def test_columns_rows_labels_and_teacher_logits(workspace, tmp_path):
+    output = tmp_path / "augmented.tsv"
+    generate(workspace, output)
+    lines = output.read_text().splitlines()
+    assert lines[0] == "sentence\tlabel\tlogit_0\tlogit_1"
+    examples, logits = transfer_set.read_transfer_set(str(output), ["0", "1"])
+    originals = [line.split("\t") for line in (workspace / "train.tsv").read_text().splitlines()[1:]]
+    sentences = [e.text_a for e in examples]
+    positions = [sentences.index(sentence) for sentence, _ in originals]
+    assert positions == sorted(positions) and positions[0] == 0  # every original, in order, each before its new rows
+    for (sentence, gold), position in zip(originals, positions):
+        assert examples[position].label == gold  # originals keep their gold label
+    new = [i for i in range(len(examples)) if i not in positions]
+    assert 20 < len(examples) <= 20 * 5 and new
+    assert len(set(sentences)) == len(sentences)  # SST-2-like originals are distinct; new rows never repeat
+    for i in new:
+        assert examples[i].label == str(int(logits[i].argmax()))  # new rows: the teacher's argmax
+        assert examples[i].text_a not in {s for s, _ in originals}
+    teacher = checkpoints.load_teacher(str(workspace / "teacher"))
+    ids = [teacher.tokenizer.encode(s, max_seq_length=16)[0] for s in sentences[:5]]
+    for row, expected in zip(ids, logits[:5]):
+        batch = {"input_ids": np.array([row], np.int32), "attention_mask": np.ones((1, len(row)), np.int32),
+                 "token_type_ids": np.zeros((1, len(row)), np.int32)}
+        np.testing.assert_allclose(teacher.model(batch).numpy()[0], expected, atol=1e-4)
+
+
+def test_two_shards_concatenate_to_the_unsharded_output(workspace, tmp_path):
+    generate(workspace, tmp_path / "all.tsv", "--seed=7")
+    parts = []
+    for index in range(2):
+        generate(workspace, tmp_path / f"part{index}.tsv", "--seed=7", "--num_shards=2", f"--shard_index={index}")
+        parts += (tmp_path / f"part{index}.tsv").read_text().splitlines()[1:]
+    assert parts == (tmp_path / "all.tsv").read_text().splitlines()[1:]
+
+
+def test_no_augment_labels_only_the_originals(workspace, tmp_path):
+    generate(workspace, tmp_path / "plain.tsv", "--no_augment", "--max_examples=7")
+    lines = (tmp_path / "plain.tsv").read_text().splitlines()
+    assert [line.split("\t")[:2] for line in lines[1:]] == [
+        line.split("\t") for line in (workspace / "train.tsv").read_text().splitlines()[1:8]]
+
+
+def test_teacher_vocab_mismatch_fails_clearly_and_keeps_previous_output(workspace, tmp_path):
+    output = tmp_path / "augmented.tsv"
+    output.write_text("previous run\n")
+    wrong_vocab = tmp_path / "vocab.txt"
+    wrong_vocab.write_text("\n".join(TINY_VOCAB + ["extra"]) + "\n")
+    result = generate(workspace, output, f"--vocab_file={wrong_vocab}", check=False)
+    assert result.returncode and "vocab" in result.stderr and "21" in result.stderr
+    assert output.read_text() == "previous run\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".augmented-")] == []
+    bad_input = generate(workspace, output, f"--input={tmp_path / 'missing.tsv'}", check=False)
+    assert bad_input.returncode and "missing.tsv" in bad_input.stderr
