@@ -1,0 +1,229 @@
+"""The BiLSTM student: train on gold labels, distil from a teacher's logits, or test.
+
+    python distil_lstm/main.py --mode=train  --data_dir=../shared/data/sst2 --output_dir=outputs/lstm
+    python distil_lstm/main.py --mode=distil --data_dir=../shared/data/sst2 \\
+        --augmented_file=outputs/augmented.tsv --output_dir=outputs/lstm_distil
+    python distil_lstm/main.py --mode=test   --data_dir=../shared/data/sst2 --output_dir=outputs/lstm_distil
+
+`train` fits on the task's train set; `distil` fits on a transfer set written by
+`generate_dataset.py` (`<data_dir>/augmented.tsv` unless `--augmented_file`) with the loss
+`--distill_loss` (see `core/distill.py`). Both keep the best model by dev accuracy and write
+`<output_dir>/export`: SavedModel, ONNX, INT8 ONNX, `vocab.txt`, `config.json`, `labels.json`
+and Keras weights (see `distil_lstm/predict.py` for raw text -> label). `test` evaluates that
+export folder (or `--model_dir`) on dev, or predicts the test set (`--eval_split=test`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+from absl import app, flags, logging
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from core import data, distill, export, pipeline, training, transfer_set  # noqa: E402
+from core.augment import read_word_vectors  # noqa: E402
+from distil_lstm.model import POOLINGS, build_bilstm_classifier  # noqa: E402
+from distil_lstm.predict import read_export_folder  # noqa: E402
+from distil_lstm.vocab import WordVocab  # noqa: E402
+
+training.define_common_flags(bert=False)
+flags.DEFINE_enum("mode", None, ["train", "test", "distil"], "What to do.")
+flags.DEFINE_string("augmented_file", None, "Transfer set TSV for --mode=distil (default: <data_dir>/augmented.tsv).")
+flags.DEFINE_enum("distill_loss", "mse", list(distill.LOSS_TERMS), "mse on logits (Tang et al.) or kd (Hinton).")
+flags.DEFINE_float("temperature", 1.0, "Softmax temperature of the kd loss.")
+flags.DEFINE_float("alpha", 0.0, "Weight of the hard-label loss in the kd loss.")
+flags.DEFINE_integer("embedding_dim", 300, "Word embedding size.")
+flags.DEFINE_integer("hidden_size", 300, "LSTM units per direction.")
+flags.DEFINE_integer("dense_size", 400, "Units of the ReLU layer before the logits.")
+flags.DEFINE_float("dropout", 0.1, "Dropout after the embeddings and the ReLU layer.")
+flags.DEFINE_enum("pooling", "max", list(POOLINGS), "Pooling of the BiLSTM outputs over time.")
+flags.DEFINE_integer("min_count", 1, "Minimum count of a word to enter the vocabulary.")
+flags.DEFINE_integer("max_vocab_size", 50000, "Maximum vocabulary size, special tokens included.")
+flags.DEFINE_string("word_vectors", None, "GloVe/word2vec text file initialising the embeddings (dimension "
+                    "must equal --embedding_dim).")
+flags.DEFINE_enum("eval_split", "dev", ["dev", "test"], "--mode=test: accuracy on dev, or predictions for test.")
+flags.DEFINE_string("model_dir", None, "--mode=test: an export folder (default: <output_dir>/export).")
+flags.DEFINE_bool("skip_bad_rows", False, "Skip (and count) malformed data rows instead of failing.")
+FLAGS = flags.FLAGS
+FLAGS.set_default("learning_rate", 1e-3)
+FLAGS.set_default("train_batch_size", 50)
+FLAGS.set_default("eval_batch_size", 64)
+FLAGS.set_default("predict_batch_size", 64)
+FLAGS.set_default("max_seq_length", 64)
+FLAGS.set_default("num_train_epochs", 10.0)
+
+MODEL_ARGS = ("embedding_dim", "hidden_size", "dense_size", "dropout", "pooling")
+
+
+def word_features(examples: list[data.InputExample], vocab: WordVocab, labels: list[str]) -> pipeline.Features:
+    """Word ids of single-sentence examples, in the shared pipeline's `Features`."""
+    pairs = next((e.guid for e in examples if e.text_b is not None), None)
+    if pairs is not None:
+        raise ValueError(f"the BiLSTM student classifies single sentences; example {pairs} is a pair")
+    ids = vocab.encode_batch([e.text_a for e in examples], FLAGS.max_seq_length)
+    return pipeline.Features(input_ids=ids, token_type_ids=ids.with_flat_values(0 * ids.flat_values),
+                             label_ids=pipeline.label_ids_of(examples, labels), guids=[e.guid for e in examples])
+
+
+def make_dataset(features: pipeline.Features, batch_size: int, *, is_training: bool, seed: int = 0,
+                 extras: dict[str, np.ndarray] | None = None):
+    """The shared pipeline's batches, with only the input the BiLSTM takes."""
+    dataset = pipeline.make_dataset(features, batch_size=batch_size, is_training=is_training, seed=seed,
+                                    max_seq_length=FLAGS.max_seq_length, static_padding=FLAGS.use_xla,
+                                    extras=extras)
+    return dataset.map(lambda x, y: ({"input_ids": x["input_ids"]}, y))
+
+
+def training_vocab(texts: list[str]) -> WordVocab:
+    """The run's vocabulary: built from the training texts, or the one a resumed run saved."""
+    path = os.path.join(FLAGS.output_dir, "vocab.txt")
+    if os.path.exists(path):
+        return WordVocab.load(path, FLAGS.do_lower_case)
+    vocab = WordVocab.build(texts, min_count=FLAGS.min_count, max_size=FLAGS.max_vocab_size,
+                            do_lower_case=FLAGS.do_lower_case)
+    vocab.save(path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return vocab
+
+
+def initial_embeddings(vocab: WordVocab) -> np.ndarray | None:
+    if not FLAGS.word_vectors:
+        return None
+    words, vectors = read_word_vectors(FLAGS.word_vectors, vocabulary=set(vocab.tokens))
+    if vectors.shape[1] != FLAGS.embedding_dim:
+        raise app.UsageError(f"{FLAGS.word_vectors} has {vectors.shape[1]}-d vectors; "
+                             f"--embedding_dim={FLAGS.embedding_dim}")
+    table, found = vocab.embedding_matrix(words, vectors, seed=FLAGS.seed)
+    logging.info("Word vectors for %d of %d vocabulary words from %s", found, len(vocab), FLAGS.word_vectors)
+    return table
+
+
+def fit(strategy, processor: data.DataProcessor, labels: list[str]) -> None:
+    """`train` or `distil`: fits (resuming), keeps the best-by-dev model and exports it."""
+    if FLAGS.mode == "distil":
+        path = FLAGS.augmented_file or os.path.join(FLAGS.data_dir or "", "augmented.tsv")
+        if not os.path.exists(path):
+            raise app.UsageError(f"no transfer set at {path}: write one with generate_dataset.py "
+                                 "or pass --augmented_file")
+        train_examples, teacher_logits = transfer_set.read_transfer_set(path, labels)
+        extras = {"teacher_logits": teacher_logits}
+    else:
+        train_examples, extras = processor.get_train_examples(FLAGS.data_dir), None
+    vocab = training_vocab([e.text_a for e in train_examples])
+    train_features = word_features(train_examples, vocab, labels)
+    dev_features = word_features(processor.get_dev_examples(FLAGS.data_dir), vocab, labels)
+    steps_per_epoch = pipeline.num_batches(train_features, batch_size=FLAGS.train_batch_size, is_training=True,
+                                           max_seq_length=FLAGS.max_seq_length)
+    num_train_steps = max(1, int(steps_per_epoch * FLAGS.num_train_epochs))
+    with strategy.scope():
+        student = build_bilstm_classifier(len(vocab), len(labels), embeddings=initial_embeddings(vocab),
+                                          **{name: FLAGS[name].value for name in MODEL_ARGS})
+        model = student if extras is None else distill.LogitsDistiller(
+            student, FLAGS.distill_loss, temperature=FLAGS.temperature, alpha=FLAGS.alpha)
+        optimizer = training.create_optimizer(
+            learning_rate=FLAGS.learning_rate, num_train_steps=num_train_steps,
+            num_warmup_steps=int(num_train_steps * FLAGS.warmup_proportion), weight_decay=FLAGS.weight_decay,
+            max_grad_norm=FLAGS.max_grad_norm)
+        if extras is None:
+            training.compile_classifier(model, optimizer, use_xla=FLAGS.use_xla)
+        else:
+            model.compile(optimizer=optimizer, jit_compile=FLAGS.use_xla)
+    logging.info("%s on %d examples, vocabulary %d, %d parameters: %d steps/epoch, %d steps", FLAGS.mode,
+                 len(train_features), len(vocab), student.count_params(), steps_per_epoch, num_train_steps)
+    training.run_training(
+        model, lambda epoch: make_dataset(train_features, FLAGS.train_batch_size, is_training=True,
+                                          seed=FLAGS.seed + epoch, extras=extras),
+        output_dir=FLAGS.output_dir, steps_per_epoch=steps_per_epoch, num_train_steps=num_train_steps,
+        save_checkpoints_steps=FLAGS.save_checkpoints_steps,
+        eval_dataset=make_dataset(dev_features, FLAGS.eval_batch_size, is_training=False),
+        early_stopping_patience=FLAGS.early_stopping_patience, hparams=FLAGS.flag_values_dict())
+    training.restore_best_weights(model, FLAGS.output_dir)
+    best = training.read_best(FLAGS.output_dir)
+    logging.info("Best dev model: %s", best)
+    if training.is_chief(strategy):
+        export_student(student, vocab, labels, dev_features, best)
+
+
+def export_student(student: keras.Model, vocab: WordVocab, labels: list[str], sample_features: pipeline.Features,
+                   best: dict | None) -> None:
+    """<output_dir>/export: SavedModel, ONNX, INT8 ONNX, Keras weights, vocabulary, config, labels."""
+    x, _ = next(iter(make_dataset(sample_features, 8, is_training=False)))
+    config = {"model": "bilstm_classifier", "vocab_size": len(vocab), "num_labels": len(labels),
+              **{name: FLAGS[name].value for name in MODEL_ARGS}, "do_lower_case": FLAGS.do_lower_case,
+              "max_seq_length": FLAGS.max_seq_length}
+
+    def write_files(folder):
+        student.save_weights(os.path.join(folder, "model.weights.h5"))
+        vocab.save(os.path.join(folder, "vocab.txt"))
+        for name, content in (("config.json", config), ("labels.json", labels)):
+            with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+                json.dump(content, f, indent=2)
+
+    export.export_folder(student, os.path.join(FLAGS.output_dir, "export"),
+                         sample={"input_ids": x["input_ids"].numpy()},
+                         write_files=write_files, input_names=("input_ids",),
+                         info={**config, "labels": labels, "task_name": FLAGS.task_name, "mode": FLAGS.mode,
+                               "distill_loss": FLAGS.distill_loss if FLAGS.mode == "distil" else None,
+                               "best": best, "parameters": student.count_params()})
+
+
+def load_student(folder: str) -> tuple[keras.Model, WordVocab, list[str], dict]:
+    """The Keras student, vocabulary, labels and config of an export folder."""
+    config, labels, vocab = read_export_folder(folder)
+    student = build_bilstm_classifier(config["vocab_size"], config["num_labels"],
+                                      **{name: config[name] for name in MODEL_ARGS})
+    student.load_weights(os.path.join(folder, "model.weights.h5"))
+    return student, vocab, labels, config
+
+
+def test(processor: data.DataProcessor) -> None:
+    """Dev accuracy (eval_results.txt) or test-set probabilities (test_results.tsv) of an export folder."""
+    folder = FLAGS.model_dir or os.path.join(FLAGS.output_dir, "export")
+    student, vocab, labels, _ = load_student(folder)
+    if labels != processor.get_labels():
+        raise ValueError(f"{folder}/labels.json {labels} does not match task {FLAGS.task_name}'s "
+                         f"{processor.get_labels()}")
+    if FLAGS.eval_split == "dev":
+        features = word_features(processor.get_dev_examples(FLAGS.data_dir), vocab, labels)
+        training.compile_classifier(student, "adam")
+        loss, accuracy = student.evaluate(make_dataset(features, FLAGS.eval_batch_size, is_training=False), verbose=0)
+        write_lines("eval_results.txt", [f"eval_accuracy = {accuracy}", f"eval_loss = {loss}",
+                                         f"eval_examples = {len(features)}"])
+    else:
+        features = word_features(processor.get_test_examples(FLAGS.data_dir), vocab, labels)
+        logits = student.predict(make_dataset(features, FLAGS.predict_batch_size, is_training=False), verbose=0)
+        probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+        write_lines("test_results.tsv", ["\t".join(f"{p:.6f}" for p in row) for row in probabilities])
+
+
+def write_lines(name: str, lines: list[str]) -> None:
+    path = os.path.join(FLAGS.output_dir, name)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in lines)
+    os.replace(path + ".tmp", path)
+    logging.info("Wrote %s: %s", path, lines if len(lines) < 5 else f"{len(lines)} lines")
+
+
+def main(argv):
+    del argv
+    if not FLAGS.mode:
+        raise app.UsageError("--mode is required: train, test or distil")
+    if not FLAGS.output_dir:
+        raise app.UsageError("--output_dir is required")
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    strategy = training.get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
+    training.set_precision_policy(FLAGS.mixed_precision if FLAGS.mode != "test" else "float32")
+    keras.utils.set_random_seed(FLAGS.seed)
+    processor = data.get_processor(FLAGS.task_name, on_error="skip" if FLAGS.skip_bad_rows else "raise")
+    if FLAGS.mode == "test":
+        test(processor)
+    else:
+        fit(strategy, processor, processor.get_labels())
+
+
+if __name__ == "__main__":
+    app.run(main)

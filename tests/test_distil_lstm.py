@@ -1,0 +1,104 @@
+"""distil_lstm/main.py end to end on tiny data: train, test, distil (both losses), resume, raw text."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from core import transfer_set
+from tests.conftest import REPO
+
+SCRIPT = str(REPO / "distil_lstm" / "main.py")
+WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "plot", "film", "a"]
+SMALL = ("--embedding_dim=8", "--hidden_size=4", "--dense_size=4", "--train_batch_size=4", "--eval_batch_size=4",
+         "--save_checkpoints_steps=2", "--learning_rate=0.01")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """SST-2-format train/dev/test files and a transfer set with made-up teacher logits."""
+    root = tmp_path_factory.mktemp("lstm_data")
+    rng = np.random.default_rng(0)
+    sentences = {}
+    for split, count in (("train", 12), ("dev", 8)):
+        sentences[split] = [" ".join(rng.choice(WORDS, rng.integers(2, 7))) for _ in range(count)]
+        rows = [f"{s}\t{i % 2}" for i, s in enumerate(sentences[split])]
+        (root / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    (root / "test.tsv").write_text("index\tsentence\n0\tthe movie was fun\n1\tbad plot\n2\tgood\n")
+    augmented = sentences["train"] + ["[MASK] " + s for s in sentences["train"]]
+    logits = rng.normal(size=(len(augmented), 2)).astype(np.float32)
+    labels = [str(i) for i in logits.argmax(1)]
+    (root / "augmented.tsv").write_text(transfer_set.header(["0", "1"]) +
+                                         transfer_set.format_rows(augmented, labels, logits))
+    return root
+
+
+def run(data_dir, output_dir, *args, check=True):
+    command = [sys.executable, SCRIPT, f"--data_dir={data_dir}", f"--output_dir={output_dir}", *SMALL, *args]
+    result = subprocess.run(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True,
+                            text=True, timeout=240)
+    if check and result.returncode:
+        raise AssertionError(result.stderr[-3000:])
+    return result
+
+
+def read_results(path) -> dict:
+    return dict(line.split(" = ") for line in path.read_text().splitlines())
+
+
+def test_train_then_test_and_raw_text(data_dir, tmp_path):
+    out = tmp_path / "train"
+    run(data_dir, out, "--mode=train", "--num_train_epochs=2")
+    export = out / "export"
+    for name in ("saved_model", "model.onnx", "model.int8.onnx", "model.weights.h5", "vocab.txt", "config.json",
+                 "labels.json", "export_info.json"):
+        assert (export / name).exists(), name
+    info = json.loads((export / "export_info.json").read_text())
+    assert info["onnx_max_abs_error"] < 1e-4 and info["inputs"] == ["input_ids"]
+    assert any(f.startswith("events") for _, _, files in os.walk(out / "tensorboard") for f in files)
+
+    run(data_dir, out, "--mode=test")
+    results = read_results(out / "eval_results.txt")
+    best = json.loads((out / "best" / "metrics.json").read_text())
+    assert float(results["eval_accuracy"]) == pytest.approx(best["val_accuracy"])  # the export is the best model
+    run(data_dir, out, "--mode=test", "--eval_split=test")
+    probabilities = np.loadtxt(out / "test_results.tsv", delimiter="\t")
+    assert probabilities.shape == (3, 2)
+
+    from distil_lstm.predict import TextClassifier
+    classifier = TextClassifier(str(export))
+    assert classifier.predict(["the movie was fun", "unknown words only"]) == [
+        classifier.labels[i] for i in classifier.logits(["the movie was fun", "unknown words only"]).argmax(1)]
+    np.testing.assert_allclose(np.exp(classifier.logits(["bad plot"]))[0] / np.exp(classifier.logits(["bad plot"])).sum(),
+                               probabilities[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["mse", "kd"])
+def test_distil_on_the_transfer_set_and_resume(data_dir, tmp_path, loss):
+    out = tmp_path / loss
+    first = run(data_dir, out, "--mode=distil", f"--distill_loss={loss}", "--temperature=2", "--alpha=0.5",
+                "--num_train_epochs=1")
+    assert "24 examples" in first.stderr  # 12 originals + 12 masked rows of augmented.tsv
+    terms = {"mse": ["mse_loss"], "kd": ["soft_loss", "hard_loss"]}[loss]
+    for term in terms:
+        assert re.search(rf"\b{term}: \d", first.stdout), first.stdout
+    steps = int(re.search(r"(\d+) steps/epoch", first.stderr).group(1))
+    second = run(data_dir, out, "--mode=distil", f"--distill_loss={loss}", "--temperature=2", "--alpha=0.5",
+                 "--num_train_epochs=2")
+    assert re.search(rf"Resumed from .*ckpt-{steps}\b", second.stderr)
+    assert re.search(r"^Epoch 2/2", second.stdout, re.M) and not re.search(r"^Epoch 1/", second.stdout, re.M)
+    info = json.loads((out / "export" / "export_info.json").read_text())
+    assert info["mode"] == "distil" and info["distill_loss"] == loss and info["onnx_max_abs_error"] < 1e-4
+
+
+def test_distil_errors_are_clear(data_dir, tmp_path):
+    missing = run(data_dir, tmp_path / "a", "--mode=distil", f"--augmented_file={tmp_path / 'none.tsv'}", check=False)
+    assert missing.returncode and "no transfer set at" in missing.stderr
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sentence\tlabel\tlogit_0\tlogit_1\ngood film\t1\t0.5\n")
+    malformed = run(data_dir, tmp_path / "b", "--mode=distil", f"--augmented_file={bad}", check=False)
+    assert malformed.returncode and f"{bad}:2: expected 4 columns, found 3" in malformed.stderr
+    assert run(data_dir, tmp_path / "c", check=False).returncode  # no --mode
