@@ -157,7 +157,8 @@ def export_student(student: keras.Model, vocab: WordVocab, labels: list[str], sa
               "max_seq_length": FLAGS.max_seq_length}
 
     def write_files(folder):
-        student.save_weights(os.path.join(folder, "model.weights.h5"))
+        keras.saving.save_weights(student, os.path.join(folder, "model.weights.h5"),  # no optimizer state
+                                  objects_to_skip=[student.optimizer] if student.optimizer else None)
         vocab.save(os.path.join(folder, "vocab.txt"))
         for name, content in (("config.json", config), ("labels.json", labels)):
             with open(os.path.join(folder, name), "w", encoding="utf-8") as f:

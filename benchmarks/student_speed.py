@@ -1,0 +1,99 @@
+"""A student against its teacher in the same runtime (ONNX Runtime, CPU): parameters, size on
+disk, single-sentence latency (tokenization included) and batch-64 throughput on SST-2 dev.
+
+    python benchmarks/student_speed.py --teacher_dir outputs/teacher/export \\
+        --student_dir outputs/lstm_distil/export
+"""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from core import data, export  # noqa: E402
+from core.tokenization import Tokenizer  # noqa: E402
+from distil_lstm.predict import TextClassifier  # noqa: E402
+
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
+flags.DEFINE_string("data_dir", os.path.join(SHARED, "data", "sst2"), "GLUE SST-2 folder.")
+flags.DEFINE_string("teacher_dir", None, "Teacher export folder (bert_finetune).")
+flags.DEFINE_string("student_dir", None, "BiLSTM student export folder (distil_lstm).")
+flags.DEFINE_integer("latency_sentences", 300, "Dev sentences timed one at a time.")
+flags.DEFINE_integer("threads", 0, "ONNX Runtime intra-op threads (0: all cores).")
+FLAGS = flags.FLAGS
+
+
+class TeacherText:
+    """Raw text -> logits with the teacher's WordPiece tokenizer and ONNX model."""
+
+    def __init__(self, folder: str, model_file: str):
+        with open(os.path.join(folder, "tokenizer_config.json"), encoding="utf-8") as f:
+            self.tokenizer = Tokenizer(os.path.join(folder, "vocab.txt"), json.load(f)["do_lower_case"])
+        self.model = export.OnnxClassifier(os.path.join(folder, model_file), FLAGS.threads)
+
+    def logits(self, texts):
+        ids, types = self.tokenizer.encode_batch(texts, max_seq_length=128)
+        width = max(map(len, ids))
+        batch = {name: np.zeros((len(ids), width), np.int32) for name in export.INPUT_NAMES}
+        for i, (row, type_row) in enumerate(zip(ids, types)):
+            batch["input_ids"][i, :len(row)] = row
+            batch["attention_mask"][i, :len(row)] = 1
+            batch["token_type_ids"][i, :len(row)] = type_row
+        return self.model.predict(batch)
+
+
+def measure(model, texts, labels) -> dict:
+    """Accuracy, median/mean single-sentence latency (ms) and batch-64 examples/s, input order."""
+    for text in texts[:20]:
+        model.logits([text])  # warm-up
+    latencies = []
+    for text in texts[:FLAGS.latency_sentences]:
+        start = time.perf_counter()
+        model.logits([text])
+        latencies.append((time.perf_counter() - start) * 1000)
+    start = time.perf_counter()
+    predictions = np.concatenate([model.logits(texts[i:i + 64]).argmax(1) for i in range(0, len(texts), 64)])
+    seconds = time.perf_counter() - start
+    return {"dev_accuracy": float((predictions == labels).mean()), "latency_ms_median": float(np.median(latencies)),
+            "latency_ms_mean": float(np.mean(latencies)), "batch64_examples_per_s": len(texts) / seconds}
+
+
+def size_mb(path: str) -> float:
+    return os.path.getsize(path) / 2**20
+
+
+def main(argv):
+    del argv
+    dev = data.Sst2Processor().get_dev_examples(FLAGS.data_dir)
+    texts, labels = [e.text_a for e in dev], np.array([int(e.label) for e in dev])
+    with open(os.path.join(FLAGS.student_dir, "export_info.json"), encoding="utf-8") as f:
+        student_parameters = json.load(f)["parameters"]
+    from safetensors.numpy import load_file
+    teacher_parameters = sum(a.size for a in load_file(os.path.join(FLAGS.teacher_dir, "model.safetensors")).values())
+    results = {}
+    for name, folder, parameters in (("teacher", FLAGS.teacher_dir, teacher_parameters),
+                                     ("student", FLAGS.student_dir, student_parameters)):
+        for model_file in ("model.onnx", "model.int8.onnx"):
+            model = (TeacherText(folder, model_file) if name == "teacher"
+                     else TextClassifier(folder, quantized=model_file == "model.int8.onnx",
+                                         intra_op_threads=FLAGS.threads))
+            key = f"{name}{'_int8' if 'int8' in model_file else ''}"
+            results[key] = {"parameters": parameters, "onnx_mb": size_mb(os.path.join(folder, model_file)),
+                            **measure(model, texts, labels)}
+            print(key, json.dumps(results[key]), flush=True)
+    for suffix in ("", "_int8"):
+        teacher, student = results[f"teacher{suffix}"], results[f"student{suffix}"]
+        results[f"speedup{suffix}"] = {
+            "latency": teacher["latency_ms_median"] / student["latency_ms_median"],
+            "batch64_throughput": student["batch64_examples_per_s"] / teacher["batch64_examples_per_s"],
+            "parameters": teacher["parameters"] / student["parameters"],
+            "size": teacher["onnx_mb"] / student["onnx_mb"]}
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)
