@@ -19,7 +19,6 @@ The output is written to a temporary file beside `--output` and renamed when com
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 
 import keras
@@ -154,10 +153,10 @@ def main(argv):
 
     directory = os.path.dirname(os.path.abspath(FLAGS.output))
     os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".augmented-", suffix=".tsv", dir=directory)
+    tmp = os.path.join(directory, f".{os.path.basename(FLAGS.output)}.{os.getpid()}.tmp")
     began, rows = time.time(), 0
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
+        with open(tmp, "w", encoding="utf-8") as out:
             out.write(transfer_set.header(teacher.labels))
             progress = keras.utils.Progbar(end - start, unit_name="original")
             for chunk_start in range(start, end, FLAGS.chunk_size):

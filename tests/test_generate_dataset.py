@@ -91,6 +91,6 @@ def test_teacher_vocab_mismatch_fails_clearly_and_keeps_previous_output(workspac
     result = generate(workspace, output, f"--vocab_file={wrong_vocab}", check=False)
     assert result.returncode and "vocab" in result.stderr and "21" in result.stderr
     assert output.read_text() == "previous run\n"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".augmented-")] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["augmented.tsv", "vocab.txt"]  # no temporary file left
     bad_input = generate(workspace, output, f"--input={tmp_path / 'missing.tsv'}", check=False)
     assert bad_input.returncode and "missing.tsv" in bad_input.stderr
