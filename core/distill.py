@@ -70,6 +70,7 @@ class LogitsDistiller(keras.Model):
         self.terms = distillation_terms(loss, temperature=temperature, alpha=alpha)
         self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.term_metrics = [keras.metrics.Mean(name=term) for term in LOSS_TERMS[loss]]
+        self.built = student.built  # its only weights are the student's (restorable before any fit)
 
     def call(self, inputs, training=False):
         return self.student(inputs, training=training)

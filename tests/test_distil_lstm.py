@@ -92,6 +92,11 @@ def test_distil_on_the_transfer_set_and_resume(data_dir, tmp_path, loss):
     assert re.search(r"^Epoch 2/2", second.stdout, re.M) and not re.search(r"^Epoch 1/", second.stdout, re.M)
     info = json.loads((out / "export" / "export_info.json").read_text())
     assert info["mode"] == "distil" and info["distill_loss"] == loss and info["onnx_max_abs_error"] < 1e-4
+    if loss == "mse":  # a finished run started again only restores the best model and exports it
+        (out / "export" / "export_info.json").unlink()
+        again = run(data_dir, out, "--mode=distil", "--num_train_epochs=2")
+        assert re.search(rf"Resumed from .*ckpt-{2 * steps}\b", again.stderr) and "Epoch" not in again.stdout
+        assert json.loads((out / "export" / "export_info.json").read_text())["best"] == info["best"]
 
 
 def test_distil_errors_are_clear(data_dir, tmp_path):
