@@ -100,7 +100,9 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
     model = float32_twin(model)
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(folder))}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)  # default permissions (mkdtemp's 0700 would make the export private)
     try:
         if write_files:
             write_files(tmp)

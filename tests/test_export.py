@@ -28,6 +28,12 @@ def exported(tmp_path_factory):
     return model, folder / "export"
 
 
+def test_export_folder_has_the_default_permissions(exported):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(exported[1]).st_mode & 0o777 == 0o777 & ~umask
+
+
 def test_keras_saved_model_and_onnx_agree_on_dynamic_shapes(exported):
     model, folder = exported
     serving = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_default"]
