@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core import export, pipeline
-from distil_lstm.model import build_bilstm_classifier
+from distil_lstm.model import MaskedPooling, build_bilstm_classifier
 from distil_lstm.vocab import WordVocab, tokenize
 
 
@@ -49,6 +49,41 @@ def test_padding_does_not_change_logits_and_config_round_trips(pooling):
     twin.set_weights(model.get_weights())
     np.testing.assert_allclose(twin({"input_ids": padded}).numpy(), together, atol=1e-6)
     assert together.dtype == np.float32
+
+
+def masked_bidirectional_reference(pooling: str) -> keras.Model:
+    """The textbook masked BiLSTM (`mask_zero` + `keras.layers.Bidirectional`) of the same sizes."""
+    input_ids = keras.Input(shape=(None,), dtype="int32", name="input_ids")
+    x = keras.layers.Embedding(50, 8, mask_zero=True)(input_ids)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(6, return_sequences=pooling != "last"))(x)
+    if pooling != "last":
+        x = MaskedPooling(pooling)(x)
+    x = keras.layers.Dense(5, activation="relu")(x)
+    return keras.Model({"input_ids": input_ids}, keras.layers.Dense(3)(x))
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean", "last"])
+def test_same_logits_as_a_masked_bidirectional_lstm(pooling):
+    model = build_bilstm_classifier(50, 3, embedding_dim=8, hidden_size=6, dense_size=5, pooling=pooling)
+    reference = masked_bidirectional_reference(pooling)
+    ours = {variable.path: variable.numpy() for variable in model.weights}
+    reference.set_weights([ours[path] for path in (
+        "embeddings/embeddings",
+        *(f"{direction}_lstm/lstm_cell/{name}" for direction in ("forward", "backward")
+          for name in ("kernel", "recurrent_kernel", "bias")),
+        "dense/kernel", "dense/bias", "logits/kernel", "logits/bias")])
+    ids = np.array([[5, 6, 7, 0, 0], [9, 8, 7, 6, 5], [4, 0, 0, 0, 0]], np.int32)
+    np.testing.assert_allclose(model({"input_ids": ids}).numpy(), reference({"input_ids": ids}).numpy(),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_onnx_export_uses_fused_lstm_operators(tmp_path):
+    import onnx
+
+    model = build_bilstm_classifier(30, 2, embedding_dim=8, hidden_size=6, dense_size=5)
+    export.export_onnx(model, str(tmp_path / "model.onnx"), ("input_ids",))
+    operators = {node.op_type for node in onnx.load(str(tmp_path / "model.onnx")).graph.node}
+    assert "LSTM" in operators and "Loop" not in operators and "Scan" not in operators
 
 
 def test_parameter_count_of_the_reference_size():
