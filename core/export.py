@@ -22,6 +22,7 @@ import tensorflow as tf
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("logits", "probabilities")
 ONNX_OPSET = 17  # LayerNormalization is fused by onnxruntime's optimizer from opset 17 graphs
+INT8_OP_TYPES = ("MatMul", "Gemm")
 
 
 def input_signature(input_names: Sequence[str] = INPUT_NAMES) -> list[dict[str, tf.TensorSpec]]:
@@ -58,12 +59,13 @@ def export_onnx(model: keras.Model, path: str, input_names: Sequence[str] = INPU
                                   opset=opset, output_path=path)
 
 
-def quantize_onnx_int8(onnx_path: str, out_path: str) -> None:
-    """Dynamic INT8 quantization of MatMul/Gemm weights (activations quantized on the fly),
-    per-tensor: the form onnxruntime's CPU kernels run fastest for transformer and LSTM layers."""
+def quantize_onnx_int8(onnx_path: str, out_path: str, op_types: Sequence[str] = INT8_OP_TYPES) -> None:
+    """Dynamic INT8 quantization of the weights of `op_types` (activations quantized on the fly),
+    per-tensor: the form onnxruntime's CPU kernels run fastest. The default covers transformer
+    layers; add `LSTM` and `Gather` (embedding tables) for a recurrent student."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(onnx_path, out_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    quantize_dynamic(onnx_path, out_path, weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types))
 
 
 @contextlib.contextmanager
@@ -88,11 +90,12 @@ def float32_twin(model: keras.Model) -> keras.Model:
 
 def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarray], info: dict,
                   write_files: Callable[[str], None] | None = None, quantize: bool = True,
-                  tolerance: float = 1e-4, input_names: Sequence[str] = INPUT_NAMES) -> None:
+                  int8_op_types: Sequence[str] = INT8_OP_TYPES, tolerance: float = 1e-4,
+                  input_names: Sequence[str] = INPUT_NAMES) -> None:
     """Writes a self-contained export folder, atomically.
 
     Contents: `saved_model/`, `model.onnx` (checked against Keras on `sample` within
-    `tolerance`), `model.int8.onnx` when `quantize`, `export_info.json` (`info` plus names and
+    `tolerance`), `model.int8.onnx` when `quantize` (weights of `int8_op_types`), `export_info.json` (`info` plus names and
     opset), and whatever `write_files(tmp_folder)` adds (weights, config, vocab, labels). The
     folder is built beside `folder` and swapped in only when complete, so a failed export
     leaves a previous one intact.
@@ -115,7 +118,7 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
         if error > tolerance:
             raise RuntimeError(f"ONNX logits differ from Keras by {error:.2e} (> {tolerance})")
         if quantize:
-            quantize_onnx_int8(onnx_path, os.path.join(tmp, "model.int8.onnx"))
+            quantize_onnx_int8(onnx_path, os.path.join(tmp, "model.int8.onnx"), int8_op_types)
         with open(os.path.join(tmp, "export_info.json"), "w", encoding="utf-8") as f:
             json.dump({**info, "inputs": list(input_names), "outputs": list(OUTPUT_NAMES), "onnx_opset": ONNX_OPSET,
                        "onnx_max_abs_error": error, "tensorflow": tf.__version__, "keras": keras.__version__},

@@ -26,7 +26,7 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from core import data, distill, export, pipeline, training, transfer_set  # noqa: E402
 from core.augment import read_word_vectors  # noqa: E402
-from distil_lstm.model import POOLINGS, build_bilstm_classifier  # noqa: E402
+from distil_lstm.model import INT8_OP_TYPES, POOLINGS, build_bilstm_classifier  # noqa: E402
 from distil_lstm.predict import read_export_folder  # noqa: E402
 from distil_lstm.vocab import WordVocab  # noqa: E402
 
@@ -167,7 +167,7 @@ def export_student(student: keras.Model, vocab: WordVocab, labels: list[str], sa
 
     export.export_folder(student, os.path.join(FLAGS.output_dir, "export"),
                          sample={"input_ids": x["input_ids"].numpy()},
-                         write_files=write_files, input_names=("input_ids",),
+                         write_files=write_files, input_names=("input_ids",), int8_op_types=INT8_OP_TYPES,
                          info={**config, "labels": labels, "task_name": FLAGS.task_name, "mode": FLAGS.mode,
                                "distill_loss": FLAGS.distill_loss if FLAGS.mode == "distil" else None,
                                "best": best, "parameters": student.count_params()})

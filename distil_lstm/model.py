@@ -16,6 +16,7 @@ import numpy as np
 
 PACKAGE = "bertdistill"
 POOLINGS = ("max", "mean", "last")
+INT8_OP_TYPES = ("MatMul", "Gemm", "LSTM", "Gather")  # the embedding table is most of the weights
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -3,10 +3,11 @@ import json
 
 import keras
 import numpy as np
+import onnx
 import pytest
 
 from core import export, pipeline
-from distil_lstm.model import MaskedPooling, build_bilstm_classifier
+from distil_lstm.model import INT8_OP_TYPES, MaskedPooling, build_bilstm_classifier
 from distil_lstm.vocab import WordVocab, tokenize
 
 
@@ -78,8 +79,6 @@ def test_same_logits_as_a_masked_bidirectional_lstm(pooling):
 
 
 def test_onnx_export_uses_fused_lstm_operators(tmp_path):
-    import onnx
-
     model = build_bilstm_classifier(30, 2, embedding_dim=8, hidden_size=6, dense_size=5)
     export.export_onnx(model, str(tmp_path / "model.onnx"), ("input_ids",))
     operators = {node.op_type for node in onnx.load(str(tmp_path / "model.onnx")).graph.node}
@@ -108,7 +107,8 @@ def test_export_round_trip_keras_savedmodel_onnx(tmp_path):
     model = build_bilstm_classifier(30, 2, embedding_dim=8, hidden_size=6, dense_size=5)
     ids = np.array([[3, 4, 5, 6], [7, 8, 0, 0], [9, 0, 0, 0]], np.int32)
     folder = tmp_path / "export"
-    export.export_folder(model, str(folder), sample={"input_ids": ids}, info={}, input_names=("input_ids",))
+    export.export_folder(model, str(folder), sample={"input_ids": ids}, info={}, input_names=("input_ids",),
+                         int8_op_types=INT8_OP_TYPES)
     expected = model({"input_ids": ids}).numpy()
     onnx_logits = export.OnnxClassifier(str(folder / "model.onnx")).predict({"input_ids": ids})
     np.testing.assert_allclose(onnx_logits, expected, atol=1e-4)
@@ -117,7 +117,11 @@ def test_export_round_trip_keras_savedmodel_onnx(tmp_path):
     np.testing.assert_allclose(served["logits"].numpy(), expected, atol=1e-5)
     assert json.loads((folder / "export_info.json").read_text())["inputs"] == ["input_ids"]
     int8 = export.OnnxClassifier(str(folder / "model.int8.onnx")).predict({"input_ids": ids})
-    assert int8.shape == expected.shape
+    np.testing.assert_allclose(int8, expected, atol=0.02)
+    graph = onnx.load(str(folder / "model.int8.onnx")).graph
+    assert "DynamicQuantizeLSTM" in {node.op_type for node in graph.node}
+    embedding = [t for t in graph.initializer if tuple(t.dims) == (30, 8)]  # the table, 8-bit
+    assert embedding and all(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for t in embedding)
 
 
 def test_predict_logits_keeps_input_order():
