@@ -21,4 +21,5 @@ for run in train distil; do
   echo "$run: $(tr '\n' ' ' < "$out/$run/eval_results.txt")"
 done
 "$PYTHON" benchmarks/student_speed.py --data_dir="$data_dir" --teacher_dir="$teacher" --student_dir="$out/distil/export" \
+  --bert_base_reference \
   | tee "$out/student_speed.json"
