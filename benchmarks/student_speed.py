@@ -17,6 +17,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from core import data, export  # noqa: E402
+from core.pipeline import pad_rows  # noqa: E402
 from core.tokenization import Tokenizer  # noqa: E402
 from distil_lstm.predict import TextClassifier  # noqa: E402
 
@@ -40,13 +41,9 @@ class TeacherText:
 
     def logits(self, texts):
         ids, types = self.tokenizer.encode_batch(texts, max_seq_length=128)
-        width = max(map(len, ids))
-        batch = {name: np.zeros((len(ids), width), np.int32) for name in export.INPUT_NAMES}
-        for i, (row, type_row) in enumerate(zip(ids, types)):
-            batch["input_ids"][i, :len(row)] = row
-            batch["attention_mask"][i, :len(row)] = 1
-            batch["token_type_ids"][i, :len(row)] = type_row
-        return self.model.predict(batch)
+        input_ids = pad_rows(ids)
+        return self.model.predict({"input_ids": input_ids, "attention_mask": (input_ids != 0).astype(np.int32),
+                                   "token_type_ids": pad_rows(types)})
 
 
 def measure(model, texts, labels) -> dict:

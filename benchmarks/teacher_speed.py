@@ -73,11 +73,7 @@ def onnx_inference(export_dir: str, tokenizer, dev) -> dict:
         ids = [features.input_ids[i].numpy() for i in order]
         start = time.perf_counter()
         for first in range(0, len(ids), 64):
-            rows = ids[first:first + 64]
-            width = max(len(r) for r in rows)
-            batch = np.zeros((len(rows), width), np.int32)
-            for row, values in zip(batch, rows):
-                row[:len(values)] = values
+            batch = pipeline.pad_rows(ids[first:first + 64])
             classifier.predict({"input_ids": batch, "attention_mask": (batch != 0).astype(np.int32),
                                 "token_type_ids": np.zeros_like(batch)})
         results[f"onnx_dev_examples_per_s_{name}"] = len(dev) / (time.perf_counter() - start)

@@ -95,8 +95,8 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
     """Writes a self-contained export folder, atomically.
 
     Contents: `saved_model/`, `model.onnx` (checked against Keras on `sample` within
-    `tolerance`), `model.int8.onnx` when `quantize` (weights of `int8_op_types`), `export_info.json` (`info` plus names and
-    opset), and whatever `write_files(tmp_folder)` adds (weights, config, vocab, labels). The
+    `tolerance`), `model.int8.onnx` when `quantize` (weights of `int8_op_types`),
+    `export_info.json` (`info` plus names and opset), and whatever `write_files(tmp_folder)` adds (weights, config, vocab, labels). The
     folder is built beside `folder` and swapped in only when complete, so a failed export
     leaves a previous one intact.
     """

@@ -83,6 +83,14 @@ def to_ragged(rows: Sequence[Sequence[int]]) -> tf.RaggedTensor:
     return tf.RaggedTensor.from_row_lengths(flat, lengths)
 
 
+def pad_rows(rows: Sequence[Sequence[int]]) -> np.ndarray:
+    """int32 [len(rows), longest row], right-padded with 0."""
+    batch = np.zeros((len(rows), max(map(len, rows))), np.int32)
+    for out, row in zip(batch, rows):
+        out[:len(row)] = row
+    return batch
+
+
 def default_bucket_boundaries(max_seq_length: int) -> list[int]:
     """Upper bounds (exclusive) of length buckets: 2 tokens wide up to 16, 4 up to 64, then 16."""
     bounds = [*range(4, 17, 2), *range(20, 65, 4), *range(80, max_seq_length + 1, 16)]

@@ -356,13 +356,24 @@ def read_best(output_dir: str) -> dict | None:
         return json.load(f)
 
 
+def _optimizer_state(model: keras.Model) -> list | None:
+    """What to skip so that a weights file holds the model alone (uncompiled models have none)."""
+    optimizer = getattr(model, "optimizer", None)
+    return [optimizer] if optimizer is not None else None
+
+
+def save_model_weights(model: keras.Model, path: str) -> None:
+    """Writes `model`'s weights (no optimizer state) to a `.weights.h5` file."""
+    keras.saving.save_weights(model, path, objects_to_skip=_optimizer_state(model))
+
+
 def restore_best_weights(model: keras.Model, output_dir: str) -> bool:
     """Loads `<output_dir>/best/model.weights.h5` (model weights, no optimizer state) into `model`,
     if a best model was kept."""
     if read_best(output_dir) is None:
         return False
     model.load_weights(os.path.join(output_dir, "best", "model.weights.h5"),
-                       objects_to_skip=None if model.optimizer is None else [model.optimizer])
+                       objects_to_skip=_optimizer_state(model))
     return True
 
 
@@ -386,8 +397,7 @@ class _DevSelection(keras.callbacks.Callback):
                      "global_step": int(self.step.numpy())}
         if self.write:
             os.makedirs(self.folder, exist_ok=True)
-            keras.saving.save_weights(self.model, os.path.join(self.folder, "model.weights.h5"),
-                                      objects_to_skip=[self.model.optimizer])  # the model alone
+            save_model_weights(self.model, os.path.join(self.folder, "model.weights.h5"))
             with open(os.path.join(self.folder, "metrics.json"), "w", encoding="utf-8") as f:
                 json.dump(self.best, f, indent=2)
 

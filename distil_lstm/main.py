@@ -157,9 +157,7 @@ def export_student(student: keras.Model, vocab: WordVocab, labels: list[str], sa
               "max_seq_length": FLAGS.max_seq_length}
 
     def write_files(folder):
-        optimizer = getattr(student, "optimizer", None)  # set by `train`, absent when the distiller owns it
-        keras.saving.save_weights(student, os.path.join(folder, "model.weights.h5"),
-                                  objects_to_skip=[optimizer] if optimizer else None)
+        training.save_model_weights(student, os.path.join(folder, "model.weights.h5"))
         vocab.save(os.path.join(folder, "vocab.txt"))
         for name, content in (("config.json", config), ("labels.json", labels)):
             with open(os.path.join(folder, name), "w", encoding="utf-8") as f:

@@ -15,6 +15,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from core.export import OnnxClassifier  # noqa: E402
+from core.pipeline import pad_rows  # noqa: E402
 from distil_lstm.vocab import WordVocab  # noqa: E402
 
 
@@ -42,11 +43,7 @@ class TextClassifier:
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Word ids [len(texts), longest], padded with 0."""
-        rows = [self.vocab.encode(text, self.config["max_seq_length"]) for text in texts]
-        ids = np.zeros((len(rows), max(map(len, rows))), np.int32)
-        for i, row in enumerate(rows):
-            ids[i, :len(row)] = row
-        return {"input_ids": ids}
+        return {"input_ids": pad_rows([self.vocab.encode(text, self.config["max_seq_length"]) for text in texts])}
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         return self.model.predict(self.encode(texts))
