@@ -4,9 +4,9 @@
     python generate_dataset.py --input=../shared/data/sst2 --model=outputs/teacher/export \\
         --output=outputs/augmented.tsv --augment_factor=20
 
-Output (see `core/transfer_set.py`): a TSV with header `sentence label logit_<label>...`;
+Output (see `bertdistill/transfer_set.py`): a TSV with header `sentence label logit_<label>...`;
 every original first, with its gold label, then its new sentences, labelled with the
-teacher's argmax. Rules and probabilities: `core/augment.py`. Word replacement is POS-guided
+teacher's argmax. Rules and probabilities: `bertdistill/augment.py`. Word replacement is POS-guided
 when nltk and its tagger are installed, else nearest neighbours in `--word_vectors` when
 given, else in the teacher's own input embeddings (`--replacement` chooses explicitly).
 
@@ -25,8 +25,8 @@ import keras
 import numpy as np
 from absl import app, flags, logging
 
-from core import augment, data, pipeline, transfer_set
-from core.checkpoints import Teacher, load_teacher
+from bertdistill import augment, data, pipeline, transfer_set
+from bertdistill.checkpoints import Teacher, load_teacher
 
 flags.DEFINE_string("input", None, "Training TSV (`sentence<TAB>label`) or a task's data folder (its train split).")
 flags.DEFINE_string("output", None, "Transfer-set TSV to write (e.g. augmented.tsv).")

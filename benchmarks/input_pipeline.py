@@ -8,14 +8,12 @@ padded to max_seq_length. Not a test.
 import importlib.resources
 import json
 import os
-import sys
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from core import data, pipeline  # noqa: E402
-from core.tokenization import Tokenizer  # noqa: E402
+from bertdistill import data, pipeline
+from bertdistill.tokenization import Tokenizer
 
 flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sst2"),
                     "Folder with the GLUE SST-2 train.tsv.")

@@ -9,17 +9,15 @@ With `--bert_base_reference`, also times an untrained BERT-base-shaped model (12
 
 import json
 import os
-import sys
 import time
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from core import data, export  # noqa: E402
-from core.pipeline import pad_rows  # noqa: E402
-from core.tokenization import Tokenizer  # noqa: E402
-from distil_lstm.predict import TextClassifier  # noqa: E402
+from bertdistill import data, export
+from bertdistill.pipeline import pad_rows
+from bertdistill.tokenization import Tokenizer
+from distil_lstm.predict import TextClassifier
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
 flags.DEFINE_string("data_dir", os.path.join(SHARED, "data", "sst2"), "GLUE SST-2 folder.")
@@ -70,7 +68,7 @@ def bert_base_reference(teacher_dir: str, texts: list[str], labels: np.ndarray) 
     """Speed and size of an untrained BERT-base-shaped classifier with the teacher's vocabulary."""
     import tempfile
 
-    from core.bert import BertClassifier, BertConfig, BertEncoder
+    from bertdistill.bert import BertClassifier, BertConfig, BertEncoder
 
     with open(os.path.join(teacher_dir, "config.json"), encoding="utf-8") as f:
         model = BertClassifier(BertEncoder(BertConfig(vocab_size=json.load(f)["vocab_size"])), 2)

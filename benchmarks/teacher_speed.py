@@ -13,16 +13,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from core import checkpoints, data, export, pipeline, training  # noqa: E402
-from core.bert import BertClassifier, BertEncoder  # noqa: E402
-from core.tokenization import Tokenizer  # noqa: E402
+from bertdistill import checkpoints, data, export, pipeline, training
+from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.tokenization import Tokenizer
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
 flags.DEFINE_string("data_dir", os.path.join(SHARED, "data", "sst2"), "GLUE SST-2 folder.")

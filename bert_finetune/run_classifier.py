@@ -1,6 +1,6 @@
 """Fine-tunes, evaluates, predicts with and exports a BERT classifier (the teacher).
 
-Flags mirror Google's run_classifier.py; see `core/training.py` for the full list.
+Flags mirror Google's run_classifier.py; see `bertdistill/training.py` for the full list.
 
     python bert_finetune/run_classifier.py --task_name=sst-2 --do_train --do_eval \\
         --data_dir=../shared/data/sst2 --output_dir=outputs/teacher
@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import keras
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from core import checkpoints, data, export, pipeline, training  # noqa: E402
-from core.bert import BertClassifier, BertEncoder  # noqa: E402
-from core.tokenization import Tokenizer  # noqa: E402
+from bertdistill import checkpoints, data, export, pipeline, training
+from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.tokenization import Tokenizer
 
 training.define_common_flags()
 flags.DEFINE_bool("do_export", True, "After training, write <output_dir>/export (SavedModel, ONNX, INT8).")

@@ -7,7 +7,7 @@
 
 `train` fits on the task's train set; `distil` fits on a transfer set written by
 `generate_dataset.py` (`<data_dir>/augmented.tsv` unless `--augmented_file`) with the loss
-`--distill_loss` (see `core/distill.py`). Both keep the best model by dev accuracy and write
+`--distill_loss` (see `bertdistill/distill.py`). Both keep the best model by dev accuracy and write
 `<output_dir>/export`: SavedModel, ONNX, INT8 ONNX, `vocab.txt`, `config.json`, `labels.json`
 and Keras weights (see `distil_lstm/predict.py` for raw text -> label). `test` evaluates that
 export folder (or `--model_dir`) on dev, or predicts the test set (`--eval_split=test`).
@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import keras
 import numpy as np
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from core import data, distill, export, pipeline, training, transfer_set  # noqa: E402
-from core.augment import read_word_vectors  # noqa: E402
-from distil_lstm.model import INT8_OP_TYPES, POOLINGS, build_bilstm_classifier  # noqa: E402
-from distil_lstm.predict import read_export_folder  # noqa: E402
-from distil_lstm.vocab import WordVocab  # noqa: E402
+from bertdistill import data, distill, export, pipeline, training, transfer_set
+from bertdistill.augment import read_word_vectors
+from distil_lstm.model import INT8_OP_TYPES, POOLINGS, build_bilstm_classifier
+from distil_lstm.predict import read_export_folder
+from distil_lstm.vocab import WordVocab
 
 training.define_common_flags(bert=False)
 flags.DEFINE_enum("mode", None, ["train", "test", "distil"], "What to do.")

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from core.export import OnnxClassifier  # noqa: E402
-from core.pipeline import pad_rows  # noqa: E402
-from distil_lstm.vocab import WordVocab  # noqa: E402
+from bertdistill.export import OnnxClassifier
+from bertdistill.pipeline import pad_rows
+from distil_lstm.vocab import WordVocab
 
 
 def read_export_folder(folder: str) -> tuple[dict, list[str], WordVocab]:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import checkpoints
-from core.bert import BertClassifier, BertEncoder, checkpoint_variables
+from bertdistill import checkpoints
+from bertdistill.bert import BertClassifier, BertEncoder, checkpoint_variables
 from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
 from tests.conftest import SHARED
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from core import transfer_set
+from bertdistill import transfer_set
 from tests.conftest import REPO
 
 SCRIPT = str(REPO / "distil_lstm" / "main.py")

@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-from core import distill
+from bertdistill import distill
 
 TEACHER = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, -3.0]], np.float32)
 STUDENT = np.array([[1.0, 0.0, 0.0], [-0.5, 1.5, 0.3]], np.float32)

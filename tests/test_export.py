@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import export
-from core.bert import BertClassifier, BertEncoder
+from bertdistill import export
+from bertdistill.bert import BertClassifier, BertEncoder
 from tests.bert_fixtures import tiny_batch, tiny_config
 
 

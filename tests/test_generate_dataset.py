@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from core import checkpoints, transfer_set
-from core.bert import BertClassifier, BertEncoder
+from bertdistill import checkpoints, transfer_set
+from bertdistill.bert import BertClassifier, BertEncoder
 from tests.bert_fixtures import TINY_VOCAB, tiny_config, write_vocab
 from tests.conftest import REPO
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from core import export, pipeline
+from bertdistill import export, pipeline
 from distil_lstm.model import INT8_OP_TYPES, MaskedPooling, build_bilstm_classifier
 from distil_lstm.vocab import WordVocab, tokenize
 

@@ -4,9 +4,9 @@ import collections
 import numpy as np
 import pytest
 
-from core import pipeline
-from core.data import InputExample
-from core.tokenization import Tokenizer
+from bertdistill import pipeline
+from bertdistill.data import InputExample
+from bertdistill.tokenization import Tokenizer
 from tests.bert_fixtures import write_vocab
 
 WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "plot"]

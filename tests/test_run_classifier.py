@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from core import checkpoints
-from core.bert import BertClassifier, BertConfig, BertEncoder
+from bertdistill import checkpoints
+from bertdistill.bert import BertClassifier, BertConfig, BertEncoder
 from tests.bert_fixtures import TINY_VOCAB, write_vocab
 from tests.conftest import REPO
 

@@ -1,4 +1,4 @@
-"""core/training.py: flags, strategy and precision names, the schedule, AdamW (weight-decay
+"""bertdistill/training.py: flags, strategy and precision names, the schedule, AdamW (weight-decay
 exclusions, layer-wise learning rates), and run_training (exact resume, best-by-dev weights,
 early stopping, TensorBoard, mixed precision, mirrored and multi-worker strategies).
 
@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from core import training
+from bertdistill import training
 from tests.conftest import REPO
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -307,7 +307,7 @@ strategy_name, output_dir = sys.argv[1:3]
 if strategy_name == "mirrored":
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from core import training
+from bertdistill import training
 strategy = training.get_distribution_strategy(strategy_name)
 from tests.test_training import STEPS_PER_EPOCH, compiled_model, eval_dataset, train_dataset_fn
 with strategy.scope():

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from core import transfer_set
-from core.data import DataFormatError
+from bertdistill import transfer_set
+from bertdistill.data import DataFormatError
 
 LABELS = ["0", "1"]
 

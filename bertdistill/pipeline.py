@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from core.data import InputExample
-from core.tokenization import Tokenizer
+from bertdistill.data import InputExample
+from bertdistill.tokenization import Tokenizer
 
 _ENCODE_CHUNK = 8192
 

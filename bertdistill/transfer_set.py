@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.data import DataFormatError, InputExample, split_lines
+from bertdistill.data import DataFormatError, InputExample, split_lines
 
 
 def header(labels: Sequence[str]) -> str:
