@@ -53,22 +53,6 @@ flags.DEFINE_integer("chunk_size", 2048, "Originals augmented and labelled per s
 FLAGS = flags.FLAGS
 
 
-def read_originals(path: str, task_name: str, labels: list[str]) -> list[data.InputExample]:
-    """The training examples: a task's train split from a folder, or a `sentence<TAB>label` TSV."""
-    if os.path.isdir(path):
-        processor = data.get_processor(task_name)
-        if processor.get_labels() != labels:
-            raise ValueError(f"the teacher's labels {labels} differ from task {task_name}'s {processor.get_labels()}")
-        examples = processor.get_train_examples(path)
-    else:
-        processor = data.TextClassificationProcessor(labels, text_a_column="sentence", label_column="label")
-        examples = processor.read_file(path, "train")
-    pairs = next((e.guid for e in examples if e.text_b is not None), None)
-    if pairs is not None:
-        raise ValueError(f"{path}: augmentation takes single sentences; example {pairs} is a pair")
-    return examples
-
-
 def make_replacer(kind: str, teacher: Teacher, corpus: list[str]) -> augment.Replacer | None:
     """The word replacer `--replacement` asks for (see the module docstring)."""
     tagger = augment.nltk_pos_tagger() if kind in ("auto", "pos") else None
@@ -89,11 +73,6 @@ def make_replacer(kind: str, teacher: Teacher, corpus: list[str]) -> augment.Rep
         replacer = augment.NeighbourReplacer.from_token_embeddings(teacher.tokenizer.vocab, embeddings)
     replacer.precompute(words)
     return replacer
-
-
-def shard_bounds(count: int, num_shards: int, shard_index: int) -> tuple[int, int]:
-    """[start, end) of shard `shard_index` of `count` items in `num_shards` contiguous slices."""
-    return count * shard_index // num_shards, count * (shard_index + 1) // num_shards
 
 
 def expand(examples: list[data.InputExample], first_index: int, seen: set[str], config: augment.AugmentConfig,
@@ -141,37 +120,29 @@ def main(argv):
     task_labels = None if os.path.isdir(FLAGS.model) else data.get_processor(FLAGS.task_name).get_labels()
     teacher = load_teacher(FLAGS.model, bert_config_file=FLAGS.bert_config_file, vocab_file=FLAGS.vocab_file,
                            labels=task_labels)
-    examples = read_originals(FLAGS.input, FLAGS.task_name, teacher.labels)[:FLAGS.max_examples]
+    examples = transfer_set.read_originals(FLAGS.input, FLAGS.task_name, teacher.labels)[:FLAGS.max_examples]
     corpus = [e.text_a for e in examples]
     replacer = None if FLAGS.no_augment or FLAGS.p_replace == 0 else make_replacer(FLAGS.replacement, teacher, corpus)
-    start, end = shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)
+    start, end = transfer_set.shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)
     logging.info("Shard %d/%d: originals %d..%d of %d", FLAGS.shard_index, FLAGS.num_shards, start, end, len(examples))
     # A new sentence belongs to the first original that yields it: replay the earlier shards'
     # augmentation (cheap next to labelling) so that every shard drops the same duplicates.
     seen = {" ".join(sentence.split()) for sentence in corpus}
     expand(examples[:start], 0, seen, config, replacer)
 
-    directory = os.path.dirname(os.path.abspath(FLAGS.output))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(FLAGS.output)}.{os.getpid()}.tmp")
     began, rows = time.time(), 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write(transfer_set.header(teacher.labels))
-            progress = keras.utils.Progbar(end - start, unit_name="original")
-            for chunk_start in range(start, end, FLAGS.chunk_size):
-                chunk = examples[chunk_start:min(chunk_start + FLAGS.chunk_size, end)]
-                sentences, gold = expand(chunk, chunk_start, seen, config, replacer)
-                logits = label_with_teacher(teacher, sentences)
-                predicted = [teacher.labels[i] for i in logits.argmax(axis=1)]
-                out.write(transfer_set.format_rows(
-                    sentences, [g if g is not None else p for g, p in zip(gold, predicted)], logits))
-                rows += len(sentences)
-                progress.add(len(chunk))
-        os.replace(tmp, FLAGS.output)
-    except BaseException:
-        os.remove(tmp)
-        raise
+    with transfer_set.atomic_output(FLAGS.output) as out:
+        out.write(transfer_set.header(teacher.labels))
+        progress = keras.utils.Progbar(end - start, unit_name="original")
+        for chunk_start in range(start, end, FLAGS.chunk_size):
+            chunk = examples[chunk_start:min(chunk_start + FLAGS.chunk_size, end)]
+            sentences, gold = expand(chunk, chunk_start, seen, config, replacer)
+            logits = label_with_teacher(teacher, sentences)
+            predicted = [teacher.labels[i] for i in logits.argmax(axis=1)]
+            out.write(transfer_set.format_rows(
+                sentences, [g if g is not None else p for g, p in zip(gold, predicted)], logits))
+            rows += len(sentences)
+            progress.add(len(chunk))
     seconds = time.time() - began
     logging.info("Wrote %s: %d rows from %d originals in %.1f s (%.1f sentences/s)", FLAGS.output, rows, end - start,
                  seconds, rows / max(seconds, 1e-9))

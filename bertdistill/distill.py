@@ -1,5 +1,5 @@
-"""Distillation losses as plain functions looked up by name, and a Keras model that trains a
-student on teacher logits stored beside the data (the BiLSTM case: teacher and student do not
+"""Distillation losses as plain functions looked up by name, and the trainer task that fits a
+student to teacher logits stored beside the data (the BiLSTM case: teacher and student do not
 share inputs, so the teacher runs once, offline, in `generate_dataset.py`).
 
 - `mse`: the squared L2 distance between student and teacher logits, summed over classes and
@@ -16,7 +16,8 @@ from collections.abc import Callable
 import keras
 from keras import ops
 
-PACKAGE = "bertdistill"
+from bertdistill.trainer import Task
+
 LOSS_TERMS = {"mse": ("mse_loss",), "kd": ("soft_loss", "hard_loss")}
 
 
@@ -55,38 +56,73 @@ def distillation_terms(name: str, *, temperature: float = 1.0,
     raise ValueError(f"unknown distillation loss {name!r}; expected one of {tuple(LOSS_TERMS)}")
 
 
-class LogitsDistiller(keras.Model):
-    """Wraps a student; trains it on batches whose `y` is `{"label_ids", "teacher_logits"}`.
+class LogitsDistillationTask(Task):
+    """A trainer task: fits a student to teacher logits stored beside the data (`y` is
+    `{"label_ids", "teacher_logits"}`), with the loss terms of `distillation_terms(loss, ...)`.
 
-    Batches with plain label ids as `y` (the dev set) get the hard-label cross-entropy, so
-    `val_loss` is comparable across runs. Reports `accuracy` against the labels and every loss
-    term as its own metric. Save and export `distiller.student`.
+    The student itself is evaluated on dev (hard-label cross-entropy and accuracy) and exported.
     """
 
-    def __init__(self, student: keras.Model, loss: str = "mse", temperature: float = 1.0, alpha: float = 0.0,
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.student = student
+    def __init__(self, student: keras.Model, loss: str = "mse", temperature: float = 1.0, alpha: float = 0.0):
+        self.models = {"student": student}
+        self.eval_model = student
         self.terms = distillation_terms(loss, temperature=temperature, alpha=alpha)
-        self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        self.term_metrics = [keras.metrics.Mean(name=term) for term in LOSS_TERMS[loss]]
-        self.built = student.built  # its only weights are the student's (restorable before any fit)
 
-    def call(self, inputs, training=False):
-        return self.student(inputs, training=training)
+    def loss_terms(self, x, y):
+        return self.terms(y["label_ids"], y["teacher_logits"], self.eval_model(x, training=True))
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if not isinstance(y, dict):
-            return hard_cross_entropy(y, y_pred)
-        terms = self.terms(y["label_ids"], y["teacher_logits"], y_pred)
-        for metric in self.term_metrics:
-            metric.update_state(terms[metric.name])
-        return sum(terms.values())
 
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        self.accuracy.update_state(y["label_ids"] if isinstance(y, dict) else y, y_pred)
-        results = self.get_metrics_result()
-        if not isinstance(y, dict):  # no teacher logits: the distillation terms were not computed
-            for metric in self.term_metrics:
-                results.pop(metric.name)
-        return results
+# ---------------------------------------------------------------------------------------------
+# Intermediate-layer losses (TinyBERT). Which layers meet, and with what weight, is data: see
+# `bertdistill/layer_map.py`. Every loss averages over real tokens only and returns float32.
+
+
+def _float_mask(attention_mask):
+    return ops.cast(attention_mask, "float32")
+
+
+def hidden_mse(teacher, student, attention_mask):
+    """MSE between hidden states [B, T, H] over real tokens only:
+    `sum(mask * (s - t)^2) / (num_real_tokens * H)`, float32. Used for the embedding output too."""
+    teacher = ops.cast(teacher, "float32")
+    student = ops.cast(student, "float32")
+    if teacher.shape[-1] is not None and student.shape[-1] is not None and teacher.shape[-1] != student.shape[-1]:
+        raise ValueError(f"hidden_mse: teacher width {teacher.shape[-1]} != student width {student.shape[-1]} "
+                         "(project the student first)")
+    mask = _float_mask(attention_mask)[:, :, None]
+    squared = ops.sum(mask * ops.square(student - teacher))
+    width = ops.cast(ops.shape(student)[-1], "float32")
+    return squared / (ops.maximum(ops.sum(mask), 1.0) * width)
+
+
+def attention_mse(teacher_scores, student_scores, attention_mask):
+    """MSE between attention scores before softmax, [B, heads, T, T], over real (query, key)
+    pairs: pairs with a padded query or key are zeroed in both models (the reference code zeroes
+    values <= -100; our padded keys carry -10000), then
+    `sum(valid * (s - t)^2) / (heads * sum(valid))`, float32. Head counts must match."""
+    teacher = ops.cast(teacher_scores, "float32")
+    student = ops.cast(student_scores, "float32")
+    if teacher.shape[1] is not None and student.shape[1] is not None and teacher.shape[1] != student.shape[1]:
+        raise ValueError(f"attention_mse: teacher has {teacher.shape[1]} heads, student {student.shape[1]}; "
+                         "the attention loss averages over heads, so the counts must match")
+    mask = _float_mask(attention_mask)
+    valid = mask[:, None, :, None] * mask[:, None, None, :]  # [B, 1, T(query), T(key)]
+    squared = ops.sum(valid * ops.square(student - teacher))
+    heads = ops.cast(ops.shape(student)[1], "float32")
+    return squared / (ops.maximum(ops.sum(valid), 1.0) * heads)
+
+
+# Feature losses by name, then by feature: `"loss": "mse"` in a layer map selects hidden_mse for
+# embeddings and hidden states, attention_mse for attention scores.
+FEATURE_LOSSES = {"mse": {"embeddings": hidden_mse, "hidden": hidden_mse, "attention": attention_mse}}
+
+
+def feature_loss(name: str, feature: str) -> Callable[..., object]:
+    """The loss `fn(teacher, student, attention_mask)` registered as `name` for `feature`."""
+    if name not in FEATURE_LOSSES:
+        raise ValueError(f"unknown feature loss {name!r}; expected one of {tuple(FEATURE_LOSSES)}")
+    by_feature = FEATURE_LOSSES[name]
+    if feature not in by_feature:
+        raise ValueError(f"feature loss {name!r} has no version for feature {feature!r}; "
+                         f"expected one of {tuple(by_feature)}")
+    return by_feature[feature]

@@ -114,7 +114,13 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
         export_onnx(model, onnx_path, input_names)
         sample = {name: sample[name] for name in input_names}
         expected = keras.ops.convert_to_numpy(model(sample, training=False))
-        error = float(np.abs(OnnxClassifier(onnx_path).predict(sample) - expected).max())
+        actual = OnnxClassifier(onnx_path).predict(sample)
+        for source, logits in (("Keras", expected), ("ONNX", actual)):
+            if not np.isfinite(logits).all():  # NaN - NaN would pass the tolerance check
+                raise RuntimeError(f"{source} logits on the parity sample are not finite "
+                                   f"({int(np.isnan(logits).sum())} NaN, {int(np.isinf(logits).sum())} Inf of "
+                                   f"{logits.size}): diverged training or broken weights; nothing was exported")
+        error = float(np.abs(actual - expected).max())
         if error > tolerance:
             raise RuntimeError(f"ONNX logits differ from Keras by {error:.2e} (> {tolerance})")
         if quantize:
@@ -123,6 +129,16 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
             json.dump({**info, "inputs": list(input_names), "outputs": list(OUTPUT_NAMES), "onnx_opset": ONNX_OPSET,
                        "onnx_max_abs_error": error, "tensorflow": tf.__version__, "keras": keras.__version__},
                       f, indent=2)
+        # One permission for every file (the default: 0666/0777 less the umask); some writers
+        # (safetensors: 0600, mkdtemp: 0700) make theirs private.
+        umask = os.umask(0)
+        os.umask(umask)
+        for root, dirs, files in os.walk(tmp):
+            for name in dirs + files:
+                path = os.path.join(root, name)
+                if not os.path.islink(path):
+                    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+        os.chmod(tmp, 0o777 & ~umask)
         _swap_in(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,16 +1,27 @@
 """The transfer set: sentences with a label and the teacher's logits, as a plain TSV.
 
 Header `sentence<TAB>label<TAB>logit_<label 0>...`; one row per sentence. Written by
-`generate_dataset.py`, read by the students' `distil` modes.
+`generate_dataset.py`, read by the students' `distil` modes. `tinybert/data_augmentation.py`
+writes the same file without logit columns (`sentence<TAB>label`); `read_labelled_sentences`
+reads both.
+
+Shared by the scripts that build such files: `read_originals` (the training sentences),
+`shard_bounds` (contiguous shards) and `atomic_output` (temporary file, renamed when complete).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import TextIO
 
 import numpy as np
 
+from bertdistill import data
 from bertdistill.data import DataFormatError, InputExample, split_lines
+
+PLAIN_HEADER = "sentence\tlabel\n"
 
 
 def header(labels: Sequence[str]) -> str:
@@ -50,3 +61,66 @@ def read_transfer_set(path: str, labels: Sequence[str]) -> tuple[list[InputExamp
         examples.append(InputExample(guid=f"transfer-{line_number - 1}", text_a=sentence, label=label))
         logits.append(row)
     return examples, np.asarray(logits, np.float32).reshape(-1, len(labels))
+
+
+def read_labelled_sentences(path: str, labels: Sequence[str]) -> tuple[list[InputExample], np.ndarray | None]:
+    """Examples and teacher logits from a transfer set (as `read_transfer_set`), or examples and
+    None from a plain `sentence<TAB>label` TSV (TinyBERT's augmented data: logits come later,
+    from the teacher during training). The header line decides; errors name path:line."""
+    with open(path, "rb") as f:
+        first = f.readline().decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
+    if [h.strip() for h in first.split("\t")] != ["sentence", "label"]:
+        return read_transfer_set(path, labels)
+    examples = []
+    for line_number, fields in split_lines(path, "\t", skip_header=True, header=["sentence", "label"]):
+        if isinstance(fields, str):
+            raise DataFormatError(path, line_number, fields)
+        if len(fields) != 2:
+            raise DataFormatError(path, line_number, f"expected 2 columns, found {len(fields)}")
+        sentence, label = fields
+        if not sentence.strip():
+            raise DataFormatError(path, line_number, "empty sentence")
+        if label not in labels:
+            raise DataFormatError(path, line_number, f"unknown label {label!r}; expected one of {list(labels)}")
+        examples.append(InputExample(guid=f"transfer-{line_number - 1}", text_a=sentence, label=label))
+    return examples, None
+
+
+def read_originals(path: str, task_name: str, labels: Sequence[str]) -> list[InputExample]:
+    """The training examples to augment: a task's train split from a folder, or a
+    `sentence<TAB>label` TSV. Single sentences only; a folder's task must have `labels`."""
+    if os.path.isdir(path):
+        processor = data.get_processor(task_name)
+        if processor.get_labels() != list(labels):
+            raise ValueError(f"the model's labels {list(labels)} differ from task {task_name}'s "
+                             f"{processor.get_labels()}")
+        examples = processor.get_train_examples(path)
+    else:
+        processor = data.TextClassificationProcessor(list(labels), text_a_column="sentence", label_column="label")
+        examples = processor.read_file(path, "train")
+    pairs = next((e.guid for e in examples if e.text_b is not None), None)
+    if pairs is not None:
+        raise ValueError(f"{path}: augmentation takes single sentences; example {pairs} is a pair")
+    return examples
+
+
+def shard_bounds(count: int, num_shards: int, shard_index: int) -> tuple[int, int]:
+    """[start, end) of shard `shard_index` of `count` items in `num_shards` contiguous slices."""
+    return count * shard_index // num_shards, count * (shard_index + 1) // num_shards
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[TextIO]:
+    """A text file to write `path` through: a temporary file beside it, renamed over `path`
+    when the block ends normally and removed (leaving any previous `path`) when it raises."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            yield out
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

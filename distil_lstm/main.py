@@ -20,15 +20,20 @@ import os
 
 import keras
 import numpy as np
-from absl import app, flags, logging
+import tensorflow as tf
+from absl import flags, logging
 
-from bertdistill import data, distill, export, pipeline, training, transfer_set
+from bertdistill import data, distill, errors, export, pipeline, runner, trainer, transfer_set
 from bertdistill.augment import read_word_vectors
+from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
+from bertdistill.errors import FlagError, MissingFileError, UserError
+from bertdistill.flags import define_common_flags, processor_from_flags, validate_common_flags
 from distil_lstm.model import INT8_OP_TYPES, POOLINGS, build_bilstm_classifier
 from distil_lstm.predict import read_export_folder
 from distil_lstm.vocab import WordVocab
 
-training.define_common_flags(bert=False)
+define_common_flags(bert=False)
+errors.define_flags()
 flags.DEFINE_enum("mode", None, ["train", "test", "distil"], "What to do.")
 flags.DEFINE_string("augmented_file", None, "Transfer set TSV for --mode=distil (default: <data_dir>/augmented.tsv).")
 flags.DEFINE_enum("distill_loss", "mse", list(distill.LOSS_TERMS), "mse on logits (Tang et al.) or kd (Hinton).")
@@ -45,7 +50,6 @@ flags.DEFINE_string("word_vectors", None, "GloVe/word2vec text file initialising
                     "must equal --embedding_dim).")
 flags.DEFINE_enum("eval_split", "dev", ["dev", "test"], "--mode=test: accuracy on dev, or predictions for test.")
 flags.DEFINE_string("model_dir", None, "--mode=test: an export folder (default: <output_dir>/export).")
-flags.DEFINE_bool("skip_bad_rows", False, "Skip (and count) malformed data rows instead of failing.")
 FLAGS = flags.FLAGS
 FLAGS.set_default("learning_rate", 1e-3)
 FLAGS.set_default("train_batch_size", 50)
@@ -93,7 +97,7 @@ def initial_embeddings(vocab: WordVocab) -> np.ndarray | None:
         return None
     words, vectors = read_word_vectors(FLAGS.word_vectors, vocabulary=set(vocab.tokens))
     if vectors.shape[1] != FLAGS.embedding_dim:
-        raise app.UsageError(f"{FLAGS.word_vectors} has {vectors.shape[1]}-d vectors; "
+        raise FlagError("word_vectors", f"{FLAGS.word_vectors} has {vectors.shape[1]}-d vectors; "
                              f"--embedding_dim={FLAGS.embedding_dim}")
     table, found = vocab.embedding_matrix(words, vectors, seed=FLAGS.seed)
     logging.info("Word vectors for %d of %d vocabulary words from %s", found, len(vocab), FLAGS.word_vectors)
@@ -105,44 +109,32 @@ def fit(strategy, processor: data.DataProcessor, labels: list[str]) -> None:
     if FLAGS.mode == "distil":
         path = FLAGS.augmented_file or os.path.join(FLAGS.data_dir or "", "augmented.tsv")
         if not os.path.exists(path):
-            raise app.UsageError(f"no transfer set at {path}: write one with generate_dataset.py "
-                                 "or pass --augmented_file")
+            raise MissingFileError(f"no transfer set at {path}: write one with generate_dataset.py "
+                                   "or pass --augmented_file")
         train_examples, teacher_logits = transfer_set.read_transfer_set(path, labels)
         extras = {"teacher_logits": teacher_logits}
     else:
         train_examples, extras = processor.get_train_examples(FLAGS.data_dir), None
+    dev_examples = processor.get_dev_examples(FLAGS.data_dir)
     vocab = training_vocab([e.text_a for e in train_examples])
     train_features = word_features(train_examples, vocab, labels)
-    dev_features = word_features(processor.get_dev_examples(FLAGS.data_dir), vocab, labels)
+    dev_features = word_features(dev_examples, vocab, labels)
     steps_per_epoch = pipeline.num_batches(train_features, batch_size=FLAGS.train_batch_size, is_training=True,
                                            max_seq_length=FLAGS.max_seq_length)
-    num_train_steps = max(1, int(steps_per_epoch * FLAGS.num_train_epochs))
     with strategy.scope():
         student = build_bilstm_classifier(len(vocab), len(labels), embeddings=initial_embeddings(vocab),
                                           **{name: FLAGS[name].value for name in MODEL_ARGS})
-        model = student if extras is None else distill.LogitsDistiller(
-            student, FLAGS.distill_loss, temperature=FLAGS.temperature, alpha=FLAGS.alpha)
-        optimizer = training.create_optimizer(
-            learning_rate=FLAGS.learning_rate, num_train_steps=num_train_steps,
-            num_warmup_steps=int(num_train_steps * FLAGS.warmup_proportion), weight_decay=FLAGS.weight_decay,
-            max_grad_norm=FLAGS.max_grad_norm)
-        if extras is None:
-            training.compile_classifier(model, optimizer, use_xla=FLAGS.use_xla)
-        else:
-            model.compile(optimizer=optimizer, jit_compile=FLAGS.use_xla)
-    logging.info("%s on %d examples, vocabulary %d, %d parameters: %d steps/epoch, %d steps", FLAGS.mode,
-                 len(train_features), len(vocab), student.count_params(), steps_per_epoch, num_train_steps)
-    training.run_training(
-        model, lambda epoch: make_dataset(train_features, FLAGS.train_batch_size, is_training=True,
-                                          seed=FLAGS.seed + epoch, extras=extras),
-        output_dir=FLAGS.output_dir, steps_per_epoch=steps_per_epoch, num_train_steps=num_train_steps,
-        save_checkpoints_steps=FLAGS.save_checkpoints_steps,
-        eval_dataset=make_dataset(dev_features, FLAGS.eval_batch_size, is_training=False),
-        early_stopping_patience=FLAGS.early_stopping_patience, hparams=FLAGS.flag_values_dict())
-    training.restore_best_weights(model, FLAGS.output_dir)
-    best = training.read_best(FLAGS.output_dir)
-    logging.info("Best dev model: %s", best)
-    if training.is_chief(strategy):
+    task = trainer.ClassifierTask(student) if extras is None else distill.LogitsDistillationTask(
+        student, FLAGS.distill_loss, temperature=FLAGS.temperature, alpha=FLAGS.alpha)
+    logging.info("%s on %d examples, vocabulary %d, %d parameters", FLAGS.mode, len(train_features), len(vocab),
+                 student.count_params())
+    runner.train_from_flags(
+        task, strategy, FLAGS, steps_per_epoch=steps_per_epoch,
+        train_dataset_fn=lambda epoch: make_dataset(train_features, FLAGS.train_batch_size, is_training=True,
+                                                    seed=FLAGS.seed + epoch, extras=extras),
+        eval_dataset=make_dataset(dev_features, FLAGS.eval_batch_size, is_training=False))
+    best = trainer.read_best(FLAGS.output_dir)
+    if is_chief(strategy):
         export_student(student, vocab, labels, dev_features, best)
 
 
@@ -155,7 +147,7 @@ def export_student(student: keras.Model, vocab: WordVocab, labels: list[str], sa
               "max_seq_length": FLAGS.max_seq_length}
 
     def write_files(folder):
-        training.save_model_weights(student, os.path.join(folder, "model.weights.h5"))
+        trainer.save_model_weights(student, os.path.join(folder, "model.weights.h5"))
         vocab.save(os.path.join(folder, "vocab.txt"))
         for name, content in (("config.json", config), ("labels.json", labels)):
             with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
@@ -181,42 +173,34 @@ def load_student(folder: str) -> tuple[keras.Model, WordVocab, list[str], dict]:
 def test(processor: data.DataProcessor) -> None:
     """Dev accuracy (eval_results.txt) or test-set probabilities (test_results.tsv) of an export folder."""
     folder = FLAGS.model_dir or os.path.join(FLAGS.output_dir, "export")
-    student, vocab, labels, _ = load_student(folder)
+    student, vocab, labels, config = load_student(folder)
     if labels != processor.get_labels():
-        raise ValueError(f"{folder}/labels.json {labels} does not match task {FLAGS.task_name}'s "
-                         f"{processor.get_labels()}")
+        raise UserError(f"{folder}/labels.json {labels} does not match task {FLAGS.task_name}'s "
+                        f"{processor.get_labels()}")
+    strategy = tf.distribute.get_strategy()
     if FLAGS.eval_split == "dev":
         features = word_features(processor.get_dev_examples(FLAGS.data_dir), vocab, labels)
-        training.compile_classifier(student, "adam")
-        loss, accuracy = student.evaluate(make_dataset(features, FLAGS.eval_batch_size, is_training=False), verbose=0)
-        write_lines("eval_results.txt", [f"eval_accuracy = {accuracy}", f"eval_loss = {loss}",
-                                         f"eval_examples = {len(features)}"])
+        runner.evaluate_to_file(student, make_dataset(features, FLAGS.eval_batch_size, is_training=False),
+                                FLAGS.output_dir, strategy, global_step=(config.get("best") or {}).get("global_step", 0),
+                                num_examples=len(features))
     else:
         features = word_features(processor.get_test_examples(FLAGS.data_dir), vocab, labels)
-        logits = student.predict(make_dataset(features, FLAGS.predict_batch_size, is_training=False), verbose=0)
-        probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
-        write_lines("test_results.tsv", ["\t".join(f"{p:.6f}" for p in row) for row in probabilities])
-
-
-def write_lines(name: str, lines: list[str]) -> None:
-    path = os.path.join(FLAGS.output_dir, name)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.writelines(line + "\n" for line in lines)
-    os.replace(path + ".tmp", path)
-    logging.info("Wrote %s: %s", path, lines if len(lines) < 5 else f"{len(lines)} lines")
+        runner.predict_to_file(student, make_dataset(features, FLAGS.predict_batch_size, is_training=False),
+                               FLAGS.output_dir, strategy)
 
 
 def main(argv):
     del argv
     if not FLAGS.mode:
-        raise app.UsageError("--mode is required: train, test or distil")
+        raise FlagError("mode", "--mode is required: train, test or distil")
     if not FLAGS.output_dir:
-        raise app.UsageError("--output_dir is required")
+        raise FlagError("output_dir", "--output_dir is required")
+    validate_common_flags(FLAGS, min_seq_length=1)
+    processor = processor_from_flags(FLAGS)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    strategy = training.get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
-    training.set_precision_policy(FLAGS.mixed_precision if FLAGS.mode != "test" else "float32")
+    strategy = get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
+    set_precision_policy(FLAGS.mixed_precision if FLAGS.mode != "test" else "float32")
     keras.utils.set_random_seed(FLAGS.seed)
-    processor = data.get_processor(FLAGS.task_name, on_error="skip" if FLAGS.skip_bad_rows else "raise")
     if FLAGS.mode == "test":
         test(processor)
     else:
@@ -224,4 +208,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main)

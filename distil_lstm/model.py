@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-PACKAGE = "bertdistill"
+from bertdistill import PACKAGE
 POOLINGS = ("max", "mean", "last")
 INT8_OP_TYPES = ("MatMul", "Gemm", "LSTM", "Gather")  # the embedding table is most of the weights
 

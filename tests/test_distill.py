@@ -2,8 +2,9 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from bertdistill import distill
+from bertdistill import distill, optimization, trainer
 
 TEACHER = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, -3.0]], np.float32)
 STUDENT = np.array([[1.0, 0.0, 0.0], [-0.5, 1.5, 0.3]], np.float32)
@@ -44,21 +45,104 @@ def test_unknown_loss_and_bad_kd_arguments_are_refused():
 
 
 @pytest.mark.parametrize("loss", ["mse", "kd"])
-def test_distiller_moves_the_student_toward_the_teacher(loss):
+def test_distillation_task_moves_the_student_toward_the_teacher(tmp_path, loss):
     keras.utils.set_random_seed(0)
     student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    distiller = distill.LogitsDistiller(student, loss, temperature=2.0, alpha=0.5)
-    distiller.compile(optimizer=keras.optimizers.Adam(0.05))
+    task = distill.LogitsDistillationTask(student, loss, temperature=2.0, alpha=0.5)
     x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     teacher = x @ np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)
-    y = {"label_ids": teacher.argmax(1).astype(np.int32), "teacher_logits": teacher}
+    labels = teacher.argmax(1).astype(np.int32)
+    y = {"label_ids": labels, "teacher_logits": teacher}
+    terms = task.loss_terms(x, y)
+    assert set(terms) == set(distill.LOSS_TERMS[loss])
+    expected = distill.distillation_terms(loss, temperature=2.0, alpha=0.5)(labels, teacher, student(x))
+    for name, value in terms.items():
+        np.testing.assert_allclose(float(value), float(expected[name]), rtol=1e-5)
+
     before = float(distill.logits_mse(teacher, student(x)))
-    history = distiller.fit(x, y, batch_size=16, epochs=20, verbose=0)
+    run = trainer.Trainer(task, optimization.create_optimizer(learning_rate=0.05, num_train_steps=80,
+                                                              num_warmup_steps=0, weight_decay=0.0),
+                          strategy=tf.distribute.get_strategy(), output_dir=str(tmp_path), max_grad_norm=0.0)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    history = run.fit(lambda epoch: dataset, num_train_steps=80, steps_per_epoch=4,
+                      eval_dataset=tf.data.Dataset.from_tensor_slices((x, labels)).batch(16))
     assert float(distill.logits_mse(teacher, student(x))) < before / 2
-    assert {"loss", "accuracy", *distill.LOSS_TERMS[loss]} <= set(history.history)
-    assert history.history["accuracy"][-1] > 0.8
-    # Plain labels (a dev set without teacher logits) are scored with the hard cross-entropy.
-    results = distiller.evaluate(x, y["label_ids"], verbose=0, return_dict=True)
-    assert set(results) == {"loss", "accuracy"}
-    expected = -np_log_softmax(student(x).numpy())[np.arange(64), y["label_ids"]].mean()
-    np.testing.assert_allclose(results["loss"], expected, rtol=1e-4)
+    assert set(distill.LOSS_TERMS[loss]) <= set(history[-1])
+    assert history[-1]["val_accuracy"] > 0.8
+
+
+# --- Intermediate-layer losses (TinyBERT) -----------------------------------------------------
+
+MASK = np.array([[1, 1, 1], [1, 1, 0]], np.int32)  # B=2, T=3; the second sequence has one pad
+
+
+def np_hidden_mse(teacher, student, mask):
+    """Mean of (s - t)^2 over the real tokens' vectors (gathered, not masked)."""
+    real = mask.astype(bool)
+    return ((student[real] - teacher[real]) ** 2).mean()
+
+
+def np_attention_mse(teacher, student, mask):
+    """Mean of (s - t)^2 over every head's real (query, key) block."""
+    squared = []
+    for b in range(mask.shape[0]):
+        real = np.flatnonzero(mask[b])
+        block = np.ix_(np.arange(teacher.shape[1]), real, real)
+        squared.append(((student[b][block] - teacher[b][block]) ** 2).ravel())
+    return np.concatenate(squared).mean()
+
+
+def test_hidden_mse_matches_numpy_and_ignores_padded_tokens():
+    rng = np.random.default_rng(0)
+    teacher, student = rng.normal(size=(2, 2, 3, 4)).astype(np.float32)
+    loss = float(distill.hidden_mse(teacher, student, MASK))
+    np.testing.assert_allclose(loss, np_hidden_mse(teacher, student, MASK), rtol=1e-6)
+    # The 5 real tokens of width 4: the denominator is 20, not 24.
+    np.testing.assert_allclose(loss, ((student - teacher) ** 2 * MASK[:, :, None]).sum() / 20, rtol=1e-6)
+    student_changed = student.copy()
+    student_changed[1, 2] += 100.0
+    teacher_changed = teacher.copy()
+    teacher_changed[1, 2] = -50.0
+    np.testing.assert_allclose(float(distill.hidden_mse(teacher_changed, student_changed, MASK)), loss, rtol=1e-6)
+
+
+def test_hidden_mse_is_float32_for_half_inputs_and_refuses_different_widths():
+    rng = np.random.default_rng(1)
+    teacher, student = rng.normal(size=(2, 2, 3, 4)).astype(np.float16)
+    loss = distill.hidden_mse(teacher, student, MASK)
+    assert str(loss.dtype) in ("float32", "<dtype: 'float32'>")
+    np.testing.assert_allclose(float(loss), np_hidden_mse(teacher.astype(np.float32), student.astype(np.float32),
+                                                          MASK), rtol=1e-5)
+    with pytest.raises(ValueError, match="width 4 != student width 8"):
+        distill.hidden_mse(teacher, np.zeros((2, 3, 8), np.float32), MASK)
+
+
+def test_attention_mse_matches_numpy_and_ignores_padded_queries_and_keys():
+    rng = np.random.default_rng(2)
+    teacher, student = rng.normal(size=(2, 2, 2, 3, 3)).astype(np.float32)  # B=2, heads=2, T=3
+    bias = (1.0 - MASK[:, None, None, :]) * -10000.0  # as the encoder adds to padded keys
+    teacher, student = teacher + bias, student + 0.5 * bias
+    loss = float(distill.attention_mse(teacher, student, MASK))
+    np.testing.assert_allclose(loss, np_attention_mse(teacher, student, MASK), rtol=1e-6)
+    # 2 heads x (9 + 4) real pairs.
+    valid = MASK[:, None, :, None] * MASK[:, None, None, :]
+    np.testing.assert_allclose(loss, (valid * (student - teacher) ** 2).sum() / (2 * 13), rtol=1e-6)
+    student_changed, teacher_changed = student.copy(), teacher.copy()
+    student_changed[1, :, 2, :] = 7.0   # padded query row
+    teacher_changed[1, :, :, 2] = 3.0   # padded key column
+    np.testing.assert_allclose(float(distill.attention_mse(teacher_changed, student_changed, MASK)), loss, rtol=1e-6)
+
+
+def test_attention_mse_refuses_different_head_counts():
+    with pytest.raises(ValueError, match="teacher has 2 heads, student 4"):
+        distill.attention_mse(np.zeros((2, 2, 3, 3), np.float32), np.zeros((2, 4, 3, 3), np.float32), MASK)
+
+
+def test_feature_losses_by_name_and_feature():
+    assert distill.feature_loss("mse", "hidden") is distill.hidden_mse
+    assert distill.feature_loss("mse", "embeddings") is distill.hidden_mse
+    assert distill.feature_loss("mse", "attention") is distill.attention_mse
+    with pytest.raises(ValueError, match=r"unknown feature loss 'cosine'; expected one of \('mse',\)"):
+        distill.feature_loss("cosine", "hidden")
+    with pytest.raises(ValueError, match="no version for feature 'logits'"):
+        distill.feature_loss("mse", "logits")

@@ -103,3 +103,35 @@ def test_saved_model_holds_weights_not_optimizer_state(tmp_path):
     variables = tmp_path / "sm" / "variables"
     saved_bytes = sum(os.path.getsize(variables / f) for f in os.listdir(variables))
     assert weights_bytes <= saved_bytes < 1.2 * weights_bytes
+
+
+def test_every_file_of_an_export_has_the_default_permissions(tmp_path):
+    def private_files(folder):  # as safetensors (0600) and mkdtemp (0700) write them
+        path = os.path.join(folder, "model.safetensors")
+        open(path, "w").close()
+        os.chmod(path, 0o600)
+        os.makedirs(os.path.join(folder, "private"), mode=0o700)
+        os.chmod(os.path.join(folder, "private"), 0o700)
+
+    model = BertClassifier(BertEncoder(tiny_config()), num_labels=2)
+    export.export_folder(model, str(tmp_path / "export"), sample=tiny_batch(), info={}, quantize=False,
+                         write_files=private_files)
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {}
+    for root, dirs, files in os.walk(tmp_path / "export"):
+        for name in dirs + files + ([""] if root == str(tmp_path / "export") else []):
+            path = os.path.join(root, name)
+            modes[os.path.relpath(path, tmp_path)] = (os.path.isdir(path), os.stat(path).st_mode & 0o777)
+    assert "export/model.safetensors" in modes and "export/saved_model/variables" in modes
+    assert {mode for is_dir, mode in modes.values() if not is_dir} == {0o666 & ~umask}
+    assert {mode for is_dir, mode in modes.values() if is_dir} == {0o777 & ~umask}
+
+
+def test_parity_check_fails_on_nan_logits(tmp_path):
+    model = BertClassifier(BertEncoder(tiny_config()), num_labels=2)
+    model(tiny_batch())
+    model.set_weights([np.full(w.shape, np.nan, w.dtype) for w in model.get_weights()])
+    with pytest.raises(RuntimeError, match=r"Keras logits on the parity sample are not finite \(\d+ NaN"):
+        export.export_folder(model, str(tmp_path / "export"), sample=tiny_batch(), info={}, quantize=False)
+    assert os.listdir(tmp_path) == []

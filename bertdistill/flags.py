@@ -1,0 +1,123 @@
+"""The run_classifier-named flags shared by every entry point, defined once, all optional, and
+their validation (before any work starts).
+
+Entry points call `define_common_flags()` at import time (`bert=False` leaves out what only a
+BERT model uses) and `validate_common_flags()` first thing in `main`.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from bertdistill import data
+from bertdistill.distribute import PRECISIONS, STRATEGIES
+from bertdistill.errors import FlagError
+
+
+def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS, *, bert: bool = True) -> None:
+    """Defines Google run_classifier.py's flags and ours, all optional; safe to call twice.
+
+    `bert=False` leaves out what only a BERT model uses (`--do_train/--do_eval/--do_predict`,
+    `--vocab_file`, `--bert_config_file`, `--init_checkpoint`, `--layerwise_lr_decay`).
+    """
+    if "mixed_precision" in flag_values:
+        return
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("task_name", "sst-2", "Task (data processor) name: sst-2, tsv or csv.", **fv)
+    flags.DEFINE_string("data_dir", None, "Folder with the task's train/dev/test files (SST-2: tfds when unset).",
+                        **fv)
+    flags.DEFINE_bool("skip_bad_rows", False, "Skip (and count) malformed data rows instead of failing.", **fv)
+    flags.DEFINE_list("labels", None, "--task_name=tsv|csv: the label values, comma-separated (e.g. neg,pos).", **fv)
+    flags.DEFINE_string("text_a_column", "sentence", "--task_name=tsv|csv: column of the text (a header name, "
+                        "or a 0-based index with --nohas_header).", **fv)
+    flags.DEFINE_string("text_b_column", None, "--task_name=tsv|csv: column of the second text of a pair.", **fv)
+    flags.DEFINE_string("label_column", "label", "--task_name=tsv|csv: column of the label.", **fv)
+    flags.DEFINE_string("delimiter", None, "--task_name=tsv|csv: field delimiter (default: tab for tsv, comma "
+                        "for csv).", **fv)
+    flags.DEFINE_bool("has_header", True, "--task_name=tsv|csv: the files start with a header line.", **fv)
+    if bert:
+        flags.DEFINE_bool("do_train", False, "Train.", **fv)
+        flags.DEFINE_bool("do_eval", False, "Evaluate on the dev set.", **fv)
+        flags.DEFINE_bool("do_predict", False, "Predict the test set.", **fv)
+        flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt (default: the checkpoint's).", **fv)
+        flags.DEFINE_string("bert_config_file", None, "bert_config.json of the pre-trained model (alone, with "
+                            "--vocab_file: a randomly initialised model of that shape).", **fv)
+        flags.DEFINE_string("init_checkpoint", None, "Google TF checkpoint prefix, Hugging Face folder or export "
+                            "folder (default: offline model).", **fv)
+        flags.DEFINE_float("layerwise_lr_decay", 1.0, "LR factor per layer below the top (1.0: off).", **fv)
+    flags.DEFINE_bool("do_lower_case", True, "Lower-case the input (uncased models).", **fv)
+    flags.DEFINE_integer("max_seq_length", 128, "Maximum tokens per example (after tokenization).", **fv)
+    flags.DEFINE_integer("train_batch_size", 32, "Training batch size (global, over all replicas).", **fv)
+    flags.DEFINE_integer("eval_batch_size", 8, "Evaluation batch size.", **fv)
+    flags.DEFINE_integer("predict_batch_size", 8, "Prediction batch size.", **fv)
+    flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate of AdamW.", **fv)
+    flags.DEFINE_float("num_train_epochs", 3.0, "Training epochs (may be fractional).", **fv)
+    flags.DEFINE_float("warmup_proportion", 0.1, "Share of training steps with linear warm-up.", **fv)
+    flags.DEFINE_integer("save_checkpoints_steps", 1000, "Steps between checkpoints (also at each epoch end).",
+                         **fv)
+    flags.DEFINE_integer("log_every_steps", 100, "Steps between progress lines (when stdout is not a terminal) "
+                         "and TensorBoard training summaries.", **fv)
+    flags.DEFINE_string("output_dir", None, "Checkpoints, TensorBoard logs, results and exports.", **fv)
+    flags.DEFINE_bool("overwrite_output_dir", False, "Delete what --output_dir holds and start over.", **fv)
+    flags.DEFINE_enum("mixed_precision", "float32", PRECISIONS,
+                      "Precision policy: mixed_bfloat16 on CPU/TPU, mixed_float16 on GPU.", **fv)
+    flags.DEFINE_enum("distribution_strategy", "off", STRATEGIES, "tf.distribute strategy.", **fv)
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --distribution_strategy=tpu.", **fv)
+    flags.DEFINE_bool("use_xla", False, "Compile the per-replica train step with XLA.", **fv)
+    flags.DEFINE_integer("seed", 12345, "Random seed: initialisation, dropout, data order.", **fv)
+    flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on LayerNorm or biases).", **fv)
+    flags.DEFINE_float("max_grad_norm", 1.0, "Clip the all-reduced gradients to this global norm (0: off).", **fv)
+    flags.DEFINE_integer("early_stopping_patience", 0,
+                         "Epochs without a better dev accuracy before stopping (0: off).", **fv)
+
+
+def validate_common_flags(fv: flags.FlagValues = flags.FLAGS, *, min_seq_length: int = 3,
+                          needs_eval: bool = True) -> None:
+    """Refuses flag values that cannot be meant, naming the flag (`FlagError`).
+
+    `min_seq_length`: the shortest `--max_seq_length` a model can use (3 for BERT: [CLS] x [SEP]).
+    `needs_eval`: whether this run evaluates on dev (early stopping needs it).
+    """
+    for name in ("train_batch_size", "eval_batch_size", "predict_batch_size", "save_checkpoints_steps",
+                 "log_every_steps"):
+        if fv[name].value <= 0:
+            raise FlagError(name, f"--{name}={fv[name].value}: must be a positive integer")
+    for name in ("learning_rate", "num_train_epochs"):
+        if not fv[name].value > 0:
+            raise FlagError(name, f"--{name}={fv[name].value}: must be positive")
+    if not 0.0 <= fv.warmup_proportion <= 1.0:
+        raise FlagError("warmup_proportion", f"--warmup_proportion={fv.warmup_proportion}: must be within [0, 1]")
+    if fv.max_seq_length < min_seq_length:
+        raise FlagError("max_seq_length", f"--max_seq_length={fv.max_seq_length}: must be at least {min_seq_length}")
+    for name in ("weight_decay", "max_grad_norm", "early_stopping_patience"):
+        if fv[name].value < 0:
+            raise FlagError(name, f"--{name}={fv[name].value}: must not be negative")
+    if fv.early_stopping_patience and not needs_eval:
+        raise FlagError("early_stopping_patience", "--early_stopping_patience needs an evaluation on dev (add --do_eval)")
+    if "layerwise_lr_decay" in fv and not 0.0 < fv.layerwise_lr_decay <= 1.0:
+        raise FlagError("layerwise_lr_decay", f"--layerwise_lr_decay={fv.layerwise_lr_decay}: must be within (0, 1]")
+    if fv.distribution_strategy == "tpu" and not fv.tpu:
+        raise FlagError("tpu", "--distribution_strategy=tpu needs --tpu (a TPU name or grpc:// address)")
+
+
+def processor_from_flags(fv: flags.FlagValues = flags.FLAGS) -> data.DataProcessor:
+    """The data processor of `--task_name`; `tsv`/`csv` take their columns, labels, delimiter and
+    header from the flags."""
+    on_error = "skip" if fv.skip_bad_rows else "raise"
+    if fv.task_name.lower() not in ("tsv", "csv"):
+        return data.get_processor(fv.task_name, on_error=on_error)
+    if not fv.labels:
+        raise FlagError("labels", f"--task_name={fv.task_name} needs --labels (the label values, comma-separated)")
+
+    def column(name: str) -> str | int | None:
+        value = fv[name].value
+        if value is None or fv.has_header:
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            raise FlagError(name, f"--{name}={value!r}: without a header, columns are 0-based indices") from None
+
+    return data.get_processor(fv.task_name, labels=fv.labels, text_a_column=column("text_a_column"),
+                              text_b_column=column("text_b_column"), label_column=column("label_column"),
+                              delimiter=fv.delimiter, has_header=fv.has_header, on_error=on_error)

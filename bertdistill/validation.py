@@ -1,0 +1,192 @@
+"""Up-front checks of flags, folders and data files: each failure is a `FlagError` naming the
+flag, raised before any work starts. `clean_debris` removes what a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+
+from absl import logging
+
+from bertdistill.errors import FlagError, shorten
+
+EXPORT_INFO = "export_info.json"
+EXPORT_CONTENTS = "export_info.json, model.onnx, saved_model/"
+# The GLUE TSV layout, as data.Sst2Processor reads it: header of each split.
+GLUE_HEADERS = {"train": ["sentence", "label"], "dev": ["sentence", "label"], "test": ["index", "sentence"]}
+GLUE_TASKS = ("sst-2", "sst2")
+OWN_FILE_TASKS = {"tsv": "tsv", "csv": "csv"}  # task -> extension (header set by the user's columns)
+
+# What a killed run leaves: export_folder's build folders (`.<name>.<pid>.tmp`) and the folders
+# it moves an old export into (`.old-export-*`), and `<file>.tmp` / `.<file>.<pid>.tmp` files.
+_BUILD_FOLDER = re.compile(r"^\..+\.(\d+)\.tmp$")
+_OLD_EXPORT = re.compile(r"^\.old-export-")
+
+
+def _show(value: object) -> str:
+    return shorten(value, 200)
+
+
+def require(name: str, value: object, hint: str | None = None) -> object:
+    """`value`, or a FlagError when it is unset (None or empty)."""
+    if value is None or (isinstance(value, (str, list, tuple)) and not value):
+        raise FlagError(name, f"--{name} is required", hint=hint)
+    return value
+
+
+def positive(name: str, value: float | int | None) -> float | int:
+    """`value`, or a FlagError unless it is a number > 0."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise FlagError(name, f"--{name}={_show(value)} must be a positive number")
+    return value
+
+
+def in_range(name: str, value: float | int | None, low: float | int, high: float | int) -> float | int:
+    """`value`, or a FlagError unless low <= value <= high."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise FlagError(name, f"--{name}={_show(value)} must be between {low} and {high}")
+    return value
+
+
+def writable_dir(name: str, path: str | None) -> str:
+    """`path`, created if needed, after checking a file can be written in it."""
+    require(name, path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FlagError(name, f"--{name}={_show(path)} is a file, not a folder; choose a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", suffix=".tmp", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise FlagError(name, f"--{name}={_show(path)} is not writable ({e.strerror or e}); choose a folder you "
+                              "can write to") from None
+    return path
+
+
+def export_folder(name: str, path: str | None, required: Sequence[str] = ()) -> dict:
+    """Checks that `path` is an export folder of this toolkit (it has `export_info.json`, and
+    every name in `required`); returns its export_info. A run folder holding `export/` gets a
+    hint to pass `<path>/export`."""
+    require(name, path)
+    expected = f"an export folder ({', '.join([EXPORT_CONTENTS, *required])})"
+    if not os.path.exists(path):
+        raise FlagError(name, f"--{name}={_show(path)} does not exist; expected {expected}")
+    if not os.path.isdir(path):
+        raise FlagError(name, f"--{name}={_show(path)} is a file; expected {expected}")
+    info_path = os.path.join(path, EXPORT_INFO)
+    if not os.path.isfile(info_path):
+        inner = os.path.join(path, "export")
+        if os.path.isfile(os.path.join(inner, EXPORT_INFO)):
+            raise FlagError(name, f"--{name}={_show(path)} is a run folder, not an export folder: "
+                                  f"pass --{name}={_show(inner)}")
+        raise FlagError(name, f"--{name}={_show(path)} is not an export folder of this toolkit: no {EXPORT_INFO} "
+                              f"(expected {EXPORT_CONTENTS})")
+    try:
+        with open(info_path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FlagError(name, f"--{name}={_show(path)}: {EXPORT_INFO} is not valid JSON ({shorten(e, 100)}); "
+                              "export the model again") from None
+    if not isinstance(info, dict):
+        raise FlagError(name, f"--{name}={_show(path)}: {EXPORT_INFO} is not a JSON object; export the model again")
+    missing = [item for item in required if not os.path.exists(os.path.join(path, item))]
+    if missing:
+        raise FlagError(name, f"--{name}={_show(path)} lacks {', '.join(missing)}: an export of another model "
+                              "kind or an incomplete copy")
+    return info
+
+
+def _first_line(path: str) -> str:
+    with open(path, "rb") as f:
+        raw = f.readline(64 * 1024)
+    line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+    return line.removeprefix("\ufeff")
+
+
+def split_files(data_dir: str | None, splits: Sequence[str], task: str, *,
+                name: str = "data_dir") -> dict[str, str]:
+    """Checks the split files a run will read and returns {split: path}.
+
+    GLUE SST-2 (`task` sst-2/sst2): `<split>.tsv` exist, are not empty and start with the header
+    data.Sst2Processor expects (`sentence\\tlabel`; test: `index\\tsentence`). With no
+    `data_dir` (tfds) nothing is checked. User files (`task` tsv/csv): `<split>.<ext>` exist and
+    are not empty (their columns are checked when read).
+    """
+    key = task.lower()
+    if key not in GLUE_TASKS and key not in OWN_FILE_TASKS:
+        raise FlagError("task_name", f"--task_name={_show(task)}: no file layout known for this task; "
+                                     f"known: {sorted(GLUE_TASKS + tuple(OWN_FILE_TASKS))}")
+    if not data_dir:
+        if key in GLUE_TASKS:
+            return {}
+        raise FlagError(name, f"--{name} is required for --task_name={task}: a folder with "
+                              f"{', '.join(f'{s}.{OWN_FILE_TASKS[key]}' for s in splits)}")
+    if not os.path.isdir(data_dir):
+        raise FlagError(name, f"--{name}={_show(data_dir)} is not a folder"
+                              f"{' (it does not exist)' if not os.path.exists(data_dir) else ''}")
+    extension = OWN_FILE_TASKS.get(key, "tsv")
+    paths = {}
+    for split in splits:
+        if key in GLUE_TASKS and split not in GLUE_HEADERS:
+            raise ValueError(f"unknown split {split!r}; expected one of {sorted(GLUE_HEADERS)}")
+        path = os.path.join(data_dir, f"{split}.{extension}")
+        layout = (" (expected the GLUE SST-2 layout: train.tsv, dev.tsv, test.tsv)" if key in GLUE_TASKS else "")
+        if not os.path.isfile(path):
+            raise FlagError(name, f"--{name}={_show(data_dir)} has no {split}.{extension}{layout}")
+        if os.path.getsize(path) == 0:
+            raise FlagError(name, f"{_show(path)} is empty; check --{name}")
+        if key in GLUE_TASKS:
+            header = [h.strip() for h in _first_line(path).split("\t")]
+            if header != GLUE_HEADERS[split]:
+                raise FlagError(name, f"{_show(path)}:1: expected header {GLUE_HEADERS[split]}, got "
+                                      f"{shorten(header)}; is --{name} a GLUE SST-2 folder?")
+        paths[split] = path
+    return paths
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # ours: left by an earlier, failed step of this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours to signal
+        return True
+    return True
+
+
+def clean_debris(output_dir: str, export_dir: str | None = None) -> list[str]:
+    """Removes what a killed run left at the top of `output_dir` and beside its export folder
+    (`export_dir`, default `<output_dir>/export`): temporary export folders (`.<name>.<pid>.tmp`
+    whose process is gone, `.old-export-*`) and `*.tmp` files. Returns the removed paths;
+    nothing else is touched."""
+    folders = {os.path.abspath(output_dir),
+               os.path.dirname(os.path.abspath(export_dir or os.path.join(output_dir, "export")))}
+    removed = []
+    for folder in sorted(folders):
+        if not os.path.isdir(folder):
+            continue
+        for entry in sorted(os.listdir(folder)):
+            path = os.path.join(folder, entry)
+            build = _BUILD_FOLDER.match(entry)
+            if build and _alive(int(build.group(1))):
+                continue  # another live process is writing it
+            if os.path.islink(path):
+                continue
+            if os.path.isdir(path):
+                if build or _OLD_EXPORT.match(entry):
+                    shutil.rmtree(path)
+                    removed.append(path)
+            elif entry.endswith(".tmp") and os.path.isfile(path):
+                os.remove(path)
+                removed.append(path)
+    for path in removed:
+        logging.warning("Removed %s, left by an interrupted run", path)
+    return removed

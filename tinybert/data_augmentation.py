@@ -1,0 +1,141 @@
+"""TinyBERT's data augmentation (Jiao et al., 2020), with the masked language model batched.
+
+    python tinybert/data_augmentation.py --input=../shared/data/sst2 --output=outputs/tinybert_aug.tsv \\
+        --model=path/to/bert-base-uncased --glove_embs=glove.42B.300d.txt
+
+Rule (as huawei-noah/Pretrained-Language-Model TinyBERT/data_augmentation.py; library code in
+`bertdistill/augment.py`): every alphabetic non-stopword word of a basic-tokenized sentence gets
+up to `--top_k` candidates: a single-WordPiece word the MLM's best tokens (input `[CLS] masked
+[SEP] original [SEP]`), a multi-piece word (every word when the model has no MLM head, as the
+offline default all-MiniLM-L6-v2) its nearest neighbours in `--glove_embs`, else in the model's
+own input embeddings (whole-word tokens only, so there multi-piece words keep their place).
+Then `--augment_factor` passes each replace every such word with probability `--p` by a
+uniformly drawn candidate; duplicates and copies of the original are dropped. Unlike the
+reference, the masked copies of many sentences go through the MLM together, `--batch_size` rows
+per forward pass (`--batch_size=1` is the reference's one pass per word).
+
+Output: a TSV with header `sentence<TAB>label`; every original, then its new sentences, all
+with the original's label (the teacher's logits are added during distillation; read it with
+`bertdistill.transfer_set.read_labelled_sentences`).
+
+Shards: `--num_shards=N --shard_index=k` take the k-th contiguous slice of the originals; every
+original is augmented with its own seed (`--seed`, its index), so the shards' outputs after
+their header lines, concatenated in order, equal the unsharded output. The output is written to
+a temporary file beside `--output` and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+from absl import app, flags, logging
+
+from bertdistill import augment, checkpoints, data, transfer_set
+from bertdistill.tokenization import Tokenizer
+
+flags.DEFINE_string("input", None, "Training TSV (`sentence<TAB>label`) or a task's data folder (its train split).")
+flags.DEFINE_string("output", None, "Augmented TSV to write (`sentence<TAB>label`).")
+flags.DEFINE_string("model", None, "BERT with its MLM head: a Hugging Face folder (BertForMaskedLM / "
+                    "BertForPreTraining), a Google checkpoint prefix (with --bert_config_file and --vocab_file) or "
+                    "one of our export folders. Default: the offline all-MiniLM-L6-v2 (no MLM head: neighbours only).")
+flags.DEFINE_string("bert_config_file", None, "bert_config.json of a Google checkpoint.")
+flags.DEFINE_string("vocab_file", None, "vocab.txt of a Google checkpoint.")
+flags.DEFINE_string("task_name", "sst-2", "Task whose labels (and train split, for a folder) to use.")
+flags.DEFINE_integer("augment_factor", 20, "Replacement passes per original (TinyBERT's N; 20 for SST-2).")
+flags.DEFINE_float("p", 0.4, "Per-word probability of replacing a word that has candidates.")
+flags.DEFINE_integer("top_k", 15, "Candidates per word (TinyBERT's M).")
+flags.DEFINE_string("glove_embs", None, "GloVe/word2vec text file for the neighbours (default: the model's "
+                    "input embeddings).")
+flags.DEFINE_integer("glove_max_words", 100000, "Read only the first N word vectors (the reference: 100,000).")
+flags.DEFINE_integer("batch_size", 256, "Masked rows per MLM forward pass (1: one pass per word, the reference).")
+flags.DEFINE_integer("max_seq_length", 128, "WordPiece tokens per MLM row ([CLS] masked [SEP] original [SEP]).")
+flags.DEFINE_integer("seed", 12345, "Augmentation seed.")
+flags.DEFINE_integer("num_shards", 1, "Split the originals into this many contiguous shards.")
+flags.DEFINE_integer("shard_index", 0, "The shard to produce (0-based).")
+flags.DEFINE_integer("max_examples", None, "Use only the first N originals (before sharding).")
+flags.DEFINE_integer("chunk_size", 1024, "Originals whose candidates are computed together (memory, progress).")
+FLAGS = flags.FLAGS
+
+
+def validate_flags() -> None:
+    for name in ("input", "output"):
+        if not FLAGS[name].value:
+            raise app.UsageError(f"--{name} is required")
+    if not 0 <= FLAGS.shard_index < FLAGS.num_shards:
+        raise app.UsageError(f"--shard_index={FLAGS.shard_index} is outside 0..{FLAGS.num_shards - 1}")
+    if FLAGS.augment_factor < 0 or not 0.0 <= FLAGS.p <= 1.0:
+        raise app.UsageError("--augment_factor must be >= 0 and --p in [0, 1]")
+    for name in ("top_k", "batch_size", "chunk_size", "glove_max_words"):
+        if FLAGS[name].value < 1:
+            raise app.UsageError(f"--{name} must be >= 1")
+    if FLAGS.max_seq_length < 5:
+        raise app.UsageError("--max_seq_length must be at least 5 ([CLS] word [SEP] word [SEP])")
+
+
+def build_candidate_sources(pretrained: checkpoints.Pretrained, vocab: dict[str, int]):
+    """(MaskedLMCandidates or None, NeighbourReplacer or None) for the model and flags."""
+    mlm = None
+    if checkpoints.has_mlm_head(pretrained):
+        logging.info("Single-piece words: the masked LM of %s, top %d, %d rows per pass",
+                     pretrained.source, FLAGS.top_k, FLAGS.batch_size)
+        mlm = augment.MaskedLMCandidates(checkpoints.load_masked_lm(pretrained), vocab, FLAGS.top_k)
+    else:
+        logging.info("%s has no masked-LM head (cls/predictions): every word gets word-vector neighbours",
+                     pretrained.source)
+    if FLAGS.glove_embs:
+        logging.info("Neighbours: %s (first %d vectors)", FLAGS.glove_embs, FLAGS.glove_max_words)
+        neighbours = augment.NeighbourReplacer.from_word_vectors_file(FLAGS.glove_embs, k=FLAGS.top_k,
+                                                                      max_words=FLAGS.glove_max_words)
+    elif "bert/embeddings/word_embeddings" not in pretrained.weights:
+        raise app.UsageError(f"{pretrained.source} has no weights: give --model a pretrained checkpoint or --glove_embs")
+    else:
+        logging.info("Neighbours: the model's input embeddings (whole-word tokens; multi-piece words keep their "
+                     "place: pass --glove_embs to replace them)")
+        neighbours = augment.NeighbourReplacer.from_token_embeddings(
+            vocab, pretrained.weights["bert/embeddings/word_embeddings"], k=FLAGS.top_k)
+    return mlm, neighbours
+
+
+def main(argv):
+    del argv
+    validate_flags()
+    keras.mixed_precision.set_global_policy("float32")
+    pretrained = checkpoints.resolve_pretrained(FLAGS.model, FLAGS.bert_config_file, FLAGS.vocab_file)
+    if FLAGS.max_seq_length > pretrained.config.max_position_embeddings:
+        raise app.UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's "
+                             f"max_position_embeddings={pretrained.config.max_position_embeddings}")
+    do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
+    splitter = augment.WordSplitter(Tokenizer(pretrained.vocab_file, do_lower_case).vocab, do_lower_case)
+    labels = data.get_processor(FLAGS.task_name).get_labels()
+    examples = transfer_set.read_originals(FLAGS.input, FLAGS.task_name, labels)[:FLAGS.max_examples]
+    start, end = transfer_set.shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)
+    logging.info("Shard %d/%d: originals %d..%d of %d", FLAGS.shard_index, FLAGS.num_shards, start, end, len(examples))
+    mlm, neighbours = build_candidate_sources(pretrained, splitter.vocab)
+
+    began, rows = time.time(), 0
+    with transfer_set.atomic_output(FLAGS.output) as out:
+        out.write(transfer_set.PLAIN_HEADER)
+        for chunk_start in range(start, end, FLAGS.chunk_size):
+            chunk = examples[chunk_start:min(chunk_start + FLAGS.chunk_size, end)]
+            candidates = augment.tinybert_candidates([e.text_a for e in chunk], splitter, mlm=mlm,
+                                                     neighbours=neighbours, batch_size=FLAGS.batch_size,
+                                                     max_seq_length=FLAGS.max_seq_length)
+            lines = []
+            for offset, (example, word_candidates) in enumerate(zip(chunk, candidates)):
+                rng = augment.rng_for(FLAGS.seed, chunk_start + offset)
+                new = augment.tinybert_augment_sentence(example.text_a, word_candidates, FLAGS.augment_factor,
+                                                        FLAGS.p, rng)
+                lines += [f"{sentence}\t{example.label}\n" for sentence in [example.text_a, *new]]
+            out.write("".join(lines))
+            rows += len(lines)
+            done = chunk_start + len(chunk) - start
+            seconds = time.time() - began
+            logging.info("Augmented %d/%d originals: %d rows, %.1f originals/s", done, end - start, rows,
+                         done / max(seconds, 1e-9))
+    seconds = time.time() - began
+    logging.info("Wrote %s: %d rows from %d originals in %.1f s", FLAGS.output, rows, end - start, seconds)
+
+
+if __name__ == "__main__":
+    app.run(main)
