@@ -361,6 +361,7 @@ class Trainer:
                 iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
                 logs = self._run_epoch(iterator, done, steps, progress)
                 done += steps
+                logging.info("epoch %d (step %d): %s", epoch, done, ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
                 logs.update(epoch=epoch, step=done)
                 if eval_dataset is not None and self.task.eval_model is not None:
                     metrics = evaluate(self.task.eval_model, eval_dataset)
