@@ -23,10 +23,12 @@ import time
 
 import keras
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from bertdistill import augment, data, pipeline, transfer_set
+from bertdistill import augment, data, errors, pipeline, runner, transfer_set, validation
 from bertdistill.checkpoints import Teacher, load_teacher
+from bertdistill.errors import FlagError
+from bertdistill.flags import define_data_flags, on_error
 
 flags.DEFINE_string("input", None, "Training TSV (`sentence<TAB>label`) or a task's data folder (its train split).")
 flags.DEFINE_string("output", None, "Transfer-set TSV to write (e.g. augmented.tsv).")
@@ -50,6 +52,8 @@ flags.DEFINE_integer("num_shards", 1, "Split the originals into this many contig
 flags.DEFINE_integer("shard_index", 0, "The shard to produce (0-based).")
 flags.DEFINE_integer("max_examples", None, "Use only the first N originals (before sharding).")
 flags.DEFINE_integer("chunk_size", 2048, "Originals augmented and labelled per step (memory, progress).")
+define_data_flags()
+errors.define_flags()
 FLAGS = flags.FLAGS
 
 
@@ -57,14 +61,14 @@ def make_replacer(kind: str, teacher: Teacher, corpus: list[str]) -> augment.Rep
     """The word replacer `--replacement` asks for (see the module docstring)."""
     tagger = augment.nltk_pos_tagger() if kind in ("auto", "pos") else None
     if kind == "pos" and tagger is None:
-        raise app.UsageError("--replacement=pos needs nltk with its averaged_perceptron_tagger data")
+        raise FlagError("replacement", "--replacement=pos needs nltk with its averaged_perceptron_tagger data")
     if tagger is not None:
         logging.info("Word replacement: POS-guided (nltk)")
         return augment.PosReplacer(tagger, [sentence.split() for sentence in corpus])
     words = {w for sentence in corpus for w in sentence.split()}
     if kind == "word_vectors" or (kind == "auto" and FLAGS.word_vectors):
         if not FLAGS.word_vectors:
-            raise app.UsageError("--replacement=word_vectors needs --word_vectors")
+            raise FlagError("word_vectors", "--replacement=word_vectors needs --word_vectors")
         logging.info("Word replacement: nearest neighbours in %s", FLAGS.word_vectors)
         replacer = augment.NeighbourReplacer.from_word_vectors_file(FLAGS.word_vectors, vocabulary=words)
     else:
@@ -103,24 +107,46 @@ def label_with_teacher(teacher: Teacher, sentences: list[str]) -> np.ndarray:
 
 
 def validate_flags() -> None:
+    """Refuses flag values that cannot be meant, naming the flag, before anything is loaded."""
     for name in ("input", "output", "model"):
-        if not FLAGS[name].value:
-            raise app.UsageError(f"--{name} is required")
+        validation.require(name, FLAGS[name].value)
+    validation.positive("num_shards", FLAGS.num_shards)
     if not 0 <= FLAGS.shard_index < FLAGS.num_shards:
-        raise app.UsageError(f"--shard_index={FLAGS.shard_index} is outside 0..{FLAGS.num_shards - 1}")
-    if FLAGS.augment_factor < 0 or FLAGS.batch_size < 1 or FLAGS.chunk_size < 1:
-        raise app.UsageError("--augment_factor must be >= 0, --batch_size and --chunk_size >= 1")
+        raise FlagError("shard_index", f"--shard_index={FLAGS.shard_index} is outside 0..{FLAGS.num_shards - 1} "
+                        f"(--num_shards={FLAGS.num_shards})")
+    if FLAGS.augment_factor < 0:
+        raise FlagError("augment_factor", f"--augment_factor={FLAGS.augment_factor} must be >= 0 (0: originals only)")
+    for name in ("batch_size", "chunk_size"):
+        validation.positive(name, FLAGS[name].value)
+    for name in ("p_mask", "p_replace", "p_ngram"):
+        validation.in_range(name, FLAGS[name].value, 0.0, 1.0)
+    if FLAGS.max_examples is not None:
+        validation.positive("max_examples", FLAGS.max_examples)
+    if FLAGS.max_seq_length < 3:
+        raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} must be at least 3 ([CLS] x [SEP])")
+    if FLAGS.replacement == "word_vectors" and not FLAGS.word_vectors:
+        raise FlagError("word_vectors", "--replacement=word_vectors needs --word_vectors")
+    if FLAGS.word_vectors and not os.path.isfile(FLAGS.word_vectors):
+        raise FlagError("word_vectors", f"--word_vectors={FLAGS.word_vectors} does not exist")
 
 
 def main(argv):
     del argv
     validate_flags()
+    validation.model_path("model", FLAGS.model)
     config = augment.AugmentConfig(p_mask=FLAGS.p_mask, p_replace=FLAGS.p_replace, p_ngram=FLAGS.p_ngram)
     keras.mixed_precision.set_global_policy("float32")
     task_labels = None if os.path.isdir(FLAGS.model) else data.get_processor(FLAGS.task_name).get_labels()
     teacher = load_teacher(FLAGS.model, bert_config_file=FLAGS.bert_config_file, vocab_file=FLAGS.vocab_file,
                            labels=task_labels)
-    examples = transfer_set.read_originals(FLAGS.input, FLAGS.task_name, teacher.labels)[:FLAGS.max_examples]
+    if FLAGS.max_seq_length > teacher.pretrained.config.max_position_embeddings:
+        raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the teacher's "
+                        f"max_position_embeddings={teacher.pretrained.config.max_position_embeddings}")
+    examples = transfer_set.read_originals(FLAGS.input, FLAGS.task_name, teacher.labels,
+                                           on_error=on_error(FLAGS))[:FLAGS.max_examples]
+    runner.prepare_run(FLAGS, outputs={"output": FLAGS.output},
+                       inputs={"input": FLAGS.input, "model": FLAGS.model, "bert_config_file": FLAGS.bert_config_file,
+                               "vocab_file": FLAGS.vocab_file, "word_vectors": FLAGS.word_vectors})
     corpus = [e.text_a for e in examples]
     replacer = None if FLAGS.no_augment or FLAGS.p_replace == 0 else make_replacer(FLAGS.replacement, teacher, corpus)
     start, end = transfer_set.shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)
@@ -149,4 +175,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main)

@@ -14,18 +14,16 @@ best-by-dev weights, else its latest checkpoint), else a fine-tuned `--init_chec
 
 from __future__ import annotations
 
-import json
 import os
 
 import keras
-import tensorflow as tf
 from absl import flags, logging
 
-from bertdistill import checkpoints, errors, export, pipeline, runner, trainer
+from bertdistill import checkpoints, errors, export, pipeline, runner, trainer, validation
 from bertdistill.bert import BertClassifier, BertEncoder
 from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
 from bertdistill.errors import FlagError, UserError
-from bertdistill.flags import define_common_flags, processor_from_flags, validate_common_flags
+from bertdistill.flags import define_common_flags, processor_from_flags, split_file, validate_common_flags
 from bertdistill.tokenization import Tokenizer
 
 define_common_flags()
@@ -49,6 +47,18 @@ def validate_flags(pretrained: checkpoints.Pretrained) -> None:
     if FLAGS.max_seq_length > pretrained.config.max_position_embeddings:
         raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's "
                         f"max_position_embeddings={pretrained.config.max_position_embeddings}")
+
+
+def check_labels(pretrained: checkpoints.Pretrained, labels: list[str]) -> None:
+    """A fine-tuned --init_checkpoint (an export folder: labels.json) must classify the task's labels."""
+    path = os.path.join(pretrained.source, "labels.json")
+    if "output_weights" not in pretrained.weights or not os.path.isfile(path):
+        return
+    own = errors.read_json(path, "labels file")
+    if not isinstance(own, list) or [str(label) for label in own] != labels:
+        raise FlagError("init_checkpoint", f"--init_checkpoint={pretrained.source} classifies {errors.shorten(own)} "
+                        f"(its labels.json) but --task_name={FLAGS.task_name} has labels {labels}: pass the task "
+                        "(or --labels) it was trained on")
 
 
 def _features(examples, tokenizer, labels):
@@ -85,12 +95,10 @@ def load_trained(model, pretrained: checkpoints.Pretrained) -> int:
     if trainer.restore_best_weights(model, FLAGS.output_dir):
         logging.info("Using the best dev model of %s (step %d)", FLAGS.output_dir, best["global_step"])
         return best["global_step"]
-    latest = tf.train.latest_checkpoint(os.path.join(FLAGS.output_dir, "checkpoints"))
-    if latest:
-        step = tf.Variable(0, dtype=tf.int64)
-        tf.train.Checkpoint(model=model, step=step).restore(latest).expect_partial()
-        logging.info("Using the latest checkpoint of %s: %s", FLAGS.output_dir, latest)
-        return int(step.numpy())
+    step = trainer.restore_from_checkpoint(model, os.path.join(FLAGS.output_dir, "checkpoints"))
+    if step is not None:
+        logging.info("Using the latest checkpoint of %s (step %d)", FLAGS.output_dir, step)
+        return step
     if FLAGS.init_checkpoint and "output_weights" in pretrained.weights:
         logging.info("Using the fine-tuned model %s", pretrained.source)
         return 0
@@ -101,18 +109,11 @@ def load_trained(model, pretrained: checkpoints.Pretrained) -> int:
 def export_model(model, tokenizer, labels, sample_features) -> None:
     """Writes <output_dir>/export: Hugging Face files, SavedModel, ONNX, INT8 ONNX, labels."""
     x, _ = next(iter(_eval_dataset(sample_features, 8)))
-    sample = {k: v.numpy() for k, v in x.items()}
-
-    def write_files(folder):
-        checkpoints.save_hf_folder(model, folder, tokenizer.vocab_file, labels, FLAGS.do_lower_case)
-        with open(os.path.join(folder, "labels.json"), "w", encoding="utf-8") as f:
-            json.dump(labels, f)
-
-    export.export_folder(model, os.path.join(FLAGS.output_dir, "export"), sample=sample, write_files=write_files,
-                         info={"model": "bert_classifier", "task_name": FLAGS.task_name, "labels": labels,
-                               "max_seq_length": FLAGS.max_seq_length, "do_lower_case": FLAGS.do_lower_case,
-                               "best": trainer.read_best(FLAGS.output_dir),
-                               "parameters": model.count_params()})
+    export.export_bert_classifier(
+        model, os.path.join(FLAGS.output_dir, "export"), vocab_file=tokenizer.vocab_file, labels=labels,
+        do_lower_case=FLAGS.do_lower_case, sample={k: v.numpy() for k, v in x.items()},
+        info={"model": "bert_classifier", "task_name": FLAGS.task_name, "max_seq_length": FLAGS.max_seq_length,
+              "best": trainer.read_best(FLAGS.output_dir)})
 
 
 def main(argv):
@@ -122,27 +123,35 @@ def main(argv):
     if not FLAGS.output_dir:
         raise FlagError("output_dir", "--output_dir is required")
     validate_common_flags(FLAGS, needs_eval=FLAGS.do_eval)
+    validation.model_path("init_checkpoint", FLAGS.init_checkpoint)
     pretrained = checkpoints.resolve_pretrained(FLAGS.init_checkpoint, FLAGS.bert_config_file, FLAGS.vocab_file)
     validate_flags(pretrained)
     processor = processor_from_flags(FLAGS)
     labels = processor.get_labels()
+    check_labels(pretrained, labels)
     tokenizer = Tokenizer(pretrained.vocab_file, FLAGS.do_lower_case)
     # Every split the run needs is read (and checked) before any model is built or trained.
-    train_features = _features(processor.get_train_examples(FLAGS.data_dir), tokenizer, labels) \
-        if FLAGS.do_train else None
-    eval_features = _features(processor.get_dev_examples(FLAGS.data_dir), tokenizer, labels) \
-        if FLAGS.do_eval or FLAGS.do_train else None
-    test_features = _features(processor.get_test_examples(FLAGS.data_dir), tokenizer, labels) \
-        if FLAGS.do_predict else None
+    def features(split, read):
+        examples = validation.non_empty(read(FLAGS.data_dir), split_file(FLAGS, split) or f"tfds {split} split")
+        return _features(examples, tokenizer, labels)
 
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    train_features = features("train", processor.get_train_examples) if FLAGS.do_train else None
+    eval_features = features("dev", processor.get_dev_examples) if FLAGS.do_eval or FLAGS.do_train else None
+    test_features = features("test", processor.get_test_examples) if FLAGS.do_predict else None
+
     set_precision_policy(FLAGS.mixed_precision)
     strategy = get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
+    pooling = FLAGS.classifier_pooling
+    if pretrained.classifier_pooling and not FLAGS["classifier_pooling"].present:
+        pooling = pretrained.classifier_pooling
+    runner.prepare_run(
+        FLAGS, data_files=[split_file(FLAGS, "train"), split_file(FLAGS, "dev")] if FLAGS.do_train else [],
+        model_config={**pretrained.config.to_dict(), "labels": labels, "classifier_pooling": pooling},
+        inputs={"data_dir": FLAGS.data_dir, "init_checkpoint": FLAGS.init_checkpoint,
+                "bert_config_file": FLAGS.bert_config_file, "vocab_file": FLAGS.vocab_file},
+        train=FLAGS.do_train, chief=is_chief(strategy))
     keras.utils.set_random_seed(FLAGS.seed)
     with strategy.scope():
-        pooling = FLAGS.classifier_pooling
-        if pretrained.classifier_pooling and not FLAGS["classifier_pooling"].present:
-            pooling = pretrained.classifier_pooling
         model = BertClassifier(BertEncoder(pretrained.config), num_labels=len(labels), pooling=pooling)
         if pretrained.weights:
             checkpoints.restore_weights(model, pretrained)

@@ -26,6 +26,7 @@ import keras
 from keras import ops
 
 from bertdistill import PACKAGE
+from bertdistill.errors import ConfigError, MissingFileError, shorten
 _MASK_BIAS = -10000.0
 
 
@@ -50,6 +51,8 @@ _IGNORED_CONFIG_KEYS = {"architectures", "model_type", "transformers_version", "
                         "add_cross_attention", "chunk_size_feed_forward", "tie_word_embeddings",
                         "classifier_pooling"}
 POOLINGS = ("cls", "mean")
+_FIELD_TYPES = {"int": int, "float": (int, float), "str": str}
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,38 +73,50 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
 
     def __post_init__(self) -> None:
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
-                             f"num_attention_heads {self.num_attention_heads}")
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size",
+        for field in dataclasses.fields(self):  # a wrongly typed value names its key
+            value, kind = getattr(self, field.name), _FIELD_TYPES[field.type]
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ConfigError(f"BERT config key {field.name!r} must be {_TYPE_NAMES[field.type]}, "
+                                  f"got {shorten(repr(value), 60)}")
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "max_position_embeddings", "type_vocab_size"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"hidden_size {self.hidden_size} is not a multiple of "
+                              f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ConfigError(f"hidden_act {self.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "BertConfig":
-        """Builds a config from a dict; unknown keys (other than known HF extras) are an error."""
+        """Builds a config from a dict; unknown keys (other than known HF extras), a missing
+        `vocab_size` and wrongly typed values are a `ConfigError` naming the key."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: a BERT config must be a JSON object, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known - _IGNORED_CONFIG_KEYS
         if unknown:
-            raise ValueError(f"{source}: unknown BERT config keys {sorted(unknown)}")
+            raise ConfigError(f"{source}: unknown BERT config keys {sorted(unknown)}")
         if values.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"{source}: only absolute position embeddings are supported")
+            raise ConfigError(f"{source}: only absolute position embeddings are supported")
+        if "vocab_size" not in values:
+            raise ConfigError(f"{source}: missing key 'vocab_size'")
         try:
             return cls(**{k: v for k, v in values.items() if k in known})
-        except TypeError as e:
-            raise ValueError(f"{source}: {e}") from None
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
     @classmethod
     def from_json_file(cls, path: str) -> "BertConfig":
         """Reads `bert_config.json` or a Hugging Face `config.json`."""
-        with open(path, encoding="utf-8") as f:
-            try:
+        try:
+            with open(path, encoding="utf-8") as f:
                 values = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        except FileNotFoundError:
+            raise MissingFileError(f"BERT config not found: {path}") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
         return cls.from_dict(values, source=path)
 
     def to_dict(self) -> dict[str, Any]:

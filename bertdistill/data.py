@@ -37,6 +37,43 @@ class DataFormatError(DataError):
         self.path, self.line, self.reason = path, line, reason
 
 
+ON_ERROR = ("raise", "skip")
+REPORTED_BAD_ROWS = 3  # bad rows quoted in the skip-mode warning
+
+
+def check_on_error(on_error: str) -> str:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    return on_error
+
+
+class BadRows:
+    """The bad rows of one file: raised at once (`on_error="raise"`), or (`"skip"`) counted,
+    reported once per file (count and the first few, `path:line: reason`) and recorded in
+    `skipped[path]`. A file whose every row is bad is refused in both modes (nothing to learn from).
+    Every reader of rows (data processors, transfer sets) uses it, so `--skip_bad_rows` works alike."""
+
+    def __init__(self, path: str, on_error: str = "raise"):
+        self.path, self.on_error = path, check_on_error(on_error)
+        self.problems: list[str] = []
+
+    def add(self, error: DataFormatError) -> None:
+        if self.on_error == "raise":
+            raise error
+        self.problems.append(str(error))
+
+    def finish(self, good: int, skipped: dict[str, int] | None = None) -> None:
+        if not self.problems:
+            return
+        first = "; ".join(shorten(p) for p in self.problems[:REPORTED_BAD_ROWS])
+        if skipped is not None:
+            skipped[self.path] = len(self.problems)
+        if not good:
+            raise DataError(f"{shorten(self.path)}: no valid rows: all {len(self.problems)} rows are bad "
+                            f"(first: {first}); fix the file")
+        logging.warning("Skipped %d bad rows of %s (%d kept); first: %s", len(self.problems), self.path, good, first)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Columns:
     """Where the fields of a row are, by index, after the header has been checked."""
@@ -52,9 +89,7 @@ class DataProcessor(abc.ABC):
     """Base class: reads train/dev/test examples and knows the label list."""
 
     def __init__(self, on_error: str = "raise"):
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        self.on_error = on_error
+        self.on_error = check_on_error(on_error)
         self.skipped: dict[str, int] = {}
 
     @abc.abstractmethod
@@ -75,18 +110,13 @@ class DataProcessor(abc.ABC):
         if not os.path.isfile(path):
             raise MissingFileError(f"data file not found: {path}")
         labels = set(self.get_labels())
-        examples, problems = [], []
+        examples, bad = [], BadRows(path, self.on_error)
         for line_no, fields in split_lines(path, delimiter, skip_header=header is not None, header=header):
             try:
                 examples.append(self._to_example(fields, columns, labels, labeled, split, len(examples)))
             except ValueError as e:
-                error = DataFormatError(path, line_no, str(e))
-                if self.on_error == "raise":
-                    raise error from None
-                problems.append(str(error))
-        if problems:
-            self.skipped[path] = len(problems)
-            logging.warning("Skipped %d bad rows of %s; first: %s", len(problems), path, "; ".join(problems[:3]))
+                bad.add(DataFormatError(path, line_no, str(e)))
+        bad.finish(len(examples), self.skipped)
         return examples
 
     @staticmethod

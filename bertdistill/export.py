@@ -8,7 +8,6 @@ both axes dynamic, and return `logits` and `probabilities` (float32 [batch, num_
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -18,6 +17,8 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+
+from bertdistill.distribute import precision_policy
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("logits", "probabilities")
@@ -68,21 +69,11 @@ def quantize_onnx_int8(onnx_path: str, out_path: str, op_types: Sequence[str] = 
     quantize_dynamic(onnx_path, out_path, weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types))
 
 
-@contextlib.contextmanager
-def _global_policy(name: str):
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 def float32_twin(model: keras.Model) -> keras.Model:
     """The same architecture built under the float32 policy, with `model`'s weights."""
     if model.dtype_policy.name == "float32":
         return model
-    with _global_policy("float32"):
+    with precision_policy("float32"):
         twin = model.__class__.from_config(model.get_config())
     twin.set_weights(model.get_weights())
     return twin
@@ -171,3 +162,19 @@ class OnnxClassifier:
         """Logits for a batch of int32 features."""
         feed = {name: np.asarray(features[name], np.int32) for name in self.input_names}
         return self.session.run(["logits"], feed)[0]
+
+
+def export_bert_classifier(model: keras.Model, folder: str, *, vocab_file: str, labels: list[str],
+                           do_lower_case: bool, sample: dict[str, np.ndarray], info: dict) -> None:
+    """`export_folder` for a `BertClassifier`, with the Hugging Face files (`config.json`,
+    `model.safetensors`, `vocab.txt`) and `labels.json`: the folder is usable again as a
+    `--init_checkpoint`, a `--teacher_model` or a `generate_dataset.py --model`."""
+    from bertdistill import checkpoints
+
+    def write_files(tmp: str) -> None:
+        checkpoints.save_hf_folder(model, tmp, vocab_file, labels, do_lower_case)
+        with open(os.path.join(tmp, "labels.json"), "w", encoding="utf-8") as f:
+            json.dump(labels, f)
+
+    export_folder(model, folder, sample=sample, write_files=write_files,
+                  info={"labels": labels, "do_lower_case": do_lower_case, "parameters": model.count_params(), **info})

@@ -7,11 +7,29 @@ BERT model uses) and `validate_common_flags()` first thing in `main`.
 
 from __future__ import annotations
 
+import os
+
 from absl import flags
 
 from bertdistill import data
 from bertdistill.distribute import PRECISIONS, STRATEGIES
 from bertdistill.errors import FlagError
+
+
+def define_data_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines the flags of every tool that reads data rows (`--skip_bad_rows`); safe to call twice.
+    `define_common_flags` calls it; tools without the common flags (generate_dataset.py,
+    tinybert/data_augmentation.py) call it themselves."""
+    if "skip_bad_rows" in flag_values:
+        return
+    flags.DEFINE_bool("skip_bad_rows", False, "Skip malformed data rows instead of failing: each file's count "
+                      "and first bad lines are reported; a file with no valid row still fails.",
+                      flag_values=flag_values)
+
+
+def on_error(fv: flags.FlagValues = flags.FLAGS) -> str:
+    """The `on_error` of the data readers for `--skip_bad_rows`: "skip" or "raise"."""
+    return "skip" if fv.skip_bad_rows else "raise"
 
 
 def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS, *, bert: bool = True) -> None:
@@ -26,7 +44,7 @@ def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS, *, bert: bo
     flags.DEFINE_string("task_name", "sst-2", "Task (data processor) name: sst-2, tsv or csv.", **fv)
     flags.DEFINE_string("data_dir", None, "Folder with the task's train/dev/test files (SST-2: tfds when unset).",
                         **fv)
-    flags.DEFINE_bool("skip_bad_rows", False, "Skip (and count) malformed data rows instead of failing.", **fv)
+    define_data_flags(flag_values)
     flags.DEFINE_list("labels", None, "--task_name=tsv|csv: the label values, comma-separated (e.g. neg,pos).", **fv)
     flags.DEFINE_string("text_a_column", "sentence", "--task_name=tsv|csv: column of the text (a header name, "
                         "or a 0-based index with --nohas_header).", **fv)
@@ -103,9 +121,9 @@ def validate_common_flags(fv: flags.FlagValues = flags.FLAGS, *, min_seq_length:
 def processor_from_flags(fv: flags.FlagValues = flags.FLAGS) -> data.DataProcessor:
     """The data processor of `--task_name`; `tsv`/`csv` take their columns, labels, delimiter and
     header from the flags."""
-    on_error = "skip" if fv.skip_bad_rows else "raise"
+    mode = on_error(fv)
     if fv.task_name.lower() not in ("tsv", "csv"):
-        return data.get_processor(fv.task_name, on_error=on_error)
+        return data.get_processor(fv.task_name, on_error=mode)
     if not fv.labels:
         raise FlagError("labels", f"--task_name={fv.task_name} needs --labels (the label values, comma-separated)")
 
@@ -120,4 +138,12 @@ def processor_from_flags(fv: flags.FlagValues = flags.FLAGS) -> data.DataProcess
 
     return data.get_processor(fv.task_name, labels=fv.labels, text_a_column=column("text_a_column"),
                               text_b_column=column("text_b_column"), label_column=column("label_column"),
-                              delimiter=fv.delimiter, has_header=fv.has_header, on_error=on_error)
+                              delimiter=fv.delimiter, has_header=fv.has_header, on_error=mode)
+
+
+def split_file(fv: flags.FlagValues, split: str) -> str | None:
+    """The file `--task_name` reads for `split` in `--data_dir` (None with no `--data_dir`: tfds)."""
+    if not fv.data_dir:
+        return None
+    extension = "csv" if fv.task_name.lower() == "csv" else "tsv"
+    return os.path.join(fv.data_dir, f"{split}.{extension}")

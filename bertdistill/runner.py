@@ -1,21 +1,105 @@
-"""What every training entry point does around the trainer, from its flags: steps and schedule,
-the optimizer in the strategy scope, the trainer, the best-by-dev model restored at the end, and
-the run_classifier-style result files (`eval_results.txt`, `test_results.tsv`) with the same
-keys everywhere.
+"""What every entry point does around its work, from its flags: `prepare_run` (outputs checked,
+the run manifest, debris of killed runs) before any heavy work; steps and schedule, the optimizer
+in the strategy scope, the trainer, the best-by-dev model restored at the end, and the
+run_classifier-style result files (`eval_results.txt`, `test_results.tsv`) with the same keys
+everywhere.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import flags, logging
 
-from bertdistill import optimization, trainer
+from bertdistill import manifest, optimization, trainer, validation
 from bertdistill.distribute import is_chief
+from bertdistill.errors import UserError, shorten
+
+RUN_FOLDER_FLAG = "output_dir"
+
+
+def prepare_run(fv: flags.FlagValues, *, data_files: Sequence[str | None] = (), model_config: Mapping | None = None,
+                inputs: Mapping[str, str | None] | None = None, outputs: Mapping[str, str | None] | None = None,
+                extra: Mapping | None = None, train: bool = True, chief: bool = True,
+                ignore_flags: Iterable[str] = ()) -> str:
+    """Makes the outputs of a run ready; every entry point calls it after its inputs were checked
+    (flags validated, model folder resolved, data read) and before building models or writing.
+
+    `inputs`: {flag: path} of what the run reads besides `data_files` (a data folder, a
+    checkpoint, a teacher export, a transfer set). `outputs`: {flag: path} of what it writes,
+    default `{"output_dir": fv.output_dir}`; the `output_dir` entry is the run folder, any
+    other entry an output file. In order:
+
+    1. no output is or contains an input (`manifest.check_not_input`), and each output can be
+       written (nothing is created yet);
+    2. the run folder, on the chief (`chief`): with `train`, `manifest.check_output_dir` with
+       the manifest of `fv`'s flags (those in `manifest.IGNORED_FLAGS` and `ignore_flags` are
+       not compared), `data_files` (sizes + sha256), `model_config` and `extra`: created,
+       resumed only when they match, refused naming what differs, or cleared by
+       `--overwrite_output_dir`. Without `train` (evaluation or prediction with a trained
+       folder) nothing is cleared or written: the folder may hold inputs (its `export/`) but not
+       be one; `model_config` and `extra` (when given) must match its manifest, and a folder
+       holding a trained model but no manifest is refused;
+    3. debris of killed runs is removed: temporary export folders and `*.tmp` files in the run
+       folder (`validation.clean_debris`), `.<file>.<pid>.tmp` beside output files.
+
+    Returns "created", "resumed" or "overwritten" (the run folder, with `train`), "evaluating"
+    (without `train`), "worker" (not the chief), or "files" (no run folder). Anything the run
+    reuses from its folder (a vocabulary, a best model) may be reused only when it is "resumed".
+    """
+    outputs = {RUN_FOLDER_FLAG: fv[RUN_FOLDER_FLAG].value} if outputs is None else dict(outputs)
+    sources = [path for path in [*(inputs or {}).values(), *data_files] if path]
+    for flag, path in outputs.items():
+        validation.require(flag, path)
+        if train or flag != RUN_FOLDER_FLAG:
+            manifest.check_not_input(path, sources, flag=flag)
+        else:  # a run that only evaluates clears nothing: an input inside the folder (its export/) is fine
+            manifest.check_not_input(path, [p for p in sources if os.path.realpath(p) == os.path.realpath(path)],
+                                     flag=flag)
+        validation.writable_output(flag, path, folder=flag == RUN_FOLDER_FLAG)
+    files = [path for flag, path in outputs.items() if flag != RUN_FOLDER_FLAG]
+    output_dir = outputs.get(RUN_FOLDER_FLAG)
+    status = "files"
+    if output_dir is not None and not chief:
+        status = "worker"
+    elif output_dir is not None:
+        new = manifest.build_manifest(flags=manifest.run_flags(fv), data_files=data_files, model_config=model_config,
+                                      extra=extra)
+        if train:
+            status = manifest.check_output_dir(output_dir, new, overwrite=fv.overwrite_output_dir, inputs=sources,
+                                               ignore_flags=manifest.IGNORED_FLAGS | set(ignore_flags))
+        else:
+            _check_trained_folder(output_dir, new)
+            os.makedirs(output_dir, exist_ok=True)
+            status = "evaluating"
+        validation.clean_debris(output_dir)
+    if chief:
+        for path in files:
+            validation.clean_file_debris(path)
+    return status
+
+
+def _check_trained_folder(output_dir: str, new: Mapping) -> None:
+    """For a run that only uses a trained folder: its model must be the one described by `new`."""
+    if not os.path.isdir(output_dir) or (new.get("model_config") is None and not new.get("extra")):
+        return  # nothing of the folder is used, or nothing to compare (a self-describing export)
+    old = manifest.read_manifest(output_dir)
+    if old is None:
+        trained = [name for name in ("best", "checkpoints", "export") if os.path.exists(os.path.join(output_dir, name))]
+        if trained:
+            raise UserError(f"--output_dir={shorten(output_dir)} holds a trained model ({', '.join(trained)}) but no "
+                            f"{manifest.MANIFEST_NAME}: not a run of this version, so it cannot be checked; "
+                            "train it again or choose another --output_dir")
+        return
+    found = [item for item in manifest.differences({**old, "flags": {}, "data": []}, {**new, "flags": {}, "data": []})
+             if not item.startswith("manifest format")]
+    if found:
+        raise UserError(f"--output_dir={shorten(output_dir)} holds another model: {'; '.join(found[:5])}; "
+                        "pass the flags it was trained with or choose another --output_dir")
 
 
 def num_train_steps(steps_per_epoch: int, num_train_epochs: float) -> int:

@@ -171,6 +171,18 @@ def restore_best_weights(model: keras.Model, output_dir: str) -> bool:
     return True
 
 
+def restore_from_checkpoint(model: keras.Model, checkpoint_dir: str, name: str = "model") -> int | None:
+    """Loads `model`'s weights from the latest checkpoint a `Trainer` wrote in `checkpoint_dir`
+    (where the task called it `name`); returns that checkpoint's step, or None when there is none."""
+    path = tf.train.latest_checkpoint(checkpoint_dir)
+    if not path:
+        return None
+    step = tf.Variable(0, dtype=tf.int64)
+    tf.train.Checkpoint(step=step, **{name: list(model.weights)}).restore(path).expect_partial() \
+        .assert_existing_objects_matched()
+    return int(step.numpy())
+
+
 def _random_states(models: Sequence[keras.Model]) -> list:
     """The random-generator states of the models' layers (dropout), which `weights` leave out."""
     states = []
@@ -223,9 +235,11 @@ class Trainer:
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.checkpoint_dir = os.path.join(output_dir, "checkpoints")
         self._write_dir = self.checkpoint_dir if self.chief else tempfile.mkdtemp(prefix="worker_checkpoints_")
+        # Keras 3 models are not tracked by tf.train.Checkpoint as objects: save their weights as lists.
         checkpoint = tf.train.Checkpoint(optimizer=optimizer, step=self.step,
                                          random_states=_random_states(list(task.models.values())),
-                                         **task.models, **(extra_checkpoint_items or {}))
+                                         **{name: list(model.weights) for name, model in task.models.items()},
+                                         **(extra_checkpoint_items or {}))
         self.manager = tf.train.CheckpointManager(checkpoint, self._write_dir, max_to_keep=max_checkpoints_to_keep)
         self.train_step = self._make_train_step()
         """`train_step(iterator)`: one distributed step on `next(iterator)` -> (mean terms, grad norm, examples)."""

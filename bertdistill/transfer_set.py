@@ -19,7 +19,8 @@ from typing import TextIO
 import numpy as np
 
 from bertdistill import data
-from bertdistill.data import DataFormatError, InputExample, split_lines
+from bertdistill.data import BadRows, DataFormatError, InputExample, split_lines
+from bertdistill.errors import ConfigError, DataError, MissingFileError
 
 PLAIN_HEADER = "sentence\tlabel\n"
 
@@ -34,73 +35,96 @@ def format_rows(sentences: Sequence[str], labels: Sequence[str], logits: np.ndar
                    for sentence, label, row in zip(sentences, labels, logits))
 
 
-def read_transfer_set(path: str, labels: Sequence[str]) -> tuple[list[InputExample], np.ndarray]:
+def _read_rows(path: str, labels: Sequence[str], expected: list[str], *, on_error: str,
+               skipped: dict[str, int] | None) -> tuple[list[InputExample], list[list[float]]]:
+    """Rows of a `sentence, label[, logit...]` TSV with header `expected`; bad rows raise or are
+    skipped and counted (`data.BadRows`)."""
+    if not os.path.isfile(path):
+        raise MissingFileError(f"transfer set not found: {path}")
+    examples, logits, bad = [], [], BadRows(path, on_error)
+    for line_number, fields in split_lines(path, "\t", skip_header=True, header=expected):
+        try:
+            if isinstance(fields, str):
+                raise ValueError(fields)
+            if len(fields) != len(expected):
+                raise ValueError(f"expected {len(expected)} columns, found {len(fields)}")
+            sentence, label, *values = fields
+            if not sentence.strip():
+                raise ValueError("empty sentence")
+            if label not in labels:
+                raise ValueError(f"unknown label {label!r}; expected one of {list(labels)}")
+            try:
+                row = [float(v) for v in values]
+            except ValueError:
+                raise ValueError(f"logits {values} are not numbers") from None
+            if not np.isfinite(row).all():
+                raise ValueError(f"logits {values} are not finite")
+        except ValueError as e:
+            bad.add(DataFormatError(path, line_number, str(e)))
+            continue
+        examples.append(InputExample(guid=f"transfer-{line_number - 1}", text_a=sentence, label=label))
+        logits.append(row)
+    bad.finish(len(examples), skipped)
+    if not examples:
+        raise DataError(f"{path} has no rows after its header: write it again")
+    return examples, logits
+
+
+def read_transfer_set(path: str, labels: Sequence[str], *, on_error: str = "raise",
+                      skipped: dict[str, int] | None = None) -> tuple[list[InputExample], np.ndarray]:
     """Examples and float32 teacher logits [n, num_labels] from a transfer-set TSV.
 
     Raises `DataFormatError` (path:line) for a header that does not match `labels`, a wrong
-    column count, an empty sentence, an unknown label or a logit that is not a finite number.
+    column count, an empty sentence, an unknown label or a logit that is not a finite number;
+    with `on_error="skip"` a bad row is skipped instead, counted in `skipped[path]` and reported
+    (as `data.DataProcessor` does; a file with no valid row is still refused).
     """
     expected = header(labels).rstrip("\n").split("\t")
-    examples, logits = [], []
-    for line_number, fields in split_lines(path, "\t", skip_header=True, header=expected):
-        if isinstance(fields, str):
-            raise DataFormatError(path, line_number, fields)
-        if len(fields) != len(expected):
-            raise DataFormatError(path, line_number, f"expected {len(expected)} columns, found {len(fields)}")
-        sentence, label, *values = fields
-        if not sentence.strip():
-            raise DataFormatError(path, line_number, "empty sentence")
-        if label not in labels:
-            raise DataFormatError(path, line_number, f"unknown label {label!r}; expected one of {list(labels)}")
-        try:
-            row = [float(v) for v in values]
-        except ValueError:
-            raise DataFormatError(path, line_number, f"logits {values} are not numbers") from None
-        if not np.isfinite(row).all():
-            raise DataFormatError(path, line_number, f"logits {values} are not finite")
-        examples.append(InputExample(guid=f"transfer-{line_number - 1}", text_a=sentence, label=label))
-        logits.append(row)
+    examples, logits = _read_rows(path, labels, expected, on_error=on_error, skipped=skipped)
     return examples, np.asarray(logits, np.float32).reshape(-1, len(labels))
 
 
-def read_labelled_sentences(path: str, labels: Sequence[str]) -> tuple[list[InputExample], np.ndarray | None]:
+def read_labelled_sentences(path: str, labels: Sequence[str], *, on_error: str = "raise",
+                            skipped: dict[str, int] | None = None) -> tuple[list[InputExample], np.ndarray | None]:
     """Examples and teacher logits from a transfer set (as `read_transfer_set`), or examples and
     None from a plain `sentence<TAB>label` TSV (TinyBERT's augmented data: logits come later,
-    from the teacher during training). The header line decides; errors name path:line."""
+    from the teacher during training). The header line decides; errors name path:line;
+    `on_error`/`skipped` as in `read_transfer_set`."""
+    if not os.path.isfile(path):
+        raise MissingFileError(f"transfer set not found: {path}")
     with open(path, "rb") as f:
         first = f.readline().decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
     if [h.strip() for h in first.split("\t")] != ["sentence", "label"]:
-        return read_transfer_set(path, labels)
-    examples = []
-    for line_number, fields in split_lines(path, "\t", skip_header=True, header=["sentence", "label"]):
-        if isinstance(fields, str):
-            raise DataFormatError(path, line_number, fields)
-        if len(fields) != 2:
-            raise DataFormatError(path, line_number, f"expected 2 columns, found {len(fields)}")
-        sentence, label = fields
-        if not sentence.strip():
-            raise DataFormatError(path, line_number, "empty sentence")
-        if label not in labels:
-            raise DataFormatError(path, line_number, f"unknown label {label!r}; expected one of {list(labels)}")
-        examples.append(InputExample(guid=f"transfer-{line_number - 1}", text_a=sentence, label=label))
+        return read_transfer_set(path, labels, on_error=on_error, skipped=skipped)
+    examples, _ = _read_rows(path, labels, ["sentence", "label"], on_error=on_error, skipped=skipped)
     return examples, None
 
 
-def read_originals(path: str, task_name: str, labels: Sequence[str]) -> list[InputExample]:
+def read_originals(path: str, task_name: str, labels: Sequence[str], *, on_error: str = "raise",
+                   skipped: dict[str, int] | None = None) -> list[InputExample]:
     """The training examples to augment: a task's train split from a folder, or a
-    `sentence<TAB>label` TSV. Single sentences only; a folder's task must have `labels`."""
+    `sentence<TAB>label` TSV. Single sentences only; a folder's task must have `labels`.
+    `on_error`/`skipped` as in `read_transfer_set`."""
+    if not os.path.exists(path):
+        raise MissingFileError(f"--input {path} does not exist: pass a training TSV (sentence<TAB>label) or a "
+                               "task's data folder")
     if os.path.isdir(path):
-        processor = data.get_processor(task_name)
+        processor = data.get_processor(task_name, on_error=on_error)
         if processor.get_labels() != list(labels):
-            raise ValueError(f"the model's labels {list(labels)} differ from task {task_name}'s "
-                             f"{processor.get_labels()}")
+            raise ConfigError(f"the model's labels {list(labels)} differ from task {task_name}'s "
+                              f"{processor.get_labels()}: pass the --task_name the model was trained on")
         examples = processor.get_train_examples(path)
     else:
-        processor = data.TextClassificationProcessor(list(labels), text_a_column="sentence", label_column="label")
+        processor = data.TextClassificationProcessor(list(labels), text_a_column="sentence", label_column="label",
+                                                     on_error=on_error)
         examples = processor.read_file(path, "train")
+    if skipped is not None:
+        skipped.update(processor.skipped)
+    if not examples:
+        raise DataError(f"{path} has no examples to augment")
     pairs = next((e.guid for e in examples if e.text_b is not None), None)
     if pairs is not None:
-        raise ValueError(f"{path}: augmentation takes single sentences; example {pairs} is a pair")
+        raise DataError(f"{path}: augmentation takes single sentences; example {pairs} is a pair")
     return examples
 
 

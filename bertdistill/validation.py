@@ -190,3 +190,82 @@ def clean_debris(output_dir: str, export_dir: str | None = None) -> list[str]:
     for path in removed:
         logging.warning("Removed %s, left by an interrupted run", path)
     return removed
+
+
+def writable_output(name: str, path: str | None, *, folder: bool) -> str:
+    """Checks, without creating anything, that the output `path` (a folder when `folder`, else a
+    file) can be written: an existing path has the right kind and is writable, else its nearest
+    existing parent is a writable folder. Returns `path`."""
+    require(name, path)
+    kind = "folder" if folder else "file"
+    if os.path.exists(path):
+        if os.path.isdir(path) != folder:
+            raise FlagError(name, f"--{name}={_show(path)} is a {'file' if folder else 'folder'}; expected a {kind}")
+        target = path
+    else:
+        target = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(target):
+            target = os.path.dirname(target)
+        if not os.path.isdir(target):
+            raise FlagError(name, f"--{name}={_show(path)}: {_show(target)} is a file, so the {kind} cannot be "
+                                  "created; choose another path")
+    if not os.access(target, os.W_OK | (os.X_OK if os.path.isdir(target) else 0)):
+        raise FlagError(name, f"--{name}={_show(path)} is not writable ({_show(target)}: permission denied); "
+                              "choose a path you can write to")
+    return path
+
+
+def clean_file_debris(path: str) -> list[str]:
+    """Removes the temporary files a killed writer of the output file `path` left beside it
+    (`.<name>.<pid>.tmp` of a process that is gone, as `transfer_set.atomic_output` writes);
+    nothing else in that folder is touched. Returns the removed paths."""
+    folder, name = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return []
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.tmp$")
+    removed = []
+    for entry in sorted(os.listdir(folder)):
+        match = pattern.match(entry)
+        full = os.path.join(folder, entry)
+        if match and not _alive(int(match.group(1))) and os.path.isfile(full) and not os.path.islink(full):
+            os.remove(full)
+            removed.append(full)
+    for removed_path in removed:
+        logging.warning("Removed %s, left by an interrupted run", removed_path)
+    return removed
+
+
+def non_empty(examples: Sequence, what: str) -> Sequence:
+    """`examples`, or a `DataError` when there are none (e.g. a file with only its header)."""
+    if not examples:
+        from bertdistill.errors import DataError
+
+        raise DataError(f"{what} has no examples: check the file (a header alone is not enough)")
+    return examples
+
+
+MODEL_FOLDER_CONTENTS = "config.json, model.safetensors, vocab.txt"
+
+
+def model_path(name: str, path: str | None) -> str | None:
+    """Checks `--<name>` names a model: a folder with a `config.json` (a Hugging Face BERT folder
+    or an export folder) or a TF checkpoint prefix (`<path>.index`). A run folder of this toolkit
+    gets a hint to pass its `export/`. None (the default model) passes."""
+    if not path:
+        return path
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return path
+        inner = os.path.join(path, "export")
+        if os.path.isfile(os.path.join(inner, "config.json")):
+            raise FlagError(name, f"--{name}={_show(path)} is a run folder, not a model folder: pass "
+                                  f"--{name}={_show(inner)}")
+        raise FlagError(name, f"--{name}={_show(path)} is not a model folder: expected {MODEL_FOLDER_CONTENTS} "
+                              "inside (a Hugging Face BERT folder or an export folder)")
+    if os.path.isfile(path + ".index"):
+        return path
+    if os.path.isfile(path):
+        raise FlagError(name, f"--{name}={_show(path)} is a file; expected a model folder ({MODEL_FOLDER_CONTENTS}) "
+                              "or a TF checkpoint prefix (<prefix>.index)")
+    raise FlagError(name, f"--{name}={_show(path)} does not exist; expected a model folder "
+                          f"({MODEL_FOLDER_CONTENTS}) or a TF checkpoint prefix (<prefix>.index)")

@@ -23,14 +23,14 @@ import numpy as np
 import tensorflow as tf
 from absl import flags, logging
 
-from bertdistill import data, distill, errors, export, pipeline, runner, trainer, transfer_set
+from bertdistill import data, distill, errors, export, pipeline, runner, trainer, transfer_set, validation
 from bertdistill.augment import read_word_vectors
 from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
-from bertdistill.errors import FlagError, MissingFileError, UserError
-from bertdistill.flags import define_common_flags, processor_from_flags, validate_common_flags
+from bertdistill.errors import DataError, FlagError, MissingFileError, UserError
+from bertdistill.flags import define_common_flags, on_error, processor_from_flags, split_file, validate_common_flags
 from distil_lstm.model import INT8_OP_TYPES, POOLINGS, build_bilstm_classifier
 from distil_lstm.predict import read_export_folder
-from distil_lstm.vocab import WordVocab
+from distil_lstm.vocab import SPECIAL_TOKENS, WordVocab
 
 define_common_flags(bert=False)
 errors.define_flags()
@@ -50,6 +50,7 @@ flags.DEFINE_string("word_vectors", None, "GloVe/word2vec text file initialising
                     "must equal --embedding_dim).")
 flags.DEFINE_enum("eval_split", "dev", ["dev", "test"], "--mode=test: accuracy on dev, or predictions for test.")
 flags.DEFINE_string("model_dir", None, "--mode=test: an export folder (default: <output_dir>/export).")
+flags.DEFINE_bool("do_export", True, "After training, write <output_dir>/export (SavedModel, ONNX, INT8).")
 FLAGS = flags.FLAGS
 FLAGS.set_default("learning_rate", 1e-3)
 FLAGS.set_default("train_batch_size", 50)
@@ -61,11 +62,16 @@ FLAGS.set_default("num_train_epochs", 10.0)
 MODEL_ARGS = ("embedding_dim", "hidden_size", "dense_size", "dropout", "pooling")
 
 
-def word_features(examples: list[data.InputExample], vocab: WordVocab, labels: list[str]) -> pipeline.Features:
-    """Word ids of single-sentence examples, in the shared pipeline's `Features`."""
+def word_features(examples: list[data.InputExample], vocab: WordVocab | None, labels: list[str], *,
+                  split: str = "") -> pipeline.Features | None:
+    """Word ids of single-sentence examples, in the shared pipeline's `Features` (`vocab` None:
+    only checks the examples)."""
     pairs = next((e.guid for e in examples if e.text_b is not None), None)
     if pairs is not None:
-        raise ValueError(f"the BiLSTM student classifies single sentences; example {pairs} is a pair")
+        raise DataError(f"the BiLSTM student classifies single sentences; {split + ' ' if split else ''}example "
+                        f"{pairs} is a pair (--text_b_column): use run_classifier.py for pairs")
+    if vocab is None:
+        return None
     ids = vocab.encode_batch([e.text_a for e in examples], FLAGS.max_seq_length)
     return pipeline.Features(input_ids=ids, token_type_ids=ids.with_flat_values(0 * ids.flat_values),
                              label_ids=pipeline.label_ids_of(examples, labels), guids=[e.guid for e in examples])
@@ -80,13 +86,17 @@ def make_dataset(features: pipeline.Features, batch_size: int, *, is_training: b
     return dataset.map(lambda x, y: ({"input_ids": x["input_ids"]}, y))
 
 
-def training_vocab(texts: list[str]) -> WordVocab:
-    """The run's vocabulary: built from the training texts, or the one a resumed run saved."""
+def training_vocab(texts: list[str], *, reuse: bool) -> WordVocab:
+    """The run's vocabulary: the one a resumed run saved (`reuse`: only when `runner.prepare_run`
+    found the folder's manifest to match), else built from the training texts and saved."""
     path = os.path.join(FLAGS.output_dir, "vocab.txt")
-    if os.path.exists(path):
+    if reuse and os.path.exists(path):
         return WordVocab.load(path, FLAGS.do_lower_case)
     vocab = WordVocab.build(texts, min_count=FLAGS.min_count, max_size=FLAGS.max_vocab_size,
                             do_lower_case=FLAGS.do_lower_case)
+    if len(vocab) <= len(SPECIAL_TOKENS):
+        raise DataError(f"the training texts give an empty vocabulary (--min_count={FLAGS.min_count}, "
+                        f"--max_vocab_size={FLAGS.max_vocab_size}): every word would be [UNK]")
     vocab.save(path + ".tmp")
     os.replace(path + ".tmp", path)
     return vocab
@@ -104,19 +114,44 @@ def initial_embeddings(vocab: WordVocab) -> np.ndarray | None:
     return table
 
 
-def fit(strategy, processor: data.DataProcessor, labels: list[str]) -> None:
-    """`train` or `distil`: fits (resuming), keeps the best-by-dev model and exports it."""
+def transfer_set_path() -> str:
+    return FLAGS.augmented_file or os.path.join(FLAGS.data_dir or "", "augmented.tsv")
+
+
+def read_training_data(processor: data.DataProcessor, labels: list[str]):
+    """Train (or transfer-set) and dev examples, checked before anything is built; returns
+    (train examples, extras or None, dev examples, the data files they came from)."""
     if FLAGS.mode == "distil":
-        path = FLAGS.augmented_file or os.path.join(FLAGS.data_dir or "", "augmented.tsv")
+        path = transfer_set_path()
         if not os.path.exists(path):
             raise MissingFileError(f"no transfer set at {path}: write one with generate_dataset.py "
                                    "or pass --augmented_file")
-        train_examples, teacher_logits = transfer_set.read_transfer_set(path, labels)
-        extras = {"teacher_logits": teacher_logits}
+        train_examples, teacher_logits = transfer_set.read_transfer_set(path, labels, on_error=on_error(FLAGS))
+        extras, train_file = {"teacher_logits": teacher_logits}, path
     else:
         train_examples, extras = processor.get_train_examples(FLAGS.data_dir), None
-    dev_examples = processor.get_dev_examples(FLAGS.data_dir)
-    vocab = training_vocab([e.text_a for e in train_examples])
+        train_file = split_file(FLAGS, "train")
+        validation.non_empty(train_examples, train_file or "tfds train split")
+    dev_examples = validation.non_empty(processor.get_dev_examples(FLAGS.data_dir),
+                                        split_file(FLAGS, "dev") or "tfds dev split")
+    for split, examples in (("train", train_examples), ("dev", dev_examples)):
+        word_features(examples, None, labels, split=split)  # pairs refused before anything is built
+    if FLAGS.word_vectors and not os.path.isfile(FLAGS.word_vectors):
+        raise FlagError("word_vectors", f"--word_vectors={FLAGS.word_vectors} does not exist")
+    return train_examples, extras, dev_examples, [train_file, split_file(FLAGS, "dev")]
+
+
+def fit(strategy, processor: data.DataProcessor, labels: list[str]) -> None:
+    """`train` or `distil`: fits (resuming), keeps the best-by-dev model and exports it."""
+    train_examples, extras, dev_examples, data_files = read_training_data(processor, labels)
+    status = runner.prepare_run(
+        FLAGS, data_files=data_files,
+        model_config={**{name: FLAGS[name].value for name in MODEL_ARGS}, "labels": labels},
+        inputs={"data_dir": FLAGS.data_dir, "augmented_file": FLAGS.augmented_file,
+                "word_vectors": FLAGS.word_vectors},
+        chief=is_chief(strategy),
+        ignore_flags=("temperature", "alpha") if FLAGS.mode == "distil" and FLAGS.distill_loss != "kd" else ())
+    vocab = training_vocab([e.text_a for e in train_examples], reuse=status == "resumed")
     train_features = word_features(train_examples, vocab, labels)
     dev_features = word_features(dev_examples, vocab, labels)
     steps_per_epoch = pipeline.num_batches(train_features, batch_size=FLAGS.train_batch_size, is_training=True,
@@ -134,7 +169,7 @@ def fit(strategy, processor: data.DataProcessor, labels: list[str]) -> None:
                                                     seed=FLAGS.seed + epoch, extras=extras),
         eval_dataset=make_dataset(dev_features, FLAGS.eval_batch_size, is_training=False))
     best = trainer.read_best(FLAGS.output_dir)
-    if is_chief(strategy):
+    if is_chief(strategy) and FLAGS.do_export:
         export_student(student, vocab, labels, dev_features, best)
 
 
@@ -173,18 +208,25 @@ def load_student(folder: str) -> tuple[keras.Model, WordVocab, list[str], dict]:
 def test(processor: data.DataProcessor) -> None:
     """Dev accuracy (eval_results.txt) or test-set probabilities (test_results.tsv) of an export folder."""
     folder = FLAGS.model_dir or os.path.join(FLAGS.output_dir, "export")
-    student, vocab, labels, config = load_student(folder)
+    if not FLAGS.model_dir and not os.path.isdir(folder):
+        raise FlagError("model_dir", f"--output_dir={FLAGS.output_dir} holds no export/ to test: train it first "
+                        "(--mode=train or distil) or pass --model_dir=<an export folder>")
+    config, labels, vocab = read_export_folder(folder)
     if labels != processor.get_labels():
         raise UserError(f"{folder}/labels.json {labels} does not match task {FLAGS.task_name}'s "
                         f"{processor.get_labels()}")
+    split = FLAGS.eval_split
+    read = processor.get_dev_examples if split == "dev" else processor.get_test_examples
+    examples = validation.non_empty(read(FLAGS.data_dir), split_file(FLAGS, split) or f"tfds {split} split")
+    features = word_features(examples, vocab, labels)
+    runner.prepare_run(FLAGS, inputs={"data_dir": FLAGS.data_dir, "model_dir": folder}, train=False)
+    student, _, _, _ = load_student(folder)
     strategy = tf.distribute.get_strategy()
-    if FLAGS.eval_split == "dev":
-        features = word_features(processor.get_dev_examples(FLAGS.data_dir), vocab, labels)
+    if split == "dev":
         runner.evaluate_to_file(student, make_dataset(features, FLAGS.eval_batch_size, is_training=False),
                                 FLAGS.output_dir, strategy, global_step=(config.get("best") or {}).get("global_step", 0),
                                 num_examples=len(features))
     else:
-        features = word_features(processor.get_test_examples(FLAGS.data_dir), vocab, labels)
         runner.predict_to_file(student, make_dataset(features, FLAGS.predict_batch_size, is_training=False),
                                FLAGS.output_dir, strategy)
 
@@ -196,8 +238,15 @@ def main(argv):
     if not FLAGS.output_dir:
         raise FlagError("output_dir", "--output_dir is required")
     validate_common_flags(FLAGS, min_seq_length=1)
+    for name in ("embedding_dim", "hidden_size", "dense_size", "min_count", "max_vocab_size"):
+        validation.positive(name, FLAGS[name].value)
+    validation.in_range("dropout", FLAGS.dropout, 0.0, 0.99)
+    validation.in_range("alpha", FLAGS.alpha, 0.0, 1.0)
+    validation.positive("temperature", FLAGS.temperature)
+    if FLAGS.max_vocab_size <= len(SPECIAL_TOKENS):
+        raise FlagError("max_vocab_size", f"--max_vocab_size={FLAGS.max_vocab_size} leaves no room for words "
+                        f"(the {len(SPECIAL_TOKENS)} special tokens count)")
     processor = processor_from_flags(FLAGS)
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
     strategy = get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
     set_precision_policy(FLAGS.mixed_precision if FLAGS.mode != "test" else "float32")
     keras.utils.set_random_seed(FLAGS.seed)

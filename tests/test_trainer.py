@@ -300,3 +300,16 @@ def test_mirrored_and_two_workers_equal_a_single_process(tmp_path):
         np.testing.assert_array_equal(weights["worker0"][key], weights["worker1"][key], err_msg=key)
     assert (tmp_path / "worker0" / "checkpoints" / "checkpoint").exists()  # the chief wrote the checkpoints
     assert not (tmp_path / "worker1" / "checkpoints").exists()
+
+
+def test_a_checkpoint_restores_the_model_weights_into_a_fresh_model(tmp_path):
+    run = make_trainer(tmp_path)
+    fit(run, eval_dataset=None)
+    fresh = tiny_model()
+    for variable in fresh.trainable_variables:
+        variable.assign(variable + 1.0)
+    assert trainer.restore_from_checkpoint(fresh, str(tmp_path / "checkpoints")) == 15
+    expected = _weights(run.task.eval_model)
+    for path, value in _weights(fresh).items():
+        np.testing.assert_array_equal(value, expected[path], err_msg=path)
+    assert trainer.restore_from_checkpoint(fresh, str(tmp_path / "nothing")) is None

@@ -26,12 +26,15 @@ a temporary file beside `--output` and renamed when complete.
 
 from __future__ import annotations
 
+import os
 import time
 
 import keras
-from absl import app, flags, logging
+from absl import flags, logging
 
-from bertdistill import augment, checkpoints, data, transfer_set
+from bertdistill import augment, checkpoints, data, errors, runner, transfer_set, validation
+from bertdistill.errors import FlagError
+from bertdistill.flags import define_data_flags, on_error
 from bertdistill.tokenization import Tokenizer
 
 flags.DEFINE_string("input", None, "Training TSV (`sentence<TAB>label`) or a task's data folder (its train split).")
@@ -55,22 +58,32 @@ flags.DEFINE_integer("num_shards", 1, "Split the originals into this many contig
 flags.DEFINE_integer("shard_index", 0, "The shard to produce (0-based).")
 flags.DEFINE_integer("max_examples", None, "Use only the first N originals (before sharding).")
 flags.DEFINE_integer("chunk_size", 1024, "Originals whose candidates are computed together (memory, progress).")
+define_data_flags()
+errors.define_flags()
 FLAGS = flags.FLAGS
 
 
 def validate_flags() -> None:
+    """Refuses flag values that cannot be meant, naming the flag, before anything is loaded."""
     for name in ("input", "output"):
-        if not FLAGS[name].value:
-            raise app.UsageError(f"--{name} is required")
+        validation.require(name, FLAGS[name].value)
+    validation.positive("num_shards", FLAGS.num_shards)
     if not 0 <= FLAGS.shard_index < FLAGS.num_shards:
-        raise app.UsageError(f"--shard_index={FLAGS.shard_index} is outside 0..{FLAGS.num_shards - 1}")
-    if FLAGS.augment_factor < 0 or not 0.0 <= FLAGS.p <= 1.0:
-        raise app.UsageError("--augment_factor must be >= 0 and --p in [0, 1]")
+        raise FlagError("shard_index", f"--shard_index={FLAGS.shard_index} is outside 0..{FLAGS.num_shards - 1} "
+                        f"(--num_shards={FLAGS.num_shards})")
+    if FLAGS.augment_factor < 0:
+        raise FlagError("augment_factor", f"--augment_factor={FLAGS.augment_factor} must be >= 0 (0: originals only)")
+    validation.in_range("p", FLAGS.p, 0.0, 1.0)
     for name in ("top_k", "batch_size", "chunk_size", "glove_max_words"):
-        if FLAGS[name].value < 1:
-            raise app.UsageError(f"--{name} must be >= 1")
+        validation.positive(name, FLAGS[name].value)
+    if FLAGS.max_examples is not None:
+        validation.positive("max_examples", FLAGS.max_examples)
     if FLAGS.max_seq_length < 5:
-        raise app.UsageError("--max_seq_length must be at least 5 ([CLS] word [SEP] word [SEP])")
+        raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} must be at least 5 "
+                        "([CLS] word [SEP] word [SEP])")
+    if FLAGS.glove_embs and not os.path.isfile(FLAGS.glove_embs):
+        raise FlagError("glove_embs", f"--glove_embs={FLAGS.glove_embs} does not exist")
+    validation.model_path("model", FLAGS.model)
 
 
 def build_candidate_sources(pretrained: checkpoints.Pretrained, vocab: dict[str, int]):
@@ -88,7 +101,8 @@ def build_candidate_sources(pretrained: checkpoints.Pretrained, vocab: dict[str,
         neighbours = augment.NeighbourReplacer.from_word_vectors_file(FLAGS.glove_embs, k=FLAGS.top_k,
                                                                       max_words=FLAGS.glove_max_words)
     elif "bert/embeddings/word_embeddings" not in pretrained.weights:
-        raise app.UsageError(f"{pretrained.source} has no weights: give --model a pretrained checkpoint or --glove_embs")
+        raise FlagError("model", f"{pretrained.source} has no weights: give --model a pretrained checkpoint or "
+                        "--glove_embs")
     else:
         logging.info("Neighbours: the model's input embeddings (whole-word tokens; multi-piece words keep their "
                      "place: pass --glove_embs to replace them)")
@@ -103,12 +117,16 @@ def main(argv):
     keras.mixed_precision.set_global_policy("float32")
     pretrained = checkpoints.resolve_pretrained(FLAGS.model, FLAGS.bert_config_file, FLAGS.vocab_file)
     if FLAGS.max_seq_length > pretrained.config.max_position_embeddings:
-        raise app.UsageError(f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's "
-                             f"max_position_embeddings={pretrained.config.max_position_embeddings}")
+        raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's "
+                        f"max_position_embeddings={pretrained.config.max_position_embeddings}")
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
     splitter = augment.WordSplitter(Tokenizer(pretrained.vocab_file, do_lower_case).vocab, do_lower_case)
     labels = data.get_processor(FLAGS.task_name).get_labels()
-    examples = transfer_set.read_originals(FLAGS.input, FLAGS.task_name, labels)[:FLAGS.max_examples]
+    examples = transfer_set.read_originals(FLAGS.input, FLAGS.task_name, labels,
+                                           on_error=on_error(FLAGS))[:FLAGS.max_examples]
+    runner.prepare_run(FLAGS, outputs={"output": FLAGS.output},
+                       inputs={"input": FLAGS.input, "model": FLAGS.model, "bert_config_file": FLAGS.bert_config_file,
+                               "vocab_file": FLAGS.vocab_file, "glove_embs": FLAGS.glove_embs})
     start, end = transfer_set.shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)
     logging.info("Shard %d/%d: originals %d..%d of %d", FLAGS.shard_index, FLAGS.num_shards, start, end, len(examples))
     mlm, neighbours = build_candidate_sources(pretrained, splitter.vocab)
@@ -138,4 +156,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main)

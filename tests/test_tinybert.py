@@ -1,0 +1,173 @@
+"""TinyBERT task distillation: the tasks in-process (stage-2 logits from the data or the teacher,
+the student's start from teacher layers), and tinybert/task_distill.py end to end on a tiny
+teacher: dry run, both stages with export, stage switch, kill -9 and resume in each stage."""
+import json
+import re
+import signal
+import subprocess
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from bertdistill import checkpoints, layer_map, tinybert
+from bertdistill.distill import soft_cross_entropy
+from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
+from tests.scripts import error_lines, run_script
+
+SCRIPT = "tinybert/task_distill.py"
+WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "plot", "film", "a"]
+TEACHER = dict(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
+               max_position_embeddings=32)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny 4-layer teacher folder (Hugging Face files + labels.json), a 2-layer student config,
+    SST-2-format data and an augmented TSV with teacher-logit columns."""
+    root = tmp_path_factory.mktemp("tinybert")
+    vocab = write_vocab(root / "vocab.txt")
+    keras.utils.set_random_seed(0)
+    teacher = tinybert.distillation_classifier(tiny_config(**TEACHER), 2, "mean")
+    checkpoints.save_hf_folder(teacher, str(root / "teacher"), vocab, ["0", "1"], True)
+    (root / "teacher" / "labels.json").write_text(json.dumps(["0", "1"]))
+    (root / "student.json").write_text(json.dumps(tiny_config(**{**TEACHER, "num_hidden_layers": 2}).to_dict()))
+    rng = np.random.default_rng(0)
+    (root / "data").mkdir()
+    for split in ("train", "dev"):
+        rows = [f"{' '.join(rng.choice(WORDS, rng.integers(2, 8)))}\t{i % 2}" for i in range(8)]
+        (root / "data" / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def run(workspace, output_dir, *args, check=True, student=None, **popen):
+    student = student or f"--student_config={workspace / 'student.json'}"
+    return run_script(SCRIPT, f"--teacher_model={workspace / 'teacher'}", student,
+                      f"--data_dir={workspace / 'data'}", f"--output_dir={output_dir}", "--max_seq_length=16",
+                      "--train_batch_size=4", "--eval_batch_size=4", "--save_checkpoints_steps=2", *args,
+                      check=check, **popen)
+
+
+def test_prediction_task_takes_logits_from_the_batch_or_runs_the_teacher():
+    keras.utils.set_random_seed(1)
+    teacher = tinybert.distillation_classifier(tiny_config(), 2, "cls")
+    student = tinybert.distillation_classifier(tiny_config(num_hidden_layers=1, hidden_dropout_prob=0.0,
+                                                           attention_probs_dropout_prob=0.0), 2, "cls")
+    x = tiny_batch()
+    stored = np.array([[3.0, -1.0], [0.5, 0.25]], np.float32)
+    task = tinybert.PredictionTask(student, teacher, temperature=2.0)
+    from_batch = float(task.loss_terms(x, {"label_ids": np.array([0, 1]), "teacher_logits": stored})[
+        "soft_cross_entropy"])
+    expected = float(soft_cross_entropy(stored, student(x, training=True), 2.0))
+    np.testing.assert_allclose(from_batch, expected, rtol=1e-5)
+    online = float(task.loss_terms(x, np.array([0, 1]))["soft_cross_entropy"])
+    assert online != pytest.approx(from_batch)
+    with pytest.raises(ValueError, match="no teacher"):
+        tinybert.PredictionTask(student, None).loss_terms(x, np.array([0, 1]))
+
+
+def test_student_from_teacher_layers_copies_them_and_the_head():
+    keras.utils.set_random_seed(3)
+    teacher = tinybert.distillation_classifier(tiny_config(**TEACHER), 2, "mean")
+    student = tinybert.distillation_classifier(tiny_config(**{**TEACHER, "num_hidden_layers": 2}), 2, "mean")
+    matches = layer_map.resolve_layer_map("uniform", teacher.encoder.config, student.encoder.config)
+    layers = layer_map.teacher_layers_for_init(matches, teacher.encoder.config, student.encoder.config)
+    assert layers == [2, 4]
+    tinybert.init_from_teacher(student, teacher, layers)
+    for s, t in zip(student.encoder.transformer_layers, [teacher.encoder.transformer_layers[i - 1] for i in layers]):
+        for a, b in zip(s.weights, t.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(student.head.weights, teacher.head.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    twin = tinybert.with_distillation_outputs(teacher)
+    np.testing.assert_allclose(twin(tiny_batch()), teacher(tiny_batch()), atol=1e-6)
+
+
+def test_dry_run_prints_the_layer_map_and_parameter_counts(workspace, tmp_path):
+    result = run(workspace, tmp_path / "out", "--dry_run")
+    assert re.search(r"\b2\s+1\s+hidden\b", result.stdout) and re.search(r"\b4\s+2\s+attention\b", result.stdout)
+    assert "teacher parameters:" in result.stdout and "student parameters:" in result.stdout
+    assert "start from teacher layers [2, 4]" in result.stdout
+    assert not (tmp_path / "out").exists()
+    bad = run(workspace, tmp_path / "out", "--dry_run", "--stage=both", "--num_train_epochs=2", check=False)
+    assert bad.returncode == 2 and "--num_train_epochs applies to a single --stage" in error_lines(bad)[0]
+
+
+def test_both_stages_export_a_student_the_toolkit_can_load(workspace, tmp_path):
+    out = tmp_path / "out"
+    augmented = tmp_path / "augmented.tsv"
+    rows = (workspace / "data" / "train.tsv").read_text().splitlines()[1:]
+    augmented.write_text("sentence\tlabel\tlogit_0\tlogit_1\n" + "".join(f"{r}\t0.5\t-0.5\n" for r in rows))
+    result = run(workspace, out, f"--augmented_file={augmented}", "--intermediate_epochs=2", "--prediction_epochs=2",
+                 "--intermediate_learning_rate=1e-3", "--prediction_learning_rate=1e-3", "--log_every_steps=1")
+    assert "with teacher logits" in result.stderr and "Stage 2 starts from stage 1's student" in result.stderr
+    for term in ("embeddings_0_0", "hidden_2_1", "attention_4_2", "soft_cross_entropy"):
+        assert re.search(rf"epoch 1 \(step \d+\): .*\b{term} \d", result.stderr), term
+    info = json.loads((out / "export" / "export_info.json").read_text())
+    assert info["model"] == "tinybert" and info["onnx_max_abs_error"] < 1e-4 and info["stages"] == [
+        "intermediate", "prediction"]
+    assert (out / "export" / "model.int8.onnx").exists()
+    student = checkpoints.load_teacher(str(out / "export"))  # what generate_dataset.py --model and
+    assert student.model.encoder.config.num_hidden_layers == 2  # run_classifier --init_checkpoint read
+    assert not any("projection" in name for name in checkpoints.resolve_pretrained(str(out / "export")).weights)
+    results = dict(line.split(" = ") for line in (out / "eval_results.txt").read_text().splitlines())
+    assert int(results["eval_examples"]) == 8
+
+
+def latest_step(folder) -> int:
+    state = folder / "checkpoints" / "checkpoint"
+    found = re.search(r'^model_checkpoint_path: ".*ckpt-(\d+)"', state.read_text(), re.M) if state.exists() else None
+    return int(found.group(1)) if found else 0
+
+
+def kill_when(process, condition, timeout: float = 150) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None and time.time() < deadline, "the run ended before the kill point"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_stage_switch_and_kill_and_resume_in_each_stage(workspace, tmp_path):
+    out = tmp_path / "out"
+    args = ("--intermediate_epochs=40", "--prediction_epochs=40", "--do_export=false", "--log_every_steps=1")
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = run(workspace, out, *args, **quiet)
+    kill_when(first, lambda: latest_step(out / "intermediate") >= 4)
+    second = run(workspace, out, *args, **quiet)
+    kill_when(second, lambda: latest_step(out / "prediction") >= 4)
+    assert (out / "intermediate" / "student.weights.h5").exists()  # stage 1 finished in the second run
+    third = run(workspace, out, *args)
+    resumed = dict(re.findall(r"Resumed from .*/(intermediate|prediction)/checkpoints/ckpt-(\d+)", third.stderr))
+    stage1_steps = latest_step(out / "intermediate")
+    assert int(resumed["intermediate"]) == stage1_steps  # stage 1 is finished: not redone
+    steps = [int(s) for s in re.findall(r"step (\d+)/\d+", third.stderr)]
+    assert steps[0] == int(resumed["prediction"]) + 1 >= 5  # stage 2 continues where it was killed
+
+    single = tmp_path / "single"  # --stage=intermediate, then --stage=prediction on the same folder
+    run(workspace, single, "--stage=intermediate", "--num_train_epochs=1", "--do_export=false")
+    assert (single / "intermediate" / "student.weights.h5").exists() and not (single / "prediction").exists()
+    result = run(workspace, single, "--stage=prediction", "--num_train_epochs=1", "--do_export=false")
+    assert "Stage 2 starts from stage 1's student" in result.stderr
+
+
+def test_general_distillation_streams_a_corpus_resumes_and_feeds_task_distillation(workspace, tmp_path):
+    rng = np.random.default_rng(5)
+    corpus = tmp_path / "corpus.txt"
+    documents = ["\n".join(" ".join(rng.choice(WORDS, rng.integers(2, 9))) for _ in range(6)) for _ in range(5)]
+    corpus.write_text("\n\n".join(documents) + "\n")
+    out = tmp_path / "general"
+    args = ("tinybert/general_distill.py", f"--teacher_model={workspace / 'teacher'}", f"--corpus={corpus}",
+            f"--student_config={workspace / 'student.json'}", f"--output_dir={out}", "--train_batch_size=4",
+            "--max_seq_length=16", "--shuffle_buffer=8", "--save_checkpoints_steps=2")
+    run_script(*args, "--max_steps=4")
+    more = run_script(*args, "--max_steps=6")  # a longer run resumes from the first one's last checkpoint
+    assert re.search(r"Resumed from .*ckpt-4\b", more.stderr)
+    assert [int(s) for s in re.findall(r"step (\d+)/6", more.stderr)][-1] == 6
+    student = checkpoints.resolve_pretrained(str(out / "student"))
+    assert student.config.num_hidden_layers == 2 and "output_weights" not in student.weights
+    result = run(workspace, tmp_path / "task", "--stage=prediction", "--num_train_epochs=1", "--do_export=false",
+                 "--log_every_steps=1", student=f"--student_model={out / 'student'}")
+    assert re.search(r"step (\d+)/\1\b", result.stderr)

@@ -1,0 +1,136 @@
+"""TinyBERT general distillation: intermediate-layer distillation from a pre-trained (not
+fine-tuned) BERT on plain text, giving a student a pre-trained start for task_distill.py.
+
+    python tinybert/general_distill.py --corpus=corpus.txt \\
+        --student_config=tinybert/configs/student_4l_312.json --output_dir=outputs/general \\
+        --max_steps=2000
+    python tinybert/task_distill.py --student_model=outputs/general/student ...
+
+The corpus is one sentence per line (blank lines between documents are skipped), one or more
+files (comma-separated or a glob), streamed through tf.data: never loaded whole, shuffled in a
+seeded window of `--shuffle_buffer` lines, each sentence one example (truncated at
+`--max_seq_length`). The teacher defaults to the offline all-MiniLM-L6-v2. Training is
+resumable (`<output_dir>/checkpoints`, a restarted run skips the batches already seen) and
+writes the student as a Hugging Face folder, `<output_dir>/student`, when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import flags, logging
+
+from bertdistill import checkpoints, errors, layer_map, pipeline, runner, validation
+from bertdistill.bert import BertConfig, BertEncoder
+from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
+from bertdistill.errors import FlagError, MissingFileError
+from bertdistill.flags import define_common_flags, validate_common_flags
+from bertdistill.tinybert import IntermediateTask, parameter_count
+from bertdistill.tokenization import Tokenizer
+
+define_common_flags(bert=False)
+errors.define_flags()
+flags.DEFINE_string("teacher_model", None, "The pre-trained teacher: a Hugging Face folder (default: the offline "
+                    "all-MiniLM-L6-v2).")
+flags.DEFINE_string("student_config", None, "The student's bert_config.json / config.json.")
+flags.DEFINE_enum("student_init", "teacher_layers", ["teacher_layers", "random"],
+                  "Start from the teacher's embeddings and mapped layers (same width only), or random.")
+flags.DEFINE_list("corpus", None, "Plain-text corpus files (comma-separated; globs allowed).")
+flags.DEFINE_integer("max_steps", 1000, "Training steps (batches).")
+flags.DEFINE_integer("shuffle_buffer", 10000, "Lines in the seeded shuffle window.")
+flags.DEFINE_string("layer_map", "uniform", "Layer map: uniform, last, skip, or a JSON file of matches.")
+FLAGS = flags.FLAGS
+FLAGS.set_default("learning_rate", 1e-4)
+FLAGS.set_default("save_checkpoints_steps", 500)
+FLAGS.set_default("num_train_epochs", 1.0)
+
+
+def corpus_files(patterns: list[str]) -> list[str]:
+    files = sorted({path for pattern in patterns for path in tf.io.gfile.glob(pattern)})
+    if not files:
+        raise MissingFileError(f"--corpus={','.join(patterns)}: no such file")
+    empty = [path for path in files if os.path.getsize(path) == 0]
+    if empty:
+        raise FlagError("corpus", f"--corpus: {empty[0]} is empty")
+    return files
+
+
+def text_dataset(files: list[str], tokenizer: Tokenizer, *, batch_size: int, max_seq_length: int,
+                 seed: int, shuffle_buffer: int) -> tf.data.Dataset:
+    """Endless `(x, y)` batches of tokenized corpus sentences (y: zeros), streamed and seeded."""
+
+    def encode(lines):
+        texts = [line.decode("utf-8", errors="replace") for line in lines.numpy()]
+        ids, types = tokenizer.encode_batch(texts, None, max_seq_length)
+        batch = pipeline.pad_rows(ids)
+        return batch, (batch != 0).astype(np.int32), pipeline.pad_rows(types)
+
+    def to_features(lines):
+        ids, mask, types = tf.py_function(encode, [lines], [tf.int32, tf.int32, tf.int32])
+        for tensor in (ids, mask, types):
+            tensor.set_shape([None, None])
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, tf.zeros_like(ids[:, 0])
+
+    lines = tf.data.TextLineDataset(files).map(tf.strings.strip).filter(lambda line: tf.strings.length(line) > 0)
+    return (lines.repeat().shuffle(shuffle_buffer, seed=seed).batch(batch_size)
+            .map(to_features, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE))
+
+
+def main(argv):
+    del argv
+    for name in ("student_config", "corpus", "output_dir"):
+        if not FLAGS[name].value:
+            raise FlagError(name, f"--{name} is required")
+    validate_common_flags(FLAGS)
+    if FLAGS.max_steps <= 0 or FLAGS.shuffle_buffer <= 0:
+        raise FlagError("max_steps", "--max_steps and --shuffle_buffer must be positive")
+    files = corpus_files(FLAGS.corpus)
+    validation.model_path("teacher_model", FLAGS.teacher_model)
+    pretrained = checkpoints.resolve_pretrained(FLAGS.teacher_model)
+    student_config = BertConfig.from_json_file(FLAGS.student_config)
+    if student_config.vocab_size != pretrained.config.vocab_size:
+        raise FlagError("student_config", f"student vocab_size {student_config.vocab_size} differs from the "
+                        f"teacher's {pretrained.config.vocab_size}: the student uses the teacher's vocabulary")
+    matches = layer_map.resolve_layer_map(FLAGS.layer_map, pretrained.config, student_config)
+    set_precision_policy(FLAGS.mixed_precision)
+    strategy = get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
+    keras.utils.set_random_seed(FLAGS.seed)
+    runner.prepare_run(FLAGS, data_files=files, model_config=student_config.to_dict(),
+                       inputs={"teacher_model": FLAGS.teacher_model, "student_config": FLAGS.student_config},
+                       ignore_flags=("max_steps",), chief=is_chief(strategy))
+    do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
+    tokenizer = Tokenizer(pretrained.vocab_file, do_lower_case)
+    with strategy.scope():
+        teacher = BertEncoder(pretrained.config, output_hidden_states=True, output_attentions=True)
+        checkpoints.restore_weights(teacher, pretrained)
+        student = BertEncoder(student_config, output_hidden_states=True, output_attentions=True)
+        if FLAGS.student_init == "teacher_layers":
+            layer_map.copy_teacher_layers(teacher, student,
+                                          layer_map.teacher_layers_for_init(matches, pretrained.config, student_config))
+        projections = layer_map.FeatureProjections(matches, pretrained.config, student_config)
+    logging.info("General distillation from %s (%d parameters) into %d parameters on %s:\n%s", pretrained.source,
+                 parameter_count(teacher), parameter_count(student), files,
+                 layer_map.describe(matches, pretrained.config, student_config))
+    runner.train_from_flags(
+        IntermediateTask(teacher, student, student, matches, projections), strategy, FLAGS, eval_dataset=None,
+        steps_per_epoch=FLAGS.max_steps, num_train_epochs=1.0,
+        train_dataset_fn=lambda epoch: text_dataset(files, tokenizer, batch_size=FLAGS.train_batch_size,
+                                                    max_seq_length=FLAGS.max_seq_length, seed=FLAGS.seed,
+                                                    shuffle_buffer=FLAGS.shuffle_buffer))
+    if is_chief(strategy):
+        folder = os.path.join(FLAGS.output_dir, "student")
+        tmp = folder + ".tmp"
+        checkpoints.save_hf_encoder(student, tmp, pretrained.vocab_file, do_lower_case)
+        layer_map.write_layer_map(matches, os.path.join(tmp, "layer_map.json"))
+        if os.path.exists(folder):
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+        logging.info("Student written to %s (use it as task_distill.py --student_model)", folder)
+
+
+if __name__ == "__main__":
+    errors.run(main)

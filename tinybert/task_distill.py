@@ -1,0 +1,246 @@
+"""TinyBERT task distillation: a fine-tuned teacher (an export folder of run_classifier.py) into a
+smaller BERT, in two stages on (augmented) task data.
+
+    python tinybert/task_distill.py --teacher_model=outputs/teacher/export \\
+        --student_config=tinybert/configs/student_3l_384.json --data_dir=../shared/data/sst2 \\
+        --augmented_file=outputs/augmented.tsv --output_dir=outputs/tinybert
+
+Stage 1 (`intermediate`): embeddings, hidden states and pre-softmax attention scores, matched as
+`--layer_map` says (a rule: uniform, last, skip; or a JSON file), teacher online, constant
+learning rate. Stage 2 (`prediction`): soft cross-entropy against the teacher's logits at
+`--temperature` (from the transfer set when it has logit columns, else the teacher online; with
+`--hard_label_weight` mixing in the gold labels: 1.0 is plain fine-tuning), warm-up and linear
+decay, best-by-dev kept. `--stage=both` (default) runs stage 1 then stage 2 in one
+`--output_dir`; each stage has its own folder (`intermediate/`, `prediction/`: checkpoints,
+TensorBoard, best), so a killed run resumes in the right stage at the right step, and
+`--stage=prediction` after `--stage=intermediate` continues from stage 1's student
+(`intermediate/student.weights.h5`, written when stage 1 ends). The best student is exported
+to `<output_dir>/export` like the teacher (SavedModel, ONNX, INT8 ONNX, Hugging Face files);
+the projections are training-only and dropped. `--dry_run` prints the resolved layer map and
+the parameter counts, and exits.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+from absl import flags, logging
+
+from bertdistill import checkpoints, errors, export, layer_map, pipeline, runner, trainer, transfer_set, validation
+from bertdistill.bert import BertConfig
+from bertdistill.distill import hard_cross_entropy
+from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
+from bertdistill.errors import ConfigError, FlagError
+from bertdistill.flags import define_common_flags, on_error, processor_from_flags, split_file, validate_common_flags
+from bertdistill.tinybert import (IntermediateTask, PredictionTask, distillation_classifier, init_from_teacher,
+                                  parameter_count, with_distillation_outputs)
+
+define_common_flags(bert=False)
+errors.define_flags()
+flags.DEFINE_string("teacher_model", None, "The fine-tuned teacher: an export folder of run_classifier.py.")
+flags.DEFINE_string("student_config", None, "The student's bert_config.json / config.json (layers, hidden size, "
+                    "heads, intermediate size; the vocabulary is the teacher's).")
+flags.DEFINE_string("student_model", None, "A student folder from general_distill.py (instead of --student_config).")
+flags.DEFINE_enum("student_init", "teacher_layers", ["teacher_layers", "random"],
+                  "Start of a --student_config student: the teacher's embeddings and mapped layers, or random.")
+flags.DEFINE_string("augmented_file", None, "Training TSV from tinybert/data_augmentation.py or generate_dataset.py "
+                    "(default: the task's train split).")
+flags.DEFINE_enum("stage", "both", ["intermediate", "prediction", "both"], "Which stage(s) to run.")
+flags.DEFINE_float("intermediate_epochs", 10.0, "Stage 1 epochs (--stage=both).")
+flags.DEFINE_float("prediction_epochs", 3.0, "Stage 2 epochs (--stage=both).")
+flags.DEFINE_float("intermediate_learning_rate", 5e-5, "Stage 1 learning rate (constant; --stage=both).")
+flags.DEFINE_float("prediction_learning_rate", 3e-5, "Stage 2 peak learning rate (--stage=both).")
+flags.DEFINE_integer("intermediate_max_examples", None, "Stage 1 on a seeded random subset of this many "
+                     "training examples (time budget); stage 2 uses them all.")
+flags.DEFINE_float("temperature", 1.0, "Softmax temperature of the prediction-layer loss.")
+flags.DEFINE_float("hard_label_weight", 0.0, "Weight of the gold-label cross-entropy in stage 2 (1.0: no teacher).")
+flags.DEFINE_string("layer_map", "uniform", "Layer map: uniform, last, skip, or a JSON file of matches.")
+flags.DEFINE_bool("dry_run", False, "Print the resolved layer map and parameter counts, then exit.")
+flags.DEFINE_bool("do_export", True, "Export the best student to <output_dir>/export.")
+FLAGS = flags.FLAGS
+FLAGS.set_default("save_checkpoints_steps", 500)
+FLAGS.set_default("eval_batch_size", 64)
+FLAGS.set_default("predict_batch_size", 64)
+
+
+def stage_settings(stage: str) -> tuple[float, float]:
+    """(epochs, learning rate) of `stage`: the generic flags for a single stage, the per-stage ones for both."""
+    if FLAGS.stage == "both":
+        for name in ("num_train_epochs", "learning_rate"):
+            if FLAGS[name].present:
+                raise FlagError(name, f"--{name} applies to a single --stage; with --stage=both use "
+                                "--intermediate_epochs/--prediction_epochs and the per-stage learning rates")
+        return FLAGS[f"{stage}_epochs"].value, FLAGS[f"{stage}_learning_rate"].value
+    epochs = FLAGS.num_train_epochs if FLAGS["num_train_epochs"].present else FLAGS[f"{stage}_epochs"].value
+    rate = FLAGS.learning_rate if FLAGS["learning_rate"].present else FLAGS[f"{stage}_learning_rate"].value
+    return epochs, rate
+
+
+def student_source() -> tuple[BertConfig, checkpoints.Pretrained | None]:
+    """The student's config, and the general-distillation weights when --student_model is given."""
+    if bool(FLAGS.student_config) == bool(FLAGS.student_model):
+        raise FlagError("student_config", "give exactly one of --student_config and --student_model")
+    if FLAGS.student_model:
+        pretrained = checkpoints.resolve_pretrained(FLAGS.student_model)
+        return pretrained.config, pretrained
+    return BertConfig.from_json_file(FLAGS.student_config), None
+
+
+def check_student(teacher: checkpoints.Teacher, config: BertConfig) -> None:
+    if config.vocab_size != teacher.model.encoder.config.vocab_size:
+        raise ConfigError(f"student vocab_size {config.vocab_size} differs from the teacher's "
+                          f"{teacher.model.encoder.config.vocab_size}: the student uses the teacher's vocabulary")
+    for name, config_of in (("teacher", teacher.model.encoder.config), ("student", config)):
+        if FLAGS.max_seq_length > config_of.max_position_embeddings:
+            raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the {name}'s "
+                            f"max_position_embeddings={config_of.max_position_embeddings}")
+
+
+def dry_run(teacher: checkpoints.Teacher, student_config: BertConfig, matches) -> None:
+    student = distillation_classifier(student_config, len(teacher.labels), teacher.model.pooling)
+    projections = layer_map.FeatureProjections(matches, teacher.model.encoder.config, student_config)
+    print(layer_map.describe(matches, teacher.model.encoder.config, student_config))
+    print(f"teacher parameters: {parameter_count(teacher.model):,}")
+    print(f"student parameters: {parameter_count(student):,} (+ {parameter_count(projections):,} in "
+          "training-only projections)")
+    if FLAGS.student_model is None and FLAGS.student_init == "teacher_layers":
+        print("student layers start from teacher layers "
+              f"{layer_map.teacher_layers_for_init(matches, teacher.model.encoder.config, student_config)}")
+
+
+class HardAndSoftTask(PredictionTask):
+    """Stage 2 with `--hard_label_weight` w: (1 - w) * soft cross-entropy + w * gold-label cross-entropy."""
+
+    def __init__(self, student, teacher, temperature: float, weight: float):
+        super().__init__(student, teacher if weight < 1.0 else None, temperature)
+        self.weight = weight
+
+    def loss_terms(self, x, y):
+        labels = y["label_ids"] if isinstance(y, dict) else y
+        terms = {"hard_cross_entropy": self.weight * hard_cross_entropy(labels, self.student(x, training=True))}
+        if self.weight < 1.0:
+            terms["soft_cross_entropy"] = (1.0 - self.weight) * super().loss_terms(x, y)["soft_cross_entropy"]
+        return terms
+
+
+def main(argv):
+    del argv
+    for name in ("teacher_model", "output_dir"):
+        if not FLAGS[name].value:
+            raise FlagError(name, f"--{name} is required")
+    validate_common_flags(FLAGS)
+    if FLAGS.temperature <= 0 or not 0.0 <= FLAGS.hard_label_weight <= 1.0:
+        raise FlagError("temperature", "need --temperature > 0 and 0 <= --hard_label_weight <= 1")
+    stages = ["intermediate", "prediction"] if FLAGS.stage == "both" else [FLAGS.stage]
+    settings = {stage: stage_settings(stage) for stage in stages}
+    set_precision_policy(FLAGS.mixed_precision)
+    strategy = get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
+    keras.utils.set_random_seed(FLAGS.seed)
+
+    validation.model_path("teacher_model", FLAGS.teacher_model)
+    validation.model_path("student_model", FLAGS.student_model)
+    teacher = checkpoints.load_teacher(FLAGS.teacher_model)
+    student_config, student_pretrained = student_source()
+    check_student(teacher, student_config)
+    matches = layer_map.resolve_layer_map(FLAGS.layer_map, teacher.model.encoder.config, student_config)
+    if FLAGS.dry_run:
+        dry_run(teacher, student_config, matches)
+        return
+
+    processor = processor_from_flags(FLAGS)
+    if processor.get_labels() != teacher.labels:
+        raise ConfigError(f"{FLAGS.teacher_model}/labels.json {teacher.labels} differs from task "
+                          f"{FLAGS.task_name}'s labels {processor.get_labels()}")
+    labels = teacher.labels
+    if FLAGS.augmented_file:
+        train_examples, teacher_logits = transfer_set.read_labelled_sentences(FLAGS.augmented_file, labels,
+                                                                              on_error=on_error(FLAGS))
+    else:
+        train_examples, teacher_logits = processor.get_train_examples(FLAGS.data_dir), None
+    dev_examples = processor.get_dev_examples(FLAGS.data_dir)
+
+    def features(examples):
+        return pipeline.convert_examples_to_features(examples, teacher.tokenizer, labels, FLAGS.max_seq_length)
+
+    train_features, dev_features = features(validation.non_empty(train_examples, "the training set")), \
+        features(validation.non_empty(dev_examples, "the dev set"))
+    runner.prepare_run(
+        FLAGS, data_files=[FLAGS.augmented_file or split_file(FLAGS, "train"), split_file(FLAGS, "dev")],
+        model_config={**student_config.to_dict(), "labels": labels},
+        inputs={"teacher_model": FLAGS.teacher_model, "student_model": FLAGS.student_model,
+                "student_config": FLAGS.student_config, "data_dir": FLAGS.data_dir,
+                "augmented_file": FLAGS.augmented_file},
+        ignore_flags=("stage", "dry_run", "do_export"), chief=is_chief(strategy))
+    stage_dir = {stage: os.path.join(FLAGS.output_dir, stage) for stage in ("intermediate", "prediction")}
+    stage1_student = os.path.join(stage_dir["intermediate"], "student.weights.h5")
+
+    with strategy.scope():
+        student = distillation_classifier(student_config, len(labels), teacher.model.pooling)
+        if student_pretrained is not None:
+            checkpoints.restore_weights(student.encoder, student_pretrained)
+        elif FLAGS.student_init == "teacher_layers":
+            init_from_teacher(student, teacher.model, layer_map.teacher_layers_for_init(
+                matches, teacher.model.encoder.config, student_config))
+    logging.info("Teacher %d parameters, student %d; %d training examples%s", parameter_count(teacher.model),
+                 parameter_count(student), len(train_features),
+                 " with teacher logits" if teacher_logits is not None else "")
+
+    if "intermediate" in stages:
+        epochs, rate = settings["intermediate"]
+        stage_features = train_features
+        if FLAGS.intermediate_max_examples and FLAGS.intermediate_max_examples < len(train_features):
+            chosen = np.random.default_rng(FLAGS.seed).choice(len(train_features), FLAGS.intermediate_max_examples,
+                                                              replace=False)
+            stage_features = train_features.select(np.sort(chosen))
+        with strategy.scope():
+            online_teacher = with_distillation_outputs(teacher.model)
+            projections = layer_map.FeatureProjections(matches, teacher.model.encoder.config, student_config)
+        task = IntermediateTask(online_teacher.encoder, student, student.encoder, matches, projections)
+        logging.info("Stage 1 (intermediate layers) on %d examples:\n%s", len(stage_features),
+                     layer_map.describe(matches, teacher.model.encoder.config, student_config))
+        runner.train_from_flags(
+            task, strategy, FLAGS, output_dir=stage_dir["intermediate"], num_train_epochs=epochs,
+            learning_rate=rate, constant_learning_rate=True, eval_dataset=None,
+            steps_per_epoch=pipeline.num_batches(stage_features, batch_size=FLAGS.train_batch_size,
+                                                 is_training=True, max_seq_length=FLAGS.max_seq_length),
+            train_dataset_fn=lambda epoch: pipeline.make_dataset(
+                stage_features, batch_size=FLAGS.train_batch_size, is_training=True, seed=FLAGS.seed + epoch,
+                max_seq_length=FLAGS.max_seq_length, static_padding=FLAGS.use_xla))
+        if is_chief(strategy):
+            layer_map.write_layer_map(matches, os.path.join(stage_dir["intermediate"], "layer_map.json"))
+            trainer.save_model_weights(student, stage1_student)
+
+    if "prediction" in stages:
+        if os.path.exists(stage1_student):
+            student.load_weights(stage1_student)
+            logging.info("Stage 2 starts from stage 1's student: %s", stage1_student)
+        epochs, rate = settings["prediction"]
+        extras = {"teacher_logits": teacher_logits} if teacher_logits is not None else None
+        task = HardAndSoftTask(student, teacher.model, FLAGS.temperature, FLAGS.hard_label_weight)
+        eval_dataset = pipeline.make_dataset(dev_features, batch_size=FLAGS.eval_batch_size, is_training=False)
+        runner.train_from_flags(
+            task, strategy, FLAGS, output_dir=stage_dir["prediction"], num_train_epochs=epochs, learning_rate=rate,
+            eval_dataset=eval_dataset,
+            steps_per_epoch=pipeline.num_batches(train_features, batch_size=FLAGS.train_batch_size,
+                                                 is_training=True, max_seq_length=FLAGS.max_seq_length),
+            train_dataset_fn=lambda epoch: pipeline.make_dataset(
+                train_features, batch_size=FLAGS.train_batch_size, is_training=True, seed=FLAGS.seed + epoch,
+                max_seq_length=FLAGS.max_seq_length, static_padding=FLAGS.use_xla, extras=extras))
+        best = trainer.read_best(stage_dir["prediction"])
+        runner.evaluate_to_file(student, eval_dataset, FLAGS.output_dir, strategy,
+                                global_step=best["global_step"] if best else 0, num_examples=len(dev_features))
+        if FLAGS.do_export and is_chief(strategy):
+            x, _ = next(iter(pipeline.make_dataset(dev_features, batch_size=8, is_training=False)))
+            export.export_bert_classifier(
+                student, os.path.join(FLAGS.output_dir, "export"), vocab_file=teacher.tokenizer.vocab_file,
+                labels=labels, do_lower_case=teacher.tokenizer.do_lower_case,
+                sample={k: v.numpy() for k, v in x.items()},
+                info={"model": "tinybert", "task_name": FLAGS.task_name, "max_seq_length": FLAGS.max_seq_length,
+                      "teacher": os.path.abspath(FLAGS.teacher_model), "best": best,
+                      "stages": stages, "layer_map": layer_map.layer_map_to_json(matches)})
+
+
+if __name__ == "__main__":
+    errors.run(main)
