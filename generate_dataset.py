@@ -28,31 +28,21 @@ from absl import flags, logging
 from bertdistill import augment, data, errors, pipeline, runner, transfer_set, validation
 from bertdistill.checkpoints import Teacher, load_teacher
 from bertdistill.errors import FlagError
-from bertdistill.flags import define_data_flags, on_error
+from bertdistill.flags import define_augmentation_flags, on_error, validate_augmentation_flags
 
-flags.DEFINE_string("input", None, "Training TSV (`sentence<TAB>label`) or a task's data folder (its train split).")
-flags.DEFINE_string("output", None, "Transfer-set TSV to write (e.g. augmented.tsv).")
-flags.DEFINE_string("model", None, "Teacher: an export folder of bert_finetune, a Hugging Face folder or a "
-                    "Google checkpoint prefix (with --bert_config_file and --vocab_file).")
-flags.DEFINE_string("bert_config_file", None, "bert_config.json of a Google checkpoint teacher.")
-flags.DEFINE_string("vocab_file", None, "vocab.txt of a Google checkpoint teacher.")
-flags.DEFINE_string("task_name", "sst-2", "Task whose labels and train split to use.")
 flags.DEFINE_bool("no_augment", False, "Only label the original sentences.")
-flags.DEFINE_integer("augment_factor", 20, "Augmentation attempts per original (Tang et al.: 20).")
 flags.DEFINE_float("p_mask", 0.1, "Per-word probability of [MASK].")
 flags.DEFINE_float("p_replace", 0.1, "Per-word probability of a same-kind replacement.")
 flags.DEFINE_float("p_ngram", 0.25, "Per-sentence probability of keeping only a random n-gram (n in 1..5).")
 flags.DEFINE_enum("replacement", "auto", ["auto", "pos", "word_vectors", "teacher_embeddings"],
                   "How a replacement word is chosen (auto: pos, else word_vectors, else teacher_embeddings).")
 flags.DEFINE_string("word_vectors", None, "GloVe/word2vec text file for --replacement=word_vectors.")
-flags.DEFINE_integer("batch_size", 256, "Teacher inference batch size.")
-flags.DEFINE_integer("max_seq_length", 128, "Teacher's maximum WordPiece tokens per sentence.")
-flags.DEFINE_integer("seed", 12345, "Augmentation seed.")
-flags.DEFINE_integer("num_shards", 1, "Split the originals into this many contiguous shards.")
-flags.DEFINE_integer("shard_index", 0, "The shard to produce (0-based).")
-flags.DEFINE_integer("max_examples", None, "Use only the first N originals (before sharding).")
-flags.DEFINE_integer("chunk_size", 2048, "Originals augmented and labelled per step (memory, progress).")
-define_data_flags()
+define_augmentation_flags(
+    model_help="Teacher: an export folder of bert_finetune, a Hugging Face folder or a Google checkpoint prefix "
+               "(with --bert_config_file and --vocab_file).",
+    augment_factor_help="Augmentation attempts per original (Tang et al.: 20).",
+    batch_size_help="Teacher inference batch size.", max_seq_length_help="Teacher's maximum WordPiece tokens.",
+    chunk_size=2048)
 errors.define_flags()
 FLAGS = flags.FLAGS
 
@@ -108,22 +98,10 @@ def label_with_teacher(teacher: Teacher, sentences: list[str]) -> np.ndarray:
 
 def validate_flags() -> None:
     """Refuses flag values that cannot be meant, naming the flag, before anything is loaded."""
-    for name in ("input", "output", "model"):
-        validation.require(name, FLAGS[name].value)
-    validation.positive("num_shards", FLAGS.num_shards)
-    if not 0 <= FLAGS.shard_index < FLAGS.num_shards:
-        raise FlagError("shard_index", f"--shard_index={FLAGS.shard_index} is outside 0..{FLAGS.num_shards - 1} "
-                        f"(--num_shards={FLAGS.num_shards})")
-    if FLAGS.augment_factor < 0:
-        raise FlagError("augment_factor", f"--augment_factor={FLAGS.augment_factor} must be >= 0 (0: originals only)")
-    for name in ("batch_size", "chunk_size"):
-        validation.positive(name, FLAGS[name].value)
+    validation.require("model", FLAGS.model)
+    validate_augmentation_flags(FLAGS, min_seq_length=3)
     for name in ("p_mask", "p_replace", "p_ngram"):
         validation.in_range(name, FLAGS[name].value, 0.0, 1.0)
-    if FLAGS.max_examples is not None:
-        validation.positive("max_examples", FLAGS.max_examples)
-    if FLAGS.max_seq_length < 3:
-        raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} must be at least 3 ([CLS] x [SEP])")
     if FLAGS.replacement == "word_vectors" and not FLAGS.word_vectors:
         raise FlagError("word_vectors", "--replacement=word_vectors needs --word_vectors")
     if FLAGS.word_vectors and not os.path.isfile(FLAGS.word_vectors):

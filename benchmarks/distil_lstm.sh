@@ -20,6 +20,6 @@ for run in train distil; do
   "$PYTHON" distil_lstm/main.py --mode=test --data_dir="$data_dir" --output_dir="$out/$run"
   echo "$run: $(tr '\n' ' ' < "$out/$run/eval_results.txt")"
 done
-"$PYTHON" benchmarks/student_speed.py --data_dir="$data_dir" --teacher_dir="$teacher" --student_dir="$out/distil/export" \
+"$PYTHON" benchmarks/student_speed.py --data_dir="$data_dir" --teacher_dir="$teacher" --students="bilstm=$out/distil/export" \
   --bert_base_reference \
   | tee "$out/student_speed.json"

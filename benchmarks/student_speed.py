@@ -1,10 +1,13 @@
-"""A student against its teacher in the same runtime (ONNX Runtime, CPU): parameters, size on
+"""Students against their teacher in the same runtime (ONNX Runtime, CPU): parameters, size on
 disk, single-sentence latency (tokenization included) and batch-64 throughput on SST-2 dev.
 With `--bert_base_reference`, also times an untrained BERT-base-shaped model (12 layers,
 768 wide) on the teacher's tokenizer: the size of teacher a 50x latency target usually assumes.
 
     python benchmarks/student_speed.py --teacher_dir outputs/teacher/export \\
-        --student_dir outputs/lstm_distil/export
+        --students bilstm=outputs/lstm_distil/export,tinybert=outputs/tinybert/export
+
+Each student is an export folder of distil_lstm (BiLSTM: its word vocabulary) or of a BERT
+model (run_classifier, tinybert: WordPiece), chosen from its `export_info.json`.
 """
 
 import json
@@ -22,7 +25,7 @@ from distil_lstm.predict import TextClassifier
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
 flags.DEFINE_string("data_dir", os.path.join(SHARED, "data", "sst2"), "GLUE SST-2 folder.")
 flags.DEFINE_string("teacher_dir", None, "Teacher export folder (bert_finetune).")
-flags.DEFINE_string("student_dir", None, "BiLSTM student export folder (distil_lstm).")
+flags.DEFINE_list("students", None, "NAME=EXPORT_FOLDER of each student (BiLSTM or BERT).")
 flags.DEFINE_integer("latency_sentences", 300, "Dev sentences timed one at a time.")
 flags.DEFINE_integer("threads", 0, "ONNX Runtime intra-op threads (0: all cores).")
 flags.DEFINE_bool("bert_base_reference", False, "Also time an untrained BERT-base-shaped teacher (speed only).")
@@ -89,32 +92,47 @@ def ratios(teacher: dict, student: dict) -> dict:
             "size": teacher["onnx_mb"] / student["onnx_mb"]}
 
 
+def parameters_of(folder: str) -> int:
+    with open(os.path.join(folder, "export_info.json"), encoding="utf-8") as f:
+        count = json.load(f).get("parameters")
+    if count is None:
+        from safetensors.numpy import load_file
+        count = sum(a.size for a in load_file(os.path.join(folder, "model.safetensors")).values())
+    return int(count)
+
+
+def text_model(folder: str, model_file: str):
+    """Raw text -> logits for an export folder: the BiLSTM's words or a BERT's WordPiece."""
+    with open(os.path.join(folder, "export_info.json"), encoding="utf-8") as f:
+        kind = json.load(f).get("model")
+    if kind == "bilstm_classifier":
+        return TextClassifier(folder, quantized="int8" in model_file, intra_op_threads=FLAGS.threads)
+    return TeacherText(folder, os.path.join(folder, model_file))
+
+
 def main(argv):
     del argv
     dev = data.Sst2Processor().get_dev_examples(FLAGS.data_dir)
     texts, labels = [e.text_a for e in dev], np.array([int(e.label) for e in dev])
-    with open(os.path.join(FLAGS.student_dir, "export_info.json"), encoding="utf-8") as f:
-        student_parameters = json.load(f)["parameters"]
-    from safetensors.numpy import load_file
-    teacher_parameters = sum(a.size for a in load_file(os.path.join(FLAGS.teacher_dir, "model.safetensors")).values())
+    folders = {"teacher": FLAGS.teacher_dir, **dict(item.split("=", 1) for item in FLAGS.students or [])}
     results = {}
-    for name, folder, parameters in (("teacher", FLAGS.teacher_dir, teacher_parameters),
-                                     ("student", FLAGS.student_dir, student_parameters)):
+    for name, folder in folders.items():
         for model_file in ("model.onnx", "model.int8.onnx"):
-            model = (TeacherText(folder, os.path.join(folder, model_file)) if name == "teacher"
-                     else TextClassifier(folder, quantized=model_file == "model.int8.onnx",
-                                         intra_op_threads=FLAGS.threads))
             key = f"{name}{'_int8' if 'int8' in model_file else ''}"
-            results[key] = {"parameters": parameters, "onnx_mb": size_mb(os.path.join(folder, model_file)),
-                            **measure(model, texts, labels)}
+            results[key] = {"parameters": parameters_of(folder), "onnx_mb": size_mb(os.path.join(folder, model_file)),
+                            **measure(text_model(folder, model_file), texts, labels)}
             print(key, json.dumps(results[key]), flush=True)
-    for suffix in ("", "_int8"):
-        results[f"speedup{suffix}"] = ratios(results[f"teacher{suffix}"], results[f"student{suffix}"])
+    for name in folders:
+        for suffix in ("", "_int8"):
+            if name != "teacher":
+                results[f"speedup_{name}{suffix}"] = ratios(results[f"teacher{suffix}"], results[f"{name}{suffix}"])
     if FLAGS.bert_base_reference:
         results["bert_base_untrained"] = bert_base_reference(FLAGS.teacher_dir, texts, labels)
-        for suffix in ("", "_int8"):
-            results[f"speedup_vs_bert_base{suffix}"] = ratios(results["bert_base_untrained"],
-                                                              results[f"student{suffix}"])
+        for name in folders:
+            for suffix in ("", "_int8"):
+                if name != "teacher":
+                    results[f"speedup_{name}_vs_bert_base{suffix}"] = ratios(results["bert_base_untrained"],
+                                                                             results[f"{name}{suffix}"])
     print(json.dumps(results, indent=2))
 
 

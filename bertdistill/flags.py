@@ -147,3 +147,49 @@ def split_file(fv: flags.FlagValues, split: str) -> str | None:
         return None
     extension = "csv" if fv.task_name.lower() == "csv" else "tsv"
     return os.path.join(fv.data_dir, f"{split}.{extension}")
+
+
+def define_augmentation_flags(flag_values: flags.FlagValues = flags.FLAGS, *, model_help: str,
+                              augment_factor_help: str, batch_size_help: str, max_seq_length_help: str,
+                              chunk_size: int) -> None:
+    """The flags of the two data-augmentation scripts (generate_dataset.py, tinybert/data_augmentation.py):
+    input/output, the model, the task, sharding and seeding, sizes. Safe to call twice."""
+    if "augment_factor" in flag_values:
+        return
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("input", None, "Training TSV (`sentence<TAB>label`) or a task's data folder (its train "
+                        "split).", **fv)
+    flags.DEFINE_string("output", None, "TSV to write (atomically: a temporary file renamed at the end).", **fv)
+    flags.DEFINE_string("model", None, model_help, **fv)
+    flags.DEFINE_string("bert_config_file", None, "bert_config.json of a Google checkpoint --model.", **fv)
+    flags.DEFINE_string("vocab_file", None, "vocab.txt of a Google checkpoint --model.", **fv)
+    flags.DEFINE_string("task_name", "sst-2", "Task whose labels (and train split, for a folder) to use.", **fv)
+    flags.DEFINE_integer("augment_factor", 20, augment_factor_help, **fv)
+    flags.DEFINE_integer("batch_size", 256, batch_size_help, **fv)
+    flags.DEFINE_integer("max_seq_length", 128, max_seq_length_help, **fv)
+    flags.DEFINE_integer("seed", 12345, "Augmentation seed (per example: results do not depend on sharding).", **fv)
+    flags.DEFINE_integer("num_shards", 1, "Split the originals into this many contiguous shards.", **fv)
+    flags.DEFINE_integer("shard_index", 0, "The shard to produce (0-based).", **fv)
+    flags.DEFINE_integer("max_examples", None, "Use only the first N originals (before sharding).", **fv)
+    flags.DEFINE_integer("chunk_size", chunk_size, "Originals processed together (memory, progress).", **fv)
+    define_data_flags(flag_values)
+
+
+def validate_augmentation_flags(fv: flags.FlagValues = flags.FLAGS, *, min_seq_length: int) -> None:
+    """Refuses the augmentation flags' values that cannot be meant, naming the flag."""
+    from bertdistill import validation
+
+    for name in ("input", "output"):
+        validation.require(name, fv[name].value)
+    validation.positive("num_shards", fv.num_shards)
+    if not 0 <= fv.shard_index < fv.num_shards:
+        raise FlagError("shard_index", f"--shard_index={fv.shard_index} is outside 0..{fv.num_shards - 1} "
+                        f"(--num_shards={fv.num_shards})")
+    if fv.augment_factor < 0:
+        raise FlagError("augment_factor", f"--augment_factor={fv.augment_factor} must be >= 0 (0: originals only)")
+    for name in ("batch_size", "chunk_size"):
+        validation.positive(name, fv[name].value)
+    if fv.max_examples is not None:
+        validation.positive("max_examples", fv.max_examples)
+    if fv.max_seq_length < min_seq_length:
+        raise FlagError("max_seq_length", f"--max_seq_length={fv.max_seq_length} must be at least {min_seq_length}")

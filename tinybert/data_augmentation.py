@@ -34,53 +34,31 @@ from absl import flags, logging
 
 from bertdistill import augment, checkpoints, data, errors, runner, transfer_set, validation
 from bertdistill.errors import FlagError
-from bertdistill.flags import define_data_flags, on_error
+from bertdistill.flags import define_augmentation_flags, on_error, validate_augmentation_flags
 from bertdistill.tokenization import Tokenizer
 
-flags.DEFINE_string("input", None, "Training TSV (`sentence<TAB>label`) or a task's data folder (its train split).")
-flags.DEFINE_string("output", None, "Augmented TSV to write (`sentence<TAB>label`).")
-flags.DEFINE_string("model", None, "BERT with its MLM head: a Hugging Face folder (BertForMaskedLM / "
-                    "BertForPreTraining), a Google checkpoint prefix (with --bert_config_file and --vocab_file) or "
-                    "one of our export folders. Default: the offline all-MiniLM-L6-v2 (no MLM head: neighbours only).")
-flags.DEFINE_string("bert_config_file", None, "bert_config.json of a Google checkpoint.")
-flags.DEFINE_string("vocab_file", None, "vocab.txt of a Google checkpoint.")
-flags.DEFINE_string("task_name", "sst-2", "Task whose labels (and train split, for a folder) to use.")
-flags.DEFINE_integer("augment_factor", 20, "Replacement passes per original (TinyBERT's N; 20 for SST-2).")
 flags.DEFINE_float("p", 0.4, "Per-word probability of replacing a word that has candidates.")
 flags.DEFINE_integer("top_k", 15, "Candidates per word (TinyBERT's M).")
 flags.DEFINE_string("glove_embs", None, "GloVe/word2vec text file for the neighbours (default: the model's "
                     "input embeddings).")
 flags.DEFINE_integer("glove_max_words", 100000, "Read only the first N word vectors (the reference: 100,000).")
-flags.DEFINE_integer("batch_size", 256, "Masked rows per MLM forward pass (1: one pass per word, the reference).")
-flags.DEFINE_integer("max_seq_length", 128, "WordPiece tokens per MLM row ([CLS] masked [SEP] original [SEP]).")
-flags.DEFINE_integer("seed", 12345, "Augmentation seed.")
-flags.DEFINE_integer("num_shards", 1, "Split the originals into this many contiguous shards.")
-flags.DEFINE_integer("shard_index", 0, "The shard to produce (0-based).")
-flags.DEFINE_integer("max_examples", None, "Use only the first N originals (before sharding).")
-flags.DEFINE_integer("chunk_size", 1024, "Originals whose candidates are computed together (memory, progress).")
-define_data_flags()
+define_augmentation_flags(
+    model_help="BERT with its MLM head: a Hugging Face folder (BertForMaskedLM / BertForPreTraining), a Google "
+               "checkpoint prefix (with --bert_config_file and --vocab_file) or one of our export folders. Default: "
+               "the offline all-MiniLM-L6-v2 (no MLM head: neighbours only).",
+    augment_factor_help="Replacement passes per original (TinyBERT's N; 20 for SST-2).",
+    batch_size_help="Masked rows per MLM forward pass (1: one pass per word, the reference).",
+    max_seq_length_help="WordPiece tokens per MLM row ([CLS] masked [SEP] original [SEP]).", chunk_size=1024)
 errors.define_flags()
 FLAGS = flags.FLAGS
 
 
 def validate_flags() -> None:
     """Refuses flag values that cannot be meant, naming the flag, before anything is loaded."""
-    for name in ("input", "output"):
-        validation.require(name, FLAGS[name].value)
-    validation.positive("num_shards", FLAGS.num_shards)
-    if not 0 <= FLAGS.shard_index < FLAGS.num_shards:
-        raise FlagError("shard_index", f"--shard_index={FLAGS.shard_index} is outside 0..{FLAGS.num_shards - 1} "
-                        f"(--num_shards={FLAGS.num_shards})")
-    if FLAGS.augment_factor < 0:
-        raise FlagError("augment_factor", f"--augment_factor={FLAGS.augment_factor} must be >= 0 (0: originals only)")
+    validate_augmentation_flags(FLAGS, min_seq_length=5)
     validation.in_range("p", FLAGS.p, 0.0, 1.0)
-    for name in ("top_k", "batch_size", "chunk_size", "glove_max_words"):
+    for name in ("top_k", "glove_max_words"):
         validation.positive(name, FLAGS[name].value)
-    if FLAGS.max_examples is not None:
-        validation.positive("max_examples", FLAGS.max_examples)
-    if FLAGS.max_seq_length < 5:
-        raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} must be at least 5 "
-                        "([CLS] word [SEP] word [SEP])")
     if FLAGS.glove_embs and not os.path.isfile(FLAGS.glove_embs):
         raise FlagError("glove_embs", f"--glove_embs={FLAGS.glove_embs} does not exist")
     validation.model_path("model", FLAGS.model)
