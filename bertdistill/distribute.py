@@ -38,7 +38,7 @@ def get_distribution_strategy(name: str, tpu_address: str | None = None) -> tf.d
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, tf.errors.OpError, RuntimeError) as e:
+        except Exception as e:  # noqa: BLE001 - any failure to reach the TPU is the user's to fix
             raise UserError(f"--tpu={tpu_address!r}: no TPU reachable ({str(e).splitlines()[0][:200]}); "
                             "check the TPU name/address or use another --distribution_strategy") from None
         return tf.distribute.TPUStrategy(resolver)

@@ -1,0 +1,84 @@
+"""bertdistill/flags.py and distribute.py: defaults, --flagfile, up-front validation naming the
+flag, the tsv/csv processor from flags, strategy and precision names, an unreachable TPU."""
+import keras
+import pytest
+from absl import flags
+
+from bertdistill import distribute
+from bertdistill.errors import FlagError, UserError
+from bertdistill.flags import define_common_flags, processor_from_flags, validate_common_flags
+
+
+def parsed(*args, bert: bool = True) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    define_common_flags(fv, bert=bert)
+    fv(["prog", *args])
+    return fv
+
+
+def test_defaults_are_run_classifiers_and_a_flagfile_works(tmp_path):
+    fv = parsed()
+    define_common_flags(fv)  # a second call is a no-op
+    assert (fv.do_lower_case, fv.max_seq_length, fv.train_batch_size, fv.eval_batch_size, fv.predict_batch_size,
+            fv.learning_rate, fv.num_train_epochs, fv.warmup_proportion, fv.save_checkpoints_steps) == (
+        True, 128, 32, 8, 8, 5e-5, 3.0, 0.1, 1000)
+    assert (fv.task_name, fv.do_train, fv.do_eval, fv.do_predict, fv.data_dir) == ("sst-2", False, False, False, None)
+    assert (fv.mixed_precision, fv.distribution_strategy, fv.use_xla, fv.seed, fv.weight_decay, fv.max_grad_norm,
+            fv.layerwise_lr_decay, fv.early_stopping_patience, fv.output_dir, fv.log_every_steps) == (
+        "float32", "off", False, 12345, 0.01, 1.0, 1.0, 0, None, 100)
+    assert "do_train" not in parsed(bert=False) and "skip_bad_rows" in parsed(bert=False)
+
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text("--learning_rate=2e-5\n--mixed_precision=mixed_bfloat16\n--do_train\n--train_batch_size=64\n")
+    fv = parsed(f"--flagfile={flagfile}", "--train_batch_size=16")  # the command line after it wins
+    assert (fv.learning_rate, fv.mixed_precision, fv.do_train, fv.train_batch_size) == (
+        2e-5, "mixed_bfloat16", True, 16)
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--train_batch_size=0"], "train_batch_size"),
+    (["--eval_batch_size=-4"], "eval_batch_size"),
+    (["--learning_rate=-1"], "learning_rate"),
+    (["--learning_rate=0"], "learning_rate"),
+    (["--num_train_epochs=0"], "num_train_epochs"),
+    (["--warmup_proportion=1.5"], "warmup_proportion"),
+    (["--save_checkpoints_steps=0"], "save_checkpoints_steps"),
+    (["--max_seq_length=2"], "max_seq_length"),
+    (["--max_grad_norm=-1"], "max_grad_norm"),
+    (["--early_stopping_patience=2"], "early_stopping_patience"),  # without an evaluation
+    (["--layerwise_lr_decay=0"], "layerwise_lr_decay"),
+    (["--distribution_strategy=tpu"], "tpu"),
+])
+def test_values_that_cannot_be_meant_are_refused_naming_the_flag(args, flag):
+    with pytest.raises(FlagError, match=f"--{flag}") as error:
+        validate_common_flags(parsed(*args), needs_eval=False)
+    assert error.value.flag == flag
+
+
+def test_sensible_values_pass():
+    validate_common_flags(parsed("--early_stopping_patience=2", "--warmup_proportion=0", "--max_seq_length=3"))
+
+
+def test_tsv_and_csv_processors_come_from_the_flags(tmp_path):
+    (tmp_path / "train.csv").write_text('"good, really",pos\nbad,neg\n')
+    processor = processor_from_flags(parsed("--task_name=csv", "--labels=neg,pos", "--nohas_header",
+                                            "--text_a_column=0", "--label_column=1"))
+    examples = processor.get_train_examples(str(tmp_path))
+    assert [(e.text_a, e.label) for e in examples] == [("good, really", "pos"), ("bad", "neg")]
+    with pytest.raises(FlagError, match="--labels"):
+        processor_from_flags(parsed("--task_name=tsv"))
+    with pytest.raises(FlagError, match="--text_a_column='text'"):
+        processor_from_flags(parsed("--task_name=tsv", "--labels=a,b", "--nohas_header", "--text_a_column=text"))
+
+
+def test_strategy_and_precision_names_and_an_unreachable_tpu():
+    with pytest.raises(UserError, match="unknown distribution strategy 'horovod'"):
+        distribute.get_distribution_strategy("horovod")
+    with pytest.raises(UserError, match="unknown precision policy 'float8'"):
+        distribute.set_precision_policy("float8")
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with distribute.precision_policy("mixed_bfloat16"):
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(UserError, match="no TPU reachable"):
+        distribute.get_distribution_strategy("tpu", "no-such-tpu")
