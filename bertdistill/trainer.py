@@ -241,8 +241,8 @@ class Trainer:
                                          **{name: list(model.weights) for name, model in task.models.items()},
                                          **(extra_checkpoint_items or {}))
         self.manager = tf.train.CheckpointManager(checkpoint, self._write_dir, max_to_keep=max_checkpoints_to_keep)
+        # train_step(iterator): one distributed step on next(iterator) -> (mean terms, grad norm, examples).
         self.train_step = self._make_train_step()
-        """`train_step(iterator)`: one distributed step on `next(iterator)` -> (mean terms, grad norm, examples)."""
         self._writers = {}
 
     # The step
@@ -276,7 +276,9 @@ class Trainer:
             scale = optimizer.scale_loss(tf.constant(1.0)) if self.loss_scaling else tf.constant(1.0)
             norm = tf.linalg.global_norm(grads) / scale
             if self.max_grad_norm:
-                factor = tf.minimum(1.0, self.max_grad_norm / norm)  # NaN for a NaN norm: the step is skipped
+                # A NaN/Inf norm makes NaN gradients: the loss-scale optimizer skips such a step; without loss
+                # scaling the loop stops right after it (`TrainingDiverged`), before anything is saved.
+                factor = tf.minimum(1.0, self.max_grad_norm / norm)
                 grads = [g * factor for g in grads]
             optimizer.apply(grads, [variables[i] for i in present])
             return terms, norm, count

@@ -1,8 +1,5 @@
 """generate_dataset.py on a 20-line TSV with a tiny teacher: columns, rows, shards, teacher logits, errors."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,9 +7,9 @@ import pytest
 from bertdistill import checkpoints, transfer_set
 from bertdistill.bert import BertClassifier, BertEncoder
 from tests.bert_fixtures import TINY_VOCAB, tiny_config, write_vocab
-from tests.conftest import REPO
+from tests.scripts import run_script
 
-SCRIPT = str(REPO / "generate_dataset.py")
+SCRIPT = "generate_dataset.py"
 WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "plot", "film", "a"]
 
 
@@ -31,14 +28,9 @@ def workspace(tmp_path_factory):
 
 
 def generate(workspace, output, *args, check=True):
-    command = [sys.executable, SCRIPT, f"--input={workspace / 'train.tsv'}", f"--model={workspace / 'teacher'}",
-               f"--output={output}", "--augment_factor=4", "--batch_size=8", "--chunk_size=6",
-               "--replacement=teacher_embeddings", "--max_seq_length=16", *args]
-    result = subprocess.run(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True,
-                            text=True, timeout=240)
-    if check and result.returncode:
-        raise AssertionError(result.stderr[-3000:])
-    return result
+    return run_script(SCRIPT, f"--input={workspace / 'train.tsv'}", f"--model={workspace / 'teacher'}",
+                      f"--output={output}", "--augment_factor=4", "--batch_size=8", "--chunk_size=6",
+                      "--replacement=teacher_embeddings", "--max_seq_length=16", *args, check=check)
 
 
 def test_columns_rows_labels_and_teacher_logits(workspace, tmp_path):

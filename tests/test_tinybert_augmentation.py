@@ -1,9 +1,6 @@
 """TinyBERT's augmentation: the MLM head (and its checkpoint names), candidates (MLM batched and
 one pass per word, neighbours), generation, shards, the script end to end, and the reader of
 its output."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,8 +11,9 @@ from bertdistill.data import DataFormatError
 from bertdistill.tokenization import Tokenizer
 from tests.bert_fixtures import TINY_VOCAB, tiny_batch, tiny_config, write_vocab
 from tests.conftest import REPO
+from tests.scripts import run_script
 
-SCRIPT = str(REPO / "tinybert" / "data_augmentation.py")
+SCRIPT = "tinybert/data_augmentation.py"
 # Whole-word tokens of TINY_VOCAB an MLM may propose (no specials, no ## pieces).
 PROPOSABLE = {"the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "film", "plot", "a", ".", ","}
 SENTENCES = ["the movie was great", "a dull plot , not fun .", "films were good !", "The Film was bad",
@@ -203,21 +201,17 @@ def test_generation_replaces_only_candidate_words_deterministically(tiny):
         augment.tinybert_augment_sentence(sentence, candidates, 1, 1.5, augment.rng_for(0, 0))
 
 
-def run_script(tiny, output, *args):
-    command = [sys.executable, SCRIPT, f"--input={tiny['root'] / 'train.tsv'}", f"--model={tiny['root'] / 'mlm'}",
-               f"--output={output}", "--augment_factor=6", "--top_k=4", "--max_seq_length=16", "--seed=7", *args]
-    result = subprocess.run(command, cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-                            capture_output=True, text=True, timeout=240)
-    if result.returncode:
-        raise AssertionError(result.stderr[-3000:])
-    return result
+def run_augmentation(tiny, output, *args):
+    return run_script(SCRIPT, f"--input={tiny['root'] / 'train.tsv'}", f"--model={tiny['root'] / 'mlm'}",
+                      f"--output={output}", "--augment_factor=6", "--top_k=4", "--max_seq_length=16", "--seed=7",
+                      *args)
 
 
 def test_script_end_to_end_and_shards_concatenate(tiny, tmp_path):
     (tiny["root"] / "train.tsv").write_text(
         "sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(SENTENCES)))
     (tmp_path / "whole.tsv").write_text("previous\n")
-    result = run_script(tiny, tmp_path / "whole.tsv", "--batch_size=1", "--chunk_size=3")
+    result = run_augmentation(tiny, tmp_path / "whole.tsv", "--batch_size=1", "--chunk_size=3")
     assert "Augmented 8/8 originals" in result.stderr
     lines = (tmp_path / "whole.tsv").read_text().splitlines()
     assert lines[0] == "sentence\tlabel"
@@ -230,7 +224,7 @@ def test_script_end_to_end_and_shards_concatenate(tiny, tmp_path):
         assert len(examples[start + 1:end]) <= 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["whole.tsv"]  # no temporary file left
     # Shard 1 of 2, batched and in one chunk: exactly the whole run's rows from the 5th original on.
-    run_script(tiny, tmp_path / "part1.tsv", "--batch_size=64", "--num_shards=2", "--shard_index=1")
+    run_augmentation(tiny, tmp_path / "part1.tsv", "--batch_size=64", "--num_shards=2", "--shard_index=1")
     part = (tmp_path / "part1.tsv").read_text().splitlines()
     assert part[0] == "sentence\tlabel" and part[1:] == lines[1 + starts[4]:]
 
