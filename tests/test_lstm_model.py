@@ -8,7 +8,8 @@ import pytest
 
 from bertdistill import export, pipeline
 from distil_lstm.model import INT8_OP_TYPES, MaskedPooling, build_bilstm_classifier
-from distil_lstm.vocab import WordVocab, tokenize
+from bertdistill.words import tokenize
+from distil_lstm.vocab import WordVocab
 
 
 def test_tokenize_keeps_mask_contractions_and_punctuation():

@@ -1,0 +1,395 @@
+"""Any export folder -> raw text in, labels and probabilities out, with ONNX Runtime alone.
+
+    from bertdistill.predictor import Predictor
+    predictor = Predictor("outputs/teacher/export", quantized=False, threads=2)
+    predictor.predict(["a gorgeous , witty film"])   # [Prediction(label='1', probability=0.98, ...)]
+
+The folder's `export_info.json` names the model kind and so the text encoding:
+
+- `bert_classifier` (the teacher) and `tinybert`: WordPiece with the folder's `vocab.txt` and
+  casing (`tokenizer_config.json`), `[CLS] text [SEP]`, truncated to the export's
+  `max_seq_length` exactly as training did (`bertdistill.tokenization.Tokenizer.encode_batch`);
+  inputs `input_ids`, `attention_mask`, `token_type_ids`;
+- `bilstm_classifier`: the student's word vocabulary (`bertdistill.words`), the first
+  `max_seq_length` words; input `input_ids`.
+
+Rows are padded with 0 (as the training pipeline pads). Texts are encoded, sorted by length,
+run in batches of at most `batch_size` (cut early where padding would exceed `max_padding` x the
+real tokens) and put back in input order, so a list of mixed lengths costs little padding.
+The probabilities are the model's own `probabilities` output.
+
+This module imports no TensorFlow (nor any module that does): a server or a command-line
+predictor starts in about a second and needs only onnxruntime, numpy and the tokenizers.
+Folders that are not exports, or whose files disagree with each other (vocabulary size vs
+config, labels vs the model's outputs, casing, inputs), are refused with a one-line `UserError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from bertdistill.errors import ConfigError, MissingFileError, UserError, read_json, shorten
+from bertdistill.words import WordVocab
+
+EXPORT_INFO = "export_info.json"
+BERT_KINDS = ("bert_classifier", "tinybert")
+WORD_KINDS = ("bilstm_classifier",)
+MODEL_KINDS = BERT_KINDS + WORD_KINDS
+MODEL_FILES = {"float32": "model.onnx", "int8": "model.int8.onnx"}
+BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+WORD_INPUTS = ("input_ids",)
+OUTPUTS = ("logits", "probabilities")
+BERT_FILES = ("config.json", "vocab.txt", "labels.json")
+WORD_FILES = ("config.json", "labels.json", "vocab.txt")
+WORD_CONFIG_KEYS = {"vocab_size": int, "num_labels": int, "embedding_dim": int, "hidden_size": int, "dense_size": int,
+                    "dropout": (int, float), "pooling": str, "do_lower_case": bool, "max_seq_length": int}
+DEFAULT_BATCH_SIZE = 32
+# Padded / real tokens allowed in one model call. Measured on the teacher (SST-2 dev, ONNX Runtime,
+# 1 thread): 32 random sentences as one call 85/s, as calls bounded at 1.1 183/s (INT8: 180 -> 453/s);
+# a long length-sorted list is as fast either way (its neighbours have nearly equal lengths).
+DEFAULT_MAX_PADDING = 1.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """One text's answer: the top label, its probability and every label's probability."""
+
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "probability": self.probability, "probabilities": dict(self.probabilities)}
+
+
+class OnnxModel:
+    """An exported ONNX classifier on the CPU: named int32 inputs -> `logits` and `probabilities`.
+
+    `predict` returns the logits, like `bertdistill.export.OnnxClassifier` (which imports
+    TensorFlow and so cannot be used here); `run` returns both outputs. `threads`: intra-op
+    threads (0: all cores); `spin_wait`: let idle threads spin (lower latency on an idle machine,
+    much lower throughput on a shared one)."""
+
+    def __init__(self, onnx_path: str, threads: int = 0, spin_wait: bool = False):
+        import onnxruntime as ort
+
+        if not os.path.isfile(onnx_path):
+            raise MissingFileError(f"ONNX model not found: {shorten(onnx_path)}")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # ONNX Runtime's threads spin between calls by default, taking the cores from the tokenizer,
+        # the HTTP server and anything else running: measured with serve.py on the 2-core machine
+        # (teacher, one sentence per request, busy machine), 57 -> 158 requests/s without spinning.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
+        options.log_severity_level = 3  # errors only: warnings about unused initializers are noise
+        try:
+            self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own classes for bad files
+            raise ConfigError(f"{shorten(onnx_path)}: ONNX Runtime cannot load it ({shorten(str(e), 150)}); "
+                              "export the model again") from None
+        self.path = onnx_path
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        missing = [name for name in OUTPUTS if name not in self.output_names]
+        if missing:
+            raise ConfigError(f"{shorten(onnx_path)} has outputs {self.output_names}, not {list(OUTPUTS)}: "
+                              "not a classifier exported by this toolkit; export the model again")
+
+    def run(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`logits` and `probabilities` (float32 [batch, num_labels]) for a batch of features."""
+        feed = {name: np.asarray(features[name], np.int32) for name in self.input_names}
+        logits, probabilities = self.session.run(list(OUTPUTS), feed)
+        return {"logits": logits, "probabilities": probabilities}
+
+    def predict(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits for a batch of int32 features."""
+        return self.run(features)["logits"]
+
+
+def pad(rows: Sequence[Sequence[int]], value: int = 0) -> np.ndarray:
+    """int32 [len(rows), longest row], right-padded with `value`."""
+    batch = np.full((len(rows), max(map(len, rows), default=0)), value, np.int32)
+    for out, row in zip(batch, rows):
+        out[:len(row)] = row
+    return batch
+
+
+class WordPieceEncoder:
+    """Text -> `[CLS] wordpieces [SEP]` ids, truncated as training truncated (BERT, TinyBERT)."""
+
+    input_names = BERT_INPUTS
+    kind = "wordpiece"
+
+    def __init__(self, vocab_file: str, do_lower_case: bool, max_seq_length: int):
+        from bertdistill.tokenization import Tokenizer
+
+        try:
+            self.tokenizer = Tokenizer(vocab_file, do_lower_case)
+        except ValueError as e:
+            raise ConfigError(f"{shorten(str(e))}; export the model again") from None
+        self.max_seq_length = max_seq_length
+        self.lock = threading.Lock()  # the Rust tokenizer's truncation setting is shared state
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        with self.lock:
+            return self.tokenizer.encode_batch(texts, None, self.max_seq_length)[0]
+
+    def features(self, rows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        ids = pad(rows)
+        mask = np.zeros_like(ids)
+        for out, row in zip(mask, rows):
+            out[:len(row)] = 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+class WordEncoder:
+    """Text -> word ids of the BiLSTM student's vocabulary, the first `max_seq_length` words."""
+
+    input_names = WORD_INPUTS
+    kind = "words"
+
+    def __init__(self, vocab: WordVocab, max_seq_length: int):
+        self.vocab = vocab
+        self.max_seq_length = max_seq_length
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.vocab.encode(text, self.max_seq_length) for text in texts]
+
+    def features(self, rows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        return {"input_ids": pad(rows)}
+
+
+def _missing_export(folder: str, expected: str) -> MissingFileError:
+    inner = os.path.join(folder, "export")
+    if os.path.isfile(os.path.join(inner, EXPORT_INFO)) or os.path.isfile(os.path.join(inner, "config.json")):
+        return MissingFileError(f"{shorten(folder)} is a run folder, not an export folder: pass {shorten(inner)}")
+    return MissingFileError(f"{shorten(folder)} is not an export folder of this toolkit: {expected}")
+
+
+def read_export_info(folder: str) -> dict:
+    """The `export_info.json` of an export folder (a `UserError` for anything else)."""
+    if not os.path.isdir(folder):
+        what = "is a file" if os.path.exists(folder) else "does not exist"
+        raise MissingFileError(f"{shorten(folder)} {what}: expected an export folder ({EXPORT_INFO}, model.onnx, ...)")
+    path = os.path.join(folder, EXPORT_INFO)
+    if not os.path.isfile(path):
+        raise _missing_export(folder, f"no {EXPORT_INFO} (expected {EXPORT_INFO}, model.onnx, vocab.txt, labels.json)")
+    info = read_json(path, "export info")
+    if not isinstance(info, dict):
+        raise ConfigError(f"{shorten(path)} must be a JSON object; export the model again")
+    if info.get("model") not in MODEL_KINDS:
+        raise ConfigError(f"{shorten(path)}: model {shorten(repr(info.get('model')), 60)} is not one the predictor "
+                          f"knows ({', '.join(MODEL_KINDS)}); export the model again")
+    return info
+
+
+def _labels(folder: str) -> list[str]:
+    labels = read_json(os.path.join(folder, "labels.json"), "labels file")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, (str, int)) for x in labels):
+        raise ConfigError(f"{shorten(folder)}/labels.json must be a non-empty JSON list of labels")
+    return labels
+
+
+def read_word_export(folder: str) -> tuple[dict, list, WordVocab]:
+    """The model config, labels and vocabulary of a BiLSTM export folder, checked against each other.
+
+    A folder that is not a BiLSTM export (a run folder, a missing file, a config key missing or
+    wrongly typed, a vocabulary or label count that differs from the config) is a `UserError`
+    naming what was expected."""
+    if not os.path.isdir(folder):
+        raise MissingFileError(f"{shorten(folder)} is not a folder: expected a BiLSTM export folder "
+                               f"({', '.join(WORD_FILES)})")
+    missing = [name for name in WORD_FILES if not os.path.exists(os.path.join(folder, name))]
+    if missing:
+        inner = os.path.join(folder, "export")
+        if os.path.exists(os.path.join(inner, "config.json")):
+            raise MissingFileError(f"{shorten(folder)} is a run folder, not an export folder: pass {shorten(inner)}")
+        raise MissingFileError(f"{shorten(folder)} is not a BiLSTM export folder: {', '.join(missing)} missing "
+                               f"(expected {', '.join(WORD_FILES)})")
+    config = read_json(os.path.join(folder, "config.json"), "model config")
+    if not isinstance(config, dict):
+        raise ConfigError(f"{folder}/config.json must be a JSON object")
+    for key, kind in WORD_CONFIG_KEYS.items():
+        if key not in config:
+            raise ConfigError(f"{folder}/config.json: missing key {key!r}: export the model again")
+        if isinstance(config[key], bool) != (kind is bool) or not isinstance(config[key], kind):
+            raise ConfigError(f"{folder}/config.json: key {key!r} has the wrong type "
+                              f"({shorten(repr(config[key]), 60)})")
+    labels = _labels(folder)
+    try:
+        vocab = WordVocab.load(os.path.join(folder, "vocab.txt"), config["do_lower_case"])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{folder}/vocab.txt: {e}") from None
+    if len(vocab) != config["vocab_size"]:
+        raise ConfigError(f"{folder}/vocab.txt has {len(vocab)} tokens; config.json says {config['vocab_size']}")
+    if len(labels) != config["num_labels"]:
+        raise ConfigError(f"{folder}/labels.json has {len(labels)} labels; config.json says {config['num_labels']}")
+    if config["max_seq_length"] < 1:
+        raise ConfigError(f"{folder}/config.json: max_seq_length must be positive, got {config['max_seq_length']}")
+    return config, labels, vocab
+
+
+def _count_lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def read_bert_export(folder: str, info: dict) -> tuple[dict, list, bool, int]:
+    """(config, labels, do_lower_case, max_seq_length) of a BERT / TinyBERT export folder,
+    checked against each other and against `info` (its export_info)."""
+    missing = [name for name in BERT_FILES if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise MissingFileError(f"{shorten(folder)} is not a complete {info['model']} export: {', '.join(missing)} "
+                               f"missing (expected {', '.join(BERT_FILES)}); export the model again")
+    config = read_json(os.path.join(folder, "config.json"), "model config")
+    if not isinstance(config, dict):
+        raise ConfigError(f"{folder}/config.json must be a JSON object")
+    for key in ("vocab_size", "max_position_embeddings"):
+        if isinstance(config.get(key), bool) or not isinstance(config.get(key), int):
+            raise ConfigError(f"{folder}/config.json: missing or non-integer key {key!r}; export the model again")
+    labels = _labels(folder)
+    id2label = config.get("id2label")
+    if isinstance(id2label, dict) and len(id2label) != len(labels):
+        raise ConfigError(f"{folder}/labels.json has {len(labels)} labels; config.json's id2label has "
+                          f"{len(id2label)}")
+    casing = [info.get("do_lower_case")]
+    tokenizer_config = os.path.join(folder, "tokenizer_config.json")
+    if os.path.isfile(tokenizer_config):
+        values = read_json(tokenizer_config, "tokenizer config")
+        casing.append(values.get("do_lower_case") if isinstance(values, dict) else None)
+    known = {value for value in casing if value is not None}
+    if not known or not all(isinstance(value, bool) for value in known):
+        raise ConfigError(f"{folder}: no do_lower_case (true/false) in {EXPORT_INFO} or tokenizer_config.json; "
+                          "export the model again")
+    if len(known) > 1:
+        raise ConfigError(f"{folder}: {EXPORT_INFO} and tokenizer_config.json disagree on do_lower_case; "
+                          "export the model again")
+    tokens = _count_lines(os.path.join(folder, "vocab.txt"))
+    if tokens != config["vocab_size"]:
+        raise ConfigError(f"{folder}/vocab.txt has {tokens} tokens; config.json says vocab_size "
+                          f"{config['vocab_size']}: the vocabulary does not belong to this model")
+    max_seq_length = info.get("max_seq_length")
+    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int):
+        raise ConfigError(f"{folder}/{EXPORT_INFO}: missing or non-integer max_seq_length; export the model again")
+    if not 2 <= max_seq_length <= config["max_position_embeddings"]:
+        raise ConfigError(f"{folder}/{EXPORT_INFO}: max_seq_length {max_seq_length} is outside 2.."
+                          f"{config['max_position_embeddings']} (the model's max_position_embeddings)")
+    return config, labels, known.pop(), max_seq_length
+
+
+class Predictor:
+    """An export folder's encoding, labels and ONNX model (`model.onnx`, or `model.int8.onnx`
+    when `quantized`); `threads` is ONNX Runtime's intra-op thread count (0: all cores), `spin_wait`
+    lets its idle threads spin (see `OnnxModel`).
+    Thread-safe: concurrent calls are allowed (ONNX Runtime sessions are)."""
+
+    def __init__(self, folder: str, *, quantized: bool = False, threads: int = 0,
+                 batch_size: int = DEFAULT_BATCH_SIZE, max_padding: float = DEFAULT_MAX_PADDING,
+                 spin_wait: bool = False):
+        if batch_size < 1:
+            raise UserError(f"batch_size must be positive, got {batch_size}")
+        if max_padding < 1:
+            raise UserError(f"max_padding must be at least 1 (padded / real tokens), got {max_padding}")
+        if threads < 0:
+            raise UserError(f"threads must be 0 (all cores) or more, got {threads}")
+        self.folder = folder
+        self.info = read_export_info(folder)
+        self.kind = self.info["model"]
+        if self.kind in WORD_KINDS:
+            self.config, labels, vocab = read_word_export(folder)
+            self.max_seq_length = self.config["max_seq_length"]
+            self.do_lower_case = self.config["do_lower_case"]
+            self.encoder = WordEncoder(vocab, self.max_seq_length)
+        else:
+            self.config, labels, self.do_lower_case, self.max_seq_length = read_bert_export(folder, self.info)
+            self.encoder = WordPieceEncoder(os.path.join(folder, "vocab.txt"), self.do_lower_case,
+                                            self.max_seq_length)
+        self.labels = [str(label) for label in labels]
+        if "labels" in self.info and [str(x) for x in self.info["labels"] or []] != self.labels:
+            raise ConfigError(f"{folder}: labels.json {shorten(self.labels, 80)} and {EXPORT_INFO} "
+                              f"{shorten(self.info['labels'], 80)} disagree; export the model again")
+        self.precision = "int8" if quantized else "float32"
+        model_file = os.path.join(folder, MODEL_FILES[self.precision])
+        if not os.path.isfile(model_file):
+            raise MissingFileError(f"{shorten(folder)} has no {MODEL_FILES[self.precision]}"
+                                   + ("; drop --quantized or export with quantization" if quantized else
+                                      "; export the model again"))
+        self.model = OnnxModel(model_file, threads, spin_wait)
+        if sorted(self.model.input_names) != sorted(self.encoder.input_names):
+            raise ConfigError(f"{shorten(model_file)} takes inputs {self.model.input_names}; a {self.kind} export "
+                              f"should take {list(self.encoder.input_names)}; export the model again")
+        self.batch_size = batch_size
+        self.max_padding = max_padding
+        self.threads = threads
+        self.run([""])  # checks the output width against the labels; warms the session up
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text (truncated to `max_seq_length`), unpadded."""
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise UserError(f"text {i} is a {type(text).__name__}, not a string")
+        return self.encoder.encode(list(texts))
+
+    def run(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """`logits` and `probabilities` [len(texts), num_labels] in input order, computed over
+        length-sorted batches of `batch_size`."""
+        rows = self.encode(texts)
+        out = {name: np.zeros((len(rows), len(self.labels)), np.float32) for name in OUTPUTS}
+        for chosen in self.batches([len(row) for row in rows]):
+            result = self.model.run(self.encoder.features([rows[i] for i in chosen]))
+            width = result["probabilities"].shape[1]
+            if width != len(self.labels):
+                raise ConfigError(f"{shorten(self.model.path)} outputs {width} probabilities per text; labels.json "
+                                  f"has {len(self.labels)} labels: the files do not belong together")
+            for name in OUTPUTS:
+                out[name][chosen] = result[name]
+        return out
+
+    def batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
+        """Indices of the texts of each model call: sorted by length, at most `batch_size` per call,
+        and a new call whenever padding would exceed `max_padding` x the call's real tokens (one
+        long text in a batch of short ones slows the whole batch more than a second call costs)."""
+        order = np.argsort(np.asarray(lengths, np.int64), kind="stable")
+        batches, start, real = [], 0, 0
+        for end, index in enumerate(order):
+            length = lengths[index]
+            count = end - start
+            if count and (count >= self.batch_size or length * (count + 1) > self.max_padding * (real + length)):
+                batches.append(order[start:end])
+                start, real = end, 0
+            real += length
+        if start < len(order):
+            batches.append(order[start:])
+        return batches
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        return self.run(texts)["logits"]
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """The model's `probabilities` output [len(texts), num_labels]."""
+        return self.run(texts)["probabilities"]
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """Label, its probability and every label's probability, for each text."""
+        return self.to_predictions(self.probabilities(texts))
+
+    def to_predictions(self, probabilities: np.ndarray) -> list[Prediction]:
+        top = probabilities.argmax(axis=1) if len(probabilities) else []
+        return [Prediction(label=self.labels[best], probability=float(row[best]),
+                           probabilities={label: float(p) for label, p in zip(self.labels, row)})
+                for best, row in zip(top, probabilities)]
+
+    def metadata(self) -> dict:
+        """What a client needs to know: model kind, labels, inputs, max length, precision."""
+        return {"model": self.kind, "labels": list(self.labels), "max_seq_length": self.max_seq_length,
+                "precision": self.precision, "model_file": os.path.basename(self.model.path),
+                "text_encoding": self.encoder.kind, "do_lower_case": self.do_lower_case,
+                "inputs": list(self.model.input_names), "outputs": list(OUTPUTS),
+                "task_name": self.info.get("task_name")}
