@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from bertdistill.bert import BertClassifier, BertConfig, BertEncoder
-from bertdistill.distill import soft_cross_entropy
+from bertdistill.distill import hard_cross_entropy, soft_cross_entropy
 from bertdistill.layer_map import FeatureProjections, Match, copy_teacher_layers, intermediate_loss_terms
 from bertdistill.trainer import Task
 
@@ -78,25 +78,38 @@ class IntermediateTask(Task):
 
 
 class PredictionTask(Task):
-    """Stage 2: soft cross-entropy of the student's logits against the teacher's at temperature T.
+    """Stage 2: soft cross-entropy of the student's logits against the teacher's at temperature T,
+    mixed with the gold-label cross-entropy by `hard_label_weight` w: (1 - w) * soft + w * hard
+    (w = 1: plain fine-tuning, no teacher). The student runs once per step.
 
     The teacher's logits come from the batch (`y["teacher_logits"]`, a transfer set with logits)
     or, when the batch has none, from `teacher` run on the same inputs.
     """
 
-    def __init__(self, student: BertClassifier, teacher: keras.Model | None, temperature: float = 1.0):
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+    def __init__(self, student: BertClassifier, teacher: keras.Model | None, temperature: float = 1.0,
+                 hard_label_weight: float = 0.0):
+        if temperature <= 0 or not 0.0 <= hard_label_weight <= 1.0:
+            raise ValueError(f"need temperature > 0 and 0 <= hard_label_weight <= 1; got {temperature}, "
+                             f"{hard_label_weight}")
         self.student, self.teacher, self.temperature = student, teacher, temperature
+        self.hard_label_weight = hard_label_weight
         self.models = {"student": student}
         self.eval_model = student
 
-    def loss_terms(self, x, y):
+    def _teacher_logits(self, x, y):
         if isinstance(y, dict) and "teacher_logits" in y:
-            teacher_logits = y["teacher_logits"]
-        elif self.teacher is not None:
-            teacher_logits = self.teacher(x, training=False)
-        else:
+            return y["teacher_logits"]
+        if self.teacher is None:
             raise ValueError("no teacher logits in the batch and no teacher model")
+        return self.teacher(x, training=False)
+
+    def loss_terms(self, x, y):
         student_logits = self.student(x, training=True)
-        return {"soft_cross_entropy": soft_cross_entropy(teacher_logits, student_logits, self.temperature)}
+        terms = {}
+        if self.hard_label_weight < 1.0:
+            terms["soft_cross_entropy"] = (1.0 - self.hard_label_weight) * soft_cross_entropy(
+                self._teacher_logits(x, y), student_logits, self.temperature)
+        if self.hard_label_weight > 0.0:
+            labels = y["label_ids"] if isinstance(y, dict) else y
+            terms["hard_cross_entropy"] = self.hard_label_weight * hard_cross_entropy(labels, student_logits)
+        return terms

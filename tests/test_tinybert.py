@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bertdistill import checkpoints, layer_map, tinybert
-from bertdistill.distill import soft_cross_entropy
+from bertdistill.distill import hard_cross_entropy, soft_cross_entropy
 from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
 from tests.scripts import error_lines, run_script
 
@@ -65,6 +65,16 @@ def test_prediction_task_takes_logits_from_the_batch_or_runs_the_teacher():
     assert online != pytest.approx(from_batch)
     with pytest.raises(ValueError, match="no teacher"):
         tinybert.PredictionTask(student, None).loss_terms(x, np.array([0, 1]))
+
+    labels = np.array([0, 1])
+    mixed = tinybert.PredictionTask(student, None, temperature=2.0, hard_label_weight=0.25).loss_terms(
+        x, {"label_ids": labels, "teacher_logits": stored})
+    logits = student(x, training=True)
+    np.testing.assert_allclose(float(mixed["soft_cross_entropy"]), 0.75 * expected, rtol=1e-5)
+    np.testing.assert_allclose(float(mixed["hard_cross_entropy"]), 0.25 * float(hard_cross_entropy(labels, logits)),
+                               rtol=1e-5)
+    gold = tinybert.PredictionTask(student, None, hard_label_weight=1.0).loss_terms(x, labels)
+    assert set(gold) == {"hard_cross_entropy"}  # plain fine-tuning needs no teacher
 
 
 def test_student_from_teacher_layers_copies_them_and_the_head():
@@ -132,10 +142,11 @@ def kill_when(process, condition, timeout: float = 150) -> None:
 
 def test_stage_switch_and_kill_and_resume_in_each_stage(workspace, tmp_path):
     out = tmp_path / "out"
-    args = ("--intermediate_epochs=40", "--prediction_epochs=40", "--do_export=false", "--log_every_steps=1")
+    args = ("--intermediate_epochs=8", "--prediction_epochs=8", "--do_export=false", "--log_every_steps=1")
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = run(workspace, out, *args, **quiet)
     kill_when(first, lambda: latest_step(out / "intermediate") >= 4)
+    assert not (out / "intermediate" / "student.weights.h5").exists()  # killed inside stage 1
     second = run(workspace, out, *args, **quiet)
     kill_when(second, lambda: latest_step(out / "prediction") >= 4)
     assert (out / "intermediate" / "student.weights.h5").exists()  # stage 1 finished in the second run

@@ -30,7 +30,6 @@ from absl import flags, logging
 
 from bertdistill import checkpoints, errors, export, layer_map, pipeline, runner, trainer, transfer_set, validation
 from bertdistill.bert import BertConfig
-from bertdistill.distill import hard_cross_entropy
 from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
 from bertdistill.errors import ConfigError, FlagError
 from bertdistill.flags import define_common_flags, on_error, processor_from_flags, split_file, validate_common_flags
@@ -108,21 +107,6 @@ def dry_run(teacher: checkpoints.Teacher, student_config: BertConfig, matches) -
     if FLAGS.student_model is None and FLAGS.student_init == "teacher_layers":
         print("student layers start from teacher layers "
               f"{layer_map.teacher_layers_for_init(matches, teacher.model.encoder.config, student_config)}")
-
-
-class HardAndSoftTask(PredictionTask):
-    """Stage 2 with `--hard_label_weight` w: (1 - w) * soft cross-entropy + w * gold-label cross-entropy."""
-
-    def __init__(self, student, teacher, temperature: float, weight: float):
-        super().__init__(student, teacher if weight < 1.0 else None, temperature)
-        self.weight = weight
-
-    def loss_terms(self, x, y):
-        labels = y["label_ids"] if isinstance(y, dict) else y
-        terms = {"hard_cross_entropy": self.weight * hard_cross_entropy(labels, self.student(x, training=True))}
-        if self.weight < 1.0:
-            terms["soft_cross_entropy"] = (1.0 - self.weight) * super().loss_terms(x, y)["soft_cross_entropy"]
-        return terms
 
 
 def main(argv):
@@ -218,7 +202,7 @@ def main(argv):
             logging.info("Stage 2 starts from stage 1's student: %s", stage1_student)
         epochs, rate = settings["prediction"]
         extras = {"teacher_logits": teacher_logits} if teacher_logits is not None else None
-        task = HardAndSoftTask(student, teacher.model, FLAGS.temperature, FLAGS.hard_label_weight)
+        task = PredictionTask(student, teacher.model, FLAGS.temperature, FLAGS.hard_label_weight)
         eval_dataset = pipeline.make_dataset(dev_features, batch_size=FLAGS.eval_batch_size, is_training=False)
         runner.train_from_flags(
             task, strategy, FLAGS, output_dir=stage_dir["prediction"], num_train_epochs=epochs, learning_rate=rate,
