@@ -1,8 +1,8 @@
 """Throughput and latency of serve.py: requests/s, sentences/s, p50/p99 latency at several client
 concurrencies, float32 and INT8, micro-batching on and off, one SST-2 dev sentence per request.
 
-    python benchmarks/serve_speed.py --exports=teacher=/work/runs/teacher_mean/export --duration=10
-    python benchmarks/serve_speed.py            # every /work/runs/*/export with an export_info.json
+    python benchmarks/serve_speed.py --exports=teacher=outputs/teacher/export --duration=10
+    python benchmarks/serve_speed.py            # every outputs/*/export with an export_info.json
 
 For each export, precision and batching mode one server is started (serve.py on 127.0.0.1, a free
 port); for each concurrency C, C client threads, each with its own keep-alive HTTP connection, send
@@ -30,8 +30,9 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, "..", "shared")
 
-flags.DEFINE_list("exports", None, "NAME=EXPORT_DIR of each model (default: every /work/runs/*/export and "
-                  "/work/runs/*/*/export with an export_info.json).")
+flags.DEFINE_list("exports", None, "NAME=EXPORT_DIR of each model (default: every RUNS_DIR/*/export and "
+                  "RUNS_DIR/*/*/export with an export_info.json).")
+flags.DEFINE_string("runs_dir", "outputs", "Where to look for export folders when --exports is not given.")
 flags.DEFINE_string("data_file", os.path.join(SHARED, "data", "sst2", "dev.tsv"), "SST-2 dev TSV (sentence column).")
 flags.DEFINE_float("duration", 10.0, "Seconds measured per setting.")
 flags.DEFINE_float("warmup", 1.0, "Seconds of requests before each measurement.")
@@ -49,10 +50,10 @@ FLAGS = flags.FLAGS
 
 def find_exports() -> dict[str, str]:
     found = {}
-    for pattern in ("/work/runs/*/export/export_info.json", "/work/runs/*/*/export/export_info.json"):
-        for info in sorted(glob.glob(pattern)):
+    for pattern in ("*/export/export_info.json", "*/*/export/export_info.json"):
+        for info in sorted(glob.glob(os.path.join(FLAGS.runs_dir, pattern))):
             folder = os.path.dirname(info)
-            name = os.path.relpath(os.path.dirname(folder), "/work/runs").replace(os.sep, "_")
+            name = os.path.relpath(os.path.dirname(folder), FLAGS.runs_dir).replace(os.sep, "_")
             found[name] = folder
     return found
 

@@ -5,7 +5,7 @@ precision/XLA setting, and dev-set inference examples/s (batch 64) and single-se
 latency (tokenization included) of the exported ONNX model; then runs
 `../shared/bench/peer_hf_bench.py` with `--peer_python` on the same machine, right after.
 
-    python benchmarks/teacher_speed.py --export_dir /work/runs/teacher/export --peer_python /work/peer/bin/python
+    python benchmarks/teacher_speed.py --export_dir outputs/teacher/export --peer_python PEER_VENV/bin/python
 """
 
 import importlib.resources
