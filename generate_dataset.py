@@ -28,6 +28,7 @@ from absl import flags, logging
 from bertdistill import augment, data, errors, pipeline, runner, transfer_set, validation
 from bertdistill.checkpoints import Teacher, load_teacher
 from bertdistill.errors import FlagError
+from bertdistill.files import atomic_output
 from bertdistill.flags import define_augmentation_flags, on_error, validate_augmentation_flags
 
 flags.DEFINE_bool("no_augment", False, "Only label the original sentences.")
@@ -135,7 +136,7 @@ def main(argv):
     expand(examples[:start], 0, seen, config, replacer)
 
     began, rows = time.time(), 0
-    with transfer_set.atomic_output(FLAGS.output) as out:
+    with atomic_output(FLAGS.output) as out:
         out.write(transfer_set.header(teacher.labels))
         progress = keras.utils.Progbar(end - start, unit_name="original")
         for chunk_start in range(start, end, FLAGS.chunk_size):

@@ -31,7 +31,7 @@ from bertdistill import errors, validation  # noqa: E402
 from bertdistill.data import DataFormatError, split_lines  # noqa: E402
 from bertdistill.errors import FlagError, MissingFileError  # noqa: E402
 from bertdistill.predictor import DEFAULT_BATCH_SIZE, Prediction, Predictor  # noqa: E402
-from bertdistill.transfer_set import atomic_output  # noqa: E402
+from bertdistill.files import atomic_output  # noqa: E402
 
 flags.DEFINE_string("model_dir", None, "An export folder (bert_finetune, tinybert or distil_lstm: <output_dir>/export).")
 flags.DEFINE_string("input_file", None, "A TSV/CSV file of texts (see --text_column); default: the arguments, "

@@ -18,6 +18,7 @@ from absl import flags, logging
 from bertdistill import manifest, optimization, trainer, validation
 from bertdistill.distribute import is_chief
 from bertdistill.errors import UserError, shorten
+from bertdistill.files import atomic_output
 
 RUN_FOLDER_FLAG = "output_dir"
 
@@ -139,10 +140,9 @@ def train_from_flags(task: trainer.Task, strategy: tf.distribute.Strategy, fv: f
 
 
 def write_lines(path: str, lines: list[str]) -> None:
-    """Writes `lines` to `path` atomically (a temporary file beside it, then a rename)."""
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    """Writes `lines` to `path` atomically."""
+    with atomic_output(path) as f:
         f.writelines(line + "\n" for line in lines)
-    os.replace(path + ".tmp", path)
 
 
 def write_eval_results(output_dir: str, results: Mapping[str, object], strategy: tf.distribute.Strategy) -> None:

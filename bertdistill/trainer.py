@@ -57,6 +57,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 
 from bertdistill.distribute import is_chief
 from bertdistill.errors import UserError
+from bertdistill.files import atomic_output
 
 
 class TrainingDiverged(UserError):
@@ -106,9 +107,14 @@ def _batch_size(x) -> tf.Tensor:
     return tf.shape(tf.nest.flatten(x)[0])[0]
 
 
+def _inference(model: keras.Model):
+    """A traced float32 forward pass of `model` in inference mode, for batches of any shape."""
+    return tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), reduce_retracing=True)
+
+
 def predict_logits(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
     """float32 outputs of `model` (training=False) over `dataset`'s `(x, y)` batches, in order."""
-    forward = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), reduce_retracing=True)
+    forward = _inference(model)
     outputs = [forward(x).numpy() for x, _ in dataset]
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
@@ -118,7 +124,7 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
 
     Runs on this worker alone (no collective), so every worker computes the same numbers.
     """
-    forward = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), reduce_retracing=True)
+    forward = _inference(model)
     correct = total = 0
     loss = 0.0
     for x, y in dataset:
@@ -335,10 +341,8 @@ class Trainer:
             folder = os.path.join(self.output_dir, "best")
             os.makedirs(folder, exist_ok=True)
             save_model_weights(self.task.eval_model, os.path.join(folder, "model.weights.h5"))
-            tmp = os.path.join(folder, "metrics.json.tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
+            with atomic_output(os.path.join(folder, "metrics.json")) as f:
                 json.dump(best, f, indent=2)
-            os.replace(tmp, os.path.join(folder, "metrics.json"))
         return best
 
     # The loop

@@ -6,15 +6,14 @@ writes the same file without logit columns (`sentence<TAB>label`); `read_labelle
 reads both.
 
 Shared by the scripts that build such files: `read_originals` (the training sentences),
-`shard_bounds` (contiguous shards) and `atomic_output` (temporary file, renamed when complete).
+`shard_bounds` (contiguous shards); output files are written through
+`bertdistill.files.atomic_output`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Sequence
-from typing import TextIO
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -133,18 +132,3 @@ def shard_bounds(count: int, num_shards: int, shard_index: int) -> tuple[int, in
     return count * shard_index // num_shards, count * (shard_index + 1) // num_shards
 
 
-@contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[TextIO]:
-    """A text file to write `path` through: a temporary file beside it, renamed over `path`
-    when the block ends normally and removed (leaving any previous `path`) when it raises."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            yield out
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -217,7 +217,7 @@ def writable_output(name: str, path: str | None, *, folder: bool) -> str:
 
 def clean_file_debris(path: str) -> list[str]:
     """Removes the temporary files a killed writer of the output file `path` left beside it
-    (`.<name>.<pid>.tmp` of a process that is gone, as `transfer_set.atomic_output` writes);
+    (`.<name>.<pid>.tmp` of a process that is gone, as `files.atomic_output` writes);
     nothing else in that folder is touched. Returns the removed paths."""
     folder, name = os.path.split(os.path.abspath(path))
     if not os.path.isdir(folder):

@@ -5,7 +5,7 @@ its output."""
 import numpy as np
 import pytest
 
-from bertdistill import augment, checkpoints, transfer_set
+from bertdistill import augment, checkpoints, files, transfer_set
 from bertdistill.bert import BertClassifier, BertEncoder, BertMaskedLM, checkpoint_variables
 from bertdistill.data import DataFormatError
 from bertdistill.tokenization import Tokenizer
@@ -252,11 +252,11 @@ def test_atomic_output_keeps_the_previous_file_on_failure(tmp_path):
     target = tmp_path / "out.tsv"
     target.write_text("previous\n")
     with pytest.raises(RuntimeError):
-        with transfer_set.atomic_output(str(target)) as out:
+        with files.atomic_output(str(target)) as out:
             out.write("partial\n")
             raise RuntimeError("stop")
     assert target.read_text() == "previous\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.tsv"]
-    with transfer_set.atomic_output(str(target)) as out:
+    with files.atomic_output(str(target)) as out:
         out.write("new\n")
     assert target.read_text() == "new\n"
     assert [transfer_set.shard_bounds(10, 3, k) for k in range(3)] == [(0, 3), (3, 6), (6, 10)]

@@ -34,6 +34,7 @@ from absl import flags, logging
 
 from bertdistill import augment, checkpoints, data, errors, runner, transfer_set, validation
 from bertdistill.errors import FlagError
+from bertdistill.files import atomic_output
 from bertdistill.flags import define_augmentation_flags, on_error, validate_augmentation_flags
 from bertdistill.tokenization import Tokenizer
 
@@ -110,7 +111,7 @@ def main(argv):
     mlm, neighbours = build_candidate_sources(pretrained, splitter.vocab)
 
     began, rows = time.time(), 0
-    with transfer_set.atomic_output(FLAGS.output) as out:
+    with atomic_output(FLAGS.output) as out:
         out.write(transfer_set.PLAIN_HEADER)
         for chunk_start in range(start, end, FLAGS.chunk_size):
             chunk = examples[chunk_start:min(chunk_start + FLAGS.chunk_size, end)]
