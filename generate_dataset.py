@@ -1,14 +1,16 @@
 """Writes the transfer set for distillation: the training sentences, augmented (Tang et al.,
-2019), each with the teacher's logits.
+2019), each with the teacher's logits (the mean of several teachers' with `--model=a,b`).
 
     python generate_dataset.py --input=../shared/data/sst2 --model=outputs/teacher/export \\
         --output=outputs/augmented.tsv --augment_factor=20
 
 Output (see `bertdistill/transfer_set.py`): a TSV with header `sentence label logit_<label>...`;
 every original first, with its gold label, then its new sentences, labelled with the
-teacher's argmax. Rules and probabilities: `bertdistill/augment.py`. Word replacement is POS-guided
-when nltk and its tagger are installed, else nearest neighbours in `--word_vectors` when
-given, else in the teacher's own input embeddings (`--replacement` chooses explicitly).
+argmax of the (mean) logits. Several teachers must share vocabulary, lower-casing and labels;
+each runs over the same length-sorted batches. Rules and probabilities: `bertdistill/augment.py`.
+Word replacement is POS-guided when nltk and its tagger are installed, else nearest neighbours
+in `--word_vectors` when given, else in the (first) teacher's own input embeddings
+(`--replacement` chooses explicitly). The teachers are logged with the written row count.
 
 Shards: `--num_shards=N --shard_index=k` take the k-th contiguous slice of the originals and
 augment each exactly as the whole run does (per-example seeds), so the shards' outputs, each
@@ -27,7 +29,7 @@ from absl import flags, logging
 
 from bertdistill import augment, data, errors, pipeline, runner, transfer_set, validation
 from bertdistill.checkpoints import Teacher, load_teacher
-from bertdistill.errors import FlagError
+from bertdistill.errors import FlagError, shorten
 from bertdistill.files import atomic_output
 from bertdistill.flags import define_augmentation_flags, on_error, validate_augmentation_flags
 
@@ -38,12 +40,17 @@ flags.DEFINE_float("p_ngram", 0.25, "Per-sentence probability of keeping only a 
 flags.DEFINE_enum("replacement", "auto", ["auto", "pos", "word_vectors", "teacher_embeddings"],
                   "How a replacement word is chosen (auto: pos, else word_vectors, else teacher_embeddings).")
 flags.DEFINE_string("word_vectors", None, "GloVe/word2vec text file for --replacement=word_vectors.")
+MODEL_HELP = ("Teachers, comma-separated: export folders of bert_finetune, Hugging Face folders or Google checkpoint "
+              "prefixes (with --bert_config_file and --vocab_file), sharing vocabulary, lower-casing and labels. "
+              "The transfer set gets the mean of their logits; replacement words from input embeddings "
+              "(--replacement=teacher_embeddings) come from the first teacher's.")
 define_augmentation_flags(
-    model_help="Teacher: an export folder of bert_finetune, a Hugging Face folder or a Google checkpoint prefix "
-               "(with --bert_config_file and --vocab_file).",
+    model_help=MODEL_HELP,
     augment_factor_help="Augmentation attempts per original (Tang et al.: 20).",
     batch_size_help="Teacher inference batch size.", max_seq_length_help="Teacher's maximum WordPiece tokens.",
     chunk_size=2048)
+# Several teachers: a list flag replaces the single-model string flag of the shared definitions.
+flags.DEFINE_list("model", None, MODEL_HELP, allow_override=True)
 errors.define_flags()
 FLAGS = flags.FLAGS
 
@@ -63,7 +70,7 @@ def make_replacer(kind: str, teacher: Teacher, corpus: list[str]) -> augment.Rep
         logging.info("Word replacement: nearest neighbours in %s", FLAGS.word_vectors)
         replacer = augment.NeighbourReplacer.from_word_vectors_file(FLAGS.word_vectors, vocabulary=words)
     else:
-        logging.info("Word replacement: nearest neighbours in the teacher's input embeddings")
+        logging.info("Word replacement: nearest neighbours in the input embeddings of %s", teacher.pretrained.source)
         embeddings = teacher.pretrained.weights["bert/embeddings/word_embeddings"]
         replacer = augment.NeighbourReplacer.from_token_embeddings(teacher.tokenizer.vocab, embeddings)
     replacer.precompute(words)
@@ -89,17 +96,54 @@ def expand(examples: list[data.InputExample], first_index: int, seen: set[str], 
     return sentences, gold
 
 
-def label_with_teacher(teacher: Teacher, sentences: list[str]) -> np.ndarray:
-    """The teacher's float32 logits [len(sentences), num_labels], batched through the shared pipeline."""
+def label_with_teachers(teachers: list[Teacher], sentences: list[str]) -> np.ndarray:
+    """The mean of the teachers' float32 logits [len(sentences), num_labels]: the sentences are
+    encoded once (the teachers share a tokenizer) and each teacher runs over the same
+    length-sorted batches of the shared pipeline."""
     examples = [data.InputExample(guid=str(i), text_a=s) for i, s in enumerate(sentences)]
-    features = pipeline.convert_examples_to_features(examples, teacher.tokenizer, teacher.labels,
+    features = pipeline.convert_examples_to_features(examples, teachers[0].tokenizer, teachers[0].labels,
                                                      FLAGS.max_seq_length)
-    return pipeline.predict_logits(teacher.model, features, batch_size=FLAGS.batch_size)
+    total = sum(pipeline.predict_logits(t.model, features, batch_size=FLAGS.batch_size) for t in teachers)
+    return total / len(teachers)
+
+
+def check_same_inputs(first: Teacher, other: Teacher) -> None:
+    """FlagError naming `other` unless it shares `first`'s vocabulary, lower-casing and labels
+    (else their logits cannot be averaged)."""
+    differs = [what for what, a, b in (("vocabulary", first.tokenizer.vocab, other.tokenizer.vocab),
+                                       ("lower-casing", first.tokenizer.do_lower_case, other.tokenizer.do_lower_case),
+                                       ("labels", first.labels, other.labels)) if a != b]
+    if differs:
+        raise FlagError("model", f"--model: teacher {shorten(other.pretrained.source)} differs from "
+                        f"{shorten(first.pretrained.source)} in its {' and '.join(differs)}; the teachers' logits are "
+                        "averaged, so they must share vocabulary, lower-casing and labels")
+
+
+def load_teachers(paths: list[str]) -> list[Teacher]:
+    """The `--model` teachers, each checked against `--max_seq_length` and the first (`check_same_inputs`)
+    as soon as it is loaded."""
+    teachers = []
+    for path in paths:
+        task_labels = None if os.path.isdir(path) else data.get_processor(FLAGS.task_name).get_labels()
+        teacher = load_teacher(path, bert_config_file=FLAGS.bert_config_file, vocab_file=FLAGS.vocab_file,
+                               labels=task_labels)
+        positions = teacher.pretrained.config.max_position_embeddings
+        if FLAGS.max_seq_length > positions:
+            raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the "
+                            f"max_position_embeddings={positions} of the teacher {shorten(path)}")
+        if teachers:
+            check_same_inputs(teachers[0], teacher)
+        teachers.append(teacher)
+    return teachers
 
 
 def validate_flags() -> None:
     """Refuses flag values that cannot be meant, naming the flag, before anything is loaded."""
     validation.require("model", FLAGS.model)
+    if "" in FLAGS.model:
+        raise FlagError("model", f"--model={','.join(FLAGS.model)} has an empty entry: give comma-separated folders")
+    for path in FLAGS.model:
+        validation.model_path("model", path)
     validate_augmentation_flags(FLAGS, min_seq_length=3)
     for name in ("p_mask", "p_replace", "p_ngram"):
         validation.in_range(name, FLAGS[name].value, 0.0, 1.0)
@@ -112,19 +156,15 @@ def validate_flags() -> None:
 def main(argv):
     del argv
     validate_flags()
-    validation.model_path("model", FLAGS.model)
     config = augment.AugmentConfig(p_mask=FLAGS.p_mask, p_replace=FLAGS.p_replace, p_ngram=FLAGS.p_ngram)
     keras.mixed_precision.set_global_policy("float32")
-    task_labels = None if os.path.isdir(FLAGS.model) else data.get_processor(FLAGS.task_name).get_labels()
-    teacher = load_teacher(FLAGS.model, bert_config_file=FLAGS.bert_config_file, vocab_file=FLAGS.vocab_file,
-                           labels=task_labels)
-    if FLAGS.max_seq_length > teacher.pretrained.config.max_position_embeddings:
-        raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the teacher's "
-                        f"max_position_embeddings={teacher.pretrained.config.max_position_embeddings}")
+    teachers = load_teachers(FLAGS.model)
+    teacher = teachers[0]
     examples = transfer_set.read_originals(FLAGS.input, FLAGS.task_name, teacher.labels,
                                            on_error=on_error(FLAGS))[:FLAGS.max_examples]
     runner.prepare_run(FLAGS, outputs={"output": FLAGS.output},
-                       inputs={"input": FLAGS.input, "model": FLAGS.model, "bert_config_file": FLAGS.bert_config_file,
+                       inputs={"input": FLAGS.input, **{f"model {i}": path for i, path in enumerate(FLAGS.model)},
+                               "bert_config_file": FLAGS.bert_config_file,
                                "vocab_file": FLAGS.vocab_file, "word_vectors": FLAGS.word_vectors})
     corpus = [e.text_a for e in examples]
     replacer = None if FLAGS.no_augment or FLAGS.p_replace == 0 else make_replacer(FLAGS.replacement, teacher, corpus)
@@ -142,15 +182,16 @@ def main(argv):
         for chunk_start in range(start, end, FLAGS.chunk_size):
             chunk = examples[chunk_start:min(chunk_start + FLAGS.chunk_size, end)]
             sentences, gold = expand(chunk, chunk_start, seen, config, replacer)
-            logits = label_with_teacher(teacher, sentences)
+            logits = label_with_teachers(teachers, sentences)
             predicted = [teacher.labels[i] for i in logits.argmax(axis=1)]
             out.write(transfer_set.format_rows(
                 sentences, [g if g is not None else p for g, p in zip(gold, predicted)], logits))
             rows += len(sentences)
             progress.add(len(chunk))
     seconds = time.time() - began
-    logging.info("Wrote %s: %d rows from %d originals in %.1f s (%.1f sentences/s)", FLAGS.output, rows, end - start,
-                 seconds, rows / max(seconds, 1e-9))
+    logging.info("Wrote %s: %d rows from %d originals in %.1f s (%.1f sentences/s), labelled by the mean of %d "
+                 "teacher(s): %s", FLAGS.output, rows, end - start, seconds, rows / max(seconds, 1e-9), len(teachers),
+                 ", ".join(FLAGS.model))
 
 
 if __name__ == "__main__":

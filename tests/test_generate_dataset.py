@@ -1,4 +1,5 @@
-"""generate_dataset.py on a 20-line TSV with a tiny teacher: columns, rows, shards, teacher logits, errors."""
+"""generate_dataset.py on a 20-line TSV with tiny teachers: columns, rows, shards, teacher logits, the mean
+of two teachers, errors."""
 import json
 
 import numpy as np
@@ -15,20 +16,23 @@ WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "p
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A tiny teacher export-style folder (Hugging Face files + labels.json) and a 20-line train TSV."""
+    """Two tiny teacher export-style folders (Hugging Face files + labels.json; same vocabulary, other
+    random weights) and a 20-line train TSV."""
     root = tmp_path_factory.mktemp("gen")
     vocab = write_vocab(root / "vocab.txt")
-    teacher = root / "teacher"
-    checkpoints.save_hf_folder(BertClassifier(BertEncoder(tiny_config()), 2), str(teacher), vocab, ["0", "1"], True)
-    (teacher / "labels.json").write_text(json.dumps(["0", "1"]))
+    for name in ("teacher", "teacher2"):
+        checkpoints.save_hf_folder(BertClassifier(BertEncoder(tiny_config()), 2), str(root / name), vocab, ["0", "1"],
+                                   True)
+        (root / name / "labels.json").write_text(json.dumps(["0", "1"]))
     rng = np.random.default_rng(0)
     rows = [f"{' '.join(rng.choice(WORDS, rng.integers(3, 9)))}\t{i % 2}" for i in range(20)]
     (root / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
     return root
 
 
-def generate(workspace, output, *args, check=True):
-    return run_script(SCRIPT, f"--input={workspace / 'train.tsv'}", f"--model={workspace / 'teacher'}",
+def generate(workspace, output, *args, teachers=("teacher",), check=True):
+    models = ",".join(str(workspace / teacher) for teacher in teachers)
+    return run_script(SCRIPT, f"--input={workspace / 'train.tsv'}", f"--model={models}",
                       f"--output={output}", "--augment_factor=4", "--batch_size=8", "--chunk_size=6",
                       "--replacement=teacher_embeddings", "--max_seq_length=16", *args, check=check)
 
@@ -73,6 +77,28 @@ def test_no_augment_labels_only_the_originals(workspace, tmp_path):
     lines = (tmp_path / "plain.tsv").read_text().splitlines()
     assert [line.split("\t")[:2] for line in lines[1:]] == [
         line.split("\t") for line in (workspace / "train.tsv").read_text().splitlines()[1:8]]
+
+
+def test_two_teachers_write_the_mean_of_their_logits(workspace, tmp_path):
+    logits = {}
+    for teachers in (("teacher",), ("teacher2",), ("teacher", "teacher2")):
+        output = tmp_path / f"{'+'.join(teachers)}.tsv"
+        generate(workspace, output, "--no_augment", teachers=teachers)
+        logits[teachers] = transfer_set.read_transfer_set(str(output), ["0", "1"])[1]
+    first, second = logits[("teacher",)], logits[("teacher2",)]
+    assert np.abs(first - second).max() > 1e-3  # two different teachers
+    np.testing.assert_allclose(logits[("teacher", "teacher2")], (first + second) / 2, rtol=0, atol=1e-5)
+
+
+def test_two_teachers_label_new_sentences_with_the_argmax_of_the_mean(workspace, tmp_path):
+    output = tmp_path / "augmented.tsv"
+    result = generate(workspace, output, teachers=("teacher", "teacher2"))
+    examples, logits = transfer_set.read_transfer_set(str(output), ["0", "1"])
+    gold = dict(line.split("\t") for line in (workspace / "train.tsv").read_text().splitlines()[1:])
+    assert len(examples) > len(gold)
+    for example, row in zip(examples, logits):
+        assert example.label == gold.get(example.text_a, str(int(row.argmax())))
+    assert f"mean of 2 teacher(s): {workspace / 'teacher'}, {workspace / 'teacher2'}" in result.stderr
 
 
 def test_teacher_vocab_mismatch_fails_clearly_and_keeps_previous_output(workspace, tmp_path):

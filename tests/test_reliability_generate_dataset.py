@@ -18,6 +18,16 @@ def _run_folder(workspace, tmp):
     return [f"--model={tmp / 'run'}"]
 
 
+def _odd_teacher(file, edit):
+    """Flags giving --model the teacher and a copy of it whose `file` is rewritten by `edit`."""
+    def flags(workspace, tmp):
+        shutil.copytree(workspace / "teacher", tmp / "odd_teacher")
+        path = tmp / "odd_teacher" / file
+        path.write_text(edit(path.read_text()))
+        return [f"--model={workspace / 'teacher'},{tmp / 'odd_teacher'}"]
+    return flags
+
+
 def _all_bad(workspace, tmp):
     (tmp / "bad.tsv").write_text("sentence\tlabel\ngood\t7\nbad\t9\n")
     return [f"--input={tmp / 'bad.tsv'}", "--skip_bad_rows"]
@@ -29,6 +39,12 @@ CASES = [
     (GENERATE, "shard index", ["--num_shards=2", "--shard_index=2"], ["--shard_index=2 is outside 0..1"]),
     (GENERATE, "output is the input", lambda w, t: [f"--output={w / 'train.tsv'}"], ["--output=", "is also an input"]),
     (GENERATE, "run folder as model", _run_folder, ["--model=", "is a run folder", "export"]),
+    (GENERATE, "teachers' vocabularies differ", _odd_teacher("vocab.txt", lambda text: text.replace("movie", "cinema")),
+     ["--model: teacher", "odd_teacher differs from", "in its vocabulary;"]),
+    (GENERATE, "teachers' lower-casing differs", _odd_teacher("tokenizer_config.json", lambda text: text.replace(
+        "true", "false")), ["--model: teacher", "odd_teacher differs from", "in its lower-casing;"]),
+    (GENERATE, "teachers' labels differ", _odd_teacher("labels.json", lambda text: '["neg", "pos"]'),
+     ["--model: teacher", "odd_teacher differs from", "in its labels;"]),
     (AUGMENT, "augment factor", ["--augment_factor=-1"], ["--augment_factor=-1 must be >= 0"]),
     (AUGMENT, "output is the input", lambda w, t: [f"--output={w / 'train.tsv'}"], ["--output=", "is also an input"]),
     (AUGMENT, "skip mode, no valid row", _all_bad, ["bad.tsv: no valid rows: all 2 rows are bad"]),
