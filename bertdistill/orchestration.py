@@ -1,0 +1,155 @@
+"""Runs a chain of stages in one output folder, each skipped when complete and resumed when
+interrupted.
+
+A stage is a command (one of the toolkit's scripts, in a fresh interpreter) or a function. When
+it succeeds, `<output_dir>/pipeline/<stage>.json` records its command and wall time: the next
+run skips it. A killed stage has no record, so the next run starts the same command again and
+the script resumes from its own checkpoints (its run manifest guarantees it is the same run).
+A record made with a different command is refused, naming what differs. Script stages die with
+the pipeline (Linux `PR_SET_PDEATHSIG`), so a `kill -9` of the pipeline leaves no orphan
+writing into the folder.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from absl import logging
+
+from bertdistill.errors import UserError, shorten
+from bertdistill.files import atomic_output
+
+RECORDS = "pipeline"
+LOGS = "logs"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclasses.dataclass
+class Stage:
+    """`name`, and either `command` (argv after the interpreter) or `function` (no arguments).
+    `nominal_minutes` is the expected wall time, used only for the ETA."""
+    name: str
+    command: Sequence[str] | None = None
+    function: Callable[[], None] | None = None
+    nominal_minutes: float = 1.0
+    description: str = ""
+    key: Sequence[str] | None = None  # what the record must match (default: the command)
+
+    @property
+    def signature(self) -> list[str]:
+        return list(self.key if self.key is not None else self.command or [])
+
+
+def record_path(output_dir: str, name: str) -> str:
+    return os.path.join(output_dir, RECORDS, f"{name}.json")
+
+
+def read_record(output_dir: str, name: str) -> dict | None:
+    path = record_path(output_dir, name)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _difference(old: Sequence[str], new: Sequence[str]) -> str:
+    for a, b in zip(old, new):
+        if a != b:
+            return f"{shorten(a, 100)} then, {shorten(b, 100)} now"
+    return f"{len(old)} arguments then, {len(new)} now"
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux: the child may outlive a killed pipeline
+        pass
+
+
+def run_command(command: Sequence[str], log_path: str) -> int:
+    """Runs `python command...`, copying its output (stdout and stderr) to ours and to `log_path`."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "a", encoding="utf-8") as log:
+        process = subprocess.Popen([sys.executable, *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, env=env, preexec_fn=_die_with_parent)
+        for line in process.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            log.write(line)
+            log.flush()
+        return process.wait()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Runner:
+    """Runs `stages` in order in `output_dir` (see the module docstring)."""
+
+    def __init__(self, output_dir: str, stages: Sequence[Stage]):
+        self.output_dir = output_dir
+        self.stages = list(stages)
+        self.started = time.time()
+        self.done_nominal = 0.0  # nominal minutes of the stages run (not skipped) so far
+
+    def check_records(self) -> None:
+        """Refuses, before any work, a folder whose completed stages were made differently."""
+        for stage in self.stages:
+            record = read_record(self.output_dir, stage.name)
+            if record is not None and record["command"] != stage.signature:
+                raise UserError(f"{self.output_dir}: stage {stage.name} was completed with other settings "
+                                f"({_difference(record['command'], stage.signature)})",
+                                hint="use another --output_dir, or --overwrite_output_dir to start over")
+
+    def eta(self, index: int) -> str:
+        remaining = sum(stage.nominal_minutes for stage in self.stages[index:])
+        if self.done_nominal:
+            return _clock(remaining * (time.time() - self.started) / self.done_nominal)
+        return f"~{_clock(remaining * 60)} (nominal)"
+
+    def run(self) -> dict[str, dict]:
+        """Runs (or skips) every stage; returns each stage's record."""
+        self.check_records()
+        records = {}
+        total = len(self.stages)
+        for index, stage in enumerate(self.stages):
+            header = f"stage {index + 1}/{total} {stage.name}"
+            record = read_record(self.output_dir, stage.name)
+            if record is not None:
+                print(f"[pipeline] {header}: complete, skipped ({_clock(record['seconds'])} when it ran)", flush=True)
+                records[stage.name] = record
+                continue
+            print(f"[pipeline] {header}: start{f' ({stage.description})' if stage.description else ''}; elapsed "
+                  f"{_clock(time.time() - self.started)}, ETA {self.eta(index)}", flush=True)
+            start = time.time()
+            if stage.command is not None:
+                log_path = os.path.join(self.output_dir, LOGS, f"{stage.name}.log")
+                logging.info("%s: %s", stage.name, " ".join(stage.command))
+                status = run_command(stage.command, log_path)
+                if status:
+                    raise UserError(f"stage {stage.name} failed (exit status {status}); its log: {log_path}",
+                                    hint="fix the cause and run the same command again: completed stages are "
+                                         "skipped and this one resumes")
+            else:
+                stage.function()
+            seconds = time.time() - start
+            self.done_nominal += stage.nominal_minutes
+            record = {"command": stage.signature, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            os.makedirs(os.path.dirname(record_path(self.output_dir, stage.name)), exist_ok=True)
+            with atomic_output(record_path(self.output_dir, stage.name)) as f:
+                json.dump(record, f, indent=2)
+            records[stage.name] = record
+            print(f"[pipeline] {header}: done in {_clock(seconds)}; elapsed {_clock(time.time() - self.started)}",
+                  flush=True)
+        return records

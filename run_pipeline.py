@@ -1,0 +1,316 @@
+"""The whole distillation chain in one command, ending in a report:
+
+    python run_pipeline.py --output_dir=outputs/pipeline --preset=smoke   # ~10 minutes on 2 CPU cores
+    python run_pipeline.py --output_dir=outputs/pipeline --preset=full    # the README's numbers
+
+Stages, each one of the toolkit's scripts in `<output_dir>/<stage>`:
+  data           SST-2 from --data_dir (default ../shared/data/sst2 when present, else tfds glue/sst2);
+                 a seeded train subsample in `data/` when the preset or --max_train_examples asks
+  teacher_<k>    bert_finetune/run_classifier.py, --num_teachers seeds (best-by-dev, exported)
+  transfer       generate_dataset.py: augmented train set labelled by the mean of the teachers' logits
+  bilstm_gold    distil_lstm/main.py --mode=train (gold labels: the baseline)
+  bilstm_distil  distil_lstm/main.py --mode=distil (the transfer set)
+  tinybert       tinybert/task_distill.py: stage 1 (teacher_1 online) + stage 2 (the transfer set)
+  report         <output_dir>/report/: results.json, results.md, accuracy_vs_latency.png, robustness.png
+
+Run the same command again after an interruption (even `kill -9`): completed stages are
+skipped, the interrupted one resumes from its checkpoints. `--stages=a,b` runs a subset (the
+stages they read must be complete); `--stages=report` alone remakes the report. Extra flags for
+one stage's script: `--stage_flag=bilstm_gold:--hidden_size=150` (repeatable; `teacher` applies to
+every teacher).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+from absl import flags, logging
+
+from bertdistill import data, errors, orchestration, report, robustness, validation
+from bertdistill.errors import FlagError
+from bertdistill.files import atomic_output
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "sst2"))
+STUDENT_CONFIG = os.path.join(REPO, "tinybert", "configs", "student_3l_384.json")
+STAGE_NAMES = ("data", "teacher", "transfer", "bilstm_gold", "bilstm_distil", "tinybert", "report")
+
+# Each preset's recipe; a flag given on the command line wins over its preset value.
+PRESETS = {
+    "smoke": dict(max_train_examples=2000, num_teachers=1, teacher_epochs=1.0, augment_factor=2, lstm_epochs=3.0,
+                  lstm_distil_epochs=1.0, intermediate_epochs=1.0, prediction_epochs=1.0,
+                  intermediate_max_examples=0, robustness_examples=300, robustness_rates=["0.1"], speed_rounds=2,
+                  latency_texts=100,
+                  minutes=dict(data=0.1, teacher=2.0, transfer=1.0, bilstm_gold=0.8, bilstm_distil=0.8,
+                               tinybert=3.0, report=2.0)),
+    "full": dict(max_train_examples=0, num_teachers=1, teacher_epochs=2.0, augment_factor=2, lstm_epochs=10.0,
+                 lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=2.0,
+                 intermediate_max_examples=67349, robustness_examples=0, robustness_rates=["0.1", "0.2"],
+                 speed_rounds=3, latency_texts=200,
+                 minutes=dict(data=0.1, teacher=35.0, transfer=13.0, bilstm_gold=10.0, bilstm_distil=15.0,
+                              tinybert=60.0, report=10.0)),
+}
+
+flags.DEFINE_string("output_dir", "outputs/pipeline", "Every stage's folder, the logs and the report.")
+flags.DEFINE_string("data_dir", None, "GLUE SST-2 folder (train/dev/test.tsv); default ../shared/data/sst2 when "
+                    "present, else tfds glue/sst2.")
+flags.DEFINE_string("init_checkpoint", None, "The teacher's start (Hugging Face folder, export folder or Google "
+                    "checkpoint; default: the offline all-MiniLM-L6-v2).")
+flags.DEFINE_enum("preset", "smoke", list(PRESETS), "smoke: a subsample, ~10 minutes on 2 cores; full: the README's "
+                  "numbers (~3 hours).")
+flags.DEFINE_list("stages", list(STAGE_NAMES), f"Stages to run, in order: {', '.join(STAGE_NAMES)}.")
+flags.DEFINE_integer("seed", 12345, "Seed of every stage (teacher k gets seed + k - 1).")
+flags.DEFINE_integer("num_teachers", None, "Teachers (seeds) fine-tuned; the transfer set gets their mean logits.")
+flags.DEFINE_float("teacher_epochs", None, "Teacher fine-tuning epochs (best-by-dev over the epochs is kept).")
+flags.DEFINE_integer("max_train_examples", None, "A seeded subsample of the train set (0: all).")
+flags.DEFINE_integer("augment_factor", None, "New sentences per train sentence in the transfer set.")
+flags.DEFINE_float("lstm_epochs", None, "BiLSTM gold-label epochs (early stopping patience 3).")
+flags.DEFINE_float("lstm_distil_epochs", None, "BiLSTM distillation epochs on the transfer set.")
+flags.DEFINE_float("intermediate_epochs", None, "TinyBERT stage 1 epochs.")
+flags.DEFINE_float("prediction_epochs", None, "TinyBERT stage 2 epochs.")
+flags.DEFINE_integer("intermediate_max_examples", None, "TinyBERT stage 1 on a subset of the transfer set (0: all).")
+flags.DEFINE_string("student_config", STUDENT_CONFIG, "TinyBERT student config (student init: teacher layers).")
+flags.DEFINE_integer("robustness_examples", None, "Dev examples perturbed in the report (0: all).")
+flags.DEFINE_list("robustness_rates", None, "Perturbation rates in the report.")
+flags.DEFINE_integer("speed_rounds", None, "Interleaved timing rounds in the report (medians).")
+flags.DEFINE_integer("latency_texts", None, "Single-sentence calls per model and round.")
+flags.DEFINE_multi_string("stage_flag", [], "STAGE:--flag=value passed to one stage's script (repeatable).")
+flags.DEFINE_bool("overwrite_output_dir", False, "Delete --output_dir first and start over.")
+FLAGS = flags.FLAGS
+
+
+def setting(name: str):
+    """The flag's value when given, else the preset's."""
+    return FLAGS[name].value if FLAGS[name].present else PRESETS[FLAGS.preset][name]
+
+
+def stage_flags() -> dict[str, list[str]]:
+    extra: dict[str, list[str]] = {}
+    for item in FLAGS.stage_flag:
+        stage, _, flag = item.partition(":")
+        if stage not in STAGE_NAMES or not flag.startswith("--"):
+            raise FlagError("stage_flag", f"--stage_flag={item!r}: expected STAGE:--flag=value with STAGE one of "
+                                          f"{', '.join(STAGE_NAMES)}")
+        extra.setdefault(stage, []).append(flag)
+    return extra
+
+
+def validate() -> None:
+    """Every flag checked before any work."""
+    unknown = [s for s in FLAGS.stages if s not in STAGE_NAMES]
+    if unknown or not FLAGS.stages:
+        raise FlagError("stages", f"--stages={','.join(FLAGS.stages)}: unknown {unknown}; choose from "
+                                  f"{', '.join(STAGE_NAMES)}")
+    for name in ("num_teachers", "teacher_epochs", "augment_factor", "lstm_epochs", "lstm_distil_epochs",
+                 "intermediate_epochs", "prediction_epochs", "speed_rounds", "latency_texts"):
+        validation.positive(name, setting(name))
+    for name in ("max_train_examples", "intermediate_max_examples", "robustness_examples"):
+        if setting(name) < 0:
+            raise FlagError(name, f"--{name}={setting(name)} must be 0 (all) or more")
+    for rate in setting("robustness_rates"):
+        try:
+            value = float(rate)
+        except ValueError:
+            value = -1.0
+        if not 0 < value <= 1:
+            raise FlagError("robustness_rates", f"--robustness_rates: {rate!r} is not a rate in (0, 1]")
+    data_dir = data_source()
+    if data_dir:
+        validation.split_files(data_dir, ("train", "dev"), "sst-2")
+    validation.model_path("init_checkpoint", FLAGS.init_checkpoint)
+    if not os.path.isfile(FLAGS.student_config):
+        raise FlagError("student_config", f"--student_config={FLAGS.student_config!r} is not a file")
+    errors.read_json(FLAGS.student_config, "--student_config")
+    stage_flags()
+    output = os.path.abspath(FLAGS.output_dir)
+    for name, path in (("data_dir", data_dir), ("init_checkpoint", FLAGS.init_checkpoint)):
+        if path and (os.path.abspath(path) == output or os.path.abspath(path).startswith(output + os.sep)):
+            raise FlagError("output_dir", f"--output_dir={FLAGS.output_dir!r} contains --{name}: "
+                                          "--overwrite_output_dir or a resumed stage could destroy it")
+    validation.writable_dir("output_dir", FLAGS.output_dir)
+
+
+def data_source() -> str | None:
+    if FLAGS.data_dir:
+        return FLAGS.data_dir
+    return DEFAULT_DATA if os.path.isdir(DEFAULT_DATA) else None
+
+
+def data_folder(output_dir: str) -> str:
+    """The folder every stage reads: --data_dir itself, or the pipeline's own copy (subsample, tfds)."""
+    source = data_source()
+    return source if source and not setting("max_train_examples") else os.path.join(output_dir, "data")
+
+
+def write_data(output_dir: str) -> None:
+    """`<output_dir>/data/{train,dev}.tsv`: a seeded train subsample (and tfds, read once)."""
+    import numpy as np
+
+    source, target = data_source(), os.path.join(output_dir, "data")
+    if source and not setting("max_train_examples"):
+        return
+    processor = data.Sst2Processor()
+    train = processor.get_train_examples(source)
+    limit = setting("max_train_examples")
+    if limit and limit < len(train):
+        keep = np.sort(np.random.default_rng(FLAGS.seed).choice(len(train), limit, replace=False))
+        train = [train[i] for i in keep]
+    os.makedirs(target, exist_ok=True)
+    for split, examples in (("train", train), ("dev", processor.get_dev_examples(source))):
+        with atomic_output(os.path.join(target, f"{split}.tsv")) as f:
+            f.write("sentence\tlabel\n" + "".join(f"{e.text_a}\t{e.label}\n" for e in examples))
+    logging.info("data: %d train rows (of %s) in %s", len(train), source or "tfds glue/sst2", target)
+
+
+def script(path: str, *args: str) -> list[str]:
+    return [os.path.join(REPO, path), *args]
+
+
+def build_stages(output_dir: str) -> list[orchestration.Stage]:
+    """The chain's stages (all of them: --stages picks which run)."""
+    minutes = PRESETS[FLAGS.preset]["minutes"]
+    extra = stage_flags()
+    data_dir = data_folder(output_dir)
+    seed = FLAGS.seed
+    teachers = [os.path.join(output_dir, f"teacher_{k}") for k in range(1, setting("num_teachers") + 1)]
+    transfer = os.path.join(output_dir, "transfer", "augmented.tsv")
+    stages = [orchestration.Stage("data", function=lambda: write_data(output_dir), nominal_minutes=minutes["data"],
+                                  key=[data_source() or "tfds", str(setting("max_train_examples")), str(seed)],
+                                  description=f"train subsample of {setting('max_train_examples')}"
+                                  if setting("max_train_examples") else "")]
+    init = [f"--init_checkpoint={FLAGS.init_checkpoint}"] if FLAGS.init_checkpoint else []
+    for k, folder in enumerate(teachers):
+        stages.append(orchestration.Stage(
+            f"teacher_{k + 1}", nominal_minutes=minutes["teacher"], description=f"seed {seed + k}",
+            command=script("bert_finetune/run_classifier.py", "--task_name=sst-2", "--do_train", "--do_eval",
+                           f"--data_dir={data_dir}", f"--output_dir={folder}", "--max_seq_length=128",
+                           "--train_batch_size=32", "--eval_batch_size=64", "--learning_rate=5e-5",
+                           f"--num_train_epochs={setting('teacher_epochs')}", "--warmup_proportion=0.1",
+                           "--save_checkpoints_steps=500", "--classifier_pooling=mean", f"--seed={seed + k}",
+                           *init, *extra.get("teacher", []))))
+    exports = [os.path.join(folder, "export") for folder in teachers]
+    stages.append(orchestration.Stage(
+        "transfer", nominal_minutes=minutes["transfer"], description=f"{len(exports)} teacher(s)",
+        command=script("generate_dataset.py", f"--input={data_dir}", f"--model={','.join(exports)}",
+                       f"--output={transfer}", f"--augment_factor={setting('augment_factor')}", f"--seed={seed}",
+                       *extra.get("transfer", []))))
+    lstm = [f"--data_dir={data_dir}", "--save_checkpoints_steps=2000", f"--seed={seed}"]
+    stages.append(orchestration.Stage(
+        "bilstm_gold", nominal_minutes=minutes["bilstm_gold"],
+        command=script("distil_lstm/main.py", "--mode=train", f"--output_dir={os.path.join(output_dir, 'bilstm_gold')}",
+                       f"--num_train_epochs={setting('lstm_epochs')}", "--early_stopping_patience=3", *lstm,
+                       *extra.get("bilstm_gold", []))))
+    stages.append(orchestration.Stage(
+        "bilstm_distil", nominal_minutes=minutes["bilstm_distil"],
+        command=script("distil_lstm/main.py", "--mode=distil",
+                       f"--output_dir={os.path.join(output_dir, 'bilstm_distil')}", f"--augmented_file={transfer}",
+                       f"--num_train_epochs={setting('lstm_distil_epochs')}", *lstm,
+                       *extra.get("bilstm_distil", []))))
+    subset = setting("intermediate_max_examples")
+    stages.append(orchestration.Stage(
+        "tinybert", nominal_minutes=minutes["tinybert"], description="stage 1 + stage 2",
+        command=script("tinybert/task_distill.py", f"--teacher_model={exports[0]}",
+                       f"--student_config={os.path.abspath(FLAGS.student_config)}", f"--data_dir={data_dir}",
+                       f"--augmented_file={transfer}", f"--output_dir={os.path.join(output_dir, 'tinybert')}",
+                       f"--intermediate_epochs={setting('intermediate_epochs')}",
+                       f"--prediction_epochs={setting('prediction_epochs')}",
+                       *([f"--intermediate_max_examples={subset}"] if subset else []),
+                       "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
+                       f"--seed={seed}", *extra.get("tinybert", []))))
+    stages.append(orchestration.Stage(
+        "report", function=lambda: make_report(output_dir, teachers), nominal_minutes=minutes["report"],
+        key=[str(setting(n)) for n in ("robustness_examples", "robustness_rates", "speed_rounds", "latency_texts")]))
+    return stages
+
+
+def family(stage: str) -> str:
+    """teacher_2 -> teacher: the --stages name of a stage."""
+    return "teacher" if stage.startswith("teacher_") else stage
+
+
+# What each stage reads from earlier ones.
+NEEDS = {"teacher": ("data",), "transfer": ("data", "teacher"), "bilstm_gold": ("data",),
+         "bilstm_distil": ("data", "transfer"), "tinybert": ("data", "teacher", "transfer"), "report": ("teacher",)}
+
+
+def selected(stages: list[orchestration.Stage], output_dir: str) -> list[orchestration.Stage]:
+    """The stages --stages names, after checking that what they read is complete or runs first."""
+    chosen = [s for s in stages if family(s.name) in FLAGS.stages]
+    for stage in chosen:
+        for need in NEEDS.get(family(stage.name), ()):
+            if need in FLAGS.stages:
+                continue
+            missing = [s.name for s in stages if family(s.name) == need
+                       and orchestration.read_record(output_dir, s.name) is None]
+            if missing:
+                raise FlagError("stages", f"--stages: {stage.name} reads the output of {', '.join(missing)}, "
+                                          f"which is not complete in {output_dir}; add {need} to --stages")
+    return chosen
+
+
+def models_of(output_dir: str, teachers: list[str]) -> list[report.ReportModel]:
+    """The report's models: every teacher and each student stage that has an export."""
+    def seconds(stage: str) -> float | None:
+        record = orchestration.read_record(output_dir, stage)
+        return record["seconds"] if record else None
+
+    models = [report.ReportModel(os.path.basename(t), os.path.join(t, "export"), "teacher",
+                                 f"run_classifier, seed {FLAGS.seed + k}", seconds(os.path.basename(t)))
+              for k, t in enumerate(teachers)]
+    for name, description in (("bilstm_gold", "BiLSTM, gold labels"),
+                              ("bilstm_distil", "BiLSTM distilled on the transfer set"),
+                              ("tinybert", "TinyBERT, stage 1 + 2 on the transfer set")):
+        export_dir = os.path.join(output_dir, name, "export")
+        if os.path.isfile(os.path.join(export_dir, "export_info.json")):
+            models.append(report.ReportModel(name, export_dir, "student", description, seconds(name)))
+    return models
+
+
+def make_report(output_dir: str, teachers: list[str]) -> None:
+    models = models_of(output_dir, teachers)
+    missing = [t for t in teachers if not os.path.isdir(os.path.join(t, "export"))]
+    if missing:
+        raise errors.UserError(f"the report needs the teachers' exports; missing: {', '.join(missing)}",
+                               hint="run the teacher stages first")
+    dev = data.Sst2Processor().get_dev_examples(data_folder(output_dir))
+    settings = report.ReportSettings(speed_rounds=setting("speed_rounds"), latency_texts=setting("latency_texts"),
+                                     robustness_examples=setting("robustness_examples") or None,
+                                     robustness_rates=tuple(float(r) for r in setting("robustness_rates")),
+                                     seed=FLAGS.seed)
+    provenance = {"command": sys.argv, "preset": FLAGS.preset,
+                  "stages": {name: orchestration.read_record(output_dir, name) for name in STAGE_NAMES[:-1]
+                             + tuple(os.path.basename(t) for t in teachers)
+                             if orchestration.read_record(output_dir, name)},
+                  "transfer_set_teachers": [os.path.basename(t) for t in teachers]}
+    neighbours = robustness.load_neighbours(model_dir=os.path.join(teachers[0], "export"))
+    results = report.build(models, [e.text_a for e in dev], [e.label for e in dev], settings=settings,
+                           neighbours=neighbours, provenance=provenance)
+    paths = report.write(results, os.path.join(output_dir, "report"))
+    print(report.markdown(results), flush=True)
+    logging.info("report: %s", ", ".join(paths))
+
+
+def main(argv):
+    del argv
+    validate()
+    output_dir = os.path.abspath(FLAGS.output_dir)
+    if FLAGS.overwrite_output_dir and os.path.isdir(output_dir):
+        shutil.rmtree(output_dir)
+    stages = build_stages(output_dir)
+    chosen = selected(stages, output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    if FLAGS["stages"].present and "report" in FLAGS.stages:  # asked for by name: made again
+        path = orchestration.record_path(output_dir, "report")
+        if os.path.exists(path):
+            os.remove(path)
+    with atomic_output(os.path.join(output_dir, "pipeline_flags.json")) as f:
+        json.dump({"preset": FLAGS.preset, **{name: setting(name) for name in PRESETS[FLAGS.preset] if name != "minutes"}},
+                  f, indent=2)
+    orchestration.Runner(output_dir, chosen).run()
+
+
+if __name__ == "__main__":
+    errors.run(main)

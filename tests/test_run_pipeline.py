@@ -1,0 +1,157 @@
+"""run_pipeline.py end to end on a tiny fixture (a 2-layer hidden-16 teacher, 40 train rows):
+every report file with its keys and valid PNGs, completed stages skipped on a second run, a
+kill -9 inside a stage resumed, bad flags refused before any work."""
+import json
+import signal
+import subprocess
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from bertdistill import checkpoints, tinybert
+from tests.bert_fixtures import tiny_config, write_vocab
+from tests.scripts import error_lines, run_script
+
+SCRIPT = "run_pipeline.py"
+WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "plot", "film", "a"]
+TEACHER = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+               max_position_embeddings=32)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny pre-trained teacher folder, a 1-layer student config and SST-2-format data."""
+    root = tmp_path_factory.mktemp("pipeline")
+    vocab = write_vocab(root / "vocab.txt")
+    keras.utils.set_random_seed(0)
+    encoder = tinybert.distillation_classifier(tiny_config(**TEACHER), 2, "mean")
+    checkpoints.save_hf_folder(encoder, str(root / "pretrained"), vocab, ["0", "1"], True)
+    (root / "student.json").write_text(json.dumps(tiny_config(**{**TEACHER, "num_hidden_layers": 1}).to_dict()))
+    rng = np.random.default_rng(0)
+    (root / "data").mkdir()
+    for split, count in (("train", 40), ("dev", 16)):
+        rows = [f"{' '.join(rng.choice(WORDS, rng.integers(2, 8)))}\t{i % 2}" for i in range(count)]
+        (root / "data" / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def arguments(workspace, output_dir, *extra):
+    short = "--max_seq_length=16"
+    return (f"--data_dir={workspace / 'data'}", f"--init_checkpoint={workspace / 'pretrained'}",
+            f"--student_config={workspace / 'student.json'}", f"--output_dir={output_dir}", "--preset=smoke",
+            "--num_teachers=2", "--augment_factor=1", "--speed_rounds=1", "--latency_texts=4",
+            "--robustness_examples=12",
+            f"--stage_flag=teacher:{short}", "--stage_flag=teacher:--train_batch_size=8",
+            f"--stage_flag=transfer:{short}", f"--stage_flag=bilstm_gold:{short}",
+            f"--stage_flag=bilstm_distil:{short}", f"--stage_flag=tinybert:{short}",
+            "--stage_flag=tinybert:--train_batch_size=8",
+            *[f"--stage_flag={stage}:--{size}=8" for stage in ("bilstm_gold", "bilstm_distil")
+              for size in ("embedding_dim", "hidden_size", "dense_size")], *extra)
+
+
+@pytest.fixture(scope="module")
+def finished(workspace):
+    output_dir = workspace / "run"
+    result = run_script(SCRIPT, *arguments(workspace, output_dir), timeout=900)
+    return output_dir, result
+
+
+def test_smoke_pipeline_writes_the_whole_report(finished):
+    output_dir, result = finished
+    assert "[pipeline] stage 1/8 data: start" in result.stdout
+    assert "[pipeline] stage 8/8 report: done" in result.stdout
+    report = output_dir / "report"
+    results = json.loads((report / "results.json").read_text())
+    assert set(results["models"]) == {"teacher_1", "teacher_2", "bilstm_gold", "bilstm_distil", "tinybert"}
+    for name, entry in results["models"].items():
+        float32 = entry["precisions"]["float32"]
+        assert 0 <= float32["dev_accuracy"] <= 100, name
+        assert float32["latency_ms"] > 0 and float32["batch64_examples_per_s"] > 0, name
+        assert "int8" in entry["precisions"], name
+        assert entry["train_seconds"] > 0, name
+    assert results["models"]["teacher_1"]["precisions"]["float32"]["speedup_latency"] == pytest.approx(1.0)
+    teachers = results["teachers"]
+    assert set(teachers["seeds"]) == {"teacher_1", "teacher_2"}
+    assert teachers["summary"]["mean"] == pytest.approx(np.mean(list(teachers["seeds"].values())))
+    assert 0 <= teachers["ensemble_dev_accuracy"] <= 100
+    assert results["robustness"]["examples"] == 12
+    assert set(results["robustness"]["models"]) == set(results["models"])
+    assert results["provenance"]["transfer_set_teachers"] == ["teacher_1", "teacher_2"]
+    assert set(results["provenance"]["versions"]) >= {"tensorflow", "onnxruntime", "bertdistill"}
+    markdown = (report / "results.md").read_text()
+    for name in results["models"]:
+        assert f"| {name} |" in markdown
+    for figure in ("accuracy_vs_latency.png", "robustness.png"):
+        content = (report / figure).read_bytes()
+        assert content.startswith(PNG_MAGIC) and len(content) > 5000, figure
+    # The transfer set's logits are the mean of both teachers' (label = argmax for new rows).
+    header = (output_dir / "transfer" / "augmented.tsv").read_text().splitlines()[0].split("\t")
+    assert header[:2] == ["sentence", "label"] and len(header) == 4
+
+
+def test_second_run_skips_completed_stages(workspace, finished):
+    output_dir, _ = finished
+    records = {path.name: path.stat().st_mtime_ns for path in (output_dir / "pipeline").iterdir()}
+    exports = (output_dir / "tinybert" / "export" / "model.onnx").stat().st_mtime_ns
+    start = time.time()
+    result = run_script(SCRIPT, *arguments(workspace, output_dir))
+    assert result.stdout.count("complete, skipped") == 8
+    assert time.time() - start < 60
+    assert {path.name: path.stat().st_mtime_ns for path in (output_dir / "pipeline").iterdir()} == records
+    assert (output_dir / "tinybert" / "export" / "model.onnx").stat().st_mtime_ns == exports
+
+
+def test_changed_settings_are_refused_before_any_work(workspace, finished):
+    output_dir, _ = finished
+    result = run_script(SCRIPT, *arguments(workspace, output_dir, "--teacher_epochs=2"), check=False)
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert len(lines) == 1 and "teacher_1 was completed with other settings" in lines[0], result.stderr[-2000:]
+
+
+def test_report_alone_is_made_again(workspace, finished):
+    output_dir, _ = finished
+    before = (output_dir / "report" / "results.json").stat().st_mtime_ns
+    result = run_script(SCRIPT, *arguments(workspace, output_dir, "--stages=report"))
+    assert "stage 1/1 report: start" in result.stdout
+    assert (output_dir / "report" / "results.json").stat().st_mtime_ns > before
+
+
+def test_kill_inside_a_stage_resumes_it(workspace, tmp_path):
+    output_dir = tmp_path / "run"
+    args = arguments(workspace, output_dir, "--num_teachers=1", "--stages=data,teacher,bilstm_gold",
+                     "--lstm_epochs=30")
+    process = run_script(SCRIPT, *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    checkpoints_dir = output_dir / "bilstm_gold" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(checkpoints_dir.glob("ckpt-*.index")):
+        assert process.poll() is None, process.stdout.read().decode()[-3000:]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    time.sleep(1)  # the stage's own process dies with the pipeline (PR_SET_PDEATHSIG)
+    assert not (output_dir / "pipeline" / "bilstm_gold.json").exists()
+    assert (output_dir / "pipeline" / "teacher_1.json").exists()
+    result = run_script(SCRIPT, *args)
+    assert "stage 2/3 teacher_1: complete, skipped" in result.stdout
+    assert "Resumed from" in (output_dir / "logs" / "bilstm_gold.log").read_text()
+    assert (output_dir / "pipeline" / "bilstm_gold.json").exists()
+    assert (output_dir / "bilstm_gold" / "export" / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--stages=teacher,nonsense", "--stages"),
+    ("--robustness_rates=0.1,2", "--robustness_rates"),
+    ("--stage_flag=teacher_x:--seed=1", "--stage_flag"),
+    ("--stages=tinybert", "--stages"),
+])
+def test_bad_flags_fail_in_one_line_before_any_work(workspace, tmp_path, flag, message):
+    output_dir = tmp_path / "run"
+    result = run_script(SCRIPT, *arguments(workspace, output_dir, flag), check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = error_lines(result)
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert not (output_dir / "pipeline").exists()
