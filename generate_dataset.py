@@ -48,9 +48,7 @@ define_augmentation_flags(
     model_help=MODEL_HELP,
     augment_factor_help="Augmentation attempts per original (Tang et al.: 20).",
     batch_size_help="Teacher inference batch size.", max_seq_length_help="Teacher's maximum WordPiece tokens.",
-    chunk_size=2048)
-# Several teachers: a list flag replaces the single-model string flag of the shared definitions.
-flags.DEFINE_list("model", None, MODEL_HELP, allow_override=True)
+    chunk_size=2048, several_models=True)
 errors.define_flags()
 FLAGS = flags.FLAGS
 

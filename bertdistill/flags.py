@@ -151,16 +151,17 @@ def split_file(fv: flags.FlagValues, split: str) -> str | None:
 
 def define_augmentation_flags(flag_values: flags.FlagValues = flags.FLAGS, *, model_help: str,
                               augment_factor_help: str, batch_size_help: str, max_seq_length_help: str,
-                              chunk_size: int) -> None:
+                              chunk_size: int, several_models: bool = False) -> None:
     """The flags of the two data-augmentation scripts (generate_dataset.py, tinybert/data_augmentation.py):
-    input/output, the model, the task, sharding and seeding, sizes. Safe to call twice."""
+    input/output, the model (a comma-separated list with `several_models`), the task, sharding and
+    seeding, sizes. Safe to call twice."""
     if "augment_factor" in flag_values:
         return
     fv = {"flag_values": flag_values}
     flags.DEFINE_string("input", None, "Training TSV (`sentence<TAB>label`) or a task's data folder (its train "
                         "split).", **fv)
     flags.DEFINE_string("output", None, "TSV to write (atomically: a temporary file renamed at the end).", **fv)
-    flags.DEFINE_string("model", None, model_help, **fv)
+    (flags.DEFINE_list if several_models else flags.DEFINE_string)("model", None, model_help, **fv)
     flags.DEFINE_string("bert_config_file", None, "bert_config.json of a Google checkpoint --model.", **fv)
     flags.DEFINE_string("vocab_file", None, "vocab.txt of a Google checkpoint --model.", **fv)
     flags.DEFINE_string("task_name", "sst-2", "Task whose labels (and train split, for a folder) to use.", **fv)

@@ -77,7 +77,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 def run_command(command: Sequence[str], log_path: str) -> int:
     """Runs `python command...`, copying its output (stdout and stderr) to ours and to `log_path`."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "PYTHONUNBUFFERED": "1"}  # TF's C++ banner lines: off
     with open(log_path, "a", encoding="utf-8") as log:
         process = subprocess.Popen([sys.executable, *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, env=env, preexec_fn=_die_with_parent)
@@ -113,8 +113,10 @@ class Runner:
                                 hint="use another --output_dir, or --overwrite_output_dir to start over")
 
     def eta(self, index: int) -> str:
+        """The remaining stages' nominal minutes, scaled by how fast this machine ran the stages
+        done so far once they make up a tenth of the nominal total."""
         remaining = sum(stage.nominal_minutes for stage in self.stages[index:])
-        if self.done_nominal:
+        if self.done_nominal >= 0.1 * sum(stage.nominal_minutes for stage in self.stages):
             return _clock(remaining * (time.time() - self.started) / self.done_nominal)
         return f"~{_clock(remaining * 60)} (nominal)"
 
