@@ -40,8 +40,8 @@ STAGE_NAMES = ("data", "teacher", "transfer", "bilstm_gold", "bilstm_distil", "t
 
 # Each preset's recipe; a flag given on the command line wins over its preset value.
 PRESETS = {
-    "smoke": dict(max_train_examples=2000, num_teachers=1, teacher_epochs=1.0, augment_factor=2, lstm_epochs=3.0,
-                  lstm_distil_epochs=1.0, intermediate_epochs=1.0, prediction_epochs=1.0,
+    "smoke": dict(max_train_examples=2000, num_teachers=1, teacher_epochs=2.0, augment_factor=4, lstm_epochs=3.0,
+                  lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=1.0,
                   intermediate_max_examples=0, robustness_examples=300, robustness_rates=["0.1"], speed_rounds=2,
                   latency_texts=100,
                   minutes=dict(data=0.1, teacher=2.0, transfer=1.0, bilstm_gold=0.8, bilstm_distil=0.8,
