@@ -12,12 +12,11 @@ model (run_classifier, tinybert: WordPiece), chosen from its `export_info.json`.
 
 import json
 import os
-import time
 
 import numpy as np
 from absl import app, flags
 
-from bertdistill import data, export
+from bertdistill import data, export, speed
 from bertdistill.pipeline import pad_rows
 from bertdistill.tokenization import Tokenizer
 from distil_lstm.predict import TextClassifier
@@ -51,16 +50,10 @@ def measure(model, texts, labels) -> dict:
     """Accuracy, median/mean single-sentence latency (ms) and batch-64 examples/s, input order."""
     for text in texts[:20]:
         model.logits([text])  # warm-up
-    latencies = []
-    for text in texts[:FLAGS.latency_sentences]:
-        start = time.perf_counter()
-        model.logits([text])
-        latencies.append((time.perf_counter() - start) * 1000)
-    start = time.perf_counter()
     predictions = np.concatenate([model.logits(texts[i:i + 64]).argmax(1) for i in range(0, len(texts), 64)])
-    seconds = time.perf_counter() - start
-    return {"dev_accuracy": float((predictions == labels).mean()), "latency_ms_median": float(np.median(latencies)),
-            "latency_ms_mean": float(np.mean(latencies)), "batch64_examples_per_s": len(texts) / seconds}
+    return {"dev_accuracy": float((predictions == labels).mean()),
+            "latency_ms_median": speed.latency_ms(model.logits, texts[:FLAGS.latency_sentences]),
+            "batch64_examples_per_s": speed.throughput(model.logits, texts, 64)}
 
 
 def size_mb(path: str) -> float:
