@@ -122,8 +122,7 @@ def test_report_alone_is_made_again(workspace, finished):
 
 def test_kill_inside_a_stage_resumes_it(workspace, tmp_path):
     output_dir = tmp_path / "run"
-    args = arguments(workspace, output_dir, "--num_teachers=1", "--stages=data,teacher,bilstm_gold",
-                     "--lstm_epochs=30")
+    args = arguments(workspace, output_dir, "--stages=data,bilstm_gold", "--lstm_epochs=30")
     process = run_script(SCRIPT, *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     checkpoints_dir = output_dir / "bilstm_gold" / "checkpoints"
     deadline = time.time() + 300
@@ -134,9 +133,9 @@ def test_kill_inside_a_stage_resumes_it(workspace, tmp_path):
     process.wait()
     time.sleep(1)  # the stage's own process dies with the pipeline (PR_SET_PDEATHSIG)
     assert not (output_dir / "pipeline" / "bilstm_gold.json").exists()
-    assert (output_dir / "pipeline" / "teacher_1.json").exists()
+    assert (output_dir / "pipeline" / "data.json").exists()
     result = run_script(SCRIPT, *args)
-    assert "stage 2/3 teacher_1: complete, skipped" in result.stdout
+    assert "stage 1/2 data: complete, skipped" in result.stdout
     assert "Resumed from" in (output_dir / "logs" / "bilstm_gold.log").read_text()
     assert (output_dir / "pipeline" / "bilstm_gold.json").exists()
     assert (output_dir / "bilstm_gold" / "export" / "model.onnx").exists()
