@@ -42,7 +42,8 @@ flags.DEFINE_bool("has_header", True, "--input_file starts with a header line.")
 flags.DEFINE_string("delimiter", None, "--input_file's delimiter (default: ',' for .csv, else a tab).")
 flags.DEFINE_string("output_file", None, "Write here instead of stdout (atomically).")
 flags.DEFINE_enum("output_format", "tsv", ["tsv", "jsonl"], "TSV with a header, or one JSON object per line.")
-flags.DEFINE_bool("quantized", False, "Use the INT8 model (model.int8.onnx).")
+flags.DEFINE_bool("quantized", None, "Use the INT8 model (model.int8.onnx); --noquantized: the float32 one "
+                  "(model.onnx); default: the one the export's INT8 gate recommends (model.onnx without a gate).")
 flags.DEFINE_integer("threads", 0, "ONNX Runtime intra-op threads (0: all cores).", lower_bound=0)
 flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Texts per ONNX Runtime call (texts are sorted by length "
                      "first).", lower_bound=1)

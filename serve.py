@@ -26,7 +26,8 @@ from bertdistill.serving import Limits, create_app  # noqa: E402
 flags.DEFINE_multi_string("model_dir", None, "NAME=EXPORT_DIR, once per model (served at /v1/models/NAME).")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface).")
 flags.DEFINE_integer("port", 8501, "Port (TensorFlow Serving's REST port by default).", lower_bound=0, upper_bound=65535)
-flags.DEFINE_bool("quantized", False, "Serve the INT8 models (model.int8.onnx).")
+flags.DEFINE_bool("quantized", None, "Serve the INT8 models (model.int8.onnx); --noquantized: the float32 ones "
+                  "(model.onnx); default: each export's recommended model (its INT8 gate; model.onnx without one).")
 flags.DEFINE_integer("threads", 0, "ONNX Runtime intra-op threads per model (0: all cores).", lower_bound=0)
 flags.DEFINE_bool("micro_batching", True, "Run concurrent requests together (else one request at a time).")
 flags.DEFINE_integer("max_batch_size", 32, "Instances per batched model call (also the predictor's batch size).",

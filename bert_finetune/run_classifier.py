@@ -19,7 +19,7 @@ import os
 import keras
 from absl import flags, logging
 
-from bertdistill import checkpoints, errors, export, pipeline, runner, trainer, validation
+from bertdistill import checkpoints, errors, export, int8_gate, pipeline, runner, trainer, validation
 from bertdistill.bert import BertClassifier, BertEncoder
 from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
 from bertdistill.errors import FlagError, UserError
@@ -106,14 +106,17 @@ def load_trained(model, pretrained: checkpoints.Pretrained) -> int:
                     "fine-tuned classifier: add --do_train, or pass an export folder as --init_checkpoint")
 
 
-def export_model(model, tokenizer, labels, sample_features) -> None:
-    """Writes <output_dir>/export: Hugging Face files, SavedModel, ONNX, INT8 ONNX, labels."""
+def export_model(model, tokenizer, labels, sample_features, dev_examples) -> None:
+    """Writes <output_dir>/export: Hugging Face files, SavedModel, ONNX, INT8 ONNX, labels; then
+    the INT8 gate on the dev set."""
     x, _ = next(iter(_eval_dataset(sample_features, 8)))
+    folder = os.path.join(FLAGS.output_dir, "export")
     export.export_bert_classifier(
-        model, os.path.join(FLAGS.output_dir, "export"), vocab_file=tokenizer.vocab_file, labels=labels,
+        model, folder, vocab_file=tokenizer.vocab_file, labels=labels,
         do_lower_case=FLAGS.do_lower_case, sample={k: v.numpy() for k, v in x.items()},
         info={"model": "bert_classifier", "task_name": FLAGS.task_name, "max_seq_length": FLAGS.max_seq_length,
               "best": trainer.read_best(FLAGS.output_dir)})
+    int8_gate.run_int8_gate_on_examples(folder, dev_examples, max_drop=FLAGS.int8_max_drop)
 
 
 def main(argv):
@@ -131,8 +134,11 @@ def main(argv):
     check_labels(pretrained, labels)
     tokenizer = Tokenizer(pretrained.vocab_file, FLAGS.do_lower_case)
     # Every split the run needs is read (and checked) before any model is built or trained.
+    examples_of = {}
+
     def features(split, read):
         examples = validation.non_empty(read(FLAGS.data_dir), split_file(FLAGS, split) or f"tfds {split} split")
+        examples_of[split] = examples
         return _features(examples, tokenizer, labels)
 
     train_features = features("train", processor.get_train_examples) if FLAGS.do_train else None
@@ -173,7 +179,7 @@ def main(argv):
         runner.predict_to_file(model, _eval_dataset(test_features, FLAGS.predict_batch_size), FLAGS.output_dir,
                                strategy)
     if FLAGS.do_train and FLAGS.do_export and is_chief(strategy):
-        export_model(model, tokenizer, labels, eval_features)
+        export_model(model, tokenizer, labels, eval_features, examples_of["dev"])
 
 
 if __name__ == "__main__":

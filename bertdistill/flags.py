@@ -87,6 +87,8 @@ def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS, *, bert: bo
     flags.DEFINE_float("max_grad_norm", 1.0, "Clip the all-reduced gradients to this global norm (0: off).", **fv)
     flags.DEFINE_integer("early_stopping_patience", 0,
                          "Epochs without a better dev accuracy before stopping (0: off).", **fv)
+    flags.DEFINE_float("int8_max_drop", 0.5, "After the export: model.int8.onnx is the recommended serving model "
+                       "only if its dev accuracy is at most this many points below model.onnx's.", **fv)
 
 
 def validate_common_flags(fv: flags.FlagValues = flags.FLAGS, *, min_seq_length: int = 3,
@@ -107,7 +109,7 @@ def validate_common_flags(fv: flags.FlagValues = flags.FLAGS, *, min_seq_length:
         raise FlagError("warmup_proportion", f"--warmup_proportion={fv.warmup_proportion}: must be within [0, 1]")
     if fv.max_seq_length < min_seq_length:
         raise FlagError("max_seq_length", f"--max_seq_length={fv.max_seq_length}: must be at least {min_seq_length}")
-    for name in ("weight_decay", "max_grad_norm", "early_stopping_patience"):
+    for name in ("weight_decay", "max_grad_norm", "early_stopping_patience", "int8_max_drop"):
         if fv[name].value < 0:
             raise FlagError(name, f"--{name}={fv[name].value}: must not be negative")
     if fv.early_stopping_patience and not needs_eval:

@@ -284,13 +284,20 @@ def read_bert_export(folder: str, info: dict) -> tuple[dict, list, bool, int]:
     return config, labels, known.pop(), max_seq_length
 
 
+def recommended_precision(info: dict) -> str:
+    """"int8" when the export's INT8 gate (`bertdistill.int8_gate`) recommends `model.int8.onnx`, else "float32"."""
+    gate = info.get("int8_gate")
+    return "int8" if isinstance(gate, dict) and gate.get("recommended") == MODEL_FILES["int8"] else "float32"
+
+
 class Predictor:
-    """An export folder's encoding, labels and ONNX model (`model.onnx`, or `model.int8.onnx`
-    when `quantized`); `threads` is ONNX Runtime's intra-op thread count (0: all cores), `spin_wait`
-    lets its idle threads spin (see `OnnxModel`).
+    """An export folder's encoding, labels and ONNX model: `model.int8.onnx` when `quantized`,
+    `model.onnx` when not, and by default (None) the model the export's INT8 gate recommends
+    (`model.onnx` without a gate); `threads` is ONNX Runtime's intra-op thread count (0: all
+    cores), `spin_wait` lets its idle threads spin (see `OnnxModel`).
     Thread-safe: concurrent calls are allowed (ONNX Runtime sessions are)."""
 
-    def __init__(self, folder: str, *, quantized: bool = False, threads: int = 0,
+    def __init__(self, folder: str, *, quantized: bool | None = None, threads: int = 0,
                  batch_size: int = DEFAULT_BATCH_SIZE, max_padding: float = DEFAULT_MAX_PADDING,
                  spin_wait: bool = False):
         if batch_size < 1:
@@ -315,7 +322,10 @@ class Predictor:
         if "labels" in self.info and [str(x) for x in self.info["labels"] or []] != self.labels:
             raise ConfigError(f"{folder}: labels.json {shorten(self.labels, 80)} and {EXPORT_INFO} "
                               f"{shorten(self.info['labels'], 80)} disagree; export the model again")
-        self.precision = "int8" if quantized else "float32"
+        if quantized is None:
+            self.precision = recommended_precision(self.info)
+        else:
+            self.precision = "int8" if quantized else "float32"
         model_file = os.path.join(folder, MODEL_FILES[self.precision])
         if not os.path.isfile(model_file):
             raise MissingFileError(f"{shorten(folder)} has no {MODEL_FILES[self.precision]}"

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags, logging
 
-from bertdistill import data, distill, errors, export, pipeline, runner, trainer, transfer_set, validation
+from bertdistill import data, distill, errors, export, int8_gate, pipeline, runner, trainer, transfer_set, validation
 from bertdistill.augment import read_word_vectors
 from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
 from bertdistill.errors import DataError, FlagError, MissingFileError, UserError
@@ -171,6 +171,8 @@ def fit(strategy, processor: data.DataProcessor, labels: list[str]) -> None:
     best = trainer.read_best(FLAGS.output_dir)
     if is_chief(strategy) and FLAGS.do_export:
         export_student(student, vocab, labels, dev_features, best)
+        int8_gate.run_int8_gate_on_examples(os.path.join(FLAGS.output_dir, "export"), dev_examples,
+                                            max_drop=FLAGS.int8_max_drop)
 
 
 def export_student(student: keras.Model, vocab: WordVocab, labels: list[str], sample_features: pipeline.Features,

@@ -1,15 +1,20 @@
-"""Export: Keras vs SavedModel vs ONNX logits, float32 from mixed precision, INT8, atomic folders."""
+"""Export: Keras vs SavedModel vs ONNX logits, float32 from mixed precision, INT8, atomic folders;
+onnxruntime's transformer optimizer on the BERT graph; the INT8 gate and the recommended model."""
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
+import onnx
 import pytest
 import tensorflow as tf
 
-from bertdistill import export
+from bertdistill import export, int8_gate, onnx_fusion
 from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.predictor import Predictor
 from tests.bert_fixtures import tiny_batch, tiny_config
+from tests.export_fixtures import TEXTS, tiny_exports
 
 
 def _batch(batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -60,6 +65,9 @@ def test_folder_contents(exported):
     info = json.loads((folder / "export_info.json").read_text())
     assert info["labels"] == ["a", "b", "c"] and info["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert info["onnx_max_abs_error"] < 1e-4
+    quantization = info["int8_quantization"]
+    assert quantization["per_channel"] is True and quantization["op_types"] == ["MatMul", "Gemm"]
+    assert "onnx_optimizer" not in info  # only for a transformer
     assert not [p for p in os.listdir(folder.parent) if p.startswith(".")]
 
 
@@ -135,3 +143,169 @@ def test_parity_check_fails_on_nan_logits(tmp_path):
     with pytest.raises(RuntimeError, match=r"Keras logits on the parity sample are not finite \(\d+ NaN"):
         export.export_folder(model, str(tmp_path / "export"), sample=tiny_batch(), info={}, quantize=False)
     assert os.listdir(tmp_path) == []
+
+
+# onnxruntime's transformer optimizer
+
+LAYERS, HEADS, HIDDEN = 2, 2, 64
+
+
+def _trained_looking(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Random non-zero weights everywhere: a fresh model's zero biases are folded away by tf2onnx,
+    which leaves no bias Add for the attention fusion to find (a trained model has them)."""
+    model(tiny_batch())
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        offset = 1.0 if "gamma" in weight.path else 0.0
+        weight.assign(rng.normal(0.0, 0.2, weight.shape).astype("float32") + offset)
+    return model
+
+
+@pytest.fixture(scope="module", params=["mean", "cls"])
+def optimized(request, tmp_path_factory):
+    config = tiny_config(hidden_size=HIDDEN, num_attention_heads=HEADS, num_hidden_layers=LAYERS,
+                         intermediate_size=128)
+    model = _trained_looking(BertClassifier(BertEncoder(config), num_labels=2, pooling=request.param))
+    folder = tmp_path_factory.mktemp("optimized") / "export"
+    export.export_folder(model, str(folder), sample=_batch(4, 9, seed=4), info={}, transformer=(HEADS, HIDDEN))
+    return model, folder
+
+
+def test_optimized_graph_matches_keras_and_records_its_fusions(optimized):
+    model, folder = optimized
+    record = json.loads((folder / "export_info.json").read_text())["onnx_optimizer"]
+    assert record["applied"] is True and record["max_abs_error"] < 1e-4
+    assert record["fused_operators"] == {"MultiHeadAttention": LAYERS, "BiasGelu": LAYERS,
+                                         "LayerNormalization": 2 * LAYERS + 1}
+    assert record["rewrites"]["tensordot"] == 6 * LAYERS and record["rewrites"]["packed_nodes"] > 0
+    ops = {node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node}
+    assert {"MultiHeadAttention", "BiasGelu", "LayerNormalization", "NonZero"} <= ops and "Erf" not in ops
+    onnx_model = export.OnnxClassifier(str(folder / "model.onnx"))
+    # padding from none to most of the row, one row, a pair: the padding removal is exact
+    for batch in (_batch(6, 12, seed=5), _batch(1, 3, seed=6), _batch(3, 2, seed=7), tiny_batch(),
+                  {**_batch(8, 16, seed=8), "token_type_ids": (np.arange(16)[None] > 7).repeat(8, 0).astype(np.int32)}):
+        expected = keras.ops.convert_to_numpy(model(batch, training=False))
+        np.testing.assert_allclose(onnx_model.predict(batch), expected, atol=1e-4)
+
+
+def test_int8_model_is_quantized_from_the_optimized_graph(optimized):
+    model, folder = optimized
+    ops = {node.op_type for node in onnx.load(str(folder / "model.int8.onnx")).graph.node}
+    assert "MultiHeadAttention" in ops and ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    excluded = json.loads((folder / "export_info.json").read_text())["int8_quantization"]["nodes_to_exclude"]
+    assert len(excluded) == min(LAYERS, export.INT8_FLOAT_FFN_LAYERS)  # the first FFN output projections
+    int8_ops = {node.name: node.op_type for node in onnx.load(str(folder / "model.int8.onnx")).graph.node}
+    assert all(int8_ops[name] == "MatMul" for name in excluded) and "/output_1/" in excluded[0]
+    batch = _batch(16, 10, seed=9)
+    expected = keras.ops.convert_to_numpy(model(batch, training=False))
+    int8_logits = export.OnnxClassifier(str(folder / "model.int8.onnx")).predict(batch)
+    assert (int8_logits.argmax(-1) == expected.argmax(-1)).mean() >= 0.8
+
+
+def test_optimizer_failure_keeps_the_converted_graph(tmp_path, monkeypatch):
+    model = _trained_looking(BertClassifier(BertEncoder(tiny_config()), num_labels=2))
+
+    def broken(onnx_path, out_path, num_heads, hidden_size):
+        raise RuntimeError("no pattern")
+
+    monkeypatch.setattr(onnx_fusion, "optimize_bert", broken)
+    export.export_folder(model, str(tmp_path / "export"), sample=tiny_batch(), info={}, quantize=False,
+                         transformer=(2, 8))
+    record = json.loads((tmp_path / "export" / "export_info.json").read_text())["onnx_optimizer"]
+    assert record["applied"] is False and "RuntimeError: no pattern" in record["reason"]
+    assert "Erf" in {node.op_type for node in onnx.load(str(tmp_path / "export" / "model.onnx")).graph.node}
+
+
+def test_optimized_graph_that_fails_parity_is_not_used(tmp_path, monkeypatch):
+    model = _trained_looking(BertClassifier(BertEncoder(tiny_config()), num_labels=2))
+    optimize_bert = onnx_fusion.optimize_bert
+
+    def off_by_a_little(onnx_path, out_path, num_heads, hidden_size):
+        result = optimize_bert(onnx_path, out_path, num_heads, hidden_size)
+        graph = onnx.load(out_path)
+        bias = next(t for t in graph.graph.initializer  # the classifier's bias
+                    if t.data_type == onnx.TensorProto.FLOAT and tuple(t.dims) == (2,))
+        bias.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(bias) + 1e-3, bias.name))
+        onnx.save(graph, out_path)
+        return result
+
+    monkeypatch.setattr(onnx_fusion, "optimize_bert", off_by_a_little)
+    export.export_folder(model, str(tmp_path / "export"), sample=tiny_batch(), info={}, quantize=False,
+                         transformer=(2, 8))
+    info = json.loads((tmp_path / "export" / "export_info.json").read_text())
+    assert info["onnx_optimizer"]["applied"] is False and "differ from Keras" in info["onnx_optimizer"]["reason"]
+    assert 5e-4 < info["onnx_optimizer"]["max_abs_error"] < 2e-3 and info["onnx_max_abs_error"] < 1e-4
+    kept = onnx.load(str(tmp_path / "export" / "model.onnx"))
+    assert "MultiHeadAttention" not in {node.op_type for node in kept.graph.node}
+    assert sorted(os.listdir(tmp_path / "export")) == ["export_info.json", "model.onnx", "saved_model"]
+
+
+# The INT8 gate and the recommended model
+
+
+@pytest.fixture()
+def bert_export(tmp_path_factory, tmp_path):
+    """A private copy of the tiny BERT export folder, with its float32 model's own labels for TEXTS."""
+    folder = tmp_path / "export"
+    shutil.copytree(tiny_exports(tmp_path_factory)["bert"].folder, folder)
+    labels = [p.label for p in Predictor(str(folder), quantized=False).predict(TEXTS)]
+    return str(folder), labels
+
+
+def _negate_logits(source: str, target: str) -> None:
+    """A deliberately broken "INT8" model: `source` with its logits negated (every answer flips)."""
+    model = onnx.load(source)
+    producer = next(node for node in model.graph.node if "logits" in node.output)
+    producer.output[list(producer.output).index("logits")] = "logits_before_negation"
+    model.graph.node.append(onnx.helper.make_node("Neg", ["logits_before_negation"], ["logits"]))
+    model.graph.node.sort(key=lambda node: node.op_type == "Softmax")  # the Neg before the probabilities
+    onnx.save(model, target)
+
+
+def test_gate_verdict_at_and_over_the_limit():
+    assert int8_gate.gate_verdict(90.0, 89.5, 0.5)["passed"] is True
+    refused = int8_gate.gate_verdict(90.0, 89.25, 0.5)
+    assert refused["passed"] is False and refused["recommended"] == "model.onnx"
+    assert refused["drop"] == pytest.approx(0.75)
+
+
+def test_gate_keeps_a_faithful_int8_model(bert_export):
+    folder, labels = bert_export
+    before = json.loads(open(os.path.join(folder, "export_info.json")).read())
+    gate = int8_gate.run_int8_gate(folder, TEXTS, labels, max_drop=0.5)
+    info = json.loads(open(os.path.join(folder, "export_info.json")).read())
+    assert info["int8_gate"] == gate and {k: v for k, v in info.items() if k != "int8_gate"} == before
+    assert set(gate) >= {"float32_accuracy", "int8_accuracy", "drop", "max_drop", "passed", "float32_latency_ms",
+                         "int8_latency_ms", "recommended", "quantization"}
+    assert gate["float32_accuracy"] == 100.0 and gate["int8_accuracy"] >= 99.5
+    assert gate["passed"] is True and gate["recommended"] == "model.int8.onnx" and gate["max_drop"] == 0.5
+    assert gate["float32_latency_ms"] > 0 and gate["int8_latency_ms"] > 0
+    assert gate["quantization"]["per_channel"] is True
+    assert not [name for name in os.listdir(folder) if name.startswith(".")]  # no temporary file left
+    assert Predictor(folder).precision == "int8" and Predictor(folder).metadata()["model_file"] == "model.int8.onnx"
+    assert Predictor(folder, quantized=False).precision == "float32"  # an explicit choice wins
+
+
+def test_gate_refuses_a_broken_int8_model(bert_export):
+    folder, labels = bert_export
+    _negate_logits(os.path.join(folder, "model.onnx"), os.path.join(folder, "model.int8.onnx"))
+    gate = int8_gate.run_int8_gate(folder, TEXTS, labels, max_drop=0.5)
+    assert gate["float32_accuracy"] == 100.0 and gate["int8_accuracy"] == 0.0 and gate["drop"] == 100.0
+    assert gate["passed"] is False and gate["recommended"] == "model.onnx"
+    assert Predictor(folder).precision == "float32"
+    assert Predictor(folder, quantized=True).precision == "int8"  # an explicit choice wins
+
+
+def test_predictor_uses_float32_without_a_gate(bert_export):
+    folder, _ = bert_export
+    assert "int8_gate" not in json.loads(open(os.path.join(folder, "export_info.json")).read())
+    assert Predictor(folder).metadata()["model_file"] == "model.onnx"
+
+
+def test_gate_skips_sentence_pairs(bert_export):
+    from bertdistill.data import InputExample
+
+    folder, _ = bert_export
+    pairs = [InputExample(guid="0", text_a="the movie", text_b="was great", label="pos")]
+    assert int8_gate.run_int8_gate_on_examples(folder, pairs) is None
+    assert "int8_gate" not in json.loads(open(os.path.join(folder, "export_info.json")).read())

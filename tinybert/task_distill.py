@@ -28,7 +28,8 @@ import keras
 import numpy as np
 from absl import flags, logging
 
-from bertdistill import checkpoints, errors, export, layer_map, pipeline, runner, trainer, transfer_set, validation
+from bertdistill import (checkpoints, errors, export, int8_gate, layer_map, pipeline, runner, trainer, transfer_set,
+                         validation)
 from bertdistill.bert import BertConfig
 from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
 from bertdistill.errors import ConfigError, FlagError
@@ -224,6 +225,8 @@ def main(argv):
                 info={"model": "tinybert", "task_name": FLAGS.task_name, "max_seq_length": FLAGS.max_seq_length,
                       "teacher": os.path.abspath(FLAGS.teacher_model), "best": best,
                       "stages": stages, "layer_map": layer_map.layer_map_to_json(matches)})
+            int8_gate.run_int8_gate_on_examples(os.path.join(FLAGS.output_dir, "export"), dev_examples,
+                                                max_drop=FLAGS.int8_max_drop)
 
 
 if __name__ == "__main__":
