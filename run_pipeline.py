@@ -77,6 +77,8 @@ flags.DEFINE_integer("robustness_examples", None, "Dev examples perturbed in the
 flags.DEFINE_list("robustness_rates", None, "Perturbation rates in the report.")
 flags.DEFINE_integer("speed_rounds", None, "Interleaved timing rounds in the report (medians).")
 flags.DEFINE_integer("latency_texts", None, "Single-sentence calls per model and round.")
+flags.DEFINE_float("int8_max_drop", 0.5, "Each export's INT8 model is recommended for serving only if it loses at "
+                   "most this many dev points.")
 flags.DEFINE_multi_string("stage_flag", [], "STAGE:--flag=value passed to one stage's script (repeatable).")
 flags.DEFINE_bool("overwrite_output_dir", False, "Delete --output_dir first and start over.")
 FLAGS = flags.FLAGS
@@ -107,6 +109,8 @@ def validate() -> None:
     for name in ("num_teachers", "teacher_epochs", "augment_factor", "lstm_epochs", "lstm_distil_epochs",
                  "intermediate_epochs", "prediction_epochs", "speed_rounds", "latency_texts"):
         validation.positive(name, setting(name))
+    if FLAGS.int8_max_drop < 0:
+        raise FlagError("int8_max_drop", f"--int8_max_drop={FLAGS.int8_max_drop} must not be negative")
     for name in ("max_train_examples", "intermediate_max_examples", "robustness_examples"):
         if setting(name) < 0:
             raise FlagError(name, f"--{name}={setting(name)} must be 0 (all) or more")
@@ -182,6 +186,7 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
                                   description=f"train subsample of {setting('max_train_examples')}"
                                   if setting("max_train_examples") else "")]
     init = [f"--init_checkpoint={FLAGS.init_checkpoint}"] if FLAGS.init_checkpoint else []
+    gate = f"--int8_max_drop={FLAGS.int8_max_drop}"
     for k, folder in enumerate(teachers):
         stages.append(orchestration.Stage(
             f"teacher_{k + 1}", nominal_minutes=minutes["teacher"], description=f"seed {seed + k}",
@@ -189,7 +194,7 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
                            f"--data_dir={data_dir}", f"--output_dir={folder}", "--max_seq_length=128",
                            "--train_batch_size=32", "--eval_batch_size=64", "--learning_rate=5e-5",
                            f"--num_train_epochs={setting('teacher_epochs')}", "--warmup_proportion=0.1",
-                           "--save_checkpoints_steps=500", "--classifier_pooling=mean", f"--seed={seed + k}",
+                           "--save_checkpoints_steps=500", "--classifier_pooling=mean", f"--seed={seed + k}", gate,
                            *init, *extra.get("teacher", []))))
     exports = [os.path.join(folder, "export") for folder in teachers]
     stages.append(orchestration.Stage(
@@ -197,7 +202,7 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
         command=script("generate_dataset.py", f"--input={data_dir}", f"--model={','.join(exports)}",
                        f"--output={transfer}", f"--augment_factor={setting('augment_factor')}", f"--seed={seed}",
                        *extra.get("transfer", []))))
-    lstm = [f"--data_dir={data_dir}", "--save_checkpoints_steps=2000", f"--seed={seed}"]
+    lstm = [f"--data_dir={data_dir}", "--save_checkpoints_steps=2000", f"--seed={seed}", gate]
     stages.append(orchestration.Stage(
         "bilstm_gold", nominal_minutes=minutes["bilstm_gold"],
         command=script("distil_lstm/main.py", "--mode=train", f"--output_dir={os.path.join(output_dir, 'bilstm_gold')}",
@@ -219,7 +224,7 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
                        f"--prediction_epochs={setting('prediction_epochs')}",
                        *([f"--intermediate_max_examples={subset}"] if subset else []),
                        "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
-                       f"--seed={seed}", *extra.get("tinybert", []))))
+                       f"--seed={seed}", gate, *extra.get("tinybert", []))))
     stages.append(orchestration.Stage(
         "report", function=lambda: make_report(output_dir, teachers), nominal_minutes=minutes["report"],
         key=[str(setting(n)) for n in ("robustness_examples", "robustness_rates", "speed_rounds", "latency_texts")]))

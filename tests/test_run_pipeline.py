@@ -72,6 +72,8 @@ def test_smoke_pipeline_writes_the_whole_report(finished):
         assert float32["latency_ms"] > 0 and float32["batch64_examples_per_s"] > 0, name
         assert "int8" in entry["precisions"], name
         assert entry["train_seconds"] > 0, name
+        gate = entry["int8_gate"]  # every training stage's export ran the INT8 gate on dev
+        assert gate["recommended"] == ("model.int8.onnx" if gate["drop"] <= 0.5 else "model.onnx"), name
     assert results["models"]["teacher_1"]["precisions"]["float32"]["speedup_latency"] == pytest.approx(1.0)
     teachers = results["teachers"]
     assert set(teachers["seeds"]) == {"teacher_1", "teacher_2"}
@@ -106,7 +108,7 @@ def test_second_run_skips_completed_stages(workspace, finished):
 
 def test_changed_settings_are_refused_before_any_work(workspace, finished):
     output_dir, _ = finished
-    result = run_script(SCRIPT, *arguments(workspace, output_dir, "--teacher_epochs=2"), check=False)
+    result = run_script(SCRIPT, *arguments(workspace, output_dir, "--teacher_epochs=3"), check=False)
     assert result.returncode == 2
     lines = error_lines(result)
     assert len(lines) == 1 and "teacher_1 was completed with other settings" in lines[0], result.stderr[-2000:]
