@@ -286,9 +286,8 @@ def make_report(output_dir: str, teachers: list[str]) -> None:
                                      robustness_rates=tuple(float(r) for r in setting("robustness_rates")),
                                      seed=FLAGS.seed)
     provenance = {"command": sys.argv, "preset": FLAGS.preset,
-                  "stages": {name: orchestration.read_record(output_dir, name) for name in STAGE_NAMES[:-1]
-                             + tuple(os.path.basename(t) for t in teachers)
-                             if orchestration.read_record(output_dir, name)},
+                  "stages": {name: record for name in STAGE_NAMES[:-1] + tuple(os.path.basename(t) for t in teachers)
+                             if (record := orchestration.read_record(output_dir, name))},
                   "transfer_set_teachers": [os.path.basename(t) for t in teachers]}
     neighbours = robustness.load_neighbours(model_dir=os.path.join(teachers[0], "export"))
     results = report.build(models, [e.text_a for e in dev], [e.label for e in dev], settings=settings,

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from absl import logging
 
-from bertdistill import speed
+from bertdistill import robustness, speed
 from bertdistill.files import atomic_output
 from bertdistill.predictor import EXPORT_INFO, MODEL_FILES, Predictor, read_export_info
 
@@ -28,8 +28,7 @@ LATENCY_SENTENCES = 100
 
 def accuracy(predictor: Predictor, texts: Sequence[str], labels: Sequence[str]) -> float:
     """Percent of `texts` whose predicted label is the gold one (labels compared as strings)."""
-    predictions = predictor.predict(texts)
-    return 100.0 * sum(p.label == str(gold) for p, gold in zip(predictions, labels)) / len(texts)
+    return robustness.accuracy([p.label for p in predictor.predict(texts)], [str(gold) for gold in labels])
 
 
 def evaluate(folder: str, quantized: bool, texts: Sequence[str], labels: Sequence[str],

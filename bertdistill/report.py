@@ -44,11 +44,6 @@ class ReportSettings:
     seed: int = 12345
 
 
-def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """Percent of correct predictions."""
-    return float(100.0 * np.mean(np.asarray(predictions) == np.asarray(labels)))
-
-
 def label_indices(predictor: Predictor, labels: Sequence[str]) -> np.ndarray:
     """Gold labels as indices of the model's label list."""
     index = {label: i for i, label in enumerate(predictor.labels)}
@@ -107,7 +102,7 @@ def build(models: Sequence[ReportModel], dev_texts: Sequence[str], dev_labels: S
         for precision in PRECISIONS:
             if (model.name, precision) in predictors:
                 entry["precisions"][precision] = {
-                    "dev_accuracy": accuracy(logits[model.name, precision].argmax(1), gold[model.name]),
+                    "dev_accuracy": robustness.accuracy(logits[model.name, precision].argmax(1), gold[model.name]),
                     "onnx_mb": export_size_mb(model.export_dir, precision)}
         results["models"][model.name] = entry
     teachers = [m.name for m in models if m.role == "teacher"]
@@ -116,7 +111,7 @@ def build(models: Sequence[ReportModel], dev_texts: Sequence[str], dev_labels: S
         results["teachers"] = {
             "seeds": {name: results["models"][name]["precisions"]["float32"]["dev_accuracy"] for name in teachers},
             "summary": summarize([results["models"][n]["precisions"]["float32"]["dev_accuracy"] for n in teachers]),
-            "ensemble_dev_accuracy": accuracy(mean_logits.argmax(1), gold[teachers[0]])}
+            "ensemble_dev_accuracy": robustness.accuracy(mean_logits.argmax(1), gold[teachers[0]])}
     timed = speed.compare({f"{name}/{precision}": predictor.logits for (name, precision), predictor in predictors.items()},
                           dev_texts, rounds=settings.speed_rounds, latency_texts=settings.latency_texts,
                           batch_size=settings.batch_size)
