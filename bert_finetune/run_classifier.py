@@ -8,8 +8,9 @@ Flags mirror Google's run_classifier.py; see `bertdistill/flags.py` for the comm
 Outputs in `--output_dir`: `checkpoints/` (resumable), `tensorboard/`, `best/`,
 `eval_results.txt`, `test_results.tsv`, and `export/`: a self-contained folder (Hugging Face
 files, SavedModel, ONNX, INT8 ONNX, labels) usable again as `--init_checkpoint`.
-`--do_eval`/`--do_predict` without `--do_train` use the model trained in `--output_dir` (its
-best-by-dev weights, else its latest checkpoint), else a fine-tuned `--init_checkpoint`.
+`--do_eval`/`--do_predict`/`--do_export` without `--do_train` use the model trained in
+`--output_dir` (its best-by-dev weights, else its latest checkpoint), else a fine-tuned
+`--init_checkpoint`; `--do_export` alone re-exports a finished run with the current exporter.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from bertdistill.tokenization import Tokenizer
 
 define_common_flags()
 errors.define_flags()
-flags.DEFINE_bool("do_export", True, "After training, write <output_dir>/export (SavedModel, ONNX, INT8).")
+flags.DEFINE_bool("do_export", True, "Write <output_dir>/export (SavedModel, ONNX, INT8): after training by "
+                  "default; given without --do_train, exports the model trained in --output_dir.")
 flags.DEFINE_enum("classifier_pooling", "cls", ["cls", "mean"],
                   "Classify the [CLS] pooler output or the mean of the token states (an export "
                   "folder's own choice is used unless this flag is given).")
@@ -121,8 +123,9 @@ def export_model(model, tokenizer, labels, sample_features, dev_examples) -> Non
 
 def main(argv):
     del argv
-    if not (FLAGS.do_train or FLAGS.do_eval or FLAGS.do_predict):
-        raise FlagError("do_train", "at least one of --do_train, --do_eval or --do_predict must be set")
+    exporting = FLAGS.do_export and (FLAGS.do_train or FLAGS["do_export"].present)
+    if not (FLAGS.do_train or FLAGS.do_eval or FLAGS.do_predict or exporting):
+        raise FlagError("do_train", "at least one of --do_train, --do_eval, --do_predict or --do_export must be set")
     if not FLAGS.output_dir:
         raise FlagError("output_dir", "--output_dir is required")
     validate_common_flags(FLAGS, needs_eval=FLAGS.do_eval)
@@ -142,7 +145,8 @@ def main(argv):
         return _features(examples, tokenizer, labels)
 
     train_features = features("train", processor.get_train_examples) if FLAGS.do_train else None
-    eval_features = features("dev", processor.get_dev_examples) if FLAGS.do_eval or FLAGS.do_train else None
+    eval_features = features("dev", processor.get_dev_examples) if FLAGS.do_eval or FLAGS.do_train or exporting \
+        else None
     test_features = features("test", processor.get_test_examples) if FLAGS.do_predict else None
 
     set_precision_policy(FLAGS.mixed_precision)
@@ -178,7 +182,7 @@ def main(argv):
     if FLAGS.do_predict:
         runner.predict_to_file(model, _eval_dataset(test_features, FLAGS.predict_batch_size), FLAGS.output_dir,
                                strategy)
-    if FLAGS.do_train and FLAGS.do_export and is_chief(strategy):
+    if exporting and is_chief(strategy):
         export_model(model, tokenizer, labels, eval_features, examples_of["dev"])
 
 

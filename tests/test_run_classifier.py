@@ -4,6 +4,7 @@ predict, export and reload; evaluation of a trained folder; kill -9 and resume; 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -95,6 +96,25 @@ def test_eval_and_predict_alone_use_the_trained_model_of_the_output_dir(workspac
     np.testing.assert_allclose(np.loadtxt(trained / "test_results.tsv", delimiter="\t"), probabilities, atol=1e-6)
 
     empty = run(workspace, tmp_path / "nothing", "--do_eval", check=False, init=False)  # nothing trained: refused
+    assert empty.returncode == 2 and "holds no trained model" in empty.stderr
+
+
+def test_export_alone_re_exports_the_trained_model_of_the_output_dir(workspace, trained, tmp_path):
+    from safetensors.numpy import load_file
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    shutil.rmtree(copy / "export")
+    result = run(workspace, copy, "--do_export", "--classifier_pooling=mean")
+    assert "Using the best dev model of" in result.stderr
+    info = json.loads((copy / "export" / "export_info.json").read_text())
+    assert info["onnx_max_abs_error"] < 1e-4 and "int8_gate" in info
+    original = load_file(trained / "export" / "model.safetensors")
+    again = load_file(copy / "export" / "model.safetensors")
+    assert original.keys() == again.keys()
+    for name in original:
+        np.testing.assert_array_equal(original[name], again[name])
+
+    empty = run(workspace, tmp_path / "nothing", "--do_export", check=False, init=False)
     assert empty.returncode == 2 and "holds no trained model" in empty.stderr
 
 
