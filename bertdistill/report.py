@@ -212,21 +212,31 @@ def figures(results: dict, folder: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     paths = [os.path.join(folder, "accuracy_vs_latency.png"), os.path.join(folder, "robustness.png")]
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = dict(zip(PRECISIONS, ("o", "s")))
     for (name, entry), color in zip(results["models"].items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
-        for precision, marker in zip(PRECISIONS, ("o", "s")):
-            row = entry["precisions"].get(precision)
-            if row and "latency_ms" in row:
-                ax.scatter(row["latency_ms"], row["dev_accuracy"], color=color, marker=marker,
-                           label=f"{name} ({precision})")
-                ax.annotate(f"{name} {precision}", (row["latency_ms"], row["dev_accuracy"]), fontsize=7,
-                            xytext=(4, 3), textcoords="offset points")
+        points = [(row["latency_ms"], row["dev_accuracy"], precision) for precision in PRECISIONS
+                  if (row := entry["precisions"].get(precision)) and "latency_ms" in row]
+        if len(points) > 1:  # one model's precisions joined
+            ax.plot([p[0] for p in points], [p[1] for p in points], color=color, alpha=0.4, linestyle="--")
+        for latency, accuracy, precision in points:
+            ax.scatter(latency, accuracy, color=color, marker=markers[precision], zorder=3)
+            ax.annotate(f"{name} {precision}", (latency, accuracy), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.margins(x=0.18, y=0.08)
     ax.set_xlabel("single-sentence latency, ms (log scale; ONNX Runtime, tokenization included)")
     ax.set_ylabel("dev accuracy (%)")
-    ax.set_title("Accuracy vs latency")
+    ax.set_title("Accuracy vs latency (up and to the left is better)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(handles=[Line2D([], [], color="gray", marker=markers[p], linestyle="", label=p) for p in PRECISIONS],
+              fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(paths[0], dpi=120)
     plt.close(fig)
