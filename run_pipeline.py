@@ -286,7 +286,8 @@ def make_report(output_dir: str, teachers: list[str]) -> None:
                                      robustness_rates=tuple(float(r) for r in setting("robustness_rates")),
                                      seed=FLAGS.seed)
     provenance = {"command": sys.argv, "preset": FLAGS.preset,
-                  "stages": {name: record for name in STAGE_NAMES[:-1] + tuple(os.path.basename(t) for t in teachers)
+                  "stages": {name: record for stage in STAGE_NAMES[:-1]
+                             for name in ([os.path.basename(t) for t in teachers] if stage == "teacher" else [stage])
                              if (record := orchestration.read_record(output_dir, name))},
                   "transfer_set_teachers": [os.path.basename(t) for t in teachers]}
     neighbours = robustness.load_neighbours(model_dir=os.path.join(teachers[0], "export"))

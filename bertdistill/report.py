@@ -184,6 +184,15 @@ def markdown(results: dict) -> str:
         lines += ["", f"Teachers: {', '.join(f'{k} {v:.2f}' for k, v in results['teachers']['seeds'].items())}; "
                       f"mean {summary['mean']:.2f} ± {summary['std']:.2f} (sample std over {summary['runs']} seeds); "
                       f"ensemble (mean logits) {results['teachers']['ensemble_dev_accuracy']:.2f}."]
+    provenance = results["provenance"]
+    if provenance.get("transfer_set_teachers"):
+        lines += ["", f"The transfer set is labelled by {' + '.join(provenance['transfer_set_teachers'])}"
+                      f"{' (mean logits)' if len(provenance['transfer_set_teachers']) > 1 else ''}."]
+    if provenance.get("stages"):
+        stages = provenance["stages"]
+        lines += ["", "Wall time per stage (min): " + ", ".join(f"{name} {record['seconds'] / 60:.1f}"
+                                                                 for name, record in stages.items())
+                  + f"; total {sum(record['seconds'] for record in stages.values()) / 60:.1f} before the report."]
     lines += robustness_markdown(results["robustness"])
     return "\n".join(lines) + "\n"
 

@@ -2,6 +2,7 @@
 every report file with its keys and valid PNGs, completed stages skipped on a second run, a
 kill -9 inside a stage resumed, bad flags refused before any work."""
 import json
+import re
 import signal
 import subprocess
 import time
@@ -86,6 +87,11 @@ def test_smoke_pipeline_writes_the_whole_report(finished):
     markdown = (report / "results.md").read_text()
     for name in results["models"]:
         assert f"| {name} |" in markdown
+    stages = ["data", "teacher_1", "teacher_2", "transfer", "bilstm_gold", "bilstm_distil", "tinybert"]
+    assert list(results["provenance"]["stages"]) == stages  # in the chain's order, each with its wall time
+    assert "labelled by teacher_1 + teacher_2 (mean logits)" in markdown
+    assert re.search(r"Wall time per stage \(min\): " + ", ".join(rf"{name} \d+\.\d" for name in stages)
+                     + r"; total \d+\.\d before the report", markdown), markdown
     for figure in ("accuracy_vs_latency.png", "robustness.png"):
         content = (report / figure).read_bytes()
         assert content.startswith(PNG_MAGIC) and len(content) > 5000, figure
