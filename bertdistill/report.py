@@ -238,7 +238,7 @@ def figures(results: dict, folder: str) -> list[str]:
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.tick_params(axis="x", which="both", labelsize=8)
     ax.margins(x=0.18, y=0.08)
     ax.set_xlabel("single-sentence latency, ms (log scale; ONNX Runtime, tokenization included)")
     ax.set_ylabel("dev accuracy (%)")
