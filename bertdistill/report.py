@@ -220,10 +220,10 @@ def figures(results: dict, folder: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = [os.path.join(folder, "accuracy_vs_latency.png"), os.path.join(folder, "robustness.png")]
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
 
+    paths = [os.path.join(folder, "accuracy_vs_latency.png"), os.path.join(folder, "robustness.png")]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = dict(zip(PRECISIONS, ("o", "s")))
     for (name, entry), color in zip(results["models"].items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
@@ -236,8 +236,9 @@ def figures(results: dict, folder: str) -> list[str]:
             ax.annotate(f"{name} {precision}", (latency, accuracy), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2, 3, 5 ms rather than 2x10^0
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.tick_params(axis="x", which="both", labelsize=8)
     ax.margins(x=0.18, y=0.08)
     ax.set_xlabel("single-sentence latency, ms (log scale; ONNX Runtime, tokenization included)")
