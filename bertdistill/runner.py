@@ -44,7 +44,7 @@ def prepare_run(fv: flags.FlagValues, *, data_files: Sequence[str | None] = (), 
        `--overwrite_output_dir`. Without `train` (evaluation or prediction with a trained
        folder) nothing is cleared or written: the folder may hold inputs (its `export/`) but not
        be one; `model_config` and `extra` (when given) must match its manifest, and a folder
-       holding a trained model but no manifest is refused;
+       holding a trained model but no manifest is refused, and a missing folder is not created;
     3. debris of killed runs is removed: temporary export folders and `*.tmp` files in the run
        folder (`validation.clean_debris`), `.<file>.<pid>.tmp` beside output files.
 
@@ -74,8 +74,7 @@ def prepare_run(fv: flags.FlagValues, *, data_files: Sequence[str | None] = (), 
             status = manifest.check_output_dir(output_dir, new, overwrite=fv.overwrite_output_dir, inputs=sources,
                                                ignore_flags=manifest.IGNORED_FLAGS | set(ignore_flags))
         else:
-            _check_trained_folder(output_dir, new)
-            os.makedirs(output_dir, exist_ok=True)
+            _check_trained_folder(output_dir, new)  # created by what writes into it, if the run gets that far
             status = "evaluating"
         validation.clean_debris(output_dir)
     if chief:

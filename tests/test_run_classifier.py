@@ -97,6 +97,7 @@ def test_eval_and_predict_alone_use_the_trained_model_of_the_output_dir(workspac
 
     empty = run(workspace, tmp_path / "nothing", "--do_eval", check=False, init=False)  # nothing trained: refused
     assert empty.returncode == 2 and "holds no trained model" in empty.stderr
+    assert not (tmp_path / "nothing").exists()  # and nothing created
 
 
 def test_export_alone_re_exports_the_trained_model_of_the_output_dir(workspace, trained, tmp_path):
@@ -116,6 +117,7 @@ def test_export_alone_re_exports_the_trained_model_of_the_output_dir(workspace, 
 
     empty = run(workspace, tmp_path / "nothing", "--do_export", check=False, init=False)
     assert empty.returncode == 2 and "holds no trained model" in empty.stderr
+    assert not (tmp_path / "nothing").exists()
 
 
 def latest_checkpoint_step(directory) -> int:
