@@ -198,7 +198,8 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
                            *init, *extra.get("teacher", []))))
     exports = [os.path.join(folder, "export") for folder in teachers]
     stages.append(orchestration.Stage(
-        "transfer", nominal_minutes=minutes["transfer"], description=f"{len(exports)} teacher(s)",
+        "transfer", nominal_minutes=minutes["transfer"] * len(exports),  # labelling dominates: one pass per teacher
+        description=f"{len(exports)} teacher(s)",
         command=script("generate_dataset.py", f"--input={data_dir}", f"--model={','.join(exports)}",
                        f"--output={transfer}", f"--augment_factor={setting('augment_factor')}", f"--seed={seed}",
                        *extra.get("transfer", []))))

@@ -62,7 +62,10 @@ def finished(workspace):
 
 def test_smoke_pipeline_writes_the_whole_report(finished):
     output_dir, result = finished
-    assert "[pipeline] stage 1/8 data: start" in result.stdout
+    # The nominal ETA counts each teacher's training and labelling pass: smoke minutes 0.1 data
+    # + 2 x 3.0 teachers + 2 x 0.8 transfer + 0.6 + 1.0 BiLSTMs + 4.5 TinyBERT + 1.5 report.
+    assert ("[pipeline] stage 1/8 data: start (train subsample of 2000); elapsed 00:00:00, "
+            "ETA ~00:15:18 (nominal)") in result.stdout
     assert "[pipeline] stage 8/8 report: done" in result.stdout
     report = output_dir / "report"
     results = json.loads((report / "results.json").read_text())
