@@ -3,7 +3,7 @@ the logits of every subset of two or more exports, and how many dev errors each 
 (correlated errors are what caps an ensemble). Not a test.
 
     python benchmarks/teacher_ensemble.py --data_dir ../shared/data/sst2 \
-        --model_dir=outputs/ensemble/teacher_1/export,outputs/ensemble/teacher_2/export,outputs/ensemble/teacher_3/export
+        --model_dir=outputs/ensemble/teacher_1/export,outputs/ensemble/teacher_2/export,...
 """
 
 import itertools
