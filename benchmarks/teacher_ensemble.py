@@ -11,9 +11,9 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from bertdistill import data, robustness
+from bertdistill import data, errors, robustness
 from bertdistill.predictor import Predictor
 from bertdistill.report import label_indices
 
@@ -27,13 +27,13 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     if len(FLAGS.model_dir) < 2:
-        raise app.UsageError("--model_dir needs two or more export folders")
+        raise errors.FlagError("model_dir", "--model_dir needs two or more export folders")
     examples = data.Sst2Processor().get_dev_examples(FLAGS.data_dir)
     texts = [example.text_a for example in examples]
     predictors = {folder: Predictor(folder, quantized=False) for folder in FLAGS.model_dir}
     gold = {folder: label_indices(predictor, [e.label for e in examples]) for folder, predictor in predictors.items()}
     if any(not np.array_equal(gold[folder], gold[FLAGS.model_dir[0]]) for folder in FLAGS.model_dir):
-        raise app.UsageError("--model_dir: the exports order their labels differently")
+        raise errors.FlagError("model_dir", "--model_dir: the exports order their labels differently")
     gold = gold[FLAGS.model_dir[0]]
     logits = {folder: predictor.logits(texts) for folder, predictor in predictors.items()}
     wrong = {folder: logits[folder].argmax(1) != gold for folder in logits}
@@ -53,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    errors.run(main)
