@@ -21,7 +21,8 @@ import keras
 from absl import flags, logging
 
 from bertdistill import checkpoints, errors, export, int8_gate, pipeline, runner, trainer, validation
-from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.bert import BertClassifier
+from bertdistill.encoders import build_encoder
 from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
 from bertdistill.errors import FlagError, UserError
 from bertdistill.flags import define_common_flags, processor_from_flags, split_file, validate_common_flags
@@ -46,9 +47,9 @@ def validate_flags(pretrained: checkpoints.Pretrained) -> None:
     if name.startswith(("uncased_", "cased_")) and name.startswith("uncased_") != FLAGS.do_lower_case:
         raise FlagError("do_lower_case", f"--do_lower_case={FLAGS.do_lower_case} is inconsistent with "
                         f"{pretrained.source}")
-    if FLAGS.max_seq_length > pretrained.config.max_position_embeddings:
-        raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's "
-                        f"max_position_embeddings={pretrained.config.max_position_embeddings}")
+    if FLAGS.max_seq_length > pretrained.config.max_sequence_length:
+        raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the {pretrained.config.max_sequence_length} "
+                        f"tokens {pretrained.source} takes (its max_position_embeddings)")
 
 
 def check_labels(pretrained: checkpoints.Pretrained, labels: list[str]) -> None:
@@ -162,7 +163,7 @@ def main(argv):
         train=FLAGS.do_train, chief=is_chief(strategy))
     keras.utils.set_random_seed(FLAGS.seed)
     with strategy.scope():
-        model = BertClassifier(BertEncoder(pretrained.config), num_labels=len(labels), pooling=pooling)
+        model = BertClassifier(build_encoder(pretrained.config), num_labels=len(labels), pooling=pooling)
         if pretrained.weights:
             checkpoints.restore_weights(model, pretrained)
         else:

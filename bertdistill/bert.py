@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 from keras import ops
@@ -72,6 +72,14 @@ class BertConfig:
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
 
+    model_type: ClassVar[str] = "bert"
+    family_name: ClassVar[str] = "BERT"
+    # Keys of this model type's config.json that are not hyperparameters we model.
+    ignored_keys: ClassVar[frozenset[str]] = frozenset()
+    # Keys a config must give: a default here would silently build another architecture.
+    required_keys: ClassVar[tuple[str, ...]] = ("vocab_size", "hidden_size", "num_hidden_layers",
+                                                "num_attention_heads", "intermediate_size")
+
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):  # a wrongly typed value names its key
             value, kind = getattr(self, field.name), _FIELD_TYPES[field.type]
@@ -95,13 +103,15 @@ class BertConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: a BERT config must be a JSON object, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known - _IGNORED_CONFIG_KEYS
+        unknown = set(values) - known - _IGNORED_CONFIG_KEYS - cls.ignored_keys
         if unknown:
-            raise ConfigError(f"{source}: unknown BERT config keys {sorted(unknown)}")
+            raise ConfigError(f"{source}: unknown {cls.family_name} config keys {sorted(unknown)}")
         if values.get("position_embedding_type", "absolute") != "absolute":
             raise ConfigError(f"{source}: only absolute position embeddings are supported")
-        if "vocab_size" not in values:
-            raise ConfigError(f"{source}: missing key 'vocab_size'")
+        missing = [key for key in cls.required_keys if key not in values]
+        if missing:
+            raise ConfigError(f"{source}: missing key{'s' if len(missing) > 1 else ''} "
+                              f"{', '.join(repr(k) for k in missing)}")
         try:
             return cls(**{k: v for k, v in values.items() if k in known})
         except ConfigError as e:
@@ -110,14 +120,7 @@ class BertConfig:
     @classmethod
     def from_json_file(cls, path: str) -> "BertConfig":
         """Reads `bert_config.json` or a Hugging Face `config.json`."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
-        except FileNotFoundError:
-            raise MissingFileError(f"BERT config not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-        return cls.from_dict(values, source=path)
+        return cls.from_dict(read_config_json(path), source=path)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -125,6 +128,22 @@ class BertConfig:
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_sequence_length(self) -> int:
+        """The longest input (in tokens, specials included) the position table covers."""
+        return self.max_position_embeddings
+
+
+def read_config_json(path: str) -> Any:
+    """The JSON of a model config file; a missing file or invalid JSON names the file (and line)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise MissingFileError(f"model config not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
 
 
 def _dense(units: int, config: BertConfig, name: str, activation=None) -> keras.layers.Dense:
@@ -208,9 +227,13 @@ class TransformerLayer(keras.layers.Layer):
         x = ops.reshape(x, (ops.shape(x)[0], -1, c.num_attention_heads, c.head_size))
         return ops.transpose(x, (0, 2, 1, 3))
 
-    def call(self, hidden, attention_mask, training=None):
+    def call(self, hidden, attention_mask, position_bias=None, training=None):
+        """`position_bias` (float32, broadcastable to [B, heads, T, T]) is added to the scores
+        before softmax (MPNet's relative position bias); BERT passes none."""
         c = self.config
         attention_bias = (1.0 - ops.cast(attention_mask, "float32")[:, None, None, :]) * _MASK_BIAS
+        if position_bias is not None:  # float32, whatever the policy cast the argument to
+            attention_bias = attention_bias + ops.cast(position_bias, "float32")
         q = self._split_heads(self.query(hidden))
         k = self._split_heads(self.key(hidden))
         v = self._split_heads(self.value(hidden))
@@ -229,7 +252,7 @@ class TransformerLayer(keras.layers.Layer):
         return {**super().get_config(), "config": self.config.to_dict()}
 
 
-def _encoder_inputs() -> dict[str, keras.KerasTensor]:
+def encoder_inputs() -> dict[str, keras.KerasTensor]:
     return {name: keras.Input(shape=(None,), dtype="int32", name=name)
             for name in ("input_ids", "attention_mask", "token_type_ids")}
 
@@ -247,7 +270,7 @@ class BertEncoder(keras.Model):
     def __init__(self, config: BertConfig | dict, output_hidden_states: bool = False,
                  output_attentions: bool = False, **kwargs):
         config = config if isinstance(config, BertConfig) else BertConfig.from_dict(config)
-        inputs = _encoder_inputs()
+        inputs = encoder_inputs()
         embeddings = BertEmbeddings(config, name="embeddings")
         layers = [TransformerLayer(config, name=f"layer_{i}") for i in range(config.num_hidden_layers)]
         pooler = _dense(config.hidden_size, config, "pooler", activation="tanh")
@@ -273,6 +296,20 @@ class BertEncoder(keras.Model):
         self.embeddings = embeddings
         self.transformer_layers = layers
         self.pooler = pooler
+
+    def checkpoint_variables(self) -> dict[str, keras.Variable]:
+        """Google checkpoint names of the encoder's weights."""
+        emb = self.embeddings
+        return {
+            "bert/embeddings/word_embeddings": emb.word_embeddings.embeddings,
+            "bert/embeddings/position_embeddings": emb.position_embeddings.embeddings,
+            "bert/embeddings/token_type_embeddings": emb.token_type_embeddings.embeddings,
+            "bert/embeddings/LayerNorm/gamma": emb.layer_norm.gamma,
+            "bert/embeddings/LayerNorm/beta": emb.layer_norm.beta,
+            **layer_checkpoint_variables(self.transformer_layers),
+            "bert/pooler/dense/kernel": self.pooler.kernel,
+            "bert/pooler/dense/bias": self.pooler.bias,
+        }
 
     def get_config(self):
         return {"config": self.config.to_dict(), "output_hidden_states": self.output_hidden_states,
@@ -302,7 +339,7 @@ class BertClassifier(keras.Model):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         dropout = encoder.config.hidden_dropout_prob if dropout is None else dropout
-        inputs = _encoder_inputs()
+        inputs = encoder_inputs()
         outputs = encoder(inputs)
         if pooling == "cls":
             pooled = outputs["pooled_output"]
@@ -331,26 +368,10 @@ class BertClassifier(keras.Model):
         return cls(**config)
 
 
-def checkpoint_variables(model: "BertEncoder | BertClassifier | BertMaskedLM") -> dict[str, keras.Variable]:
-    """Maps Google BERT checkpoint names (`bert/encoder/layer_0/attention/self/query/kernel`, ...)
-    to this model's variables. A classifier adds `output_weights` / `output_bias` (stored as in
-    run_classifier.py: `output_weights` is [num_labels, hidden], the transpose of our kernel);
-    a `BertMaskedLM` adds its head's `cls/predictions/*` (`masked_lm_checkpoint_variables`).
-    """
-    if isinstance(model, BertMaskedLM):
-        return masked_lm_checkpoint_variables(model)
-    encoder = model.encoder if isinstance(model, BertClassifier) else model
-    emb = encoder.embeddings
-    names = {
-        "bert/embeddings/word_embeddings": emb.word_embeddings.embeddings,
-        "bert/embeddings/position_embeddings": emb.position_embeddings.embeddings,
-        "bert/embeddings/token_type_embeddings": emb.token_type_embeddings.embeddings,
-        "bert/embeddings/LayerNorm/gamma": emb.layer_norm.gamma,
-        "bert/embeddings/LayerNorm/beta": emb.layer_norm.beta,
-        "bert/pooler/dense/kernel": encoder.pooler.kernel,
-        "bert/pooler/dense/bias": encoder.pooler.bias,
-    }
-    for i, layer in enumerate(encoder.transformer_layers):
+def layer_checkpoint_variables(layers: list[TransformerLayer]) -> dict[str, keras.Variable]:
+    """Google checkpoint names of the transformer layers' weights (`bert/encoder/layer_N/...`)."""
+    names = {}
+    for i, layer in enumerate(layers):
         prefix = f"bert/encoder/layer_{i}/"
         dense = {"attention/self/query": layer.query, "attention/self/key": layer.key,
                  "attention/self/value": layer.value, "attention/output/dense": layer.attention_output,
@@ -362,6 +383,20 @@ def checkpoint_variables(model: "BertEncoder | BertClassifier | BertMaskedLM") -
                            "output/LayerNorm": layer.output_layer_norm}.items():
             names[prefix + path + "/gamma"] = norm.gamma
             names[prefix + path + "/beta"] = norm.beta
+    return names
+
+
+def checkpoint_variables(model: keras.Model) -> dict[str, keras.Variable]:
+    """Maps Google BERT checkpoint names (`bert/encoder/layer_0/attention/self/query/kernel`, ...)
+    to this model's variables (an encoder's own names come from its `checkpoint_variables()`).
+    A classifier adds `output_weights` / `output_bias` (stored as in run_classifier.py:
+    `output_weights` is [num_labels, hidden], the transpose of our kernel); a `BertMaskedLM`
+    adds its head's `cls/predictions/*` (`masked_lm_checkpoint_variables`).
+    """
+    if isinstance(model, BertMaskedLM):
+        return masked_lm_checkpoint_variables(model)
+    encoder = model.encoder if isinstance(model, BertClassifier) else model
+    names = encoder.checkpoint_variables()
     if isinstance(model, BertClassifier):
         names["output_weights"] = model.head.kernel
         names["output_bias"] = model.head.bias
@@ -415,7 +450,7 @@ class BertMaskedLM(keras.Model):
     def __init__(self, encoder: BertEncoder | dict, **kwargs):
         if isinstance(encoder, dict):
             encoder = keras.saving.deserialize_keras_object(encoder)
-        inputs = {**_encoder_inputs(), "masked_positions": keras.Input(shape=(None,), dtype="int32",
+        inputs = {**encoder_inputs(), "masked_positions": keras.Input(shape=(None,), dtype="int32",
                                                                        name="masked_positions")}
         sequence = encoder({k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids")})["sequence_output"]
         gathered = ops.take_along_axis(sequence, ops.expand_dims(inputs["masked_positions"], -1), axis=1)

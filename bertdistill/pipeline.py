@@ -25,12 +25,14 @@ _ENCODE_CHUNK = 8192
 
 @dataclasses.dataclass
 class Features:
-    """Tokenized examples: ragged int32 ids, label ids (-1 when unlabeled) and guids."""
+    """Tokenized examples: ragged int32 ids, label ids (-1 when unlabeled), guids and the id
+    their batches are padded with (the tokenizer's: 0 for BERT, 1 for MPNet)."""
 
     input_ids: tf.RaggedTensor
     token_type_ids: tf.RaggedTensor
     label_ids: np.ndarray
     guids: list[str]
+    pad_id: int = 0
 
     def __len__(self) -> int:
         return len(self.guids)
@@ -43,7 +45,8 @@ class Features:
         """The examples at `indices`, in that order."""
         return Features(input_ids=tf.gather(self.input_ids, indices),
                         token_type_ids=tf.gather(self.token_type_ids, indices),
-                        label_ids=self.label_ids[indices], guids=[self.guids[i] for i in indices])
+                        label_ids=self.label_ids[indices], guids=[self.guids[i] for i in indices],
+                        pad_id=self.pad_id)
 
 
 def convert_examples_to_features(examples: Sequence[InputExample], tokenizer: Tokenizer,
@@ -59,7 +62,7 @@ def convert_examples_to_features(examples: Sequence[InputExample], tokenizer: To
         ids += chunk_ids
         types += chunk_types
     return Features(input_ids=to_ragged(ids), token_type_ids=to_ragged(types), label_ids=label_ids,
-                    guids=[e.guid for e in examples])
+                    guids=[e.guid for e in examples], pad_id=tokenizer.pad_id)
 
 
 def label_ids_of(examples: Sequence[InputExample], label_list: Sequence[str]) -> np.ndarray:
@@ -117,8 +120,8 @@ def _boundaries(features: Features, max_seq_length: int | None, bucket_boundarie
 def make_dataset(features: Features, *, batch_size: int, is_training: bool, seed: int = 0,
                  static_padding: bool = False, max_seq_length: int | None = None,
                  extras: dict[str, np.ndarray] | None = None, drop_remainder: bool = False,
-                 bucket_boundaries: Sequence[int] | None = None, pad_id: int = 0) -> tf.data.Dataset:
-    """Batches `features` as `(x, y)`; see the module docstring.
+                 bucket_boundaries: Sequence[int] | None = None) -> tf.data.Dataset:
+    """Batches `features` as `(x, y)`, `input_ids` padded with `features.pad_id`; see the module docstring.
 
     Training shuffles (seeded, reshuffled each epoch) and buckets by length; otherwise the order
     is kept. `static_padding` pads every batch to `max_seq_length` (XLA/TPU shapes). No example
@@ -138,7 +141,7 @@ def make_dataset(features: Features, *, batch_size: int, is_training: bool, seed
         """One batch from example indices: rows padded to the batch's longest (or `width`)."""
         ids = tf.gather(features.input_ids, indices)
         shape = [batch_size if drop_remainder else None, width]
-        x = {"input_ids": ids.to_tensor(default_value=pad_id, shape=shape),
+        x = {"input_ids": ids.to_tensor(default_value=features.pad_id, shape=shape),
              "attention_mask": tf.ones_like(ids).to_tensor(shape=shape),
              "token_type_ids": tf.gather(features.token_type_ids, indices).to_tensor(shape=shape)}
         return x, tf.nest.map_structure(lambda v: tf.gather(v, indices), y)

@@ -122,7 +122,8 @@ def pad(rows: Sequence[Sequence[int]], value: int = 0) -> np.ndarray:
 
 
 class WordPieceEncoder:
-    """Text -> `[CLS] wordpieces [SEP]` ids, truncated as training truncated (BERT, TinyBERT)."""
+    """Text -> `[CLS] wordpieces [SEP]` ids (MPNet: `<s> wordpieces </s>`), truncated as training
+    truncated, padded with the vocabulary's pad id (BERT, MPNet, TinyBERT)."""
 
     input_names = BERT_INPUTS
     kind = "wordpiece"
@@ -142,7 +143,7 @@ class WordPieceEncoder:
             return self.tokenizer.encode_batch(texts, None, self.max_seq_length)[0]
 
     def features(self, rows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
-        ids = pad(rows)
+        ids = pad(rows, self.tokenizer.pad_id)
         mask = np.zeros_like(ids)
         for out, row in zip(mask, rows):
             out[:len(row)] = 1

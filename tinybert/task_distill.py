@@ -93,9 +93,9 @@ def check_student(teacher: checkpoints.Teacher, config: BertConfig) -> None:
         raise ConfigError(f"student vocab_size {config.vocab_size} differs from the teacher's "
                           f"{teacher.model.encoder.config.vocab_size}: the student uses the teacher's vocabulary")
     for name, config_of in (("teacher", teacher.model.encoder.config), ("student", config)):
-        if FLAGS.max_seq_length > config_of.max_position_embeddings:
+        if FLAGS.max_seq_length > config_of.max_sequence_length:
             raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the {name}'s "
-                            f"max_position_embeddings={config_of.max_position_embeddings}")
+                            f"{config_of.max_sequence_length} tokens (its max_position_embeddings)")
 
 
 def dry_run(teacher: checkpoints.Teacher, student_config: BertConfig, matches) -> None:
