@@ -1,4 +1,5 @@
-"""Export: float32 SavedModel with a serving signature, ONNX through tf2onnx (for BERT models then
+"""Export: float32 SavedModel with a serving signature (written by Keras' `ExportArchive`, so
+TensorFlow Serving's session-based loader runs it), ONNX through tf2onnx (for BERT models then
 onnxruntime's transformer optimizer and padding removal, `bertdistill.onnx_fusion`), INT8 through
 onnxruntime's dynamic quantization, and ONNX Runtime inference.
 
@@ -55,11 +56,14 @@ def serving_function(model: keras.Model,
 
 
 def export_saved_model(model: keras.Model, path: str, input_names: Sequence[str] = INPUT_NAMES) -> None:
-    """Writes a SavedModel whose `serving_default` signature maps the inputs to logits/probabilities."""
-    module = tf.Module()
-    module.weights = list(model.weights)  # the weights only: tracking the model would pull in its optimizer
-    module.serve = serving_function(model, input_names)
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    """Writes a SavedModel whose `serving_default` signature maps the int32 inputs to logits and
+    probabilities. Through Keras' `ExportArchive`: a `tf.Module` holding Keras 3 variables loads
+    with `tf.saved_model.load` but not in the session-based loader of TensorFlow Serving and
+    `saved_model_cli run` (tensorflow/serving#2226). The archive holds the variables the
+    signature reads, so no optimizer state."""
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint("serving_default", serving_function(model, input_names))
+    archive.write_out(path, verbose=False)
 
 
 def export_onnx(model: keras.Model, path: str, input_names: Sequence[str] = INPUT_NAMES,

@@ -1,5 +1,6 @@
 """Export: Keras vs SavedModel vs ONNX logits, float32 from mixed precision, INT8, atomic folders;
-onnxruntime's transformer optimizer on the BERT graph; the INT8 gate and the recommended model."""
+TensorFlow Serving's loader; onnxruntime's transformer optimizer on the BERT graph; the INT8 gate
+and the recommended model."""
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from bertdistill.bert import BertClassifier, BertEncoder
 from bertdistill.predictor import Predictor
 from tests.bert_fixtures import tiny_batch, tiny_config
 from tests.export_fixtures import TEXTS, tiny_exports
+from tests.serving_loader import run_signatures
 
 
 def _batch(batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -143,6 +145,21 @@ def test_parity_check_fails_on_nan_logits(tmp_path):
     with pytest.raises(RuntimeError, match=r"Keras logits on the parity sample are not finite \(\d+ NaN"):
         export.export_folder(model, str(tmp_path / "export"), sample=tiny_batch(), info={}, quantize=False)
     assert os.listdir(tmp_path) == []
+
+
+def test_saved_models_run_in_tensorflow_servings_loader(tmp_path_factory, tmp_path):
+    """A BERT and a BiLSTM export, in a fresh process with the session-based loader: ONNX's answers."""
+    exports = tiny_exports(tmp_path_factory)
+    jobs, expected = [], []
+    for name in ("bert", "lstm"):
+        predictor = Predictor(exports[name].folder, quantized=False)
+        features = predictor.encoder.features(predictor.encode(TEXTS))
+        jobs.append((os.path.join(exports[name].folder, "saved_model"), "serving_default", features))
+        expected.append(predictor.model.run(features))
+    for served, onnx_outputs in zip(run_signatures(jobs, tmp_path), expected):
+        assert sorted(served) == ["logits", "probabilities"]
+        for output in served:
+            np.testing.assert_allclose(served[output], onnx_outputs[output], atol=1e-4)
 
 
 # onnxruntime's transformer optimizer
