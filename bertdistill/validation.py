@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from absl import logging
 
 from bertdistill.errors import FlagError, shorten
+from bertdistill.export_format import EXPORT_INFO, MODEL_FILES, SAVED_MODEL
 
-EXPORT_INFO = "export_info.json"
-EXPORT_CONTENTS = "export_info.json, model.onnx, saved_model/"
+EXPORT_CONTENTS = f"{EXPORT_INFO}, {MODEL_FILES['float32']}, {SAVED_MODEL}/"
 # The GLUE TSV layout, as data.Sst2Processor reads it: header of each split.
 GLUE_HEADERS = {"train": ["sentence", "label"], "dev": ["sentence", "label"], "test": ["index", "sentence"]}
 GLUE_TASKS = ("sst-2", "sst2")
