@@ -27,6 +27,7 @@ from absl import app, flags
 
 from bertdistill import checkpoints, data, export, optimization, pipeline, trainer
 from bertdistill.distribute import set_precision_policy
+from bertdistill.predictor import input_dtypes
 from bertdistill.bert import BertClassifier, BertEncoder
 from bertdistill.tokenization import Tokenizer
 
@@ -109,11 +110,12 @@ def peer_protocol(export_dir: str, texts: list[str], threads: int, spinning: boo
     session = ort.InferenceSession(os.path.join(export_dir, "model.onnx"), options,
                                    providers=["CPUExecutionProvider"])
     tokenizer = Tokenizer(os.path.join(export_dir, "vocab.txt"))
+    dtypes = input_dtypes(session)  # int64 ids (int32 in older exports)
 
     def run(batch: list[str]) -> None:
         ids = pipeline.pad_rows(tokenizer.encode_batch(batch, None, 128)[0])
-        session.run(["logits"], {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int32),
-                                 "token_type_ids": np.zeros_like(ids)})
+        features = {"input_ids": ids, "attention_mask": ids != 0, "token_type_ids": np.zeros_like(ids)}
+        session.run(["logits"], {name: features[name].astype(dtype) for name, dtype in dtypes.items()})
 
     run(texts[:64])
     start = time.perf_counter()

@@ -1,10 +1,12 @@
-"""Export: float32 SavedModel with a serving signature, ONNX through tf2onnx (for BERT models then
-onnxruntime's transformer optimizer and padding removal, `bertdistill.onnx_fusion`), INT8 through
-onnxruntime's dynamic quantization, and ONNX Runtime inference.
+"""Export: float32 SavedModel with a serving signature (written by Keras' `ExportArchive`, so
+TensorFlow Serving's session-based loader runs it), ONNX through tf2onnx (for BERT models then
+onnxruntime's transformer optimizer and padding removal, `bertdistill.onnx_fusion`, beside the
+portable graph), INT8 through onnxruntime's dynamic quantization, and ONNX Runtime inference.
 
 The serving signature and the ONNX graph take the model's inputs by name (BERT: `input_ids`,
-`attention_mask`, `token_type_ids`; the BiLSTM: `input_ids`), int32 [batch, sequence] with
-both axes dynamic, and return `logits` and `probabilities` (float32 [batch, num_labels]).
+`attention_mask`, `token_type_ids`; the BiLSTM: `input_ids`), [batch, sequence] with both axes
+dynamic (int32 in the SavedModel, int64 in ONNX), and return `logits` and `probabilities`
+(float32 [batch, num_labels]). File names: `bertdistill.export_format`.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import tensorflow as tf
 from absl import logging
 
 from bertdistill.distribute import precision_policy
+from bertdistill.export_format import (BERT_INPUTS, EXPORT_INFO, IDS_SIGNATURE, MODEL_FILES, ONNX_ID_DTYPE, OUTPUTS,
+                                       PORTABLE_ONNX, SAVED_MODEL)
+from bertdistill.predictor import input_dtypes
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUT_NAMES = ("logits", "probabilities")
+INPUT_NAMES = BERT_INPUTS
 ONNX_OPSET = 17  # LayerNormalization is fused by onnxruntime's optimizer from opset 17 graphs
 INT8_OP_TYPES = ("MatMul", "Gemm")
 # Dynamic INT8 weights, one scale per output channel, full int8 range (reduce_range is for CPUs
@@ -37,38 +41,52 @@ INT8_REDUCE_RANGE = False
 INT8_FLOAT_FFN_LAYERS = 2
 
 
-def input_signature(input_names: Sequence[str] = INPUT_NAMES) -> list[dict[str, tf.TensorSpec]]:
-    return [{name: tf.TensorSpec([None, None], tf.int32, name=name) for name in input_names}]
+def input_signature(input_names: Sequence[str] = INPUT_NAMES,
+                    dtype: tf.DType = tf.int32) -> list[dict[str, tf.TensorSpec]]:
+    return [{name: tf.TensorSpec([None, None], dtype, name=name) for name in input_names}]
 
 
-def serving_function(model: keras.Model,
-                     input_names: Sequence[str] = INPUT_NAMES) -> tf.types.experimental.GenericFunction:
-    """A tf.function from the named int32 inputs to float32 logits and probabilities."""
+def classify(model: keras.Model, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """float32 `logits` and `probabilities` of `model` on integer features of any dtype."""
+    logits = tf.cast(model({name: tf.cast(ids, tf.int32) for name, ids in features.items()}, training=False),
+                     tf.float32)
+    return {"logits": tf.identity(logits, name="logits"), "probabilities": tf.nn.softmax(logits, name="probabilities")}
 
-    @tf.function(input_signature=input_signature(input_names))
-    def serve(features):
-        logits = tf.cast(model(features, training=False), tf.float32)
-        return {"logits": tf.identity(logits, name="logits"),
-                "probabilities": tf.nn.softmax(logits, name="probabilities")}
 
-    return serve
+def serving_function(model: keras.Model, input_names: Sequence[str] = INPUT_NAMES,
+                     dtype: tf.DType = tf.int32) -> tf.types.experimental.GenericFunction:
+    """A tf.function from the named integer inputs (of `dtype`) to float32 logits and probabilities."""
+    return tf.function(lambda features: classify(model, features), input_signature=input_signature(input_names, dtype),
+                       autograph=False)
 
 
 def export_saved_model(model: keras.Model, path: str, input_names: Sequence[str] = INPUT_NAMES) -> None:
-    """Writes a SavedModel whose `serving_default` signature maps the inputs to logits/probabilities."""
-    module = tf.Module()
-    module.weights = list(model.weights)  # the weights only: tracking the model would pull in its optimizer
-    module.serve = serving_function(model, input_names)
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    """Writes a SavedModel whose `serving_default` signature maps the int32 inputs to logits and
+    probabilities. Through Keras' `ExportArchive`: a `tf.Module` holding Keras 3 variables loads
+    with `tf.saved_model.load` but not in the session-based loader of TensorFlow Serving and
+    `saved_model_cli run` (tensorflow/serving#2226). The archive holds the variables the
+    signature reads, so no optimizer state."""
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint(IDS_SIGNATURE, lambda features: classify(model, features), input_signature(input_names))
+    archive.write_out(path, verbose=False)
 
 
 def export_onnx(model: keras.Model, path: str, input_names: Sequence[str] = INPUT_NAMES,
                 opset: int = ONNX_OPSET) -> None:
-    """Converts the serving function to ONNX with dynamic batch and sequence axes."""
+    """Converts the model to ONNX: int64 inputs (the dtype tokenizers give) with dynamic batch and
+    sequence axes, standard ONNX operators only."""
     import tf2onnx
 
-    tf2onnx.convert.from_function(serving_function(model, input_names), input_signature=input_signature(input_names),
-                                  opset=opset, output_path=path)
+    dtype = tf.as_dtype(ONNX_ID_DTYPE)
+    tf2onnx.convert.from_function(serving_function(model, input_names, dtype),
+                                  input_signature=input_signature(input_names, dtype), opset=opset, output_path=path)
+
+
+def is_portable(onnx_path: str) -> bool:
+    """Whether the ONNX graph uses standard operators only (no `com.microsoft` ones)."""
+    import onnx
+
+    return all(node.domain in ("", "ai.onnx") for node in onnx.load(onnx_path, load_external_data=False).graph.node)
 
 
 def quantize_onnx_int8(onnx_path: str, out_path: str, op_types: Sequence[str] = INT8_OP_TYPES, *,
@@ -100,10 +118,11 @@ def float_ffn_outputs(onnx_path: str, layers: int = INT8_FLOAT_FFN_LAYERS) -> li
 
 
 def optimize_transformer(onnx_path: str, sample: dict[str, np.ndarray], expected: np.ndarray, *, num_heads: int,
-                         hidden_size: int, tolerance: float) -> dict:
+                         hidden_size: int, tolerance: float, converted_path: str) -> dict:
     """Replaces the BERT graph at `onnx_path` by onnxruntime's optimized one (`bertdistill.onnx_fusion`)
-    when it matches `expected` (Keras' logits on `sample`) within `tolerance`; else, or when the
-    optimizer fails, keeps it. Returns what happened, for export_info.json."""
+    when it matches `expected` (Keras' logits on `sample`) within `tolerance`, moving the converted
+    graph to `converted_path`; else, or when the optimizer fails, keeps it. Returns what
+    happened, for export_info.json."""
     from bertdistill import onnx_fusion
 
     optimized_path = f"{onnx_path}.optimized"
@@ -116,6 +135,7 @@ def optimize_transformer(onnx_path: str, sample: dict[str, np.ndarray], expected
     else:
         record.update(fused_operators=result.fused, rewrites=result.rewrites, max_abs_error=error)
         if error <= tolerance:  # NaN fails this too
+            os.replace(onnx_path, converted_path)
             os.replace(optimized_path, onnx_path)
             record["applied"] = True
         else:
@@ -146,10 +166,11 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
 
     Contents: `saved_model/`, `model.onnx` (checked against Keras on `sample` within
     `tolerance`; for a `transformer` = (num_heads, hidden_size), onnxruntime's optimized graph
-    when it passes the same check, see `optimize_transformer`), `model.int8.onnx` when `quantize`
-    (weights of `int8_op_types`, from `model.onnx`), `export_info.json` (`info` plus names, opset,
-    `onnx_optimizer`, `int8_quantization`), and whatever `write_files(tmp_folder)` adds (weights,
-    config, vocab, labels). The folder is built beside `folder` and swapped in only when
+    when it passes the same check, see `optimize_transformer`, and then the converted graph as
+    `model.portable.onnx`), `model.int8.onnx` when `quantize` (weights of `int8_op_types`, from
+    `model.onnx`), `export_info.json` (`info` plus names, opset, `onnx_portable`: the graph with
+    standard operators only, `onnx_optimizer`, `int8_quantization`), and whatever
+    `write_files(tmp_folder)` adds (weights, config, vocab, labels). The folder is built beside `folder` and swapped in only when
     complete, so a failed export leaves a previous one intact.
     """
     model = float32_twin(model)
@@ -161,8 +182,8 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
     try:
         if write_files:
             write_files(tmp)
-        export_saved_model(model, os.path.join(tmp, "saved_model"), input_names)
-        onnx_path = os.path.join(tmp, "model.onnx")
+        export_saved_model(model, os.path.join(tmp, SAVED_MODEL), input_names)
+        onnx_path = os.path.join(tmp, MODEL_FILES["float32"])
         export_onnx(model, onnx_path, input_names)
         sample = {name: sample[name] for name in input_names}
         expected = keras.ops.convert_to_numpy(model(sample, training=False))
@@ -178,13 +199,16 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
         extra = {}
         if transformer:
             extra["onnx_optimizer"] = optimize_transformer(onnx_path, sample, expected, num_heads=transformer[0],
-                                                           hidden_size=transformer[1], tolerance=tolerance)
+                                                           hidden_size=transformer[1], tolerance=tolerance,
+                                                           converted_path=os.path.join(tmp, PORTABLE_ONNX))
+        portable = PORTABLE_ONNX if os.path.exists(os.path.join(tmp, PORTABLE_ONNX)) else MODEL_FILES["float32"]
+        extra["onnx_portable"] = portable if is_portable(os.path.join(tmp, portable)) else None
         if quantize:
             extra["int8_quantization"] = quantize_onnx_int8(
-                onnx_path, os.path.join(tmp, "model.int8.onnx"), int8_op_types,
+                onnx_path, os.path.join(tmp, MODEL_FILES["int8"]), int8_op_types,
                 nodes_to_exclude=float_ffn_outputs(onnx_path) if transformer else ())
-        with open(os.path.join(tmp, "export_info.json"), "w", encoding="utf-8") as f:
-            json.dump({**info, "inputs": list(input_names), "outputs": list(OUTPUT_NAMES), "onnx_opset": ONNX_OPSET,
+        with open(os.path.join(tmp, EXPORT_INFO), "w", encoding="utf-8") as f:
+            json.dump({**info, "inputs": list(input_names), "outputs": list(OUTPUTS), "onnx_opset": ONNX_OPSET,
                        "onnx_max_abs_error": error, **extra, "tensorflow": tf.__version__,
                        "keras": keras.__version__}, f, indent=2)
         # One permission for every file (the default: 0666/0777 less the umask); some writers
@@ -226,8 +250,8 @@ class OnnxClassifier:
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def predict(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits for a batch of int32 features."""
-        feed = {name: np.asarray(features[name], np.int32) for name in self.input_names}
+        """Logits for a batch of integer features (fed in the dtype the graph takes)."""
+        feed = {name: np.asarray(features[name], dtype) for name, dtype in input_dtypes(self.session).items()}
         return self.session.run(["logits"], feed)[0]
 
 

@@ -34,16 +34,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from bertdistill.errors import ConfigError, MissingFileError, UserError, read_json, shorten
+from bertdistill.export_format import BERT_INPUTS, EXPORT_INFO, MODEL_FILES, ONNX_TENSOR_DTYPES, OUTPUTS, WORD_INPUTS
 from bertdistill.words import WordVocab
 
-EXPORT_INFO = "export_info.json"
 BERT_KINDS = ("bert_classifier", "tinybert")
 WORD_KINDS = ("bilstm_classifier",)
 MODEL_KINDS = BERT_KINDS + WORD_KINDS
-MODEL_FILES = {"float32": "model.onnx", "int8": "model.int8.onnx"}
-BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-WORD_INPUTS = ("input_ids",)
-OUTPUTS = ("logits", "probabilities")
 BERT_FILES = ("config.json", "vocab.txt", "labels.json")
 WORD_FILES = ("config.json", "labels.json", "vocab.txt")
 WORD_CONFIG_KEYS = {"vocab_size": int, "num_labels": int, "embedding_dim": int, "hidden_size": int, "dense_size": int,
@@ -68,7 +64,8 @@ class Prediction:
 
 
 class OnnxModel:
-    """An exported ONNX classifier on the CPU: named int32 inputs -> `logits` and `probabilities`.
+    """An exported ONNX classifier on the CPU: named integer inputs (int64; int32 in older
+    exports, fed in the dtype the graph takes) -> `logits` and `probabilities`.
 
     `predict` returns the logits, like `bertdistill.export.OnnxClassifier` (which imports
     TensorFlow and so cannot be used here); `run` returns both outputs. `threads`: intra-op
@@ -96,6 +93,11 @@ class OnnxModel:
                               "export the model again") from None
         self.path = onnx_path
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_dtypes = input_dtypes(self.session)
+        unknown = [name for name, dtype in self.input_dtypes.items() if dtype is None]
+        if unknown:
+            raise ConfigError(f"{shorten(onnx_path)}: inputs {unknown} are not int32/int64 token ids: "
+                              "not a classifier exported by this toolkit; export the model again")
         self.output_names = [o.name for o in self.session.get_outputs()]
         missing = [name for name in OUTPUTS if name not in self.output_names]
         if missing:
@@ -104,13 +106,18 @@ class OnnxModel:
 
     def run(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """`logits` and `probabilities` (float32 [batch, num_labels]) for a batch of features."""
-        feed = {name: np.asarray(features[name], np.int32) for name in self.input_names}
+        feed = {name: np.asarray(features[name], dtype) for name, dtype in self.input_dtypes.items()}
         logits, probabilities = self.session.run(list(OUTPUTS), feed)
         return {"logits": logits, "probabilities": probabilities}
 
     def predict(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits for a batch of int32 features."""
+        """Logits for a batch of features."""
         return self.run(features)["logits"]
+
+
+def input_dtypes(session) -> dict[str, type | None]:
+    """Each input of an ONNX Runtime session -> the numpy dtype of its token ids (None: not ids)."""
+    return {i.name: ONNX_TENSOR_DTYPES.get(i.type) for i in session.get_inputs()}
 
 
 def pad(rows: Sequence[Sequence[int]], value: int = 0) -> np.ndarray:

@@ -15,9 +15,9 @@ from absl import logging
 
 from bertdistill import model_packages
 from bertdistill.errors import FlagError, MissingFileError, shorten
+from bertdistill.export_format import EXPORT_INFO, MODEL_FILES, SAVED_MODEL
 
-EXPORT_INFO = "export_info.json"
-EXPORT_CONTENTS = "export_info.json, model.onnx, saved_model/"
+EXPORT_CONTENTS = f"{EXPORT_INFO}, {MODEL_FILES['float32']}, {SAVED_MODEL}/"
 # The GLUE TSV layout, as data.Sst2Processor reads it: header of each split.
 GLUE_HEADERS = {"train": ["sentence", "label"], "dev": ["sentence", "label"], "test": ["index", "sentence"]}
 GLUE_TASKS = ("sst-2", "sst2")

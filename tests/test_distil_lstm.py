@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from bertdistill import transfer_set
+from bertdistill.export_format import IDS_SIGNATURE, SAVED_MODEL
 from tests.conftest import REPO
+from tests.serving_loader import run_signatures
 
 SCRIPT = str(REPO / "distil_lstm" / "main.py")
 WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "plot", "film", "a"]
@@ -74,6 +76,9 @@ def test_train_then_test_and_raw_text(data_dir, tmp_path):
     assert classifier.predict(texts) == [classifier.labels[i] for i in probabilities.argmax(1)]
     np.testing.assert_allclose(np.exp(classifier.logits(["bad plot"]))[0] / np.exp(classifier.logits(["bad plot"])).sum(),
                                probabilities[1], atol=1e-5)
+    features = classifier.encoder.features(classifier.encode(texts))  # TensorFlow Serving's loader: ONNX's logits
+    served = run_signatures([(str(export / SAVED_MODEL), IDS_SIGNATURE, features)], tmp_path)[0]
+    np.testing.assert_allclose(served["logits"], classifier.model.predict(features), atol=1e-4)
 
 
 @pytest.mark.parametrize("loss", ["mse", "kd"])

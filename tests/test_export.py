@@ -1,5 +1,6 @@
 """Export: Keras vs SavedModel vs ONNX logits, float32 from mixed precision, INT8, atomic folders;
-onnxruntime's transformer optimizer on the BERT graph; the INT8 gate and the recommended model."""
+TensorFlow Serving's loader; onnxruntime's transformer optimizer on the BERT graph beside the
+portable one; the INT8 gate and the recommended model."""
 import json
 import os
 import shutil
@@ -9,12 +10,15 @@ import numpy as np
 import onnx
 import pytest
 import tensorflow as tf
+from onnx.reference import ReferenceEvaluator
 
 from bertdistill import export, int8_gate, onnx_fusion
 from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.export_format import IDS_SIGNATURE, MODEL_FILES, PORTABLE_ONNX, SAVED_MODEL
 from bertdistill.predictor import Predictor
 from tests.bert_fixtures import tiny_batch, tiny_config
 from tests.export_fixtures import TEXTS, tiny_exports
+from tests.serving_loader import run_signatures
 
 
 def _batch(batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -68,6 +72,7 @@ def test_folder_contents(exported):
     quantization = info["int8_quantization"]
     assert quantization["per_channel"] is True and quantization["op_types"] == ["MatMul", "Gemm"]
     assert "onnx_optimizer" not in info  # only for a transformer
+    assert info["onnx_portable"] == "model.onnx" and not (folder / PORTABLE_ONNX).exists()
     assert not [p for p in os.listdir(folder.parent) if p.startswith(".")]
 
 
@@ -145,6 +150,21 @@ def test_parity_check_fails_on_nan_logits(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_saved_models_run_in_tensorflow_servings_loader(tmp_path_factory, tmp_path):
+    """A BERT and a BiLSTM export, in a fresh process with the session-based loader: ONNX's answers."""
+    exports = tiny_exports(tmp_path_factory)
+    jobs, expected = [], []
+    for name in ("bert", "lstm"):
+        predictor = Predictor(exports[name].folder, quantized=False)
+        features = predictor.encoder.features(predictor.encode(TEXTS))
+        jobs.append((os.path.join(exports[name].folder, SAVED_MODEL), IDS_SIGNATURE, features))
+        expected.append(predictor.model.run(features))
+    for served, onnx_outputs in zip(run_signatures(jobs, tmp_path), expected):
+        assert sorted(served) == ["logits", "probabilities"]
+        for output in served:
+            np.testing.assert_allclose(served[output], onnx_outputs[output], atol=1e-4)
+
+
 # onnxruntime's transformer optimizer
 
 LAYERS, HEADS, HIDDEN = 2, 2, 64
@@ -186,6 +206,20 @@ def test_optimized_graph_matches_keras_and_records_its_fusions(optimized):
                   {**_batch(8, 16, seed=8), "token_type_ids": (np.arange(16)[None] > 7).repeat(8, 0).astype(np.int32)}):
         expected = keras.ops.convert_to_numpy(model(batch, training=False))
         np.testing.assert_allclose(onnx_model.predict(batch), expected, atol=1e-4)
+
+
+def test_portable_graph_runs_in_onnx_reference_as_onnx_runtime_runs_the_optimized_one(optimized):
+    _, folder = optimized
+    assert json.loads((folder / "export_info.json").read_text())["onnx_portable"] == PORTABLE_ONNX
+    portable = onnx.load(str(folder / PORTABLE_ONNX))
+    assert {node.domain for node in portable.graph.node} == {""}
+    assert "com.microsoft" in {node.domain for node in onnx.load(str(folder / "model.onnx")).graph.node}
+    for name in (PORTABLE_ONNX, *MODEL_FILES.values()):  # int64 ids, as tokenizers give them
+        graph = onnx.load(str(folder / name)).graph
+        assert {i.type.tensor_type.elem_type for i in graph.input} == {onnx.TensorProto.INT64}, name
+    batch = {name: ids.astype(np.int64) for name, ids in _batch(6, 12, seed=10).items()}
+    optimized_logits = export.OnnxClassifier(str(folder / "model.onnx")).session.run(["logits"], batch)[0]
+    np.testing.assert_allclose(ReferenceEvaluator(portable).run(["logits"], batch)[0], optimized_logits, atol=1e-4)
 
 
 def test_int8_model_is_quantized_from_the_optimized_graph(optimized):
