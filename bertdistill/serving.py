@@ -351,9 +351,10 @@ def create_app(models: dict[str, dict[int, Predictor]], limits: Limits = Limits(
     app = FastAPI(title="bertdistill serving", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.workers = workers
 
-    def error(status: int, message: str) -> Response:
+    def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         # json.dumps escapes non-ASCII: a message quoting a lone surrogate still encodes
-        return Response(json.dumps({"error": message}), status_code=status, media_type="application/json")
+        return Response(json.dumps({"error": message}), status_code=status, headers=headers,
+                        media_type="application/json")
 
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
@@ -363,7 +364,7 @@ def create_app(models: dict[str, dict[int, Predictor]], limits: Limits = Limits(
     async def http_error(request, exc: HTTPException):
         messages = {404: f"no such path: {request.method} {request.url.path}",
                     405: f"method {request.method} not allowed on {request.url.path}"}
-        return error(exc.status_code, messages.get(exc.status_code, str(exc.detail)))
+        return error(exc.status_code, messages.get(exc.status_code, str(exc.detail)), exc.headers)  # 405: Allow
 
     @app.exception_handler(Exception)
     async def bug(request, exc: Exception):

@@ -197,6 +197,9 @@ def test_bad_requests_get_json_errors_and_the_server_stays_up(server):
     for path in ("bert:predict", "bert/versions/1:predict"):
         assert request(f"{server}/v1/models/{path}", method="GET") == (
             405, {"error": f"method GET not allowed on /v1/models/{path}"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(f"{server}/v1/models/bert:predict", timeout=REQUEST_SECONDS)
+    assert caught.value.headers["Allow"] == "POST"
     # the body limit also holds for a body without Content-Length (chunked)
     chunked = urllib.request.Request(url, data=iter([b'{"instances": ["', b"x" * 5000, b'"]}']), method="POST",
                                      headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
