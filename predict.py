@@ -5,12 +5,17 @@ ONNX Runtime (no TensorFlow).
     cat sentences.txt | python predict.py --model_dir=outputs/lstm_distil/export --output_format=jsonl
     python predict.py --model_dir=outputs/tinybert/export --input_file=../shared/data/sst2/dev.tsv \
         --text_column=sentence --output_file=dev_predictions.tsv --quantized --threads=2
+    python predict.py --model_dir=outputs/teacher/export --input_file=sentences.txt --input_format=lines
 
-Texts come from the arguments, else `--input_file` (a TSV/CSV column by header name or 0-based
-index), else stdin (one text per line). Output: TSV (`label`, `probability`, one
-`probability_<label>` column per label, `text`; tabs and newlines in the text become spaces) or
-JSON lines (`label`, `probability`, `probabilities`, `text`), on stdout or in `--output_file`
-(written under a temporary name and renamed when complete). Files get a progress line on stderr.
+Texts come from the arguments, else `--input_file`, else stdin (one text per line). An input file
+is a TSV/CSV table (`--input_format=table`, the default: a text column by header name or 0-based
+index, and an id column such as SST-2 test.tsv's `index` when there is one) or plain text
+(`--input_format=lines`: one text per line, no header, every line a row, blank lines included, so
+output row i is input line i). Output: TSV quoted by the csv module's rules (an id column if the
+input has one, `label`, `probability`, one `probability_<label>` column per label, `text` as given)
+or JSON lines (the id, `label`, `probability`, `probabilities`, `text`), on stdout or in
+`--output_file` (written under a temporary name and renamed when complete). Files get a progress
+line on stderr.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import os
 
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")  # "PyTorch was not found": not needed here
 
+import csv  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -30,16 +37,21 @@ from absl import app, flags  # noqa: E402
 from bertdistill import errors, validation  # noqa: E402
 from bertdistill.data import DataFormatError, split_lines  # noqa: E402
 from bertdistill.errors import FlagError, MissingFileError  # noqa: E402
-from bertdistill.predictor import DEFAULT_BATCH_SIZE, Prediction, Predictor  # noqa: E402
+from bertdistill.predictor import DEFAULT_BATCH_SIZE, Predictor  # noqa: E402
 from bertdistill.files import atomic_output  # noqa: E402
 
 flags.DEFINE_string("model_dir", None, "An export folder (bert_finetune, tinybert or distil_lstm: <output_dir>/export).")
-flags.DEFINE_string("input_file", None, "A TSV/CSV file of texts (see --text_column); default: the arguments, "
-                    "else stdin, one text per line.")
-flags.DEFINE_string("text_column", None, "--input_file's text column: a header name or a 0-based index (default: "
-                    "the only column, else 'sentence' or 'text').")
-flags.DEFINE_bool("has_header", True, "--input_file starts with a header line.")
-flags.DEFINE_string("delimiter", None, "--input_file's delimiter (default: ',' for .csv, else a tab).")
+flags.DEFINE_string("input_file", None, "A file of texts (see --input_format); default: the arguments, else stdin, "
+                    "one text per line.")
+flags.DEFINE_enum("input_format", "table", ["table", "lines"], "--input_file is a TSV/CSV table (see --text_column, "
+                  "--id_column, --has_header, --delimiter), or plain text: one text per line, no header, every line "
+                  "a row (blank lines too).")
+flags.DEFINE_string("text_column", None, "A table's text column: a header name or a 0-based index (default: the "
+                    "only column, else 'sentence' or 'text').")
+flags.DEFINE_string("id_column", None, "A table's id column, copied to the output: a header name or a 0-based index "
+                    "(default: a column named 'index', 'id' or 'idx', if any).")
+flags.DEFINE_bool("has_header", True, "The table starts with a header line.")
+flags.DEFINE_string("delimiter", None, "The table's delimiter (default: ',' for .csv, else a tab).")
 flags.DEFINE_string("output_file", None, "Write here instead of stdout (atomically).")
 flags.DEFINE_enum("output_format", "tsv", ["tsv", "jsonl"], "TSV with a header, or one JSON object per line.")
 flags.DEFINE_bool("quantized", None, "Use the INT8 model (model.int8.onnx); --noquantized: the float32 one "
@@ -51,54 +63,107 @@ FLAGS = flags.FLAGS
 
 CHUNK = 2048  # texts predicted (and written) at a time: bounded memory for the outputs, progress between chunks
 DEFAULT_COLUMNS = ("sentence", "text")
+DEFAULT_ID_COLUMNS = ("index", "id", "idx")
+TABLE_FLAGS = ("text_column", "id_column", "has_header", "delimiter")
+OUTPUT_KEYS = ("label", "probability", "probabilities", "text")
 
 
-def column_index(path: str, header: list[str] | None, column: str | None) -> int:
-    """The 0-based index of `column` (a header name or an index) in `path`."""
-    if column is None:
-        if header is None or len(header) == 1:
-            return 0
-        for name in DEFAULT_COLUMNS:
-            if name in header:
-                return header.index(name)
-        raise FlagError("text_column", f"{errors.shorten(path)} has columns {errors.shorten(header, 120)}: "
-                                       "pass --text_column=NAME_OR_INDEX")
+@dataclasses.dataclass
+class Inputs:
+    """The texts to predict and, when the input has an id column, its name and each text's id."""
+
+    texts: list[str]
+    ids: list[str] | None = None
+    id_name: str | None = None
+
+
+def column_index(path: str, header: list[str] | None, column: str, flag: str) -> int:
+    """The 0-based index of `column` (a header name or an index, given by --`flag`) in `path`."""
     if header is not None and column in header:
         return header.index(column)
     if column.strip().isdigit():
         index = int(column)
         if header is not None and index >= len(header):
-            raise FlagError("text_column", f"--text_column={column}: {errors.shorten(path)} has only {len(header)} "
-                                           f"columns {errors.shorten(header, 120)}")
+            raise FlagError(flag, f"--{flag}={column}: {errors.shorten(path)} has only {len(header)} "
+                                  f"columns {errors.shorten(header, 120)}")
         return index
     if header is None:
-        raise FlagError("text_column", f"--text_column={errors.shorten(column, 60)} is a name but --nohas_header: "
-                                       "pass a 0-based index")
-    raise FlagError("text_column", f"no column {errors.shorten(repr(column), 60)} in {errors.shorten(path)}'s header "
-                                   f"{errors.shorten(header, 120)}")
+        raise FlagError(flag, f"--{flag}={errors.shorten(column, 60)} is a name but --nohas_header: "
+                              "pass a 0-based index")
+    raise FlagError(flag, f"no column {errors.shorten(repr(column), 60)} in {errors.shorten(path)}'s header "
+                          f"{errors.shorten(header, 120)}")
 
 
-def read_texts(path: str, column: str | None, has_header: bool, delimiter: str | None) -> list[str]:
-    """The texts of one column of a TSV/CSV file; a malformed row is an error naming `path:line`."""
-    if not os.path.exists(path):
-        raise MissingFileError(f"--input_file={errors.shorten(path)} does not exist")
-    if os.path.isdir(path):
-        raise FlagError("input_file", f"--input_file={errors.shorten(path)} is a folder; expected a TSV/CSV file")
+def text_column_index(path: str, header: list[str] | None, column: str | None) -> int:
+    """The text column: `column` if given, else the only column, else 'sentence' or 'text'."""
+    if column is not None:
+        return column_index(path, header, column, "text_column")
+    if header is None or len(header) == 1:
+        return 0
+    for name in DEFAULT_COLUMNS:
+        if name in header:
+            return header.index(name)
+    raise FlagError("text_column", f"{errors.shorten(path)} has columns {errors.shorten(header, 120)}: "
+                                   "pass --text_column=NAME_OR_INDEX")
+
+
+def id_column_index(path: str, header: list[str] | None, column: str | None) -> int | None:
+    """The id column: `column` if given, else one named as in DEFAULT_ID_COLUMNS, else None."""
+    if column is not None:
+        return column_index(path, header, column, "id_column")
+    return next((header.index(name) for name in DEFAULT_ID_COLUMNS if header and name in header), None)
+
+
+def read_table(path: str, column: str | None, id_column: str | None, has_header: bool,
+               delimiter: str | None) -> Inputs:
+    """The texts (and ids) of a TSV/CSV file, as given; a malformed row is an error naming `path:line`.
+
+    Tab-separated files are split without quoting (as GLUE's TSV files are written), others by csv rules."""
+    check_input_file(path)
     delimiter = delimiter or ("," if path.lower().endswith(".csv") else "\t")
-    lines = split_lines(path, delimiter, skip_header=False, header=None)
-    header, index, texts = None, None, []
-    for line_no, fields in lines:
+    inputs, index, id_index = Inputs([]), None, None
+    for line_no, fields in split_lines(path, delimiter, skip_header=False, header=None):
         if isinstance(fields, str):  # not UTF-8: the reason
             raise DataFormatError(path, line_no, fields)
         if index is None:
             header = [h.strip() for h in fields] if has_header else None
-            index = column_index(path, header, column)
+            index = text_column_index(path, header, column)
+            id_index = id_column_index(path, header, id_column)
+            if id_index is not None:
+                inputs.ids, inputs.id_name = [], header[id_index] if header else "id"
+                if inputs.id_name in OUTPUT_KEYS or inputs.id_name.startswith("probability_"):
+                    raise FlagError("id_column", f"the id column is named {inputs.id_name!r}, as an output column: "
+                                                 f"rename it in {errors.shorten(path)}")
             if has_header:
                 continue
-        if len(fields) <= index:
-            raise DataFormatError(path, line_no, f"expected at least {index + 1} columns, got {len(fields)}")
-        texts.append(fields[index].strip())
-    return texts
+        width = max(index, -1 if id_index is None else id_index) + 1
+        if len(fields) < width:
+            raise DataFormatError(path, line_no, f"expected at least {width} columns, got {len(fields)}")
+        inputs.texts.append(fields[index])
+        if id_index is not None:
+            inputs.ids.append(fields[id_index])
+    return inputs
+
+
+def read_lines(path: str) -> Inputs:
+    """Every line of a plain-text file as one text (blank lines too), without its line break."""
+    check_input_file(path)
+    texts = []
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise DataFormatError(path, line_no, f"not valid UTF-8 at byte {e.start} ({e.reason})") from None
+            texts.append(line.removeprefix("\ufeff") if line_no == 1 else line)
+    return Inputs(texts)
+
+
+def check_input_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise MissingFileError(f"--input_file={errors.shorten(path)} does not exist")
+    if os.path.isdir(path):
+        raise FlagError("input_file", f"--input_file={errors.shorten(path)} is a folder; expected a file")
 
 
 class Progress:
@@ -126,29 +191,29 @@ class Progress:
         self.stream.flush()
 
 
-def tsv_header(labels: Sequence[str]) -> str:
-    return "\t".join(["label", "probability", *(f"probability_{label}" for label in labels), "text"]) + "\n"
+def tsv_header(labels: Sequence[str], id_name: str | None) -> list[str]:
+    return [*([id_name] if id_name else []), "label", "probability", *(f"probability_{label}" for label in labels),
+            "text"]
 
 
-def format_row(prediction: Prediction, text: str, output_format: str) -> str:
-    if output_format == "jsonl":
-        return json.dumps({**prediction.to_dict(), "text": text}, ensure_ascii=False) + "\n"
-    clean = " ".join(text.replace("\t", " ").splitlines()) if ("\t" in text or "\n" in text or "\r" in text) else text
-    return "\t".join([prediction.label, f"{prediction.probability:.6f}",
-                      *(f"{p:.6f}" for p in prediction.probabilities.values()), clean]) + "\n"
-
-
-def predict_to(out: TextIO, predictor: Predictor, texts: Sequence[str], output_format: str,
-               progress: Progress) -> None:
+def predict_to(out: TextIO, predictor: Predictor, inputs: Inputs, output_format: str, progress: Progress) -> None:
+    """Writes one row (TSV, with a header) or one JSON line per text, in input order."""
+    writer = csv.writer(out, delimiter="\t", lineterminator="\n")
     if output_format == "tsv":
-        out.write(tsv_header(predictor.labels))
+        writer.writerow(tsv_header(predictor.labels, inputs.id_name))
     progress.update(0)
-    for start in range(0, len(texts), CHUNK):
-        chunk = texts[start:start + CHUNK]
-        for prediction, text in zip(predictor.predict(chunk), chunk):
-            out.write(format_row(prediction, text, output_format))
+    for start in range(0, len(inputs.texts), CHUNK):
+        texts = inputs.texts[start:start + CHUNK]
+        ids = inputs.ids[start:start + CHUNK] if inputs.ids is not None else [None] * len(texts)
+        for prediction, text, id_ in zip(predictor.predict(texts), texts, ids):
+            key = {inputs.id_name: id_} if inputs.id_name else {}
+            if output_format == "jsonl":
+                out.write(json.dumps({**key, **prediction.to_dict(), "text": text}, ensure_ascii=False) + "\n")
+            else:
+                writer.writerow([*key.values(), prediction.label, f"{prediction.probability:.6f}",
+                                 *(f"{p:.6f}" for p in prediction.probabilities.values()), text])
         out.flush()
-        progress.update(start + len(chunk))
+        progress.update(start + len(texts))
 
 
 def stdin_texts() -> Iterator[str]:
@@ -161,24 +226,32 @@ def main(argv):
     model_dir = validation.require("model_dir", FLAGS.model_dir)
     if texts and FLAGS.input_file:
         raise app.UsageError("pass texts as arguments or --input_file, not both")
+    table_flags = [f"--{name}" for name in TABLE_FLAGS if FLAGS[name].present]
+    if table_flags and not (FLAGS.input_file and FLAGS.input_format == "table"):
+        raise FlagError("input_format", f"{', '.join(table_flags)} describe a table: they need --input_file "
+                                        "with --input_format=table")
     if FLAGS.output_file:
         validation.writable_output("output_file", FLAGS.output_file, folder=False)
         if FLAGS.input_file and os.path.abspath(FLAGS.output_file) == os.path.abspath(FLAGS.input_file):
             raise FlagError("output_file", "--output_file is --input_file: choose another output path")
         validation.clean_file_debris(FLAGS.output_file)
     predictor = Predictor(model_dir, quantized=FLAGS.quantized, threads=FLAGS.threads, batch_size=FLAGS.batch_size)
-    if FLAGS.input_file:
-        texts = read_texts(FLAGS.input_file, FLAGS.text_column, FLAGS.has_header, FLAGS.delimiter)
-    elif not texts:
+    if FLAGS.input_file and FLAGS.input_format == "lines":
+        inputs = read_lines(FLAGS.input_file)
+    elif FLAGS.input_file:
+        inputs = read_table(FLAGS.input_file, FLAGS.text_column, FLAGS.id_column, FLAGS.has_header, FLAGS.delimiter)
+    elif texts:
+        inputs = Inputs(texts)
+    else:
         if sys.stdin is None or sys.stdin.isatty():
             raise app.UsageError("no texts: pass them as arguments, with --input_file, or on stdin (one per line)")
-        texts = list(stdin_texts())
-    progress = Progress(len(texts), enabled=bool(FLAGS.input_file))
+        inputs = Inputs(list(stdin_texts()))
+    progress = Progress(len(inputs.texts), enabled=bool(FLAGS.input_file))
     if FLAGS.output_file:
         with atomic_output(FLAGS.output_file) as out:
-            predict_to(out, predictor, texts, FLAGS.output_format, progress)
+            predict_to(out, predictor, inputs, FLAGS.output_format, progress)
     else:
-        predict_to(sys.stdout, predictor, texts, FLAGS.output_format, progress)
+        predict_to(sys.stdout, predictor, inputs, FLAGS.output_format, progress)
 
 
 if __name__ == "__main__":

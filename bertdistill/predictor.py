@@ -358,7 +358,11 @@ class Predictor:
     def run(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """`logits` and `probabilities` [len(texts), num_labels] in input order, computed over
         length-sorted batches of `batch_size`."""
-        rows = self.encode(texts)
+        return self.run_rows(self.encode(texts))
+
+    def run_rows(self, rows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """`run` on rows already encoded by `encode` (a server encodes each request on its own, then
+        runs several requests' rows together)."""
         out = {name: np.zeros((len(rows), len(self.labels)), np.float32) for name in OUTPUTS}
         for chosen in self.batches([len(row) for row in rows]):
             result = self.model.run(self.encoder.features([rows[i] for i in chosen]))

@@ -1,6 +1,9 @@
 """bertdistill/predictor.py and predict.py on tiny BERT and BiLSTM exports: the Keras models' own
 probabilities, truncation, length-sorted batches, no TensorFlow, clear errors for bad folders;
-the command line on arguments, stdin and a TSV column; the distil_lstm/predict.py alias."""
+the command line on arguments, stdin, a TSV column with ids and a plain-text file, its output read
+back with csv (and pandas when installed); the distil_lstm/predict.py alias."""
+import csv
+import io
 import json
 import os
 import shutil
@@ -183,8 +186,9 @@ def test_distil_lstm_alias(exports):
 
 
 def read_tsv(text):
-    lines = text.splitlines()
-    return lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
+    """(header, rows) of predict.py's TSV output, read by the csv module's rules."""
+    header, *rows = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
+    return header, rows
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -240,6 +244,69 @@ def test_cli_on_a_tsv_column(exports, tmp_path):
     assert [json.loads(line)["text"] for line in by_index.stdout.splitlines()] == texts
 
 
+QUOTED = ['a "quoted" film', '"starts with a quote', "ends with a quote\"", "NA", "null", "", "  spaced  ",
+          "N/A", "#"]  # texts a TSV writer or reader may mangle
+
+
+@pytest.fixture(scope="module")
+def test_tsv_predictions(exports, tmp_path_factory):
+    """SST-2 test.tsv's layout (`index`, `sentence`) with texts that need quoting, and predict.py's TSV of it."""
+    root = tmp_path_factory.mktemp("predict")
+    data = root / "test.tsv"
+    data.write_text("index\tsentence\n" + "".join(f"{i}\t{t}\n" for i, t in enumerate(QUOTED) if t) + "9\t\n",
+                    encoding="utf-8")
+    out = root / "predictions.tsv"
+    run_script("predict.py", f"--model_dir={exports['lstm'].folder}", f"--input_file={data}", f"--output_file={out}",
+               "--threads=1", timeout=120)
+    ids = [str(i) for i, t in enumerate(QUOTED) if t] + ["9"]
+    return out, ids, [t for t in QUOTED if t] + [""]
+
+
+def test_cli_tsv_output_round_trips_through_csv(exports, test_tsv_predictions):
+    out, ids, texts = test_tsv_predictions
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert list(rows[0]) == ["index", "label", "probability", "probability_neg", "probability_pos", "text"]
+    assert [r["index"] for r in rows] == ids and [r["text"] for r in rows] == texts
+    expected = Predictor(exports["lstm"].folder).predict(texts)
+    assert [r["label"] for r in rows] == [p.label for p in expected]
+    assert [float(r["probability_pos"]) for r in rows] == pytest.approx(
+        [p.probabilities["pos"] for p in expected], abs=1e-6)
+
+
+def test_cli_tsv_output_round_trips_through_pandas(test_tsv_predictions):
+    pandas = pytest.importorskip("pandas")
+    out, ids, texts = test_tsv_predictions
+    frame = pandas.read_csv(out, sep="\t", keep_default_na=False, dtype=str)
+    assert frame["index"].tolist() == ids and frame["text"].tolist() == texts
+
+
+def test_cli_ids_in_jsonl(exports, tmp_path):
+    data = tmp_path / "test.csv"
+    data.write_text('id,review\nr1,"good, and ""fun"""\nr2,NA\n', encoding="utf-8")
+    result = run_script("predict.py", f"--model_dir={exports['lstm'].folder}", f"--input_file={data}",
+                        "--text_column=review", "--output_format=jsonl", "--threads=1", timeout=120)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["id"], r["text"]) for r in rows] == [("r1", 'good, and "fun"'), ("r2", "NA")]
+    assert list(rows[0]) == ["id", "label", "probability", "probabilities", "text"]
+
+
+def test_cli_plain_text_lines_are_rows(exports, tmp_path):
+    """--input_format=lines: every line is a row, blank lines and the first line included; texts as given."""
+    lines = ["the movie was great", "", 'a "quoted"\ttab', "NA", "   ", "last line without a newline"]
+    data = tmp_path / "sentences.txt"
+    data.write_bytes(("\n".join(lines[:3]) + "\r\n" + "\n".join(lines[3:])).encode())
+    folder = exports["bert"].folder
+    result = run_script("predict.py", f"--model_dir={folder}", f"--input_file={data}", "--input_format=lines",
+                        "--threads=1", timeout=120)
+    header, rows = read_tsv(result.stdout)
+    assert header[-1] == "text" and [row[-1] for row in rows] == lines
+    assert [row[0] for row in rows] == [p.label for p in Predictor(folder).predict(lines)]
+    multiline = "two\nlines and a \"quote\""
+    result = run_script("predict.py", f"--model_dir={folder}", "--threads=1", multiline, "NA", timeout=120)
+    assert [row[-1] for row in read_tsv(result.stdout)[1]] == [multiline, "NA"]
+
+
 def test_cli_errors_are_one_line(exports, tmp_path):
     folder = exports["bert"].folder
     run_folder = os.path.dirname(folder)
@@ -255,6 +322,18 @@ def test_cli_errors_are_one_line(exports, tmp_path):
     result = run_script("predict.py", f"--model_dir={folder}", f"--input_file={data}", "--text_column=sentence",
                         check=False, timeout=120)
     assert result.returncode == 2 and f"{data}:3: expected at least 2 columns, got 1" in error_lines(result)[0]
+    for args, message in ((["--id_column=key"], "--id_column: no column 'key'"),
+                          (["--input_format=lines", "--text_column=0"], "--text_column describe a table"),
+                          (["--id_column=label"], "the id column is named 'label', as an output column")):
+        data.write_text("sentence\tlabel\ngood\t1\n")
+        result = run_script("predict.py", f"--model_dir={folder}", f"--input_file={data}", *args, check=False,
+                            timeout=120)
+        assert result.returncode == 2 and len(error_lines(result)) == 1, result.stderr
+        assert message in error_lines(result)[0], result.stderr
+    data.write_bytes(b"good\n\xff bad\n")
+    result = run_script("predict.py", f"--model_dir={folder}", f"--input_file={data}", "--input_format=lines",
+                        check=False, timeout=120)
+    assert result.returncode == 2 and f"{data}:2: not valid UTF-8" in error_lines(result)[0]
 
 
 def test_batches_are_length_sorted_with_bounded_padding(exports):
