@@ -40,31 +40,46 @@ STAGE_NAMES = ("data", "teacher", "transfer", "bilstm_gold", "bilstm_distil", "t
 
 # Each preset's recipe; a flag given on the command line wins over its preset value.
 PRESETS = {
-    "smoke": dict(max_train_examples=2000, num_teachers=1, teacher_epochs=2.0, augment_factor=4, lstm_epochs=3.0,
+    "smoke": dict(max_train_examples=2000, num_teachers=1, teacher_epochs=2.0, teacher=None, teacher_learning_rate=5e-5,
+                  teacher_precision="float32", augment_factor=4, lstm_epochs=3.0,
                   lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=1.0,
                   intermediate_max_examples=0, robustness_examples=300, robustness_rates=["0.1"], speed_rounds=2,
                   latency_texts=100,
                   minutes=dict(data=0.1, teacher=3.0, transfer=0.8, bilstm_gold=0.6, bilstm_distil=1.0,
                                tinybert=4.5, report=1.5)),
-    "full": dict(max_train_examples=0, num_teachers=1, teacher_epochs=2.0, augment_factor=2, lstm_epochs=10.0,
+    "full": dict(max_train_examples=0, num_teachers=1, teacher_epochs=2.0, teacher=None, teacher_learning_rate=5e-5,
+                 teacher_precision="float32", augment_factor=2, lstm_epochs=10.0,
                  lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=2.0,
                  intermediate_max_examples=67349, robustness_examples=0, robustness_rates=["0.1", "0.2"],
                  speed_rounds=3, latency_texts=200,
                  minutes=dict(data=0.1, teacher=30.0, transfer=7.0, bilstm_gold=13.0, bilstm_distil=14.0,
                               tinybert=40.0, report=3.0)),
+    # The 12-layer MPNet teacher (all-mpnet-base-v2), fine-tuned in bfloat16 on the CPU's AMX units.
+    "large": dict(max_train_examples=0, num_teachers=1, teacher_epochs=2.0, teacher="mpnet", teacher_learning_rate=2e-5,
+                  teacher_precision="mixed_bfloat16", augment_factor=2, lstm_epochs=10.0,
+                  lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=2.0,
+                  intermediate_max_examples=67349, robustness_examples=0, robustness_rates=["0.1", "0.2"],
+                  speed_rounds=3, latency_texts=200,
+                  minutes=dict(data=0.1, teacher=150.0, transfer=25.0, bilstm_gold=13.0, bilstm_distil=14.0,
+                               tinybert=120.0, report=5.0)),
 }
 
 flags.DEFINE_string("output_dir", "outputs/pipeline", "Every stage's folder, the logs and the report.")
 flags.DEFINE_string("data_dir", None, "GLUE SST-2 folder (train/dev/test.tsv); default ../shared/data/sst2 when "
                     "present, else tfds glue/sst2.")
-flags.DEFINE_string("init_checkpoint", None, "The teacher's start (Hugging Face folder, export folder or Google "
+flags.DEFINE_string("init_checkpoint", None, "The teacher's start: a short name (minilm, mpnet), a Hugging Face "
+                    "folder, export folder or Google "
                     "checkpoint; default: the offline all-MiniLM-L6-v2).")
 flags.DEFINE_enum("preset", "smoke", list(PRESETS), "smoke: a subsample, ~10 minutes on 2 cores; full: the README's "
-                  "numbers (~1 h 50 min with one teacher).")
+                  "numbers (~1 h 50 min with one teacher); large: the full recipe with the 12-layer MPNet teacher "
+                  "(hours).")
 flags.DEFINE_list("stages", list(STAGE_NAMES), f"Stages to run, in order: {', '.join(STAGE_NAMES)}.")
 flags.DEFINE_integer("seed", 12345, "Seed of every stage (teacher k gets seed + k - 1).")
 flags.DEFINE_integer("num_teachers", None, "Teachers (seeds) fine-tuned; the transfer set gets their mean logits.")
 flags.DEFINE_float("teacher_epochs", None, "Teacher fine-tuning epochs (best-by-dev over the epochs is kept).")
+flags.DEFINE_float("teacher_learning_rate", None, "Teacher fine-tuning peak learning rate.")
+flags.DEFINE_enum("teacher_precision", None, ["float32", "mixed_float16", "mixed_bfloat16"],
+                  "Teacher fine-tuning precision (exports are float32).")
 flags.DEFINE_integer("max_train_examples", None, "A seeded subsample of the train set (0: all).")
 flags.DEFINE_integer("augment_factor", None, "New sentences per train sentence in the transfer set.")
 flags.DEFINE_float("lstm_epochs", None, "BiLSTM gold-label epochs (early stopping patience 3).")
@@ -86,7 +101,12 @@ FLAGS = flags.FLAGS
 
 def setting(name: str):
     """The flag's value when given, else the preset's."""
-    return FLAGS[name].value if FLAGS[name].present else PRESETS[FLAGS.preset][name]
+    return FLAGS[name].value if name in FLAGS and FLAGS[name].present else PRESETS[FLAGS.preset][name]
+
+
+def teacher_init() -> str | None:
+    """The teacher's start: --init_checkpoint, else the preset's (None: run_classifier's default)."""
+    return FLAGS.init_checkpoint or PRESETS[FLAGS.preset]["teacher"]
 
 
 def stage_flags() -> dict[str, list[str]]:
@@ -124,7 +144,8 @@ def validate() -> None:
     data_dir = data_source()
     if data_dir:
         validation.split_files(data_dir, ("train", "dev"), "sst-2")
-    validation.model_path("init_checkpoint", FLAGS.init_checkpoint)
+    validation.model_path("init_checkpoint", teacher_init())
+    validation.positive("teacher_learning_rate", setting("teacher_learning_rate"))
     if not os.path.isfile(FLAGS.student_config):
         raise FlagError("student_config", f"--student_config={FLAGS.student_config!r} is not a file")
     errors.read_json(FLAGS.student_config, "--student_config")
@@ -185,14 +206,17 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
                                   key=[data_source() or "tfds", str(setting("max_train_examples")), str(seed)],
                                   description=f"train subsample of {setting('max_train_examples')}"
                                   if setting("max_train_examples") else "")]
-    init = [f"--init_checkpoint={FLAGS.init_checkpoint}"] if FLAGS.init_checkpoint else []
+    teacher_start = teacher_init()
+    init = [f"--init_checkpoint={teacher_start}"] if teacher_start else []
     gate = f"--int8_max_drop={FLAGS.int8_max_drop}"
     for k, folder in enumerate(teachers):
         stages.append(orchestration.Stage(
             f"teacher_{k + 1}", nominal_minutes=minutes["teacher"], description=f"seed {seed + k}",
             command=script("bert_finetune/run_classifier.py", "--task_name=sst-2", "--do_train", "--do_eval",
                            f"--data_dir={data_dir}", f"--output_dir={folder}", "--max_seq_length=128",
-                           "--train_batch_size=32", "--eval_batch_size=64", "--learning_rate=5e-5",
+                           "--train_batch_size=32", "--eval_batch_size=64",
+                           f"--learning_rate={setting('teacher_learning_rate')}",
+                           f"--mixed_precision={setting('teacher_precision')}",
                            f"--num_train_epochs={setting('teacher_epochs')}", "--warmup_proportion=0.1",
                            "--save_checkpoints_steps=500", "--classifier_pooling=mean", f"--seed={seed + k}", gate,
                            *init, *extra.get("teacher", []))))
