@@ -10,19 +10,19 @@ and reporting missing and unexpected weights.
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import json
 import os
 import re
 import shutil
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 from absl import logging
 
+from bertdistill import model_packages
 from bertdistill.bert import TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertMaskedLM, checkpoint_variables
 from bertdistill.encoders import build_encoder, config_from_json_file
-from bertdistill import model_packages
 from bertdistill.errors import ConfigError, MissingFileError, read_json, shorten
 from bertdistill.tokenization import Tokenizer
 
@@ -418,3 +418,24 @@ def load_masked_lm(pretrained: Pretrained) -> BertMaskedLM:
     if report.missing:
         raise ConfigError(f"{pretrained.source}: masked-LM weights missing: {report.missing}")
     return model
+
+
+def select_layers(pretrained: Pretrained, layers: Sequence[int]) -> Pretrained:
+    """`pretrained` with only its transformer layers `layers` (1-based, in order), renumbered
+    1..len(layers): e.g. layers 2, 4, 6 of a 6-layer model as a 3-layer student's start.
+    Embeddings, pooler and everything else are kept."""
+    total = pretrained.config.num_hidden_layers
+    bad = [layer for layer in layers if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= total]
+    if not layers or bad or len(set(layers)) != len(layers):
+        raise ConfigError(f"layers {list(layers)} of {pretrained.source}: expected distinct layers in 1..{total}")
+    renumber = {layer - 1: i for i, layer in enumerate(layers)}
+    weights = {}
+    for name, array in pretrained.weights.items():
+        match = re.match(r"bert/encoder/layer_(\d+)/", name)
+        if match is None:
+            weights[name] = array
+        elif int(match.group(1)) in renumber:
+            weights[f"bert/encoder/layer_{renumber[int(match.group(1))]}/{name[match.end():]}"] = array
+    config = dataclasses.replace(pretrained.config, num_hidden_layers=len(layers))
+    return dataclasses.replace(pretrained, config=config, weights=weights,
+                               source=f"{pretrained.source} (layers {','.join(map(str, layers))})")

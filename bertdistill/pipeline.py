@@ -21,6 +21,7 @@ from bertdistill.data import InputExample
 from bertdistill.tokenization import Tokenizer
 
 _ENCODE_CHUNK = 8192
+TEACHER_PREFIX = "teacher_"  # of a teacher's own inputs in a batch (another vocabulary than the student's)
 
 
 @dataclasses.dataclass
@@ -63,6 +64,20 @@ def convert_examples_to_features(examples: Sequence[InputExample], tokenizer: To
         types += chunk_types
     return Features(input_ids=to_ragged(ids), token_type_ids=to_ragged(types), label_ids=label_ids,
                     guids=[e.guid for e in examples], pad_id=tokenizer.pad_id)
+
+
+def misaligned(teacher: Features, student: Features, id_map: np.ndarray) -> int | None:
+    """Index of the first example whose two tokenizations (the teacher's and the student's
+    vocabulary) are not the same word pieces position by position, or None: stage 1 of
+    TinyBERT matches hidden states and attention position by position. `id_map` maps teacher
+    ids to student ids (`tokenization.piece_id_map`)."""
+    same_length = teacher.lengths == student.lengths
+    if same_length.all():
+        mapped = id_map[teacher.input_ids.flat_values.numpy()] == student.input_ids.flat_values.numpy()
+        rows = np.repeat(np.arange(len(student)), student.lengths)
+        same_length &= np.bincount(rows, weights=~mapped, minlength=len(student)) == 0
+    bad = np.flatnonzero(~same_length)
+    return int(bad[0]) if len(bad) else None
 
 
 def label_ids_of(examples: Sequence[InputExample], label_list: Sequence[str]) -> np.ndarray:
@@ -120,8 +135,12 @@ def _boundaries(features: Features, max_seq_length: int | None, bucket_boundarie
 def make_dataset(features: Features, *, batch_size: int, is_training: bool, seed: int = 0,
                  static_padding: bool = False, max_seq_length: int | None = None,
                  extras: dict[str, np.ndarray] | None = None, drop_remainder: bool = False,
-                 bucket_boundaries: Sequence[int] | None = None) -> tf.data.Dataset:
+                 bucket_boundaries: Sequence[int] | None = None,
+                 teacher_features: Features | None = None) -> tf.data.Dataset:
     """Batches `features` as `(x, y)`, `input_ids` padded with `features.pad_id`; see the module docstring.
+
+    `teacher_features` (the same examples in a teacher's own vocabulary, aligned: see
+    `misaligned`) add `teacher_input_ids`, `teacher_attention_mask`, `teacher_token_type_ids` to x.
 
     Training shuffles (seeded, reshuffled each epoch) and buckets by length; otherwise the order
     is kept. `static_padding` pads every batch to `max_seq_length` (XLA/TPU shapes). No example
@@ -137,13 +156,21 @@ def make_dataset(features: Features, *, batch_size: int, is_training: bool, seed
     y = tf.nest.map_structure(tf.constant, y)
     width = max_seq_length if static_padding else None
 
+    if teacher_features is not None and len(teacher_features) != len(features):
+        raise ValueError(f"teacher features have {len(teacher_features)} rows for {len(features)} examples")
+
+    def inputs(source: Features, indices, prefix: str = "") -> dict[str, tf.Tensor]:
+        ids = tf.gather(source.input_ids, indices)
+        shape = [batch_size if drop_remainder else None, width]
+        return {prefix + "input_ids": ids.to_tensor(default_value=source.pad_id, shape=shape),
+                prefix + "attention_mask": tf.ones_like(ids).to_tensor(shape=shape),
+                prefix + "token_type_ids": tf.gather(source.token_type_ids, indices).to_tensor(shape=shape)}
+
     def gather_batch(indices):
         """One batch from example indices: rows padded to the batch's longest (or `width`)."""
-        ids = tf.gather(features.input_ids, indices)
-        shape = [batch_size if drop_remainder else None, width]
-        x = {"input_ids": ids.to_tensor(default_value=features.pad_id, shape=shape),
-             "attention_mask": tf.ones_like(ids).to_tensor(shape=shape),
-             "token_type_ids": tf.gather(features.token_type_ids, indices).to_tensor(shape=shape)}
+        x = inputs(features, indices)
+        if teacher_features is not None:
+            x.update(inputs(teacher_features, indices, TEACHER_PREFIX))
         return x, tf.nest.map_structure(lambda v: tf.gather(v, indices), y)
 
     # Shuffling and bucketing move scalar indices; each batch is gathered and padded at once.

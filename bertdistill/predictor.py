@@ -340,7 +340,8 @@ class Predictor:
                                    + ("; drop --quantized or export with quantization" if quantized else
                                       "; export the model again"))
         self.model = OnnxModel(model_file, threads, spin_wait)
-        if sorted(self.model.input_names) != sorted(self.encoder.input_names):
+        # A graph may take fewer inputs than the encoder gives (MPNet's has no token_type_ids).
+        if "input_ids" not in self.model.input_names or not set(self.model.input_names) <= set(self.encoder.input_names):
             raise ConfigError(f"{shorten(model_file)} takes inputs {self.model.input_names}; a {self.kind} export "
                               f"should take {list(self.encoder.input_names)}; export the model again")
         self.batch_size = batch_size

@@ -25,14 +25,16 @@ import keras
 import tensorflow as tf
 
 from bertdistill.bert import BertClassifier, BertConfig, BertEncoder
+from bertdistill.encoders import build_encoder
 from bertdistill.distill import hard_cross_entropy, soft_cross_entropy
 from bertdistill.layer_map import FeatureProjections, Match, copy_teacher_layers, intermediate_loss_terms
+from bertdistill.pipeline import TEACHER_PREFIX
 from bertdistill.trainer import Task
 
 
 def distillation_classifier(config: BertConfig, num_labels: int, pooling: str) -> BertClassifier:
     """A classifier whose encoder also returns every hidden state and the attention scores."""
-    return BertClassifier(BertEncoder(config, output_hidden_states=True, output_attentions=True), num_labels,
+    return BertClassifier(build_encoder(config, output_hidden_states=True, output_attentions=True), num_labels,
                           pooling=pooling)
 
 
@@ -60,6 +62,9 @@ def parameter_count(model: keras.Model) -> int:
 class IntermediateTask(Task):
     """Stage 1 / general distillation: the layer map's terms between teacher and student encoders.
 
+    Both read the batch's inputs, or, for a student with its own vocabulary, the teacher reads
+    the batch's `teacher_*` inputs (the same word pieces in the teacher's ids, position by position).
+
     `student_model` is what trains and is checkpointed (a classifier in task distillation, the
     encoder itself in general distillation); `projections` train with it and are never exported.
     """
@@ -72,8 +77,10 @@ class IntermediateTask(Task):
         self.models = {"student": student_model, "projections": projections}
 
     def loss_terms(self, x, y):
-        teacher = self.teacher_encoder(x, training=False)
-        student = self.student_encoder(x, training=True)
+        student_x = {k: v for k, v in x.items() if not k.startswith(TEACHER_PREFIX)}
+        teacher_x = {k[len(TEACHER_PREFIX):]: v for k, v in x.items() if k.startswith(TEACHER_PREFIX)} or student_x
+        teacher = self.teacher_encoder(teacher_x, training=False)
+        student = self.student_encoder(student_x, training=True)
         return intermediate_loss_terms(self.matches, teacher, student, x["attention_mask"], self.projections)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import numpy as np
 from transformers import BertTokenizer, MPNetTokenizer
 
 # pad, unk, cls, sep, mask of each family.
@@ -82,3 +83,14 @@ class Tokenizer:
         inputs = list(texts_a) if texts_b is None else list(zip(texts_a, texts_b))
         encodings = backend.encode_batch(inputs, add_special_tokens=True)
         return [e.ids for e in encodings], [e.type_ids for e in encodings]
+
+
+def piece_id_map(source: Tokenizer, target: Tokenizer) -> np.ndarray:
+    """int32 [source vocab]: for each id of `source`, the id of the same word piece in `target`
+    (special tokens by role: pad, unk, cls, sep, mask), -1 where `target` has no such piece.
+    Two tokenizations of a sentence are aligned when mapping one gives the other."""
+    roles = dict(zip(source.special_tokens, target.special_tokens))
+    table = np.full(source.vocab_size, -1, np.int32)
+    for token, index in source.vocab.items():
+        table[index] = target.vocab.get(roles.get(token, token), -1)
+    return table

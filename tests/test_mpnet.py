@@ -278,3 +278,47 @@ def test_mpnet_runs_under_mixed_bfloat16_with_float32_attention_scores(tiny_mpne
         out = mixed(batch)
     assert out["attention_scores"][0].dtype == "float32"
     np.testing.assert_allclose(np.asarray(out["sequence_output"], np.float32)[0], reference[0], atol=0.1)
+
+
+def test_run_classifier_fine_tunes_and_exports_an_mpnet_that_predict_and_generate_dataset_take(tmp_path):
+    """The teacher command on a tiny MPNet: train, eval, export (SavedModel, ONNX, INT8, Hugging
+    Face files); predict.py answers from the export as the Keras model does, and
+    generate_dataset.py labels a transfer set with it."""
+    from tests.scripts import run_script
+
+    keras_model = BertClassifier(MPNetEncoder(tiny_mpnet_config(hidden_size=16, intermediate_size=32)), 2,
+                                 pooling="mean")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(MPNET_VOCAB) + "\n", encoding="utf-8")
+    checkpoints.save_hf_encoder(keras_model.encoder, str(tmp_path / "mpnet"), str(vocab), do_lower_case=True)
+    rng = np.random.default_rng(0)
+    words = MPNET_VOCAB[6:16]
+    (tmp_path / "data").mkdir()
+    for split in ("train", "dev"):
+        rows = [f"{' '.join(rng.choice(words, rng.integers(2, 9)))}\t{i % 2}" for i in range(8)]
+        (tmp_path / "data" / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "teacher"
+    run_script("bert_finetune/run_classifier.py", f"--data_dir={tmp_path / 'data'}",
+               f"--init_checkpoint={tmp_path / 'mpnet'}", f"--output_dir={out}", "--do_train", "--do_eval",
+               "--max_seq_length=16", "--train_batch_size=4", "--eval_batch_size=4", "--num_train_epochs=1",
+               "--classifier_pooling=mean", "--learning_rate=1e-3")
+    export = out / "export"
+    info = json.loads((export / "export_info.json").read_text())
+    assert info["onnx_max_abs_error"] < 1e-4
+    assert json.loads((export / "config.json").read_text())["model_type"] == "mpnet"
+
+    teacher = checkpoints.load_teacher(str(export))
+    texts = ["the movie was great", "not good", "a dull dull plot . film"]
+    ids = [teacher.tokenizer.encode(t, max_seq_length=16)[0] for t in texts]
+    expected = np.asarray(teacher.model(_inputs(ids, pad_id=1)))
+    result = run_script("predict.py", f"--model_dir={export}", "--output_format=jsonl", "--noquantized", *texts)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    probabilities = np.array([[row["probabilities"][label] if isinstance(row["probabilities"], dict)
+                               else row["probabilities"][i] for i, label in enumerate(["0", "1"])] for row in rows])
+    np.testing.assert_allclose(probabilities, np.exp(expected) / np.exp(expected).sum(1, keepdims=True), atol=1e-4)
+
+    transfer = tmp_path / "transfer.tsv"
+    run_script("generate_dataset.py", f"--input={tmp_path / 'data'}", f"--model={export}", f"--output={transfer}",
+               "--augment_factor=1", "--max_seq_length=16")
+    header = transfer.read_text().splitlines()[0].split("\t")
+    assert header == ["sentence", "label", "logit_0", "logit_1"]

@@ -22,6 +22,7 @@ the parameter counts, and exits.
 
 from __future__ import annotations
 
+import filecmp
 import os
 
 import keras
@@ -34,6 +35,7 @@ from bertdistill.bert import BertConfig
 from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
 from bertdistill.errors import ConfigError, FlagError
 from bertdistill.flags import define_common_flags, on_error, processor_from_flags, split_file, validate_common_flags
+from bertdistill.tokenization import Tokenizer, piece_id_map
 from bertdistill.tinybert import (IntermediateTask, PredictionTask, distillation_classifier, init_from_teacher,
                                   parameter_count, with_distillation_outputs)
 
@@ -42,7 +44,11 @@ errors.define_flags()
 flags.DEFINE_string("teacher_model", None, "The fine-tuned teacher: an export folder of run_classifier.py.")
 flags.DEFINE_string("student_config", None, "The student's bert_config.json / config.json (layers, hidden size, "
                     "heads, intermediate size; the vocabulary is the teacher's).")
-flags.DEFINE_string("student_model", None, "A student folder from general_distill.py (instead of --student_config).")
+flags.DEFINE_string("student_model", None, "The student's pretrained start instead of --student_config: a folder from "
+                    "general_distill.py, a Hugging Face BERT folder or a short name (minilm), with its own "
+                    "vocabulary (see --student_layers).")
+flags.DEFINE_list("student_layers", None, "With --student_model: which of its transformer layers (1-based) the student "
+                  "keeps, e.g. 2,4,6 (default: all).")
 flags.DEFINE_enum("student_init", "teacher_layers", ["teacher_layers", "random"],
                   "Start of a --student_config student: the teacher's embeddings and mapped layers, or random.")
 flags.DEFINE_string("augmented_file", None, "Training TSV from tinybert/data_augmentation.py or generate_dataset.py "
@@ -78,18 +84,63 @@ def stage_settings(stage: str) -> tuple[float, float]:
     return epochs, rate
 
 
+def student_layers() -> list[int] | None:
+    """--student_layers as 1-based layer numbers (checked against the model later), or None."""
+    if FLAGS.student_layers is None:
+        return None
+    if not FLAGS.student_model:
+        raise FlagError("student_layers", "--student_layers picks layers of a --student_model")
+    try:
+        return [int(layer) for layer in FLAGS.student_layers]
+    except ValueError:
+        raise FlagError("student_layers", f"--student_layers={','.join(FLAGS.student_layers)}: expected layer "
+                                          "numbers, e.g. 2,4,6") from None
+
+
 def student_source() -> tuple[BertConfig, checkpoints.Pretrained | None]:
-    """The student's config, and the general-distillation weights when --student_model is given."""
+    """The student's config, and its pretrained weights when --student_model is given."""
     if bool(FLAGS.student_config) == bool(FLAGS.student_model):
         raise FlagError("student_config", "give exactly one of --student_config and --student_model")
+    layers = student_layers()
     if FLAGS.student_model:
         pretrained = checkpoints.resolve_pretrained(FLAGS.student_model)
+        if layers is not None:
+            try:
+                pretrained = checkpoints.select_layers(pretrained, layers)
+            except ConfigError as e:
+                raise FlagError("student_layers", f"--student_layers: {e}") from None
         return pretrained.config, pretrained
     return BertConfig.from_json_file(FLAGS.student_config), None
 
 
-def check_student(teacher: checkpoints.Teacher, config: BertConfig) -> None:
-    if config.vocab_size != teacher.model.encoder.config.vocab_size:
+def student_tokenizer(teacher: checkpoints.Teacher, pretrained: checkpoints.Pretrained | None) -> Tokenizer:
+    """The teacher's tokenizer, or a pretrained student's own when its vocabulary differs."""
+    if pretrained is None or filecmp.cmp(pretrained.vocab_file, teacher.tokenizer.vocab_file, shallow=False):
+        return teacher.tokenizer
+    do_lower_case = teacher.tokenizer.do_lower_case if pretrained.do_lower_case is None else pretrained.do_lower_case
+    return Tokenizer(pretrained.vocab_file, do_lower_case)
+
+
+def check_cross_vocabulary(teacher: checkpoints.Teacher, tokenizer: Tokenizer, has_logits: bool,
+                           has_pairs: bool) -> None:
+    """What a student with its own vocabulary needs: stage 2 from the transfer set's teacher
+    logits (the teacher cannot read the student's ids), single sentences (pairs put other
+    special tokens between the texts, so positions differ), and the same casing."""
+    if tokenizer is teacher.tokenizer:
+        return
+    if has_pairs:
+        raise ConfigError("a student with its own vocabulary learns from single sentences only: the teacher's "
+                          "and the student's sentence pairs are not aligned position by position")
+    if tokenizer.do_lower_case != teacher.tokenizer.do_lower_case:
+        raise FlagError("student_model", f"--student_model={FLAGS.student_model} lower-cases "
+                        f"({tokenizer.do_lower_case}) unlike the teacher ({teacher.tokenizer.do_lower_case})")
+    if FLAGS.stage in ("prediction", "both") and not has_logits and FLAGS.hard_label_weight < 1.0:
+        raise FlagError("augmented_file", "a student with its own vocabulary learns stage 2 from the teacher's logits "
+                        "in the transfer set: pass --augmented_file=<generate_dataset.py output> (with logit columns)")
+
+
+def check_student(teacher: checkpoints.Teacher, config: BertConfig, own_vocabulary: bool) -> None:
+    if not own_vocabulary and config.vocab_size != teacher.model.encoder.config.vocab_size:
         raise ConfigError(f"student vocab_size {config.vocab_size} differs from the teacher's "
                           f"{teacher.model.encoder.config.vocab_size}: the student uses the teacher's vocabulary")
     for name, config_of in (("teacher", teacher.model.encoder.config), ("student", config)):
@@ -128,7 +179,8 @@ def main(argv):
     validation.model_path("student_model", FLAGS.student_model)
     teacher = checkpoints.load_teacher(FLAGS.teacher_model)
     student_config, student_pretrained = student_source()
-    check_student(teacher, student_config)
+    tokenizer = student_tokenizer(teacher, student_pretrained)
+    check_student(teacher, student_config, own_vocabulary=tokenizer is not teacher.tokenizer)
     matches = layer_map.resolve_layer_map(FLAGS.layer_map, teacher.model.encoder.config, student_config)
     if FLAGS.dry_run:
         dry_run(teacher, student_config, matches)
@@ -146,11 +198,23 @@ def main(argv):
         train_examples, teacher_logits = processor.get_train_examples(FLAGS.data_dir), None
     dev_examples = processor.get_dev_examples(FLAGS.data_dir)
 
-    def features(examples):
-        return pipeline.convert_examples_to_features(examples, teacher.tokenizer, labels, FLAGS.max_seq_length)
+    check_cross_vocabulary(teacher, tokenizer, has_logits=teacher_logits is not None,
+                           has_pairs=any(e.text_b is not None for e in [*train_examples, *dev_examples]))
+
+    def features(examples, of=tokenizer):
+        return pipeline.convert_examples_to_features(examples, of, labels, FLAGS.max_seq_length)
 
     train_features, dev_features = features(validation.non_empty(train_examples, "the training set")), \
         features(validation.non_empty(dev_examples, "the dev set"))
+    teacher_features = None  # the training set in the teacher's vocabulary, for stage 1
+    if tokenizer is not teacher.tokenizer and "intermediate" in stages:
+        teacher_features = features(train_examples, teacher.tokenizer)
+        bad = pipeline.misaligned(teacher_features, train_features,
+                                  piece_id_map(teacher.tokenizer, tokenizer))
+        if bad is not None:
+            raise ConfigError(f"training example {train_examples[bad].guid} ({errors.shorten(train_examples[bad].text_a)!r}) "
+                              "is not the same word pieces in the teacher's and the student's vocabularies: stage 1 "
+                              "matches them position by position")
     runner.prepare_run(
         FLAGS, data_files=[FLAGS.augmented_file or split_file(FLAGS, "train"), split_file(FLAGS, "dev")],
         model_config={**student_config.to_dict(), "labels": labels},
@@ -174,11 +238,12 @@ def main(argv):
 
     if "intermediate" in stages:
         epochs, rate = settings["intermediate"]
-        stage_features = train_features
+        stage_features, stage_teacher_features = train_features, teacher_features
         if FLAGS.intermediate_max_examples and FLAGS.intermediate_max_examples < len(train_features):
-            chosen = np.random.default_rng(FLAGS.seed).choice(len(train_features), FLAGS.intermediate_max_examples,
-                                                              replace=False)
-            stage_features = train_features.select(np.sort(chosen))
+            chosen = np.sort(np.random.default_rng(FLAGS.seed).choice(len(train_features),
+                                                                      FLAGS.intermediate_max_examples, replace=False))
+            stage_features = train_features.select(chosen)
+            stage_teacher_features = teacher_features.select(chosen) if teacher_features is not None else None
         with strategy.scope():
             online_teacher = with_distillation_outputs(teacher.model)
             projections = layer_map.FeatureProjections(matches, teacher.model.encoder.config, student_config)
@@ -192,7 +257,8 @@ def main(argv):
                                                  is_training=True, max_seq_length=FLAGS.max_seq_length),
             train_dataset_fn=lambda epoch: pipeline.make_dataset(
                 stage_features, batch_size=FLAGS.train_batch_size, is_training=True, seed=FLAGS.seed + epoch,
-                max_seq_length=FLAGS.max_seq_length, static_padding=FLAGS.use_xla))
+                max_seq_length=FLAGS.max_seq_length, static_padding=FLAGS.use_xla,
+                teacher_features=stage_teacher_features))
         if is_chief(strategy):
             layer_map.write_layer_map(matches, os.path.join(stage_dir["intermediate"], "layer_map.json"))
             trainer.save_model_weights(student, stage1_student)
@@ -203,7 +269,8 @@ def main(argv):
             logging.info("Stage 2 starts from stage 1's student: %s", stage1_student)
         epochs, rate = settings["prediction"]
         extras = {"teacher_logits": teacher_logits} if teacher_logits is not None else None
-        task = PredictionTask(student, teacher.model, FLAGS.temperature, FLAGS.hard_label_weight)
+        online = teacher.model if tokenizer is teacher.tokenizer else None  # it cannot read the student's ids
+        task = PredictionTask(student, online, FLAGS.temperature, FLAGS.hard_label_weight)
         eval_dataset = pipeline.make_dataset(dev_features, batch_size=FLAGS.eval_batch_size, is_training=False)
         runner.train_from_flags(
             task, strategy, FLAGS, output_dir=stage_dir["prediction"], num_train_epochs=epochs, learning_rate=rate,
@@ -219,8 +286,8 @@ def main(argv):
         if FLAGS.do_export and is_chief(strategy):
             x, _ = next(iter(pipeline.make_dataset(dev_features, batch_size=8, is_training=False)))
             export.export_bert_classifier(
-                student, os.path.join(FLAGS.output_dir, "export"), vocab_file=teacher.tokenizer.vocab_file,
-                labels=labels, do_lower_case=teacher.tokenizer.do_lower_case,
+                student, os.path.join(FLAGS.output_dir, "export"), vocab_file=tokenizer.vocab_file,
+                labels=labels, do_lower_case=tokenizer.do_lower_case,
                 sample={k: v.numpy() for k, v in x.items()},
                 info={"model": "tinybert", "task_name": FLAGS.task_name, "max_seq_length": FLAGS.max_seq_length,
                       "teacher": os.path.abspath(FLAGS.teacher_model), "best": best,

@@ -1,0 +1,141 @@
+"""A student with its own vocabulary: a tiny MPNet teacher (its own special tokens, pad id 1)
+distilled into a pretrained BERT student (a BERT vocabulary, a choice of its layers) by
+tinybert/task_distill.py, end to end; the alignment check and the one-line refusals."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from bertdistill import checkpoints, pipeline, tinybert
+from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.data import InputExample
+from bertdistill.mpnet import MPNetEncoder
+from bertdistill.tokenization import Tokenizer, piece_id_map
+from tests.bert_fixtures import tiny_config
+from tests.scripts import error_lines, run_script
+from tests.test_mpnet import MPNET_VOCAB, tiny_mpnet_config
+
+BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "was", "great", "bad", "not", "good",
+              "fun", "dull", "film", "plot", "##s", "a", "."]
+WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "plot", "film", "a"]
+
+
+def _vocab(path, tokens):
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """An MPNet teacher folder (labels.json), a 4-layer BERT student folder, SST-2-format data
+    and a transfer set with the teacher's logits."""
+    root = tmp_path_factory.mktemp("cross")
+    keras.utils.set_random_seed(0)
+    heads = dict(hidden_size=16, num_attention_heads=2, intermediate_size=32)
+    teacher = BertClassifier(MPNetEncoder(tiny_mpnet_config(num_hidden_layers=4, **heads)), 2, pooling="mean")
+    checkpoints.save_hf_folder(teacher, str(root / "teacher"), _vocab(root / "mpnet_vocab.txt", MPNET_VOCAB),
+                               ["0", "1"], True)
+    (root / "teacher" / "labels.json").write_text(json.dumps(["0", "1"]))
+    student = BertEncoder(tiny_config(vocab_size=len(BERT_VOCAB), num_hidden_layers=4, hidden_size=8,
+                                      num_attention_heads=2, intermediate_size=16, max_position_embeddings=32))
+    checkpoints.save_hf_encoder(student, str(root / "student"), _vocab(root / "bert_vocab.txt", BERT_VOCAB), True)
+    rng = np.random.default_rng(0)
+    (root / "data").mkdir()
+    for split in ("train", "dev"):
+        rows = [f"{' '.join(rng.choice(WORDS, rng.integers(2, 8)))}\t{i % 2}" for i in range(8)]
+        (root / "data" / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    sentences = [f"{' '.join(rng.choice(WORDS, rng.integers(2, 8)))}" for _ in range(12)]
+    logits = rng.normal(size=(12, 2))
+    (root / "transfer.tsv").write_text("sentence\tlabel\tlogit_0\tlogit_1\n" + "".join(
+        f"{s}\t{int(l[1] > l[0])}\t{l[0]:.6f}\t{l[1]:.6f}\n" for s, l in zip(sentences, logits)))
+    return root
+
+
+def run(workspace, output_dir, *args, check=True):
+    return run_script("tinybert/task_distill.py", f"--teacher_model={workspace / 'teacher'}",
+                      f"--student_model={workspace / 'student'}", f"--data_dir={workspace / 'data'}",
+                      f"--output_dir={output_dir}", "--max_seq_length=16", "--train_batch_size=4",
+                      "--eval_batch_size=4", "--intermediate_epochs=1", "--prediction_epochs=1", *args, check=check)
+
+
+def test_piece_map_and_alignment_follow_word_pieces(workspace):
+    teacher = Tokenizer(str(workspace / "mpnet_vocab.txt"))
+    student = Tokenizer(str(workspace / "bert_vocab.txt"))
+    table = piece_id_map(teacher, student)
+    assert table[0] == 2 and table[2] == 3 and table[1] == 0 and table[MPNET_VOCAB.index("film")] == BERT_VOCAB.index("film")
+    assert table[MPNET_VOCAB.index("<unk>")] == -1
+    examples = [InputExample("a", "the movie was fun .", None, "1"), InputExample("b", "a dull plot", None, "0")]
+    t, s = (pipeline.convert_examples_to_features(examples, tok, ["0", "1"], 16) for tok in (teacher, student))
+    assert pipeline.misaligned(t, s, table) is None
+    assert s.pad_id == 0 and t.pad_id == 1
+    short = Tokenizer(_vocab(workspace / "short_vocab.txt", [w for w in BERT_VOCAB if w != "dull"]))
+    s_short = pipeline.convert_examples_to_features(examples, short, ["0", "1"], 16)
+    assert pipeline.misaligned(t, s_short, piece_id_map(teacher, short)) == 1
+    pair = [InputExample("p", "the movie", "was fun", "1")]
+    t_pair, s_pair = (pipeline.convert_examples_to_features(pair, tok, ["0", "1"], 16) for tok in (teacher, student))
+    assert pipeline.misaligned(t_pair, s_pair, table) == 0  # <s> A </s></s> B </s> is one token longer
+
+
+def test_batches_carry_both_tokenizations_padded_with_their_own_ids(workspace):
+    teacher = Tokenizer(str(workspace / "mpnet_vocab.txt"))
+    student = Tokenizer(str(workspace / "bert_vocab.txt"))
+    examples = [InputExample("a", "the movie was fun .", None, "1"), InputExample("b", "a dull plot", None, "0")]
+    t, s = (pipeline.convert_examples_to_features(examples, tok, ["0", "1"], 16) for tok in (teacher, student))
+    x, _ = next(iter(pipeline.make_dataset(s, batch_size=2, is_training=False, teacher_features=t)))
+    assert x["input_ids"].numpy().tolist() == [[2, 5, 6, 7, 12, 18, 3], [2, 17, 13, 15, 3, 0, 0]]
+    assert x["teacher_input_ids"].numpy()[1].tolist() == [0, 18, 14, 16, 2, 1, 1]
+    np.testing.assert_array_equal(x["teacher_attention_mask"], x["attention_mask"])
+
+
+def test_intermediate_task_feeds_the_teacher_its_own_ids(workspace):
+    teacher = checkpoints.load_teacher(str(workspace / "teacher"))
+    online = tinybert.with_distillation_outputs(teacher.model)
+    student = tinybert.distillation_classifier(
+        tiny_config(vocab_size=len(BERT_VOCAB), num_hidden_layers=2, hidden_size=16, num_attention_heads=2,
+                    intermediate_size=32, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                    attention_probs_dropout_prob=0.0), 2, "mean")
+    examples = [InputExample("a", "the movie was fun .", None, "1"), InputExample("b", "a dull plot", None, "0")]
+    t = pipeline.convert_examples_to_features(examples, teacher.tokenizer, ["0", "1"], 16)
+    s = pipeline.convert_examples_to_features(examples, Tokenizer(str(workspace / "bert_vocab.txt")), ["0", "1"], 16)
+    x, y = next(iter(pipeline.make_dataset(s, batch_size=2, is_training=False, teacher_features=t)))
+    from bertdistill import layer_map
+    matches = layer_map.resolve_layer_map("uniform", online.encoder.config, student.encoder.config)
+    projections = layer_map.FeatureProjections(matches, online.encoder.config, student.encoder.config)
+    task = tinybert.IntermediateTask(online.encoder, student, student.encoder, matches, projections)
+    terms = task.loss_terms(x, y)
+    teacher_x = {k: x["teacher_" + k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    student_x = {k: x[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    expected = layer_map.intermediate_loss_terms(matches, online.encoder(teacher_x), student.encoder(student_x),
+                                                 x["attention_mask"], projections)
+    for name in expected:
+        np.testing.assert_allclose(float(terms[name]), float(expected[name]), rtol=1e-5)
+    wrong = layer_map.intermediate_loss_terms(matches, online.encoder(student_x), student.encoder(student_x),
+                                              x["attention_mask"], projections)
+    assert any(abs(float(wrong[n]) - float(expected[n])) > 1e-6 for n in expected)
+
+
+def test_mpnet_teacher_into_pretrained_bert_student_layers(workspace, tmp_path):
+    out = tmp_path / "run"
+    run(workspace, out, "--student_layers=2,4", f"--augmented_file={workspace / 'transfer.tsv'}")
+    export = out / "export"
+    assert (export / "vocab.txt").read_text() == (workspace / "bert_vocab.txt").read_text()
+    config = json.loads((export / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["num_hidden_layers"] == 2 and config["hidden_size"] == 8
+    student_weights = checkpoints.select_layers(checkpoints.resolve_pretrained(str(workspace / "student")), [2, 4])
+    assert student_weights.config.num_hidden_layers == 2
+    assert json.loads((out / "intermediate" / "layer_map.json").read_text())
+
+
+def test_refusals_in_one_line(workspace, tmp_path):
+    cases = [
+        (["--student_layers=2,9", f"--augmented_file={workspace / 'transfer.tsv'}"], "--student_layers"),
+        (["--student_layers=x"], "--student_layers"),
+        ([], "pass --augmented_file"),  # stage 2 needs the transfer set's logits
+    ]
+    for args, expected in cases:
+        result = run(workspace, tmp_path / "refused", *args, check=False)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = error_lines(result)
+        assert len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
+        assert not (tmp_path / "refused").exists()
