@@ -2,6 +2,7 @@
 
     python run_pipeline.py --output_dir=outputs/pipeline --preset=smoke   # ~10 minutes on 2 CPU cores
     python run_pipeline.py --output_dir=outputs/pipeline --preset=full    # the README's numbers
+    python run_pipeline.py --output_dir=outputs/large --preset=large      # the 12-layer MPNet teacher (hours)
 
 Stages, each one of the toolkit's scripts in `<output_dir>/<stage>`:
   data           SST-2 from --data_dir (default ../shared/data/sst2 when present, else tfds glue/sst2);
@@ -10,7 +11,9 @@ Stages, each one of the toolkit's scripts in `<output_dir>/<stage>`:
   transfer       generate_dataset.py: augmented train set labelled by the mean of the teachers' logits
   bilstm_gold    distil_lstm/main.py --mode=train (gold labels: the baseline)
   bilstm_distil  distil_lstm/main.py --mode=distil (the transfer set)
-  tinybert       tinybert/task_distill.py: stage 1 (teacher_1 online) + stage 2 (the transfer set)
+  tinybert       tinybert/task_distill.py: stage 1 (teacher_1 online) + stage 2 (the transfer set);
+                 --preset=large: tinybert_6l and tinybert_3l, students from the pretrained MiniLM (all
+                 its layers; layers 2, 4, 6) with its own vocabulary
   report         <output_dir>/report/: results.json, results.md, accuracy_vs_latency.png, robustness.png
 
 Run the same command again after an interruption (even `kill -9`): completed stages are
@@ -45,13 +48,14 @@ PRESETS = {
                   lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=1.0,
                   intermediate_max_examples=0, robustness_examples=300, robustness_rates=["0.1"], speed_rounds=2,
                   latency_texts=100,
+                  students={"tinybert": []},
                   minutes=dict(data=0.1, teacher=3.0, transfer=0.8, bilstm_gold=0.6, bilstm_distil=1.0,
                                tinybert=4.5, report=1.5)),
     "full": dict(max_train_examples=0, num_teachers=1, teacher_epochs=2.0, teacher=None, teacher_learning_rate=5e-5,
                  teacher_precision="float32", augment_factor=2, lstm_epochs=10.0,
                  lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=2.0,
                  intermediate_max_examples=67349, robustness_examples=0, robustness_rates=["0.1", "0.2"],
-                 speed_rounds=3, latency_texts=200,
+                 speed_rounds=3, latency_texts=200, students={"tinybert": []},
                  minutes=dict(data=0.1, teacher=30.0, transfer=7.0, bilstm_gold=13.0, bilstm_distil=14.0,
                               tinybert=40.0, report=3.0)),
     # The 12-layer MPNet teacher (all-mpnet-base-v2), fine-tuned in bfloat16 on the CPU's AMX units.
@@ -60,8 +64,11 @@ PRESETS = {
                   lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=2.0,
                   intermediate_max_examples=67349, robustness_examples=0, robustness_rates=["0.1", "0.2"],
                   speed_rounds=3, latency_texts=200,
+                  # Students from the pretrained MiniLM with its own vocabulary: all 6 layers, and 2, 4, 6.
+                  students={"tinybert_6l": ["--student_model=minilm"],
+                            "tinybert_3l": ["--student_model=minilm", "--student_layers=2,4,6"]},
                   minutes=dict(data=0.1, teacher=150.0, transfer=25.0, bilstm_gold=13.0, bilstm_distil=14.0,
-                               tinybert=120.0, report=5.0)),
+                               tinybert=90.0, report=5.0)),
 }
 
 flags.DEFINE_string("output_dir", "outputs/pipeline", "Every stage's folder, the logs and the report.")
@@ -240,16 +247,18 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
                        f"--num_train_epochs={setting('lstm_distil_epochs')}", *lstm,
                        *extra.get("bilstm_distil", []))))
     subset = setting("intermediate_max_examples")
-    stages.append(orchestration.Stage(
-        "tinybert", nominal_minutes=minutes["tinybert"], description="stage 1 + stage 2",
-        command=script("tinybert/task_distill.py", f"--teacher_model={exports[0]}",
-                       f"--student_config={os.path.abspath(FLAGS.student_config)}", f"--data_dir={data_dir}",
-                       f"--augmented_file={transfer}", f"--output_dir={os.path.join(output_dir, 'tinybert')}",
-                       f"--intermediate_epochs={setting('intermediate_epochs')}",
-                       f"--prediction_epochs={setting('prediction_epochs')}",
-                       *([f"--intermediate_max_examples={subset}"] if subset else []),
-                       "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
-                       f"--seed={seed}", gate, *extra.get("tinybert", []))))
+    for name, student in PRESETS[FLAGS.preset]["students"].items():
+        student = student or [f"--student_config={os.path.abspath(FLAGS.student_config)}"]
+        stages.append(orchestration.Stage(
+            name, nominal_minutes=minutes["tinybert"], description="stage 1 + stage 2",
+            command=script("tinybert/task_distill.py", f"--teacher_model={exports[0]}", *student,
+                           f"--data_dir={data_dir}", f"--augmented_file={transfer}",
+                           f"--output_dir={os.path.join(output_dir, name)}",
+                           f"--intermediate_epochs={setting('intermediate_epochs')}",
+                           f"--prediction_epochs={setting('prediction_epochs')}",
+                           *([f"--intermediate_max_examples={subset}"] if subset else []),
+                           "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
+                           f"--seed={seed}", gate, *extra.get("tinybert", []))))
     stages.append(orchestration.Stage(
         "report", function=lambda: make_report(output_dir, teachers), nominal_minutes=minutes["report"],
         key=[str(setting(n)) for n in ("robustness_examples", "robustness_rates", "speed_rounds", "latency_texts")]))
@@ -257,8 +266,8 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
 
 
 def family(stage: str) -> str:
-    """teacher_2 -> teacher: the --stages name of a stage."""
-    return "teacher" if stage.startswith("teacher_") else stage
+    """teacher_2 -> teacher, tinybert_3l -> tinybert: the --stages name of a stage."""
+    return stage.split("_")[0] if stage.startswith(("teacher_", "tinybert_")) else stage
 
 
 # What each stage reads from earlier ones.
@@ -290,9 +299,11 @@ def models_of(output_dir: str, teachers: list[str]) -> list[report.ReportModel]:
     models = [report.ReportModel(os.path.basename(t), os.path.join(t, "export"), "teacher",
                                  f"run_classifier, seed {FLAGS.seed + k}", seconds(os.path.basename(t)))
               for k, t in enumerate(teachers)]
-    for name, description in (("bilstm_gold", "BiLSTM, gold labels"),
-                              ("bilstm_distil", "BiLSTM distilled on the transfer set"),
-                              ("tinybert", "TinyBERT, stage 1 + 2 on the transfer set")):
+    students = [("bilstm_gold", "BiLSTM, gold labels"), ("bilstm_distil", "BiLSTM distilled on the transfer set")]
+    for name, flags_of in PRESETS[FLAGS.preset]["students"].items():
+        start = " ".join(flags_of).replace("--student_model=", "from ").replace("--student_layers=", "layers ")
+        students.append((name, f"TinyBERT, stage 1 + 2 on the transfer set{', ' + start if start else ''}"))
+    for name, description in students:
         export_dir = os.path.join(output_dir, name, "export")
         if os.path.isfile(os.path.join(export_dir, "export_info.json")):
             models.append(report.ReportModel(name, export_dir, "student", description, seconds(name)))
@@ -311,9 +322,8 @@ def make_report(output_dir: str, teachers: list[str]) -> None:
                                      robustness_rates=tuple(float(r) for r in setting("robustness_rates")),
                                      seed=FLAGS.seed)
     provenance = {"command": sys.argv, "preset": FLAGS.preset,
-                  "stages": {name: record for stage in STAGE_NAMES[:-1]
-                             for name in ([os.path.basename(t) for t in teachers] if stage == "teacher" else [stage])
-                             if (record := orchestration.read_record(output_dir, name))},
+                  "stages": {stage.name: record for stage in build_stages(output_dir)[:-1]
+                             if (record := orchestration.read_record(output_dir, stage.name))},
                   "transfer_set_teachers": [os.path.basename(t) for t in teachers]}
     neighbours = robustness.load_neighbours(model_dir=os.path.join(teachers[0], "export"))
     results = report.build(models, [e.text_a for e in dev], [e.label for e in dev], settings=settings,

@@ -5,6 +5,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import keras
@@ -13,6 +14,7 @@ import pytest
 
 from bertdistill import checkpoints, tinybert
 from tests.bert_fixtures import tiny_config, write_vocab
+from tests.conftest import REPO
 from tests.scripts import error_lines, run_script
 
 SCRIPT = "run_pipeline.py"
@@ -165,3 +167,22 @@ def test_bad_flags_fail_in_one_line_before_any_work(workspace, tmp_path, flag, m
     lines = error_lines(result)
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert not (output_dir / "pipeline").exists()
+
+
+def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
+    """--preset=large: the teacher stage fine-tunes `mpnet` in bfloat16 at 2e-5, and two TinyBERT
+    stages start from the pretrained MiniLM (all layers; layers 2, 4, 6) with its own vocabulary."""
+    code = ("import json, sys; from absl import flags; import run_pipeline as rp; "
+            "flags.FLAGS(sys.argv); print(json.dumps({s.name: s.command for s in rp.build_stages(sys.argv[-1])}))")
+    result = subprocess.run([sys.executable, "-c", code, "run_pipeline.py", "--preset=large",
+                             f"--output_dir={tmp_path}", str(tmp_path)],
+                            cwd=str(REPO), capture_output=True, text=True, timeout=120, check=True)
+    commands = json.loads(result.stdout.splitlines()[-1])
+    assert [name for name in commands if name.startswith(("teacher", "tinybert"))] == \
+        ["teacher_1", "tinybert_6l", "tinybert_3l"]
+    teacher = commands["teacher_1"]
+    assert {"--init_checkpoint=mpnet", "--mixed_precision=mixed_bfloat16", "--learning_rate=2e-05"} <= set(teacher)
+    assert "--student_model=minilm" in commands["tinybert_6l"] and not any(
+        flag.startswith(("--student_layers", "--student_config")) for flag in commands["tinybert_6l"])
+    assert {"--student_model=minilm", "--student_layers=2,4,6"} <= set(commands["tinybert_3l"])
+    assert f"--teacher_model={tmp_path / 'teacher_1' / 'export'}" in commands["tinybert_3l"]
