@@ -2,6 +2,7 @@
 every report file with its keys and valid PNGs, completed stages skipped on a second run, a
 kill -9 inside a stage resumed, bad flags refused before any work."""
 import json
+import os
 import re
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from bertdistill import checkpoints, tinybert
+from bertdistill import checkpoints, locks, tinybert
 from tests.bert_fixtures import tiny_config, write_vocab
 from tests.scripts import error_lines, run_script
 
@@ -165,3 +166,18 @@ def test_bad_flags_fail_in_one_line_before_any_work(workspace, tmp_path, flag, m
     lines = error_lines(result)
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert not (output_dir / "pipeline").exists()
+
+
+def test_a_pipeline_folder_in_use_is_refused_in_one_line_and_kept(workspace, tmp_path):
+    output_dir = tmp_path / "run"
+    (output_dir / "pipeline").mkdir(parents=True)
+    (output_dir / "pipeline" / "data.json").write_text("{}")
+    locks.lock_folder(str(output_dir))  # this process stands for the live pipeline
+    try:
+        result = run_script(SCRIPT, *arguments(workspace, output_dir, "--overwrite_output_dir"), check=False)
+    finally:
+        locks.release_folder(str(output_dir))
+    lines = error_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert f"is in use by another run (pid {os.getpid()}:" in lines[0]
+    assert os.listdir(output_dir) == ["pipeline"] and (output_dir / "pipeline" / "data.json").exists()
