@@ -32,7 +32,7 @@ class FolderInUseError(UserError):
 @dataclasses.dataclass
 class _Held:
     fd: int
-    created: bool  # the folder did not exist before the lock
+    created: str | None  # the outermost folder the lock created (the locked one or a parent of it)
     pid: int  # the process that took it (a forked child must not release it)
 
 
@@ -52,9 +52,10 @@ def _holder(fd: int) -> str:
         return "a process that has not yet written its name"
 
 
-def _open_locked(path: str, *, flag: str, folder: str) -> int:
-    """An fd holding the exclusive lock of the file at `path` (created if missing), which is
-    still the file at `path` once locked."""
+def _open_locked(folder: str, *, flag: str, shown: str) -> int:
+    """An fd holding the exclusive lock of `folder`'s lock file (both created if missing), which
+    is still the file at its path once locked. `shown`: the folder as the user gave it."""
+    path = lock_path(folder)
     while True:
         os.makedirs(folder, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -63,7 +64,7 @@ def _open_locked(path: str, *, flag: str, folder: str) -> int:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise FolderInUseError(f"--{flag}={shorten(folder)} is in use by another run ({holder}); wait for it "
+            raise FolderInUseError(f"--{flag}={shorten(shown)} is in use by another run ({holder}); wait for it "
                                    f"to end or stop it, or choose another --{flag}") from None
         except BaseException:
             os.close(fd)
@@ -91,16 +92,18 @@ def lock_folder(folder: str, *, flag: str = "output_dir") -> None:
             pass
         release_folder(folder)  # the folder was removed or replaced since: lock the one there now
     validation.writable_output(flag, folder, folder=True)
-    created = not os.path.exists(key)
-    fd = _open_locked(lock_path(key), flag=flag, folder=key)
+    created, missing = None, key
+    while not os.path.exists(missing):
+        created, missing = missing, os.path.dirname(missing)
+    fd = _open_locked(key, flag=flag, shown=folder)
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps({"pid": os.getpid(), "command": shlex.join([sys.executable, *sys.argv])}).encode())
     _held[key] = _Held(fd, created, os.getpid())
 
 
 def release_folder(folder: str) -> None:
-    """Releases the lock of `folder` taken by `lock_folder`: removes the lock file (and the folder
-    when the lock created it and it is empty now), then unlocks."""
+    """Releases the lock of `folder` taken by `lock_folder`: removes the lock file (and the folders
+    the lock created, when they are empty now), then unlocks."""
     key = os.path.realpath(folder)
     held = _held.pop(key, None)
     if held is None or held.pid != os.getpid():
@@ -108,8 +111,10 @@ def release_folder(folder: str) -> None:
     try:
         if os.path.samestat(os.fstat(held.fd), os.stat(lock_path(key))):
             os.remove(lock_path(key))
-            if held.created:
-                os.rmdir(key)
+            created = key
+            while held.created and created.startswith(held.created):  # from the locked one outwards
+                os.rmdir(created)
+                created = os.path.dirname(created)
     except OSError:  # gone already, or the run wrote into its folder: keep it
         pass
     os.close(held.fd)

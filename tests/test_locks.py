@@ -36,11 +36,11 @@ def test_a_folder_held_by_a_live_process_is_refused_naming_it_and_free_once_it_i
 
 
 def test_the_lock_leaves_the_folder_as_it_found_it(tmp_path):
-    new, used = tmp_path / "new", tmp_path / "used"
+    new, used = tmp_path / "new" / "run", tmp_path / "used"
     locks.lock_folder(str(new))
     assert new.is_dir()
     locks.release_folder(str(new))
-    assert not new.exists()  # created by the lock, nothing written: gone again
+    assert os.listdir(tmp_path) == []  # created by the lock, nothing written: gone again, with its parent
     locks.lock_folder(str(used))
     (used / "result.txt").write_text("kept")
     locks.release_folder(str(used))
