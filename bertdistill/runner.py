@@ -1,9 +1,9 @@
 """What every entry point does around its work, from its flags: `start` (the distribution
 strategy before any TensorFlow op, the lock of `--output_dir`) first; `prepare_run` (outputs
-checked, the run manifest, debris of killed runs) before any heavy work; steps and schedule, the optimizer
-in the strategy scope, the trainer, the best-by-dev model restored at the end, and the
-run_classifier-style result files (`eval_results.txt`, `test_results.tsv`) with the same keys
-everywhere.
+checked, the run manifest, debris of killed runs) before any heavy work; steps and schedule,
+the optimizer in the strategy scope, the trainer, the best-by-dev model restored at the end, and
+the run_classifier-style result files (`eval_results.txt`, `test_results.tsv`) with the same
+keys everywhere.
 """
 
 from __future__ import annotations
