@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 
 from absl import flags, logging
 
-from bertdistill import data, errors, orchestration, report, robustness, validation
+from bertdistill import data, errors, locks, manifest, orchestration, report, robustness, validation
 from bertdistill.errors import FlagError
 from bertdistill.files import atomic_output
 
@@ -337,8 +336,9 @@ def main(argv):
     del argv
     validate()
     output_dir = os.path.abspath(FLAGS.output_dir)
-    if FLAGS.overwrite_output_dir and os.path.isdir(output_dir):
-        shutil.rmtree(output_dir)
+    locks.lock_folder(output_dir)  # the stages lock their own folders inside it
+    if FLAGS.overwrite_output_dir:
+        manifest.clear_folder(output_dir)
     stages = build_stages(output_dir)
     chosen = selected(stages, output_dir)
     os.makedirs(output_dir, exist_ok=True)

@@ -22,8 +22,8 @@ from absl import flags, logging
 
 from bertdistill import checkpoints, errors, export, int8_gate, pipeline, runner, trainer, validation
 from bertdistill.bert import BertClassifier
+from bertdistill.distribute import is_chief, set_precision_policy
 from bertdistill.encoders import build_encoder
-from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
 from bertdistill.errors import FlagError, UserError
 from bertdistill.flags import define_common_flags, processor_from_flags, split_file, validate_common_flags
 from bertdistill.tokenization import Tokenizer
@@ -131,6 +131,7 @@ def main(argv):
         raise FlagError("output_dir", "--output_dir is required")
     validate_common_flags(FLAGS, needs_eval=FLAGS.do_eval)
     validation.model_path("init_checkpoint", FLAGS.init_checkpoint)
+    strategy = runner.start(FLAGS)
     pretrained = checkpoints.resolve_pretrained(FLAGS.init_checkpoint, FLAGS.bert_config_file, FLAGS.vocab_file)
     validate_flags(pretrained)
     processor = processor_from_flags(FLAGS)
@@ -151,7 +152,6 @@ def main(argv):
     test_features = features("test", processor.get_test_examples) if FLAGS.do_predict else None
 
     set_precision_policy(FLAGS.mixed_precision)
-    strategy = get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
     pooling = FLAGS.classifier_pooling
     if pretrained.classifier_pooling and not FLAGS["classifier_pooling"].present:
         pooling = pretrained.classifier_pooling

@@ -82,24 +82,25 @@ def _float_mask(attention_mask):
 
 
 def hidden_mse(teacher, student, attention_mask):
-    """MSE between hidden states [B, T, H] over real tokens only:
-    `sum(mask * (s - t)^2) / (num_real_tokens * H)`, float32. Used for the embedding output too."""
+    """MSE between hidden states [B, T, H] over each example's real tokens, one float32 value per
+    example [B]: `sum_t(mask * (s - t)^2) / (real_tokens * H)`. Per example, so that a batch split
+    over replicas gives the same loss as the whole batch. Used for the embedding output too."""
     teacher = ops.cast(teacher, "float32")
     student = ops.cast(student, "float32")
     if teacher.shape[-1] is not None and student.shape[-1] is not None and teacher.shape[-1] != student.shape[-1]:
         raise ValueError(f"hidden_mse: teacher width {teacher.shape[-1]} != student width {student.shape[-1]} "
                          "(project the student first)")
     mask = _float_mask(attention_mask)[:, :, None]
-    squared = ops.sum(mask * ops.square(student - teacher))
+    squared = ops.sum(mask * ops.square(student - teacher), axis=(1, 2))
     width = ops.cast(ops.shape(student)[-1], "float32")
-    return squared / (ops.maximum(ops.sum(mask), 1.0) * width)
+    return squared / (ops.maximum(ops.sum(mask, axis=(1, 2)), 1.0) * width)
 
 
 def attention_mse(teacher_scores, student_scores, attention_mask):
     """MSE between attention scores before softmax, [B, heads, T, T], over real (query, key)
     pairs: pairs with a padded query or key are zeroed in both models (the reference code zeroes
-    values <= -100; our padded keys carry -10000), then
-    `sum(valid * (s - t)^2) / (heads * sum(valid))`, float32. Head counts must match."""
+    values <= -100; our padded keys carry -10000), then per example [B], float32:
+    `sum(valid * (s - t)^2) / (heads * sum(valid))`. Head counts must match."""
     teacher = ops.cast(teacher_scores, "float32")
     student = ops.cast(student_scores, "float32")
     if teacher.shape[1] is not None and student.shape[1] is not None and teacher.shape[1] != student.shape[1]:
@@ -107,9 +108,9 @@ def attention_mse(teacher_scores, student_scores, attention_mask):
                          "the attention loss averages over heads, so the counts must match")
     mask = _float_mask(attention_mask)
     valid = mask[:, None, :, None] * mask[:, None, None, :]  # [B, 1, T(query), T(key)]
-    squared = ops.sum(valid * ops.square(student - teacher))
+    squared = ops.sum(valid * ops.square(student - teacher), axis=(1, 2, 3))
     heads = ops.cast(ops.shape(student)[1], "float32")
-    return squared / (ops.maximum(ops.sum(valid), 1.0) * heads)
+    return squared / (ops.maximum(ops.sum(valid, axis=(1, 2, 3)), 1.0) * heads)
 
 
 # Feature losses by name, then by feature: `"loss": "mse"` in a layer map selects hidden_mse for

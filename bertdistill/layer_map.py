@@ -331,7 +331,7 @@ def _feature_tensor(outputs: dict, match: Match, side: str):
 
 def intermediate_loss_terms(matches: Sequence[Match], teacher_outputs: dict, student_outputs: dict,
                             attention_mask, projections: FeatureProjections | None = None) -> dict:
-    """One weighted float32 scalar per match, keyed `feature_teacher_student` (`embeddings_0_0`,
+    """One weighted float32 loss per example [B] for each match, keyed `feature_teacher_student` (`embeddings_0_0`,
     `hidden_4_2`, `attention_4_2`). The outputs are BertEncoder dicts with `hidden_states` and
     (for attention matches) `attention_scores`; the teacher's side carries no gradient."""
     terms = {}

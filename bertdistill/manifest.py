@@ -28,6 +28,7 @@ from absl import flags as absl_flags
 from absl import logging
 
 from bertdistill.errors import UserError, shorten
+from bertdistill.locks import LOCK_NAME
 
 MANIFEST_NAME = "run_manifest.json"
 FORMAT_VERSION = 1
@@ -227,8 +228,11 @@ def _check_clearable(output_dir: str, inputs: Iterable[str]) -> None:
                             f"--output_dir={shorten(output_dir)}; choose another --output_dir")
 
 
-def _clear(output_dir: str) -> None:
+def clear_folder(output_dir: str) -> None:
+    """Deletes what `output_dir` holds, except the lock of the run that is clearing it."""
     for name in os.listdir(output_dir):
+        if name == LOCK_NAME:
+            continue
         path = os.path.join(output_dir, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
@@ -252,14 +256,14 @@ def check_output_dir(output_dir: str, manifest: Mapping, *, overwrite: bool,
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UserError(f"--output_dir={shorten(output_dir)} is a file, not a folder; choose another --output_dir")
     os.makedirs(output_dir, exist_ok=True)
-    contents = [name for name in os.listdir(output_dir) if name != MANIFEST_NAME + ".tmp"]
+    contents = [name for name in os.listdir(output_dir) if name not in (MANIFEST_NAME + ".tmp", LOCK_NAME)]
     if not contents:
         write_manifest(output_dir, manifest)
         return "created"
     if overwrite:
         _check_clearable(output_dir, [d["path"] for d in manifest.get("data", [])] + [p for p in inputs if p])
         logging.warning("--overwrite_output_dir: deleting the contents of %s (%d entries)", output_dir, len(contents))
-        _clear(output_dir)
+        clear_folder(output_dir)
         write_manifest(output_dir, manifest)
         return "overwritten"
     old = read_manifest(output_dir)

@@ -1,8 +1,9 @@
-"""What every entry point does around its work, from its flags: `prepare_run` (outputs checked,
-the run manifest, debris of killed runs) before any heavy work; steps and schedule, the optimizer
-in the strategy scope, the trainer, the best-by-dev model restored at the end, and the
-run_classifier-style result files (`eval_results.txt`, `test_results.tsv`) with the same keys
-everywhere.
+"""What every entry point does around its work, from its flags: `start` (the distribution
+strategy before any TensorFlow op, the lock of `--output_dir`) first; `prepare_run` (outputs
+checked, the run manifest, debris of killed runs) before any heavy work; steps and schedule,
+the optimizer in the strategy scope, the trainer, the best-by-dev model restored at the end, and
+the run_classifier-style result files (`eval_results.txt`, `test_results.tsv`) with the same
+keys everywhere.
 """
 
 from __future__ import annotations
@@ -15,12 +16,25 @@ import numpy as np
 import tensorflow as tf
 from absl import flags, logging
 
-from bertdistill import manifest, optimization, trainer, validation
-from bertdistill.distribute import is_chief
+from bertdistill import locks, manifest, optimization, trainer, validation
+from bertdistill.distribute import get_distribution_strategy, is_chief
 from bertdistill.errors import UserError, shorten
 from bertdistill.files import atomic_output
 
 RUN_FOLDER_FLAG = "output_dir"
+
+
+def start(fv: flags.FlagValues, *, lock: bool = True) -> tf.distribute.Strategy:
+    """What a script that writes `--output_dir` does first, after the flag checks that need no
+    TensorFlow and before anything else: creates the strategy of `--distribution_strategy`
+    (multi-worker collectives can only be set up before the process runs its first TensorFlow
+    op) and, on the chief, locks `--output_dir` for the run's life (`locks.lock_folder`: a second
+    run on the folder is refused naming this one; the other workers write only to temporary
+    folders). `lock=False`: a run that writes nothing (a dry run)."""
+    strategy = get_distribution_strategy(fv.distribution_strategy, fv.tpu)
+    if lock and is_chief(strategy):
+        locks.lock_folder(fv[RUN_FOLDER_FLAG].value, flag=RUN_FOLDER_FLAG)
+    return strategy
 
 
 def prepare_run(fv: flags.FlagValues, *, data_files: Sequence[str | None] = (), model_config: Mapping | None = None,

@@ -25,7 +25,7 @@ from absl import flags, logging
 
 from bertdistill import data, distill, errors, export, int8_gate, pipeline, runner, trainer, transfer_set, validation
 from bertdistill.augment import read_word_vectors
-from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
+from bertdistill.distribute import is_chief, set_precision_policy
 from bertdistill.errors import DataError, FlagError, MissingFileError, UserError
 from bertdistill.flags import define_common_flags, on_error, processor_from_flags, split_file, validate_common_flags
 from distil_lstm.model import INT8_OP_TYPES, POOLINGS, build_bilstm_classifier
@@ -86,9 +86,10 @@ def make_dataset(features: pipeline.Features, batch_size: int, *, is_training: b
     return dataset.map(lambda x, y: ({"input_ids": x["input_ids"]}, y))
 
 
-def training_vocab(texts: list[str], *, reuse: bool) -> WordVocab:
+def training_vocab(texts: list[str], *, reuse: bool, save: bool) -> WordVocab:
     """The run's vocabulary: the one a resumed run saved (`reuse`: only when `runner.prepare_run`
-    found the folder's manifest to match), else built from the training texts and saved."""
+    found the folder's manifest to match), else built from the training texts and saved (`save`:
+    on the chief; the other workers build the same one)."""
     path = os.path.join(FLAGS.output_dir, "vocab.txt")
     if reuse and os.path.exists(path):
         return WordVocab.load(path, FLAGS.do_lower_case)
@@ -97,8 +98,9 @@ def training_vocab(texts: list[str], *, reuse: bool) -> WordVocab:
     if len(vocab) <= len(SPECIAL_TOKENS):
         raise DataError(f"the training texts give an empty vocabulary (--min_count={FLAGS.min_count}, "
                         f"--max_vocab_size={FLAGS.max_vocab_size}): every word would be [UNK]")
-    vocab.save(path + ".tmp")
-    os.replace(path + ".tmp", path)
+    if save:
+        vocab.save(path + ".tmp")
+        os.replace(path + ".tmp", path)
     return vocab
 
 
@@ -151,7 +153,7 @@ def fit(strategy, processor: data.DataProcessor, labels: list[str]) -> None:
                 "word_vectors": FLAGS.word_vectors},
         chief=is_chief(strategy),
         ignore_flags=("temperature", "alpha") if FLAGS.mode == "distil" and FLAGS.distill_loss != "kd" else ())
-    vocab = training_vocab([e.text_a for e in train_examples], reuse=status == "resumed")
+    vocab = training_vocab([e.text_a for e in train_examples], reuse=status == "resumed", save=is_chief(strategy))
     train_features = word_features(train_examples, vocab, labels)
     dev_features = word_features(dev_examples, vocab, labels)
     steps_per_epoch = pipeline.num_batches(train_features, batch_size=FLAGS.train_batch_size, is_training=True,
@@ -249,7 +251,7 @@ def main(argv):
         raise FlagError("max_vocab_size", f"--max_vocab_size={FLAGS.max_vocab_size} leaves no room for words "
                         f"(the {len(SPECIAL_TOKENS)} special tokens count)")
     processor = processor_from_flags(FLAGS)
-    strategy = get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
+    strategy = runner.start(FLAGS)
     set_precision_policy(FLAGS.mixed_precision if FLAGS.mode != "test" else "float32")
     keras.utils.set_random_seed(FLAGS.seed)
     if FLAGS.mode == "test":

@@ -77,33 +77,32 @@ MASK = np.array([[1, 1, 1], [1, 1, 0]], np.int32)  # B=2, T=3; the second sequen
 
 
 def np_hidden_mse(teacher, student, mask):
-    """Mean of (s - t)^2 over the real tokens' vectors (gathered, not masked)."""
-    real = mask.astype(bool)
-    return ((student[real] - teacher[real]) ** 2).mean()
+    """Per example: the mean of (s - t)^2 over its real tokens' vectors (gathered, not masked)."""
+    return np.array([((student[b][row == 1] - teacher[b][row == 1]) ** 2).mean() for b, row in enumerate(mask)])
 
 
 def np_attention_mse(teacher, student, mask):
-    """Mean of (s - t)^2 over every head's real (query, key) block."""
-    squared = []
+    """Per example: the mean of (s - t)^2 over every head's real (query, key) block."""
+    means = []
     for b in range(mask.shape[0]):
         real = np.flatnonzero(mask[b])
         block = np.ix_(np.arange(teacher.shape[1]), real, real)
-        squared.append(((student[b][block] - teacher[b][block]) ** 2).ravel())
-    return np.concatenate(squared).mean()
+        means.append(((student[b][block] - teacher[b][block]) ** 2).mean())
+    return np.array(means)
 
 
 def test_hidden_mse_matches_numpy_and_ignores_padded_tokens():
     rng = np.random.default_rng(0)
     teacher, student = rng.normal(size=(2, 2, 3, 4)).astype(np.float32)
-    loss = float(distill.hidden_mse(teacher, student, MASK))
+    loss = np.asarray(distill.hidden_mse(teacher, student, MASK))
     np.testing.assert_allclose(loss, np_hidden_mse(teacher, student, MASK), rtol=1e-6)
-    # The 5 real tokens of width 4: the denominator is 20, not 24.
-    np.testing.assert_allclose(loss, ((student - teacher) ** 2 * MASK[:, :, None]).sum() / 20, rtol=1e-6)
+    # The 3 and 2 real tokens of width 4: the denominators are 12 and 8, not 12 and 12.
+    np.testing.assert_allclose(loss, ((student - teacher) ** 2 * MASK[:, :, None]).sum((1, 2)) / [12, 8], rtol=1e-6)
     student_changed = student.copy()
     student_changed[1, 2] += 100.0
     teacher_changed = teacher.copy()
     teacher_changed[1, 2] = -50.0
-    np.testing.assert_allclose(float(distill.hidden_mse(teacher_changed, student_changed, MASK)), loss, rtol=1e-6)
+    np.testing.assert_allclose(distill.hidden_mse(teacher_changed, student_changed, MASK), loss, rtol=1e-6)
 
 
 def test_hidden_mse_is_float32_for_half_inputs_and_refuses_different_widths():
@@ -111,8 +110,8 @@ def test_hidden_mse_is_float32_for_half_inputs_and_refuses_different_widths():
     teacher, student = rng.normal(size=(2, 2, 3, 4)).astype(np.float16)
     loss = distill.hidden_mse(teacher, student, MASK)
     assert str(loss.dtype) in ("float32", "<dtype: 'float32'>")
-    np.testing.assert_allclose(float(loss), np_hidden_mse(teacher.astype(np.float32), student.astype(np.float32),
-                                                          MASK), rtol=1e-5)
+    np.testing.assert_allclose(loss, np_hidden_mse(teacher.astype(np.float32), student.astype(np.float32), MASK),
+                               rtol=1e-5)
     with pytest.raises(ValueError, match="width 4 != student width 8"):
         distill.hidden_mse(teacher, np.zeros((2, 3, 8), np.float32), MASK)
 
@@ -122,15 +121,15 @@ def test_attention_mse_matches_numpy_and_ignores_padded_queries_and_keys():
     teacher, student = rng.normal(size=(2, 2, 2, 3, 3)).astype(np.float32)  # B=2, heads=2, T=3
     bias = (1.0 - MASK[:, None, None, :]) * -10000.0  # as the encoder adds to padded keys
     teacher, student = teacher + bias, student + 0.5 * bias
-    loss = float(distill.attention_mse(teacher, student, MASK))
+    loss = np.asarray(distill.attention_mse(teacher, student, MASK))
     np.testing.assert_allclose(loss, np_attention_mse(teacher, student, MASK), rtol=1e-6)
-    # 2 heads x (9 + 4) real pairs.
+    # 2 heads x 9 and 2 heads x 4 real pairs.
     valid = MASK[:, None, :, None] * MASK[:, None, None, :]
-    np.testing.assert_allclose(loss, (valid * (student - teacher) ** 2).sum() / (2 * 13), rtol=1e-6)
+    np.testing.assert_allclose(loss, (valid * (student - teacher) ** 2).sum((1, 2, 3)) / [18, 8], rtol=1e-6)
     student_changed, teacher_changed = student.copy(), teacher.copy()
     student_changed[1, :, 2, :] = 7.0   # padded query row
     teacher_changed[1, :, :, 2] = 3.0   # padded key column
-    np.testing.assert_allclose(float(distill.attention_mse(teacher_changed, student_changed, MASK)), loss, rtol=1e-6)
+    np.testing.assert_allclose(distill.attention_mse(teacher_changed, student_changed, MASK), loss, rtol=1e-6)
 
 
 def test_attention_mse_refuses_different_head_counts():

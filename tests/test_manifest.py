@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bertdistill import manifest
+from bertdistill import locks, manifest
 from bertdistill.errors import MissingFileError, UserError
 
 FLAGS = {"learning_rate": 5e-05, "task_name": "sst-2", "num_train_epochs": 3.0, "do_eval": True}
@@ -145,6 +145,22 @@ def test_overwrite_clears_contents(tmp_path, data_dir):
     os.symlink(outside, out / "link")
     assert manifest.check_output_dir(str(out), build(data_dir), overwrite=True) == "overwritten"
     assert os.listdir(out) == [manifest.MANIFEST_NAME] and outside.read_text() == "keep"
+
+
+def test_the_lock_file_is_not_a_run_s_content(tmp_path, data_dir):
+    out = tmp_path / "out"
+    locks.lock_folder(str(out))
+    try:
+        assert manifest.check_output_dir(str(out), build(data_dir), overwrite=False) == "created"
+        (out / "old.txt").write_text("x")
+        assert manifest.check_output_dir(str(out), build(data_dir), overwrite=True) == "overwritten"
+        assert sorted(os.listdir(out)) == sorted([locks.LOCK_NAME, manifest.MANIFEST_NAME])  # still locked
+    finally:
+        locks.release_folder(str(out))
+    stale = tmp_path / "killed"  # the lock file of a killed run
+    stale.mkdir()
+    (stale / locks.LOCK_NAME).write_text('{"pid": 999999, "command": "python x.py"}')
+    assert manifest.check_output_dir(str(stale), build(data_dir), overwrite=False) == "created"
 
 
 def test_overwrite_refuses_dangerous_targets(tmp_path, data_dir, monkeypatch):

@@ -7,15 +7,16 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
-from bertdistill import checkpoints
+from bertdistill import checkpoints, locks
 from bertdistill.bert import BertClassifier, BertConfig, BertEncoder
 from tests.bert_fixtures import TINY_VOCAB, write_vocab
-from tests.scripts import run_script
+from tests.scripts import error_lines, run_script
 
 SCRIPT = "bert_finetune/run_classifier.py"
 WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "plot", "film", "a"]
@@ -138,6 +139,7 @@ def test_killed_run_resumes_from_latest_checkpoint(workspace, tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert (out / locks.LOCK_NAME).exists()  # the killed run's lock file: the OS released the lock
     result = run(workspace, out, *args)
     resumed = int(re.search(r"Resumed from .*ckpt-(\d+)", result.stderr).group(1))
     assert resumed >= 20
@@ -145,6 +147,22 @@ def test_killed_run_resumes_from_latest_checkpoint(workspace, tmp_path):
     steps = [int(s) for s in re.findall(r"step (\d+)/\d+", result.stderr)]
     assert steps[0] == resumed + 1 and steps[-1] == total  # no step redone, none skipped
     assert (out / "checkpoints" / f"ckpt-{total}.index").exists()
+    assert not (out / locks.LOCK_NAME).exists()
+
+
+def test_a_run_on_a_folder_in_use_is_refused_in_one_line_naming_the_live_run(workspace, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    locks.lock_folder(str(out))  # this process stands for the live run
+    try:
+        result = run(workspace, out, "--do_train", "--overwrite_output_dir", check=False)
+        assert sorted(os.listdir(out)) == sorted([locks.LOCK_NAME, "notes.txt"])  # nothing deleted or written
+    finally:
+        locks.release_folder(str(out))
+    lines = error_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert f"--output_dir={out} is in use by another run (pid {os.getpid()}: {sys.executable}" in lines[0]
 
 
 def test_a_users_tsv_with_pairs_and_a_csv(workspace, tmp_path):

@@ -2,6 +2,7 @@
 every report file with its keys and valid PNGs, completed stages skipped on a second run, a
 kill -9 inside a stage resumed, bad flags refused before any work."""
 import json
+import os
 import re
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from bertdistill import checkpoints, tinybert
+from bertdistill import checkpoints, locks, tinybert
 from tests.bert_fixtures import tiny_config, write_vocab
 from tests.conftest import REPO
 from tests.scripts import error_lines, run_script
@@ -186,3 +187,18 @@ def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
         flag.startswith(("--student_layers", "--student_config")) for flag in commands["tinybert_6l"])
     assert {"--student_model=minilm", "--student_layers=2,4,6"} <= set(commands["tinybert_3l"])
     assert f"--teacher_model={tmp_path / 'teacher_1' / 'export'}" in commands["tinybert_3l"]
+
+
+def test_a_pipeline_folder_in_use_is_refused_in_one_line_and_kept(workspace, tmp_path):
+    output_dir = tmp_path / "run"
+    (output_dir / "pipeline").mkdir(parents=True)
+    (output_dir / "pipeline" / "data.json").write_text("{}")
+    locks.lock_folder(str(output_dir))  # this process stands for the live pipeline
+    try:
+        result = run_script(SCRIPT, *arguments(workspace, output_dir, "--overwrite_output_dir"), check=False)
+    finally:
+        locks.release_folder(str(output_dir))
+    lines = error_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert f"is in use by another run (pid {os.getpid()}:" in lines[0]
+    assert os.listdir(output_dir) == ["pipeline"] and (output_dir / "pipeline" / "data.json").exists()

@@ -7,9 +7,7 @@ The model is a tiny stand-in with the project's inputs: embedding, masked mean p
 two dense layers named like BERT's (`layer_0`, `layer_1`), a LayerNormalization and float32 logits.
 """
 import glob
-import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -21,6 +19,7 @@ import tensorflow as tf
 from bertdistill import optimization, trainer
 from bertdistill.distribute import precision_policy
 from tests.conftest import REPO
+from tests.scripts import finish, worker_environments
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 VOCAB = 20
@@ -254,35 +253,12 @@ def _start(strategy: str, output_dir, weights, env: dict | None = None) -> subpr
                             cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _finish(workers: list[subprocess.Popen], timeout: float) -> list[tuple[int, str]]:
-    results = []
-    try:
-        for worker in workers:
-            _, err = worker.communicate(timeout=timeout)
-            results.append((worker.returncode, err))
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
-    return results
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def test_mirrored_and_two_workers_equal_a_single_process(tmp_path):
-    cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
     runs = {"single": _start("off", tmp_path / "single", tmp_path / "single.npz"),
             "mirrored": _start("mirrored", tmp_path / "mirrored", tmp_path / "mirrored.npz")}
-    for i in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        runs[f"worker{i}"] = _start("multi_worker_mirrored", tmp_path / f"worker{i}", tmp_path / f"worker{i}.npz",
-                                    {"TF_CONFIG": tf_config})
-    results = dict(zip(runs, _finish(list(runs.values()), timeout=240)))
+    for i, env in enumerate(worker_environments(2)):
+        runs[f"worker{i}"] = _start("multi_worker_mirrored", tmp_path / f"worker{i}", tmp_path / f"worker{i}.npz", env)
+    results = dict(zip(runs, finish(list(runs.values()), timeout=240)))
     for name, (code, err) in results.items():
         assert (tmp_path / f"{name}.npz").exists(), f"{name} exited {code}: {err[-3000:]}"
     weights = {name: dict(np.load(tmp_path / f"{name}.npz")) for name in runs}

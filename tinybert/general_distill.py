@@ -26,7 +26,8 @@ from absl import flags, logging
 
 from bertdistill import checkpoints, errors, layer_map, pipeline, runner, validation
 from bertdistill.bert import BertConfig, BertEncoder
-from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
+from bertdistill.encoders import build_encoder
+from bertdistill.distribute import is_chief, set_precision_policy
 from bertdistill.errors import FlagError, MissingFileError
 from bertdistill.flags import define_common_flags, validate_common_flags
 from bertdistill.tinybert import IntermediateTask, parameter_count
@@ -88,8 +89,9 @@ def main(argv):
     validate_common_flags(FLAGS)
     if FLAGS.max_steps <= 0 or FLAGS.shuffle_buffer <= 0:
         raise FlagError("max_steps", "--max_steps and --shuffle_buffer must be positive")
-    files = corpus_files(FLAGS.corpus)
     validation.model_path("teacher_model", FLAGS.teacher_model)
+    strategy = runner.start(FLAGS)
+    files = corpus_files(FLAGS.corpus)
     pretrained = checkpoints.resolve_pretrained(FLAGS.teacher_model)
     student_config = BertConfig.from_json_file(FLAGS.student_config)
     if student_config.vocab_size != pretrained.config.vocab_size:
@@ -97,7 +99,6 @@ def main(argv):
                         f"teacher's {pretrained.config.vocab_size}: the student uses the teacher's vocabulary")
     matches = layer_map.resolve_layer_map(FLAGS.layer_map, pretrained.config, student_config)
     set_precision_policy(FLAGS.mixed_precision)
-    strategy = get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
     keras.utils.set_random_seed(FLAGS.seed)
     runner.prepare_run(FLAGS, data_files=files, model_config=student_config.to_dict(),
                        inputs={"teacher_model": FLAGS.teacher_model, "student_config": FLAGS.student_config},
@@ -105,7 +106,7 @@ def main(argv):
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
     tokenizer = Tokenizer(pretrained.vocab_file, do_lower_case)
     with strategy.scope():
-        teacher = BertEncoder(pretrained.config, output_hidden_states=True, output_attentions=True)
+        teacher = build_encoder(pretrained.config, output_hidden_states=True, output_attentions=True)
         checkpoints.restore_weights(teacher, pretrained)
         student = BertEncoder(student_config, output_hidden_states=True, output_attentions=True)
         if FLAGS.student_init == "teacher_layers":

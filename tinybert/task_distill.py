@@ -32,7 +32,7 @@ from absl import flags, logging
 from bertdistill import (checkpoints, errors, export, int8_gate, layer_map, pipeline, runner, trainer, transfer_set,
                          validation)
 from bertdistill.bert import BertConfig
-from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
+from bertdistill.distribute import is_chief, set_precision_policy
 from bertdistill.errors import ConfigError, FlagError
 from bertdistill.flags import define_common_flags, on_error, processor_from_flags, split_file, validate_common_flags
 from bertdistill.tokenization import Tokenizer, piece_id_map
@@ -171,8 +171,8 @@ def main(argv):
         raise FlagError("temperature", "need --temperature > 0 and 0 <= --hard_label_weight <= 1")
     stages = ["intermediate", "prediction"] if FLAGS.stage == "both" else [FLAGS.stage]
     settings = {stage: stage_settings(stage) for stage in stages}
+    strategy = runner.start(FLAGS, lock=not FLAGS.dry_run)
     set_precision_policy(FLAGS.mixed_precision)
-    strategy = get_distribution_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
     keras.utils.set_random_seed(FLAGS.seed)
 
     validation.model_path("teacher_model", FLAGS.teacher_model)
