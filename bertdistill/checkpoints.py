@@ -217,9 +217,11 @@ def _write_hf_folder(model: keras.Model, folder: str, vocab_file: str, do_lower_
             hf_name = bert_to_mpnet_hf_name(hf_name.removeprefix("bert."), pooled_head)
         array = variable.numpy().astype(np.float32)
         tensors[hf_name] = np.ascontiguousarray(array.T if transposed or name in TRANSPOSED_IN_CHECKPOINT else array)
+    head_file = os.path.join(folder, HF_HEAD_FILE)
     if isinstance(model, BertClassifier) and not pooled_head:
-        save_file({name: tensors.pop(name) for name in ("classifier.weight", "classifier.bias")},
-                  os.path.join(folder, HF_HEAD_FILE))
+        save_file({name: tensors.pop(name) for name in ("classifier.weight", "classifier.bias")}, head_file)
+    elif os.path.exists(head_file):  # a previous model's, which the loader would read
+        os.remove(head_file)
     save_file(tensors, os.path.join(folder, "model.safetensors"))
 
 

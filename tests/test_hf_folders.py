@@ -137,6 +137,16 @@ def test_toolkit_reads_both_layouts_of_mean_pooled_folders(folders, tmp_path):
             np.testing.assert_allclose(logits, expected, atol=1e-6, err_msg=path)
 
 
+def test_a_folder_rewritten_with_a_cls_model_keeps_no_mean_head(folders, tmp_path):
+    (mean, folder), (cls, _) = folders["bert", "mean"], folders["bert", "cls"]
+    target = str(tmp_path / "model")
+    for model in (mean, cls):
+        checkpoints.save_hf_folder(model, target, os.path.join(folder, "vocab.txt"), LABELS, True)
+    assert not os.path.exists(os.path.join(target, checkpoints.HF_HEAD_FILE))
+    np.testing.assert_allclose(_keras_run(checkpoints.load_teacher(target, labels=LABELS).model, target)[1],
+                               _keras_run(cls, target)[1], atol=1e-6)
+
+
 def test_mpnet_buckets_transformers_ignores_are_named(tmp_path, caplog):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(MPNET_VOCAB) + "\n", encoding="utf-8")
