@@ -134,19 +134,36 @@ def google_to_hf_name(name: str) -> tuple[str, bool]:
     return path, False
 
 
+# The Hugging Face classes of the project's models, by model type: a bare encoder, and the
+# classifier whose head is the pooler + classifier of `pooling="cls"` (dense + tanh on the first
+# token, then a linear layer).
+HF_ENCODERS = {"bert": "BertModel", "mpnet": "MPNetModel"}
+HF_CLS_CLASSIFIERS = {"bert": "BertForSequenceClassification", "mpnet": "MPNetForSequenceClassification"}
+# The classifier of a mean-pooled model, beside the encoder's model.safetensors: `classifier.weight`
+# [num_labels, hidden] and `classifier.bias` (no transformers class pools by mean).
+HF_HEAD_FILE = "classifier.safetensors"
+# transformers' MPNet computes its relative position buckets with these values whatever
+# config.json says.
+TRANSFORMERS_MPNET_BUCKETS = (32, 128)
+
+
 def save_hf_folder(model: BertClassifier, folder: str, vocab_file: str, labels: list[str],
-                   do_lower_case: bool) -> None:
-    """Writes `model` as a Hugging Face sequence-classification folder (config.json,
-    model.safetensors, vocab.txt, tokenizer_config.json), loadable by `load_hf_folder`:
-    `BertForSequenceClassification`, or for an MPNet `MPNetForSequenceClassification` (whose
-    head is the pooler + classifier of `pooling="cls"`; a mean-pooled MPNet is written as an
-    `MPNetModel` encoder with the classifier weights beside it)."""
-    mpnet = model.encoder.config.model_type == "mpnet"
-    architecture = ("MPNetForSequenceClassification" if model.pooling == "cls" else "MPNetModel") if mpnet \
-        else "BertForSequenceClassification"
+                   do_lower_case: bool, max_seq_length: int | None = None) -> None:
+    """Writes `model` as a Hugging Face folder that transformers runs as trained, loadable by
+    `load_hf_folder` (config.json, model.safetensors, vocab.txt, tokenizer_config.json):
+
+    - `pooling="cls"`: `BertForSequenceClassification` / `MPNetForSequenceClassification`;
+    - `pooling="mean"`: the encoder as `BertModel` / `MPNetModel`, and the classifier in
+      `HF_HEAD_FILE`, applied to the mask-weighted mean of `last_hidden_state` (README).
+    `config.json` also records `classifier_pooling` and the labels. tokenizer_config.json's
+    `model_max_length` is `max_seq_length` (the length the model was trained with) when given,
+    else the model's position limit."""
+    model_type = model.encoder.config.model_type
+    architecture = HF_CLS_CLASSIFIERS[model_type] if model.pooling == "cls" else HF_ENCODERS[model_type]
     _write_hf_folder(model, folder, vocab_file, do_lower_case, {
         "classifier_pooling": model.pooling, "architectures": [architecture],
-        "id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}})
+        "id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}},
+        max_seq_length)
 
 
 def save_hf_masked_lm(model: BertMaskedLM, folder: str, vocab_file: str, do_lower_case: bool) -> None:
@@ -159,8 +176,8 @@ def save_hf_masked_lm(model: BertMaskedLM, folder: str, vocab_file: str, do_lowe
 def save_hf_encoder(encoder: keras.Model, folder: str, vocab_file: str, do_lower_case: bool) -> None:
     """Writes a bare encoder (no head) as a Hugging Face `BertModel` / `MPNetModel` folder,
     loadable by `load_hf_folder` (e.g. a student from general distillation)."""
-    architecture = "MPNetModel" if encoder.config.model_type == "mpnet" else "BertModel"
-    _write_hf_folder(encoder, folder, vocab_file, do_lower_case, {"architectures": [architecture]})
+    _write_hf_folder(encoder, folder, vocab_file, do_lower_case,
+                     {"architectures": [HF_ENCODERS[encoder.config.model_type]]})
 
 
 def _tokenizer_config(model_type: str, do_lower_case: bool, max_length: int) -> dict:
@@ -172,17 +189,25 @@ def _tokenizer_config(model_type: str, do_lower_case: bool, max_length: int) -> 
 
 
 def _write_hf_folder(model: keras.Model, folder: str, vocab_file: str, do_lower_case: bool,
-                     extra_config: dict) -> None:
+                     extra_config: dict, max_seq_length: int | None = None) -> None:
     from safetensors.numpy import save_file
 
     os.makedirs(folder, exist_ok=True)
     encoder = model.encoder if isinstance(model, (BertClassifier, BertMaskedLM)) else model
-    model_type = encoder.config.model_type
-    config = {**encoder.config.to_dict(), "model_type": model_type, **extra_config}
+    config = encoder.config
+    model_type = config.model_type
+    if model_type == "mpnet" and (config.relative_attention_num_buckets,
+                                  config.relative_attention_max_distance) != TRANSFORMERS_MPNET_BUCKETS:
+        logging.warning("%s: transformers' MPNet uses %d relative position buckets up to distance %d whatever "
+                        "config.json says; this model's %d up to %d give other outputs there (this toolkit reads "
+                        "the folder correctly)", folder, *TRANSFORMERS_MPNET_BUCKETS,
+                        config.relative_attention_num_buckets, config.relative_attention_max_distance)
     with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
+        json.dump({**config.to_dict(), "model_type": model_type, **extra_config}, f, indent=2)
+    max_length = config.max_sequence_length if max_seq_length is None else min(max_seq_length,
+                                                                               config.max_sequence_length)
     with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-        json.dump(_tokenizer_config(model_type, do_lower_case, encoder.config.max_sequence_length), f, indent=2)
+        json.dump(_tokenizer_config(model_type, do_lower_case, max_length), f, indent=2)
     shutil.copyfile(vocab_file, os.path.join(folder, "vocab.txt"))
     pooled_head = isinstance(model, BertClassifier) and model.pooling == "cls"
     tensors = {}
@@ -192,6 +217,11 @@ def _write_hf_folder(model: keras.Model, folder: str, vocab_file: str, do_lower_
             hf_name = bert_to_mpnet_hf_name(hf_name.removeprefix("bert."), pooled_head)
         array = variable.numpy().astype(np.float32)
         tensors[hf_name] = np.ascontiguousarray(array.T if transposed or name in TRANSPOSED_IN_CHECKPOINT else array)
+    head_file = os.path.join(folder, HF_HEAD_FILE)
+    if isinstance(model, BertClassifier) and not pooled_head:
+        save_file({name: tensors.pop(name) for name in ("classifier.weight", "classifier.bias")}, head_file)
+    elif os.path.exists(head_file):  # a previous model's, which the loader would read
+        os.remove(head_file)
     save_file(tensors, os.path.join(folder, "model.safetensors"))
 
 
@@ -228,7 +258,8 @@ def _check_hf_folder(folder: str) -> None:
 
 
 def load_hf_folder(folder: str) -> Pretrained:
-    """Loads a Hugging Face BERT folder (`config.json`, `model.safetensors`, `vocab.txt`) without PyTorch."""
+    """Loads a Hugging Face BERT or MPNet folder (`config.json`, `model.safetensors`, `vocab.txt`,
+    and `HF_HEAD_FILE` when there is one) without PyTorch."""
     from safetensors.numpy import load_file
 
     _check_hf_folder(folder)
@@ -242,8 +273,12 @@ def load_hf_folder(folder: str) -> Pretrained:
     config = config_from_json_file(config_file)
     vocab_file = os.path.join(folder, "vocab.txt")
     _check_vocab(vocab_file, config, config_file)
+    tensors = load_file(weights_file)
+    head_file = os.path.join(folder, HF_HEAD_FILE)
+    if os.path.exists(head_file):  # a mean-pooled classifier's head
+        tensors.update(load_file(head_file))
     weights = {}
-    for name, array in load_file(weights_file).items():
+    for name, array in tensors.items():
         google_name, transposed = hf_to_google_name(name)
         weights[google_name] = array.T if transposed else array
     with open(config_file, encoding="utf-8") as f:

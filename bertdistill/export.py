@@ -257,13 +257,14 @@ class OnnxClassifier:
 
 def export_bert_classifier(model: keras.Model, folder: str, *, vocab_file: str, labels: list[str],
                            do_lower_case: bool, sample: dict[str, np.ndarray], info: dict) -> None:
-    """`export_folder` for a `BertClassifier`, with the Hugging Face files (`config.json`,
-    `model.safetensors`, `vocab.txt`) and `labels.json`: the folder is usable again as a
-    `--init_checkpoint`, a `--teacher_model` or a `generate_dataset.py --model`."""
+    """`export_folder` for a `BertClassifier`, with the Hugging Face files
+    (`checkpoints.save_hf_folder`; tokenizer_config's `model_max_length` is `info["max_seq_length"]`
+    when given) and `labels.json`: the folder is usable again as a `--init_checkpoint`, a
+    `--teacher_model` or a `generate_dataset.py --model`, and in transformers."""
     from bertdistill import checkpoints
 
     def write_files(tmp: str) -> None:
-        checkpoints.save_hf_folder(model, tmp, vocab_file, labels, do_lower_case)
+        checkpoints.save_hf_folder(model, tmp, vocab_file, labels, do_lower_case, info.get("max_seq_length"))
         with open(os.path.join(tmp, "labels.json"), "w", encoding="utf-8") as f:
             json.dump(labels, f)
 

@@ -1,20 +1,24 @@
-"""The INT8 parity gate of an export folder: `model.int8.onnx` becomes the recommended serving
-model only if its dev accuracy is at most `max_drop` points below `model.onnx`'s.
+"""The INT8 gate of an export folder: `model.int8.onnx` becomes the recommended serving model only
+if it keeps accuracy (its dev accuracy at most `max_drop` points below `model.onnx`'s) and it is
+faster than `model.onnx`.
 
     from bertdistill.int8_gate import run_int8_gate
     gate = run_int8_gate("outputs/teacher/export", texts, labels, max_drop=0.5)
 
-Both models answer the raw dev texts through `bertdistill.predictor.Predictor`; the verdict, both
-accuracies (percent) and single-sentence latencies (median ms) go into the folder's `export_info.json` under
-`int8_gate` (rewritten atomically), where `Predictor`, `predict.py` and `serve.py` find the
-recommended file. No TensorFlow is imported.
+Both models answer the raw dev texts through `bertdistill.predictor.Predictor`, then are timed on
+the same texts in one process, interleaved round by round (`bertdistill.speed.compare`):
+single-sentence latency (median ms) and batch throughput (examples/s). INT8 counts as faster
+when it wins on both. The verdict, both accuracies, both timings and the reason go into the
+folder's `export_info.json` under `int8_gate` (rewritten atomically), where `Predictor`,
+`predict.py` and `serve.py` find the recommended file. No TensorFlow is imported.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from absl import logging
 
@@ -24,6 +28,20 @@ from bertdistill.predictor import EXPORT_INFO, MODEL_FILES, Predictor, read_expo
 
 DEFAULT_MAX_DROP = 0.5
 LATENCY_SENTENCES = 100
+SPEED_ROUNDS = 3
+SPEED_BATCH_SIZE = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """One model of the folder on the dev texts."""
+
+    accuracy: float  # percent
+    latency_ms: float  # median, one sentence a call
+    examples_per_s: float  # batches of SPEED_BATCH_SIZE
+
+
+Measure = Callable[[str, Sequence[str], Sequence[str], int], dict[str, Measurement]]
 
 
 def accuracy(predictor: Predictor, texts: Sequence[str], labels: Sequence[str]) -> float:
@@ -31,21 +49,36 @@ def accuracy(predictor: Predictor, texts: Sequence[str], labels: Sequence[str]) 
     return robustness.accuracy([p.label for p in predictor.predict(texts)], [str(gold) for gold in labels])
 
 
-def evaluate(folder: str, quantized: bool, texts: Sequence[str], labels: Sequence[str],
-             threads: int) -> tuple[float, float]:
-    """(dev accuracy in percent, single-sentence latency in ms) of one of the folder's models."""
-    predictor = Predictor(folder, quantized=quantized, threads=threads)
-    for text in texts[:5]:
-        predictor.run([text])  # warm-up
-    return accuracy(predictor, texts, labels), speed.latency_ms(predictor.logits, texts[:LATENCY_SENTENCES])
+def measure_models(folder: str, texts: Sequence[str], labels: Sequence[str], threads: int) -> dict[str, Measurement]:
+    """`{"float32": ..., "int8": ...}`: each ONNX model's accuracy on `texts`, and both timed on
+    them together (interleaved rounds, medians)."""
+    predictors = {precision: Predictor(folder, quantized=precision == "int8", threads=threads)
+                  for precision in MODEL_FILES}
+    timed = speed.compare({precision: predictor.logits for precision, predictor in predictors.items()}, texts,
+                          rounds=SPEED_ROUNDS, latency_texts=LATENCY_SENTENCES, batch_size=SPEED_BATCH_SIZE)
+    return {precision: Measurement(accuracy(predictor, texts, labels), **timed[precision])
+            for precision, predictor in predictors.items()}
 
 
-def gate_verdict(float32_accuracy: float, int8_accuracy: float, max_drop: float) -> dict:
-    """The gate's decision from the two accuracies (percent)."""
-    drop = float32_accuracy - int8_accuracy
-    passed = drop <= max_drop
-    return {"float32_accuracy": float32_accuracy, "int8_accuracy": int8_accuracy, "drop": drop, "max_drop": max_drop,
-            "passed": passed, "recommended": MODEL_FILES["int8" if passed else "float32"]}
+def gate_verdict(float32: Measurement, int8: Measurement, max_drop: float) -> dict:
+    """The gate's record: both measurements, whether INT8 keeps accuracy and is faster, the
+    recommended file and the reason."""
+    drop = float32.accuracy - int8.accuracy
+    accuracy_kept = drop <= max_drop
+    faster = int8.latency_ms < float32.latency_ms and int8.examples_per_s > float32.examples_per_s
+    timings = (f"{int8.latency_ms:.2f} vs {float32.latency_ms:.2f} ms a sentence, "
+               f"{int8.examples_per_s:.0f} vs {float32.examples_per_s:.0f} examples/s")
+    if accuracy_kept and faster:
+        reason = f"INT8 keeps accuracy (drop {drop:.2f} <= {max_drop} points) and is faster ({timings})"
+    else:
+        reason = "; ".join(([] if accuracy_kept else [f"INT8 loses {drop:.2f} points (> {max_drop})"])
+                           + ([] if faster else [f"INT8 is not faster ({timings})"]))
+    passed = accuracy_kept and faster
+    return {"float32_accuracy": float32.accuracy, "int8_accuracy": int8.accuracy, "drop": drop, "max_drop": max_drop,
+            "accuracy_kept": accuracy_kept, "float32_latency_ms": float32.latency_ms,
+            "int8_latency_ms": int8.latency_ms, "float32_examples_per_s": float32.examples_per_s,
+            "int8_examples_per_s": int8.examples_per_s, "faster": faster, "passed": passed, "reason": reason,
+            "recommended": MODEL_FILES["int8" if passed else "float32"]}
 
 
 def write_gate(folder: str, gate: dict) -> None:
@@ -56,21 +89,21 @@ def write_gate(folder: str, gate: dict) -> None:
 
 
 def run_int8_gate(folder: str, texts: Sequence[str], labels: Sequence[str], *, max_drop: float = DEFAULT_MAX_DROP,
-                  threads: int = 0) -> dict:
-    """Evaluates both ONNX models of `folder` on `texts` / `labels` (the dev set), records the
-    verdict in export_info.json and returns it."""
+                  threads: int = 0, measure: Measure = measure_models) -> dict:
+    """Measures both ONNX models of `folder` on `texts` / `labels` (the dev set) with `measure`,
+    records the verdict in export_info.json and returns it."""
     if not texts or len(texts) != len(labels):
         raise ValueError(f"the INT8 gate needs texts with one label each, got {len(texts)} texts and "
                          f"{len(labels)} labels")
-    float32_accuracy, float32_latency = evaluate(folder, False, texts, labels, threads)
-    int8_accuracy, int8_latency = evaluate(folder, True, texts, labels, threads)
-    gate = {**gate_verdict(float32_accuracy, int8_accuracy, max_drop), "float32_latency_ms": float32_latency,
-            "int8_latency_ms": int8_latency, "examples": len(texts),
+    measured = measure(folder, texts, labels, threads)
+    gate = {**gate_verdict(measured["float32"], measured["int8"], max_drop), "examples": len(texts),
+            "speed": {"rounds": SPEED_ROUNDS, "latency_texts": min(LATENCY_SENTENCES, len(texts)),
+                      "batch_size": SPEED_BATCH_SIZE},
             "quantization": read_export_info(folder).get("int8_quantization")}
     write_gate(folder, gate)
-    logging.info("INT8 gate %s: dev accuracy float32 %.2f, INT8 %.2f (drop %.2f, max %.2f); latency %.2f -> %.2f ms; "
-                 "recommended %s", "passed" if gate["passed"] else "failed", float32_accuracy, int8_accuracy,
-                 gate["drop"], max_drop, float32_latency, int8_latency, gate["recommended"])
+    logging.info("INT8 gate %s: recommended %s; %s (dev accuracy float32 %.2f, INT8 %.2f)",
+                 "passed" if gate["passed"] else "failed", gate["recommended"], gate["reason"],
+                 gate["float32_accuracy"], gate["int8_accuracy"])
     return gate
 
 

@@ -32,10 +32,11 @@ last checkpoint is the last good one.
 
 Output. Progress: a Keras `Progbar` on a terminal, else one log line every `log_every_steps`
 (step/total, loss, examples/s, ETA). TensorBoard in `<output_dir>/tensorboard`: `train/` gets
-every loss term, `loss`, `learning_rate`, `grad_norm` and `examples_per_second` every
-`log_every_steps` steps; `validation/` gets `accuracy` and `loss` at each evaluation. Only the
-chief writes outputs; the other workers save their (collective) checkpoints to a temporary
-folder and restore from the chief's (shared file system).
+every loss term, `loss`, `learning_rate`, `grad_norm` and `examples_per_second` (the loss terms
+averaged over the steps since the previous point) every `log_every_steps` steps and at the end of
+every epoch, so also of every run; `validation/` gets `accuracy` and `loss` at each evaluation.
+Only the chief writes outputs; the other workers save their (collective) checkpoints to a
+temporary folder and restore from the chief's (shared file system).
 """
 
 from __future__ import annotations
@@ -420,7 +421,7 @@ class Trainer:
             window_examples += float(count)
             rate = window_examples / max(time.monotonic() - window_start, 1e-9)
             progress.update(step, loss, rate)
-            if step % self.log_every_steps == 0:
+            if step % self.log_every_steps == 0 or i == steps - 1:  # and at the end of every epoch and run
                 self._summaries("train", step, {**{k: v / window_steps for k, v in window.items()},
                                                 "learning_rate": self._learning_rate(), "grad_norm": norm,
                                                 "examples_per_second": rate})

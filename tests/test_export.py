@@ -296,26 +296,55 @@ def _negate_logits(source: str, target: str) -> None:
     onnx.save(model, target)
 
 
-def test_gate_verdict_at_and_over_the_limit():
-    assert int8_gate.gate_verdict(90.0, 89.5, 0.5)["passed"] is True
-    refused = int8_gate.gate_verdict(90.0, 89.25, 0.5)
-    assert refused["passed"] is False and refused["recommended"] == "model.onnx"
-    assert refused["drop"] == pytest.approx(0.75)
+def _measured(float32: tuple[float, float, float], int8: tuple[float, float, float]):
+    """A stand-in for the gate's measurements: (accuracy %, latency ms, examples/s) of each model."""
+    calls = []
+
+    def measure(folder, texts, labels, threads):
+        calls.append((folder, list(texts), list(labels), threads))
+        return {"float32": int8_gate.Measurement(*float32), "int8": int8_gate.Measurement(*int8)}
+    return measure, calls
 
 
-def test_gate_keeps_a_faithful_int8_model(bert_export):
+@pytest.mark.parametrize("int8, recommended, reason", [
+    ((89.5, 1.5, 500.0), "model.int8.onnx", "INT8 keeps accuracy (drop 0.50 <= 0.5 points) and is faster "
+                                            "(1.50 vs 2.00 ms a sentence, 500 vs 400 examples/s)"),
+    ((89.25, 1.5, 500.0), "model.onnx", "INT8 loses 0.75 points (> 0.5)"),
+    ((90.0, 2.5, 500.0), "model.onnx", "INT8 is not faster (2.50 vs 2.00 ms a sentence, 500 vs 400 examples/s)"),
+    ((90.0, 1.5, 300.0), "model.onnx", "INT8 is not faster (1.50 vs 2.00 ms a sentence, 300 vs 400 examples/s)"),
+    ((90.0, 2.0, 400.0), "model.onnx", "INT8 is not faster (2.00 vs 2.00 ms a sentence, 400 vs 400 examples/s)"),
+    ((80.0, 3.0, 100.0), "model.onnx", "INT8 loses 10.00 points (> 0.5); INT8 is not faster"),
+])
+def test_gate_recommends_int8_only_when_as_accurate_and_faster(tmp_path, int8, recommended, reason):
+    (tmp_path / "export_info.json").write_text(json.dumps({"model": "bert_classifier"}))
+    measure, calls = _measured((90.0, 2.0, 400.0), int8)
+    gate = int8_gate.run_int8_gate(str(tmp_path), TEXTS[:3], ["neg", "pos", "neg"], max_drop=0.5, threads=2,
+                                   measure=measure)
+    assert calls == [(str(tmp_path), TEXTS[:3], ["neg", "pos", "neg"], 2)]
+    recorded = json.loads((tmp_path / "export_info.json").read_text())["int8_gate"]
+    assert recorded == gate and gate["recommended"] == recommended and gate["reason"].startswith(reason)
+    assert gate["passed"] is (recommended == "model.int8.onnx")
+    assert (gate["float32_accuracy"], gate["float32_latency_ms"], gate["float32_examples_per_s"]) == (90.0, 2.0, 400.0)
+    assert (gate["int8_accuracy"], gate["int8_latency_ms"], gate["int8_examples_per_s"]) == int8
+    assert gate["examples"] == 3 and gate["max_drop"] == 0.5
+
+
+def test_gate_measures_both_models_and_the_predictor_follows_it(bert_export):
     folder, labels = bert_export
     before = json.loads(open(os.path.join(folder, "export_info.json")).read())
     gate = int8_gate.run_int8_gate(folder, TEXTS, labels, max_drop=0.5)
     info = json.loads(open(os.path.join(folder, "export_info.json")).read())
     assert info["int8_gate"] == gate and {k: v for k, v in info.items() if k != "int8_gate"} == before
-    assert set(gate) >= {"float32_accuracy", "int8_accuracy", "drop", "max_drop", "passed", "float32_latency_ms",
-                         "int8_latency_ms", "recommended", "quantization"}
-    assert gate["float32_accuracy"] == 100.0 and gate["int8_accuracy"] >= 99.5
-    assert gate["passed"] is True and gate["recommended"] == "model.int8.onnx" and gate["max_drop"] == 0.5
-    assert gate["float32_latency_ms"] > 0 and gate["int8_latency_ms"] > 0
+    assert gate["float32_accuracy"] == 100.0 and gate["int8_accuracy"] >= 99.5 and gate["accuracy_kept"] is True
+    for precision in ("float32", "int8"):
+        assert gate[f"{precision}_latency_ms"] > 0 and gate[f"{precision}_examples_per_s"] > 0
+    assert gate["speed"] == {"rounds": 3, "latency_texts": len(TEXTS), "batch_size": 64}
     assert gate["quantization"]["per_channel"] is True
     assert not [name for name in os.listdir(folder) if name.startswith(".")]  # no temporary file left
+    assert Predictor(folder).metadata()["model_file"] == gate["recommended"]
+
+    measure, _ = _measured((100.0, 2.0, 400.0), (100.0, 1.0, 800.0))
+    int8_gate.run_int8_gate(folder, TEXTS, labels, measure=measure)
     assert Predictor(folder).precision == "int8" and Predictor(folder).metadata()["model_file"] == "model.int8.onnx"
     assert Predictor(folder, quantized=False).precision == "float32"  # an explicit choice wins
 
@@ -325,7 +354,7 @@ def test_gate_refuses_a_broken_int8_model(bert_export):
     _negate_logits(os.path.join(folder, "model.onnx"), os.path.join(folder, "model.int8.onnx"))
     gate = int8_gate.run_int8_gate(folder, TEXTS, labels, max_drop=0.5)
     assert gate["float32_accuracy"] == 100.0 and gate["int8_accuracy"] == 0.0 and gate["drop"] == 100.0
-    assert gate["passed"] is False and gate["recommended"] == "model.onnx"
+    assert gate["accuracy_kept"] is False and gate["passed"] is False and gate["recommended"] == "model.onnx"
     assert Predictor(folder).precision == "float32"
     assert Predictor(folder, quantized=True).precision == "int8"  # an explicit choice wins
 

@@ -80,7 +80,8 @@ def test_smoke_pipeline_writes_the_whole_report(finished):
         assert "int8" in entry["precisions"], name
         assert entry["train_seconds"] > 0, name
         gate = entry["int8_gate"]  # every training stage's export ran the INT8 gate on dev
-        assert gate["recommended"] == ("model.int8.onnx" if gate["drop"] <= 0.5 else "model.onnx"), name
+        assert gate["accuracy_kept"] is (gate["drop"] <= 0.5) and gate["reason"], name
+        assert gate["recommended"] == ("model.int8.onnx" if gate["passed"] else "model.onnx"), name
     assert results["models"]["teacher_1"]["precisions"]["float32"]["speedup_latency"] == pytest.approx(1.0)
     teachers = results["teachers"]
     assert set(teachers["seeds"]) == {"teacher_1", "teacher_2"}

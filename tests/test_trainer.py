@@ -177,11 +177,22 @@ def test_best_dev_weights_and_tensorboard(tmp_path):
     validation = _summaries(tmp_path / "tensorboard" / "validation")
     assert set(validation["accuracy"]) == set(validation["loss"]) == {6, 12, 15}
     for tag in ("loss", "cross_entropy", "learning_rate", "grad_norm", "examples_per_second"):
-        assert set(train[tag]) == {5, 10, 15}, tag
+        assert set(train[tag]) == {5, 6, 10, 12, 15}, tag  # every 5 steps and at each epoch's end
     schedule = optimization.WarmupLinearDecay(1e-2, total_steps=15, warmup_steps=2)
     np.testing.assert_allclose(train["learning_rate"][10], float(schedule(10)), rtol=1e-6)
     assert train["loss"][5] == pytest.approx(train["cross_entropy"][5]) and train["grad_norm"][5] > 0
     assert "_hparams_/session_start_info" in _summaries(tmp_path / "tensorboard")
+
+
+def test_a_run_shorter_than_log_every_steps_writes_its_scalars(tmp_path):
+    # 3 steps in epochs of 2 and 1, a point due every 100 steps: points at both epochs' ends.
+    history = fit(make_trainer(tmp_path, log_every_steps=100), num_train_steps=3, steps_per_epoch=2)
+    train = _summaries(tmp_path / "tensorboard" / "train")
+    for tag in ("loss", "cross_entropy", "learning_rate", "grad_norm", "examples_per_second"):
+        assert set(train[tag]) == {2, 3}, tag
+    for step, epoch in ((2, history[0]), (3, history[1])):  # each point averages its epoch's steps
+        assert train["loss"][step] == pytest.approx(epoch["loss"], rel=1e-6)
+        assert train["cross_entropy"][step] == pytest.approx(epoch["cross_entropy"], rel=1e-6)
 
 
 def test_early_stopping_on_dev_accuracy_survives_a_restart(tmp_path):
