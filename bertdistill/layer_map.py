@@ -226,6 +226,10 @@ def copy_teacher_layers(teacher_encoder: BertEncoder, student_encoder: BertEncod
     and teacher transformer layer `teacher_layers[i]` (1-based) into student layer i + 1 (all its
     weights). The student's values are copies: training it leaves the teacher alone."""
     t_config, s_config = teacher_encoder.config, student_encoder.config
+    if t_config.model_type != s_config.model_type:
+        raise LayerMapError(f"cannot initialise a {s_config.family_name} student from {t_config.family_name} "
+                            "teacher layers (other embeddings and attention); use --student_init=random or "
+                            "--student_model")
     differ = [f"{name} {getattr(t_config, name)} (teacher) vs {getattr(s_config, name)} (student)"
               for name in _COPY_SIZES if getattr(t_config, name) != getattr(s_config, name)]
     if differ:
