@@ -29,8 +29,8 @@ import dataclasses  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Iterator, Sequence  # noqa: E402
-from typing import TextIO  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import BinaryIO, TextIO  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
@@ -148,15 +148,21 @@ def read_table(path: str, column: str | None, id_column: str | None, has_header:
 def read_lines(path: str) -> Inputs:
     """Every line of a plain-text file as one text (blank lines too), without its line break."""
     check_input_file(path)
-    texts = []
     with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise DataFormatError(path, line_no, f"not valid UTF-8 at byte {e.start} ({e.reason})") from None
-            texts.append(line.removeprefix("\ufeff") if line_no == 1 else line)
-    return Inputs(texts)
+        return Inputs(decode_lines(f, path))
+
+
+def decode_lines(stream: BinaryIO, name: str) -> list[str]:
+    """Every line of `stream` as text, without its line break (and the first without a BOM);
+    a line that is not UTF-8 is a `DataFormatError` naming `name` and the line."""
+    texts = []
+    for line_no, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise DataFormatError(name, line_no, f"not valid UTF-8 at byte {e.start} ({e.reason})") from None
+        texts.append(line.removeprefix("\ufeff") if line_no == 1 else line)
+    return texts
 
 
 def check_input_file(path: str) -> None:
@@ -216,11 +222,6 @@ def predict_to(out: TextIO, predictor: Predictor, inputs: Inputs, output_format:
         progress.update(start + len(texts))
 
 
-def stdin_texts() -> Iterator[str]:
-    for line in sys.stdin:
-        yield line.rstrip("\r\n")
-
-
 def main(argv):
     texts = argv[1:]
     model_dir = validation.require("model_dir", FLAGS.model_dir)
@@ -231,11 +232,9 @@ def main(argv):
         raise FlagError("input_format", f"{', '.join(table_flags)} describe a table: they need --input_file "
                                         "with --input_format=table")
     if FLAGS.output_file:
+        validation.check_outputs({"output_file": FLAGS.output_file}, [FLAGS.input_file, model_dir])
         validation.writable_output("output_file", FLAGS.output_file, folder=False)
-        if FLAGS.input_file and os.path.abspath(FLAGS.output_file) == os.path.abspath(FLAGS.input_file):
-            raise FlagError("output_file", "--output_file is --input_file: choose another output path")
         validation.clean_file_debris(FLAGS.output_file)
-    predictor = Predictor(model_dir, quantized=FLAGS.quantized, threads=FLAGS.threads, batch_size=FLAGS.batch_size)
     if FLAGS.input_file and FLAGS.input_format == "lines":
         inputs = read_lines(FLAGS.input_file)
     elif FLAGS.input_file:
@@ -245,7 +244,8 @@ def main(argv):
     else:
         if sys.stdin is None or sys.stdin.isatty():
             raise app.UsageError("no texts: pass them as arguments, with --input_file, or on stdin (one per line)")
-        inputs = Inputs(list(stdin_texts()))
+        inputs = Inputs(decode_lines(sys.stdin.buffer, "<stdin>"))
+    predictor = Predictor(model_dir, quantized=FLAGS.quantized, threads=FLAGS.threads, batch_size=FLAGS.batch_size)
     progress = Progress(len(inputs.texts), enabled=bool(FLAGS.input_file))
     if FLAGS.output_file:
         with atomic_output(FLAGS.output_file) as out:
