@@ -1,6 +1,6 @@
 """The whole distillation chain in one command, ending in a report:
 
-    python run_pipeline.py --output_dir=outputs/pipeline --preset=smoke   # ~10 minutes on 2 CPU cores
+    python run_pipeline.py --output_dir=outputs/pipeline --preset=smoke   # a first look (docs/results.md)
     python run_pipeline.py --output_dir=outputs/pipeline --preset=full    # the README's numbers
     python run_pipeline.py --output_dir=outputs/large --preset=large      # the 12-layer MPNet teacher (hours)
 
