@@ -11,6 +11,7 @@ dynamic (int32 in the SavedModel, int64 in ONNX), and return `logits` and `proba
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -24,7 +25,8 @@ from absl import logging
 
 from bertdistill.distribute import precision_policy
 from bertdistill.export_format import (BERT_INPUTS, EXPORT_INFO, IDS_SIGNATURE, MODEL_FILES, ONNX_ID_DTYPE, OUTPUTS,
-                                       PORTABLE_ONNX, SAVED_MODEL)
+                                       PAIR_TEXT_INPUTS, PORTABLE_ONNX, SAVED_MODEL, SIGNATURES_INFO, TEXT_INPUTS,
+                                       TEXT_OUTPUTS, TEXT_SIGNATURE)
 from bertdistill.predictor import input_dtypes
 
 INPUT_NAMES = BERT_INPUTS
@@ -58,15 +60,36 @@ def serving_function(model: keras.Model, input_names: Sequence[str] = INPUT_NAME
                        autograph=False)
 
 
-def export_saved_model(model: keras.Model, path: str, input_names: Sequence[str] = INPUT_NAMES) -> None:
+def export_saved_model(model: keras.Model, path: str, input_names: Sequence[str] = INPUT_NAMES,
+                       text: TextSignature | None = None) -> dict[str, dict[str, list[str]]]:
     """Writes a SavedModel whose `serving_default` signature maps the int32 inputs to logits and
-    probabilities. Through Keras' `ExportArchive`: a `tf.Module` holding Keras 3 variables loads
-    with `tf.saved_model.load` but not in the session-based loader of TensorFlow Serving and
-    `saved_model_cli run` (tensorflow/serving#2226). The archive holds the variables the
-    signature reads, so no optimizer state."""
+    probabilities, and with `text` (a BERT-family model) the string signature `serve_text`
+    (`bertdistill.text_signature`). Through Keras' `ExportArchive`: a `tf.Module` holding Keras 3
+    variables loads with `tf.saved_model.load` but not in the session-based loader of TensorFlow
+    Serving and `saved_model_cli run` (tensorflow/serving#2226). The archive holds the variables
+    the signatures read, so no optimizer state. Returns each signature's inputs and outputs."""
     archive = keras.export.ExportArchive()
     archive.add_endpoint(IDS_SIGNATURE, lambda features: classify(model, features), input_signature(input_names))
-    archive.write_out(path, verbose=False)
+    signatures = {IDS_SIGNATURE: {"inputs": list(input_names), "outputs": list(OUTPUTS)}}
+    with tempfile.TemporaryDirectory(prefix="text-signature-") as asset_folder:
+        if text:
+            from bertdistill import text_signature
+
+            text_signature.add_text_signature(archive, TEXT_SIGNATURE, lambda features: classify(model, features),
+                                              text.encoding, text.labels, asset_folder)
+            signatures[TEXT_SIGNATURE] = {"inputs": list(PAIR_TEXT_INPUTS if text.encoding.pair else TEXT_INPUTS),
+                                          "outputs": list(TEXT_OUTPUTS)}
+        archive.write_out(path, verbose=False)
+    return signatures
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSignature:
+    """What the string signature needs: the text encoding (`bertdistill.text_signature.TextEncoding`)
+    and the label names, in the model's output order."""
+
+    encoding: object
+    labels: Sequence[str]
 
 
 def export_onnx(model: keras.Model, path: str, input_names: Sequence[str] = INPUT_NAMES,
@@ -159,7 +182,7 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
                   write_files: Callable[[str], None] | None = None, quantize: bool = True,
                   int8_op_types: Sequence[str] = INT8_OP_TYPES, tolerance: float = 1e-4,
                   input_names: Sequence[str] = INPUT_NAMES,
-                  transformer: tuple[int, int] | None = None) -> None:
+                  transformer: tuple[int, int] | None = None, text: TextSignature | None = None) -> None:
     """Writes a self-contained export folder, atomically.
 
     Contents: `saved_model/`, `model.onnx` (checked against Keras on `sample` within
@@ -168,7 +191,9 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
     `model.portable.onnx`), `model.int8.onnx` when `quantize` (weights of `int8_op_types`, from
     `model.onnx`), `export_info.json` (`info` plus names, opset, `onnx_portable`: the graph with
     standard operators only, `onnx_optimizer`, `int8_quantization`), and whatever
-    `write_files(tmp_folder)` adds (weights, config, vocab, labels). The folder is built beside `folder` and swapped in only when
+    `write_files(tmp_folder)` adds (weights, config, vocab, labels). With `text`, the SavedModel
+    also has the string signature (`export_saved_model`); `saved_model_signatures` in
+    export_info lists each signature's inputs and outputs. The folder is built beside `folder` and swapped in only when
     complete, so a failed export leaves a previous one intact.
     """
     model = float32_twin(model)
@@ -180,7 +205,7 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
     try:
         if write_files:
             write_files(tmp)
-        export_saved_model(model, os.path.join(tmp, SAVED_MODEL), input_names)
+        signatures = export_saved_model(model, os.path.join(tmp, SAVED_MODEL), input_names, text)
         onnx_path = os.path.join(tmp, MODEL_FILES["float32"])
         export_onnx(model, onnx_path, input_names)
         sample = {name: sample[name] for name in input_names}
@@ -207,7 +232,7 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
                 nodes_to_exclude=float_ffn_outputs(onnx_path) if transformer else ())
         with open(os.path.join(tmp, EXPORT_INFO), "w", encoding="utf-8") as f:
             json.dump({**info, "inputs": list(input_names), "outputs": list(OUTPUTS), "onnx_opset": ONNX_OPSET,
-                       "onnx_max_abs_error": error, **extra, "tensorflow": tf.__version__,
+                       SIGNATURES_INFO: signatures, "onnx_max_abs_error": error, **extra, "tensorflow": tf.__version__,
                        "keras": keras.__version__}, f, indent=2)
         # One permission for every file (the default: 0666/0777 less the umask); some writers
         # (safetensors: 0600, mkdtemp: 0700) make theirs private.
@@ -254,12 +279,15 @@ class OnnxClassifier:
 
 
 def export_bert_classifier(model: keras.Model, folder: str, *, vocab_file: str, labels: list[str],
-                           do_lower_case: bool, sample: dict[str, np.ndarray], info: dict) -> None:
+                           do_lower_case: bool, sample: dict[str, np.ndarray], info: dict, pair: bool = False) -> None:
     """`export_folder` for a `BertClassifier`, with the Hugging Face files
     (`checkpoints.save_hf_folder`; tokenizer_config's `model_max_length` is `info["max_seq_length"]`
     when given) and `labels.json`: the folder is usable again as a `--init_checkpoint`, a
-    `--teacher_model` or a `generate_dataset.py --model`, and in transformers."""
+    `--teacher_model` or a `generate_dataset.py --model`, and in transformers. With
+    `info["max_seq_length"]`, the SavedModel also takes text (`serve_text`: `text`, and `text_b`
+    when `pair`), encoded in the graph as the predictor encodes it."""
     from bertdistill import checkpoints
+    from bertdistill.text_signature import TextEncoding
 
     def write_files(tmp: str) -> None:
         checkpoints.save_hf_folder(model, tmp, vocab_file, labels, do_lower_case, info.get("max_seq_length"))
@@ -267,6 +295,9 @@ def export_bert_classifier(model: keras.Model, folder: str, *, vocab_file: str, 
             json.dump(labels, f)
 
     config = model.encoder.config
-    export_folder(model, folder, sample=sample, write_files=write_files,
+    text = None
+    if info.get("max_seq_length"):
+        text = TextSignature(TextEncoding(vocab_file, do_lower_case, int(info["max_seq_length"]), pair), labels)
+    export_folder(model, folder, sample=sample, write_files=write_files, text=text,
                   transformer=(config.num_attention_heads, config.hidden_size),
                   info={"labels": labels, "do_lower_case": do_lower_case, "parameters": model.count_params(), **info})

@@ -21,6 +21,15 @@ WORD_INPUTS = ("input_ids",)
 OUTPUTS = ("logits", "probabilities")
 # SavedModel signatures: token ids (int32, as TensorFlow Serving clients send them) -> OUTPUTS.
 IDS_SIGNATURE = "serving_default"
+# BERT-family exports also have a string signature, the tokenizer inside the graph
+# (`bertdistill.text_signature`): TEXT_INPUTS (PAIR_TEXT_INPUTS for a pair model), string [batch]
+# -> TEXT_OUTPUTS (`label` string [batch]; `probabilities`, `logits` float32 [batch, num_labels]).
+TEXT_SIGNATURE = "serve_text"
+TEXT_INPUTS = ("text",)
+PAIR_TEXT_INPUTS = ("text", "text_b")
+TEXT_OUTPUTS = ("label", "probabilities", "logits")
+# export_info.json key: {signature name: {"inputs": [...], "outputs": [...]}} of the SavedModel.
+SIGNATURES_INFO = "saved_model_signatures"
 # ONNX graphs take int64 ids, the dtype tokenizers give; older exports took int32.
 ONNX_ID_DTYPE = np.int64
 ONNX_TENSOR_DTYPES = {"tensor(int32)": np.int32, "tensor(int64)": np.int64}

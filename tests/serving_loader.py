@@ -13,6 +13,7 @@ LOADER = """
 import sys
 import numpy as np
 import tensorflow as tf
+import tensorflow_text  # noqa: F401 - the string signature's ops, which tensorflow_model_server links in
 
 folder, count = sys.argv[1], int(sys.argv[2])
 for i in range(count):
@@ -22,12 +23,15 @@ for i in range(count):
         signature = tf.compat.v1.saved_model.loader.load(session, ["serve"], path).signature_def[signature_name]
         feed = {signature.inputs[name].name: job[name] for name in signature.inputs}
         outputs = session.run({name: tensor.name for name, tensor in signature.outputs.items()}, feed)
+    # String outputs come back as object arrays of bytes: saved as bytes, so loading needs no pickle.
+    outputs = {name: value.astype(bytes) if value.dtype == object else value for name, value in outputs.items()}
     np.savez(f"{folder}/out{i}.npz", **outputs)
 """
 
 
 def run_signatures(jobs: list[tuple[str, str, dict[str, np.ndarray]]], work_dir) -> list[dict[str, np.ndarray]]:
-    """The outputs of each (saved_model folder, signature name, inputs), all in one fresh process."""
+    """The outputs of each (saved_model folder, signature name, inputs), all in one fresh process.
+    String inputs and outputs are bytes arrays (UTF-8; numpy drops trailing NUL characters)."""
     for i, (path, signature, inputs) in enumerate(jobs):
         np.savez(os.path.join(work_dir, f"job{i}.npz"), saved_model=path, signature=signature, **inputs)
     result = subprocess.run([sys.executable, "-c", LOADER, str(work_dir), str(len(jobs))], capture_output=True,
