@@ -252,6 +252,40 @@ class TransformerLayer(keras.layers.Layer):
         return {**super().get_config(), "config": self.config.to_dict()}
 
 
+def encoder_outputs(x, attention_mask, layers: list[TransformerLayer], pooler: keras.layers.Dense,
+                    output_hidden_states: bool, output_attentions: bool, position_bias=None) -> dict:
+    """An encoder's outputs from its embedding output `x`: `sequence_output`, `pooled_output`
+    (the pooler over the first token) and, on request, every hidden state and attention."""
+    hidden_states, scores, probs = [x], [], []
+    for layer in layers:
+        x, layer_scores, layer_probs = layer(x, attention_mask, position_bias)
+        hidden_states.append(x)
+        scores.append(layer_scores)
+        probs.append(layer_probs)
+    outputs = {"sequence_output": x, "pooled_output": pooler(x[:, 0])}
+    if output_hidden_states:
+        outputs["hidden_states"] = hidden_states
+    if output_attentions:
+        outputs["attention_scores"] = scores
+        outputs["attention_probs"] = probs
+    return outputs
+
+
+def encoder_checkpoint_variables(encoder: keras.Model) -> dict[str, keras.Variable]:
+    """The Google checkpoint names every encoder shares: word and position embeddings, their
+    LayerNorm, the transformer layers and the pooler."""
+    emb = encoder.embeddings
+    return {
+        "bert/embeddings/word_embeddings": emb.word_embeddings.embeddings,
+        "bert/embeddings/position_embeddings": emb.position_embeddings.embeddings,
+        "bert/embeddings/LayerNorm/gamma": emb.layer_norm.gamma,
+        "bert/embeddings/LayerNorm/beta": emb.layer_norm.beta,
+        **layer_checkpoint_variables(encoder.transformer_layers),
+        "bert/pooler/dense/kernel": encoder.pooler.kernel,
+        "bert/pooler/dense/bias": encoder.pooler.bias,
+    }
+
+
 def encoder_inputs() -> dict[str, keras.KerasTensor]:
     return {name: keras.Input(shape=(None,), dtype="int32", name=name)
             for name in ("input_ids", "attention_mask", "token_type_ids")}
@@ -276,18 +310,8 @@ class BertEncoder(keras.Model):
         pooler = _dense(config.hidden_size, config, "pooler", activation="tanh")
 
         x = embeddings(inputs["input_ids"], inputs["token_type_ids"])
-        hidden_states, scores, probs = [x], [], []
-        for layer in layers:
-            x, layer_scores, layer_probs = layer(x, inputs["attention_mask"])
-            hidden_states.append(x)
-            scores.append(layer_scores)
-            probs.append(layer_probs)
-        outputs = {"sequence_output": x, "pooled_output": pooler(x[:, 0])}
-        if output_hidden_states:
-            outputs["hidden_states"] = hidden_states
-        if output_attentions:
-            outputs["attention_scores"] = scores
-            outputs["attention_probs"] = probs
+        outputs = encoder_outputs(x, inputs["attention_mask"], layers, pooler, output_hidden_states,
+                                  output_attentions)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         self.config = config
@@ -299,17 +323,8 @@ class BertEncoder(keras.Model):
 
     def checkpoint_variables(self) -> dict[str, keras.Variable]:
         """Google checkpoint names of the encoder's weights."""
-        emb = self.embeddings
-        return {
-            "bert/embeddings/word_embeddings": emb.word_embeddings.embeddings,
-            "bert/embeddings/position_embeddings": emb.position_embeddings.embeddings,
-            "bert/embeddings/token_type_embeddings": emb.token_type_embeddings.embeddings,
-            "bert/embeddings/LayerNorm/gamma": emb.layer_norm.gamma,
-            "bert/embeddings/LayerNorm/beta": emb.layer_norm.beta,
-            **layer_checkpoint_variables(self.transformer_layers),
-            "bert/pooler/dense/kernel": self.pooler.kernel,
-            "bert/pooler/dense/bias": self.pooler.bias,
-        }
+        return {**encoder_checkpoint_variables(self),
+                "bert/embeddings/token_type_embeddings": self.embeddings.token_type_embeddings.embeddings}
 
     def get_config(self):
         return {"config": self.config.to_dict(), "output_hidden_states": self.output_hidden_states,

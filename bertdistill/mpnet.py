@@ -26,8 +26,8 @@ import keras
 from keras import ops
 
 from bertdistill import PACKAGE
-from bertdistill.bert import (BertConfig, TransformerLayer, _dense, _layer_norm, encoder_inputs,
-                              layer_checkpoint_variables)
+from bertdistill.bert import (BertConfig, TransformerLayer, _dense, _layer_norm, encoder_checkpoint_variables,
+                              encoder_inputs, encoder_outputs)
 from bertdistill.errors import ConfigError
 
 
@@ -155,19 +155,8 @@ class MPNetEncoder(keras.Model):
         pooler = _dense(config.hidden_size, config, "pooler", activation="tanh")
 
         x = embeddings(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
-        position_bias = relative_bias(inputs["input_ids"])
-        hidden_states, scores, probs = [x], [], []
-        for layer in layers:
-            x, layer_scores, layer_probs = layer(x, inputs["attention_mask"], position_bias)
-            hidden_states.append(x)
-            scores.append(layer_scores)
-            probs.append(layer_probs)
-        outputs = {"sequence_output": x, "pooled_output": pooler(x[:, 0])}
-        if output_hidden_states:
-            outputs["hidden_states"] = hidden_states
-        if output_attentions:
-            outputs["attention_scores"] = scores
-            outputs["attention_probs"] = probs
+        outputs = encoder_outputs(x, inputs["attention_mask"], layers, pooler, output_hidden_states,
+                                  output_attentions, position_bias=relative_bias(inputs["input_ids"]))
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         self.config = config
@@ -181,17 +170,8 @@ class MPNetEncoder(keras.Model):
     def checkpoint_variables(self) -> dict[str, keras.Variable]:
         """The encoder's weights under the BERT checkpoint names they correspond to (MPNet's own
         Hugging Face names map to these in `bertdistill.checkpoints`), plus the bias table."""
-        emb = self.embeddings
-        return {
-            "bert/embeddings/word_embeddings": emb.word_embeddings.embeddings,
-            "bert/embeddings/position_embeddings": emb.position_embeddings.embeddings,
-            "bert/embeddings/LayerNorm/gamma": emb.layer_norm.gamma,
-            "bert/embeddings/LayerNorm/beta": emb.layer_norm.beta,
-            "bert/encoder/relative_attention_bias": self.relative_bias.embeddings,
-            **layer_checkpoint_variables(self.transformer_layers),
-            "bert/pooler/dense/kernel": self.pooler.kernel,
-            "bert/pooler/dense/bias": self.pooler.bias,
-        }
+        return {**encoder_checkpoint_variables(self),
+                "bert/encoder/relative_attention_bias": self.relative_bias.embeddings}
 
     def get_config(self):
         return {"config": self.config.to_dict(), "output_hidden_states": self.output_hidden_states,
