@@ -42,7 +42,8 @@ flags.DEFINE_list("model_dir", None, "Export folders, comma-separated: NAME=FOLD
                   "parent folder).")
 flags.DEFINE_string("input", None, "A labelled TSV (header sentence<TAB>label) or a GLUE SST-2 folder (its dev.tsv).")
 flags.DEFINE_string("output", None, "The JSON results file.")
-flags.DEFINE_integer("seed", 12345, "Seed of the perturbations (the same seed, the same perturbed sentences).")
+flags.DEFINE_integer("seed", 12345, "Seed of the perturbations (the same seed, the same perturbed sentences).",
+                     **validation.SEED_BOUNDS)
 flags.DEFINE_list("rates", [str(rate) for rate in robustness.DEFAULT_RATES],
                   "Perturbation rates in (0, 1]: the probability that each word is touched.")
 flags.DEFINE_list("perturbations", None, f"A subset of {', '.join(robustness.PERTURBATIONS)} (default: all).")
@@ -179,9 +180,10 @@ def main(argv):
     rates = parse_rates(FLAGS.rates)
     names = parse_perturbations(FLAGS.perturbations)
     check_neighbour_source(FLAGS.neighbours_model, FLAGS.word_vectors)
+    validation.require("output", FLAGS.output)
+    validation.check_outputs({"output": FLAGS.output},
+                             [FLAGS.input, *models.values(), FLAGS.neighbours_model, FLAGS.word_vectors])
     validation.writable_output("output", FLAGS.output, folder=False)
-    if os.path.abspath(FLAGS.output) == os.path.abspath(FLAGS.input):
-        raise FlagError("output", "--output is --input: choose another output path")
     validation.clean_file_debris(FLAGS.output)
 
     predictors = {name: Predictor(folder, quantized=FLAGS.quantized, threads=FLAGS.threads,

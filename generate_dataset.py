@@ -33,29 +33,13 @@ import keras
 import numpy as np
 from absl import flags, logging
 
-from bertdistill import augment, data, errors, pipeline, runner, transfer_set, validation
+from bertdistill import augment, data, errors, pipeline, runner, script_flags, transfer_set, validation
 from bertdistill.checkpoints import Teacher, load_teacher
 from bertdistill.errors import FlagError, shorten
 from bertdistill.files import atomic_output
-from bertdistill.flags import define_augmentation_flags, on_error, processor_from_flags, validate_augmentation_flags
+from bertdistill.flags import on_error, processor_from_flags
 
-flags.DEFINE_bool("no_augment", False, "Only label the original sentences.")
-flags.DEFINE_float("p_mask", 0.1, "Per-word probability of [MASK].")
-flags.DEFINE_float("p_replace", 0.1, "Per-word probability of a same-kind replacement.")
-flags.DEFINE_float("p_ngram", 0.25, "Per-sentence probability of keeping only a random n-gram (n in 1..5).")
-flags.DEFINE_enum("replacement", "auto", ["auto", "pos", "word_vectors", "teacher_embeddings"],
-                  "How a replacement word is chosen (auto: pos, else word_vectors, else teacher_embeddings).")
-flags.DEFINE_string("word_vectors", None, "GloVe/word2vec text file for --replacement=word_vectors.")
-MODEL_HELP = ("Teachers, comma-separated: export folders of bert_finetune, Hugging Face folders or Google checkpoint "
-              "prefixes (with --bert_config_file and --vocab_file), sharing vocabulary, lower-casing and labels. "
-              "The transfer set gets the mean of their logits; replacement words from input embeddings "
-              "(--replacement=teacher_embeddings) come from the first teacher's.")
-define_augmentation_flags(
-    model_help=MODEL_HELP,
-    augment_factor_help="Augmentation attempts per original (Tang et al.: 20).",
-    batch_size_help="Teacher inference batch size.", max_seq_length_help="Teacher's maximum WordPiece tokens.",
-    chunk_size=2048, several_models=True)
-errors.define_flags()
+script_flags.define_generate_dataset_flags()
 FLAGS = flags.FLAGS
 
 
@@ -150,18 +134,19 @@ def load_teachers(paths: list[str], labels: list[str]) -> list[Teacher]:
     return teachers
 
 
+def inputs() -> dict[str, str | None]:
+    """{flag: path} of everything the run reads."""
+    return {"input": FLAGS.input, **{f"model {i}": path for i, path in enumerate(FLAGS.model)},
+            "bert_config_file": FLAGS.bert_config_file, "vocab_file": FLAGS.vocab_file,
+            "word_vectors": FLAGS.word_vectors}
+
+
 def validate_flags() -> None:
     """Refuses flag values that cannot be meant, naming the flag, before anything is loaded."""
-    validation.require("model", FLAGS.model)
-    if "" in FLAGS.model:
-        raise FlagError("model", f"--model={','.join(FLAGS.model)} has an empty entry: give comma-separated folders")
+    script_flags.validate_generate_dataset_flags(FLAGS)
+    validation.check_outputs({"output": FLAGS.output}, inputs().values())
     for path in FLAGS.model:
         validation.model_path("model", path)
-    validate_augmentation_flags(FLAGS, min_seq_length=3)
-    for name in ("p_mask", "p_replace", "p_ngram"):
-        validation.in_range(name, FLAGS[name].value, 0.0, 1.0)
-    if FLAGS.replacement == "word_vectors" and not FLAGS.word_vectors:
-        raise FlagError("word_vectors", "--replacement=word_vectors needs --word_vectors")
     if FLAGS.word_vectors and not os.path.isfile(FLAGS.word_vectors):
         raise FlagError("word_vectors", f"--word_vectors={FLAGS.word_vectors} does not exist")
 
@@ -179,10 +164,7 @@ def main(argv):
     transfer_set.check_text_inputs(examples, teacher.text_inputs, f"--input={FLAGS.input}",
                                    f"the teacher {shorten(FLAGS.model[0])}")
     pairs = examples[0].text_b is not None
-    runner.prepare_run(FLAGS, outputs={"output": FLAGS.output},
-                       inputs={"input": FLAGS.input, **{f"model {i}": path for i, path in enumerate(FLAGS.model)},
-                               "bert_config_file": FLAGS.bert_config_file,
-                               "vocab_file": FLAGS.vocab_file, "word_vectors": FLAGS.word_vectors})
+    runner.prepare_run(FLAGS, outputs={"output": FLAGS.output}, inputs=inputs())
     corpus = [text for e in examples for text in (e.text_a, e.text_b) if text is not None]
     replacer = None if FLAGS.no_augment or FLAGS.p_replace == 0 else make_replacer(FLAGS.replacement, teacher, corpus)
     start, end = transfer_set.shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)

@@ -39,16 +39,16 @@ import dataclasses  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Iterator, Sequence  # noqa: E402
-from typing import TextIO  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import BinaryIO, TextIO  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
 from bertdistill import errors, validation  # noqa: E402
 from bertdistill.data import DataFormatError, split_lines  # noqa: E402
 from bertdistill.errors import FlagError, MissingFileError  # noqa: E402
-from bertdistill.export_format import COLUMNS  # noqa: E402
-from bertdistill.predictor import DEFAULT_BATCH_SIZE, Predictor  # noqa: E402
+from bertdistill.export_format import COLUMNS, TEXT_PAIR  # noqa: E402
+from bertdistill.predictor import DEFAULT_BATCH_SIZE, Predictor, export_text_inputs, read_export_info  # noqa: E402
 from bertdistill.files import atomic_output  # noqa: E402
 
 flags.DEFINE_string("model_dir", None, "An export folder (bert_finetune, tinybert or distil_lstm: <output_dir>/export).")
@@ -182,15 +182,21 @@ def read_table(path: str, column: str | None, id_column: str | None, has_header:
 def read_lines(path: str) -> list[str]:
     """Every line of a plain-text file (blank lines too), without its line break."""
     check_input_file(path)
-    lines = []
     with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise DataFormatError(path, line_no, f"not valid UTF-8 at byte {e.start} ({e.reason})") from None
-            lines.append(line.removeprefix("\ufeff") if line_no == 1 else line)
-    return lines
+        return decode_lines(f, path)
+
+
+def decode_lines(stream: BinaryIO, name: str) -> list[str]:
+    """Every line of `stream` as text, without its line break (and the first without a BOM);
+    a line that is not UTF-8 is a `DataFormatError` naming `name` and the line."""
+    texts = []
+    for line_no, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise DataFormatError(name, line_no, f"not valid UTF-8 at byte {e.start} ({e.reason})") from None
+        texts.append(line.removeprefix("\ufeff") if line_no == 1 else line)
+    return texts
 
 
 def rows_to_inputs(rows: Sequence[str], pairs: bool, source: str) -> Inputs:
@@ -269,11 +275,6 @@ def predict_to(out: TextIO, predictor: Predictor, inputs: Inputs, output_format:
         progress.update(start + len(texts))
 
 
-def stdin_texts() -> Iterator[str]:
-    for line in sys.stdin:
-        yield line.rstrip("\r\n")
-
-
 def main(argv):
     texts = argv[1:]
     model_dir = validation.require("model_dir", FLAGS.model_dir)
@@ -284,25 +285,25 @@ def main(argv):
         raise FlagError("input_format", f"{', '.join(table_flags)} describe a table: they need --input_file "
                                         "with --input_format=table")
     if FLAGS.output_file:
+        validation.check_outputs({"output_file": FLAGS.output_file}, [FLAGS.input_file, model_dir])
         validation.writable_output("output_file", FLAGS.output_file, folder=False)
-        if FLAGS.input_file and os.path.abspath(FLAGS.output_file) == os.path.abspath(FLAGS.input_file):
-            raise FlagError("output_file", "--output_file is --input_file: choose another output path")
         validation.clean_file_debris(FLAGS.output_file)
-    predictor = Predictor(model_dir, quantized=FLAGS.quantized, threads=FLAGS.threads, batch_size=FLAGS.batch_size)
-    if FLAGS.text_b_column is not None and not predictor.pairs:
+    pairs = export_text_inputs(model_dir) == TEXT_PAIR
+    if FLAGS.text_b_column is not None and not pairs:
         raise FlagError("text_b_column", f"--model_dir={errors.shorten(model_dir)} reads single texts: "
                                          "--text_b_column is for a model that reads sentence pairs")
     if FLAGS.input_file and FLAGS.input_format == "lines":
-        inputs = rows_to_inputs(read_lines(FLAGS.input_file), predictor.pairs, FLAGS.input_file)
+        inputs = rows_to_inputs(read_lines(FLAGS.input_file), pairs, FLAGS.input_file)
     elif FLAGS.input_file:
         inputs = read_table(FLAGS.input_file, FLAGS.text_column, FLAGS.id_column, FLAGS.has_header, FLAGS.delimiter,
-                            column_b=FLAGS.text_b_column, pairs=predictor.pairs, trained=predictor.info.get(COLUMNS))
+                            column_b=FLAGS.text_b_column, pairs=pairs, trained=read_export_info(model_dir).get(COLUMNS))
     elif texts:
-        inputs = rows_to_inputs(texts, predictor.pairs, "argument")
+        inputs = rows_to_inputs(texts, pairs, "argument")
     else:
         if sys.stdin is None or sys.stdin.isatty():
             raise app.UsageError("no texts: pass them as arguments, with --input_file, or on stdin (one per line)")
-        inputs = rows_to_inputs(list(stdin_texts()), predictor.pairs, "<stdin>")
+        inputs = rows_to_inputs(decode_lines(sys.stdin.buffer, "<stdin>"), pairs, "<stdin>")
+    predictor = Predictor(model_dir, quantized=FLAGS.quantized, threads=FLAGS.threads, batch_size=FLAGS.batch_size)
     progress = Progress(len(inputs.texts), enabled=bool(FLAGS.input_file))
     if FLAGS.output_file:
         with atomic_output(FLAGS.output_file) as out:

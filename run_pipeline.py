@@ -33,6 +33,8 @@ every teacher).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -41,7 +43,10 @@ import sys
 import numpy as np
 from absl import flags, logging
 
-from bertdistill import data, errors, locks, manifest, orchestration, report, robustness, validation
+from bertdistill import (data, errors, layer_map, locks, manifest, model_packages, orchestration, report, robustness,
+                         script_flags, validation)
+from bertdistill.bert import BertConfig
+from bertdistill.encoders import config_from_json_file
 from bertdistill.errors import FlagError
 from bertdistill.export_format import TEXT_PAIR
 from bertdistill.files import atomic_output
@@ -51,6 +56,7 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "sst2"))
 STUDENT_CONFIG = os.path.join(REPO, "tinybert", "configs", "student_3l_384.json")
 STAGE_NAMES = ("data", "teacher", "transfer", "bilstm_gold", "bilstm_distil", "tinybert", "report")
+DERIVED_STUDENT_CONFIG = "student_config.json"  # in --output_dir: the default student with the teacher's sizes
 
 # Each preset's recipe; a flag given on the command line wins over its preset value.
 PRESETS = {
@@ -94,7 +100,7 @@ flags.DEFINE_enum("preset", "smoke", list(PRESETS), "smoke: a subsample, ~10 min
                   "numbers (~1 h 50 min with one teacher); large: the full recipe with the 12-layer MPNet teacher "
                   "(hours).")
 flags.DEFINE_list("stages", list(STAGE_NAMES), f"Stages to run, in order: {', '.join(STAGE_NAMES)}.")
-flags.DEFINE_integer("seed", 12345, "Seed of every stage (teacher k gets seed + k - 1).")
+flags.DEFINE_integer("seed", 12345, "Seed of every stage (teacher k gets seed + k - 1).", **validation.SEED_BOUNDS)
 flags.DEFINE_integer("num_teachers", None, "Teachers (seeds) fine-tuned; the transfer set gets their mean logits.")
 flags.DEFINE_float("teacher_epochs", None, "Teacher fine-tuning epochs (best-by-dev over the epochs is kept).")
 flags.DEFINE_float("teacher_learning_rate", None, "Teacher fine-tuning peak learning rate.")
@@ -107,7 +113,8 @@ flags.DEFINE_float("lstm_distil_epochs", None, "BiLSTM distillation epochs on th
 flags.DEFINE_float("intermediate_epochs", None, "TinyBERT stage 1 epochs.")
 flags.DEFINE_float("prediction_epochs", None, "TinyBERT stage 2 epochs.")
 flags.DEFINE_integer("intermediate_max_examples", None, "TinyBERT stage 1 on a subset of the transfer set (0: all).")
-flags.DEFINE_string("student_config", STUDENT_CONFIG, "TinyBERT student config (student init: teacher layers).")
+flags.DEFINE_string("student_config", STUDENT_CONFIG, "TinyBERT student config (student init: teacher layers; "
+                    "default: 3 layers, 384 wide, or the teacher's width when the teacher is not 384 wide).")
 flags.DEFINE_integer("robustness_examples", None, "Dev examples perturbed in the report (0: all).")
 flags.DEFINE_list("robustness_rates", None, "Perturbation rates in the report.")
 flags.DEFINE_integer("speed_rounds", None, "Interleaved timing rounds in the report (medians).")
@@ -170,12 +177,59 @@ def validate() -> None:
         raise FlagError("student_config", f"--student_config={FLAGS.student_config!r} is not a file")
     errors.read_json(FLAGS.student_config, "--student_config")
     stage_flags()
-    output = os.path.abspath(FLAGS.output_dir)
-    for name, path in (("data_dir", data_dir), ("init_checkpoint", FLAGS.init_checkpoint)):
-        if path and (os.path.abspath(path) == output or os.path.abspath(path).startswith(output + os.sep)):
-            raise FlagError("output_dir", f"--output_dir={FLAGS.output_dir!r} contains --{name}: "
-                                          "--overwrite_output_dir or a resumed stage could destroy it")
+    validation.check_outputs({"output_dir": FLAGS.output_dir}, [data_dir, FLAGS.init_checkpoint, FLAGS.student_config])
+    stages = build_stages(os.path.abspath(FLAGS.output_dir))
+    orchestration.check_stages(stages)
+    for stage in stages:
+        if family(stage.name) == "tinybert" and not PRESETS[FLAGS.preset]["students"][stage.name]:
+            check_student(stage)
     validation.writable_dir("output_dir", FLAGS.output_dir)
+
+
+def teacher_config() -> BertConfig | None:
+    """The config of the teacher's start when it is a model folder (None: the default MiniLM, whose
+    sizes the default student has, or a Google checkpoint)."""
+    if not teacher_init():
+        return None
+    folder = model_packages.resolve_short_name(teacher_init()) or teacher_init()
+    return config_from_json_file(os.path.join(folder, "config.json")) if os.path.isdir(folder) else None
+
+
+@functools.cache
+def student_config() -> tuple[BertConfig, bool]:
+    """The TinyBERT student's config (with the teacher's vocabulary size) and whether it is
+    derived: without --student_config, a teacher whose sizes the default student lacks gives a
+    student of the default's depth (at most the teacher's) with the teacher's sizes, so it can
+    start from the teacher's layers."""
+    student, teacher = BertConfig.from_json_file(FLAGS.student_config), teacher_config()
+    if teacher is None:
+        return student, False
+    sizes = {name: getattr(teacher, name) for name in layer_map.INIT_SIZES}
+    if FLAGS["student_config"].present or all(getattr(student, k) == v for k, v in sizes.items()):
+        return dataclasses.replace(student, vocab_size=teacher.vocab_size), False
+    layers = min(student.num_hidden_layers, teacher.num_hidden_layers)
+    logging.info("The TinyBERT student takes the teacher's sizes (%s) with %d layers", sizes, layers)
+    return dataclasses.replace(student, **sizes, num_hidden_layers=layers), True
+
+
+def student_config_file(output_dir: str) -> str:
+    """The --student_config of the tinybert stage (a derived config is written in `output_dir`)."""
+    derived = student_config()[1]
+    return os.path.join(output_dir, DERIVED_STUDENT_CONFIG) if derived else os.path.abspath(FLAGS.student_config)
+
+
+def check_student(stage: orchestration.Stage) -> None:
+    """A student that starts from the teacher's layers must have the teacher's sizes: refused
+    before stage 1, not when the tinybert stage starts."""
+    teacher = teacher_config()
+    tinybert = script_flags.parse_arguments("tinybert/task_distill.py", stage.command[1:])
+    if teacher is None or tinybert.student_init != "teacher_layers":
+        return
+    try:
+        layer_map.check_init_from_teacher(teacher, student_config()[0])
+    except errors.ConfigError as e:
+        raise FlagError("student_config", f"--student_config={FLAGS.student_config}: {e}; or pass "
+                                          "--stage_flag=tinybert:--student_init=random") from None
 
 
 def data_source() -> str | None:
@@ -251,8 +305,11 @@ def subsample_lines(source: str, target: str, extension: str, limit: int, rng: n
     logging.info("data: %d train rows of %s in %s", len(rows), source, target)
 
 
-def script(path: str, *args: str) -> list[str]:
-    return [os.path.join(REPO, path), *args]
+def script_stage(name: str, path: str, *args: str, **kwargs) -> orchestration.Stage:
+    """A stage running the script `path` (relative to the repository) with `args`; the script's
+    own flag checks (`script_flags`) run before the pipeline starts."""
+    return orchestration.Stage(name, command=[os.path.join(REPO, path), *args],
+                               check=functools.partial(script_flags.check_arguments, path, args), **kwargs)
 
 
 def build_stages(output_dir: str) -> list[orchestration.Stage]:
@@ -273,48 +330,43 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
     init = [f"--init_checkpoint={teacher_start}"] if teacher_start else []
     gate = f"--int8_max_drop={FLAGS.int8_max_drop}"
     for k, folder in enumerate(teachers):
-        stages.append(orchestration.Stage(
-            f"teacher_{k + 1}", nominal_minutes=minutes["teacher"], description=f"seed {seed + k}",
-            command=script("bert_finetune/run_classifier.py", *task, "--do_train", "--do_eval",
-                           f"--data_dir={data_dir}", f"--output_dir={folder}", "--max_seq_length=128",
-                           "--train_batch_size=32", "--eval_batch_size=64",
-                           f"--learning_rate={setting('teacher_learning_rate')}",
-                           f"--mixed_precision={setting('teacher_precision')}",
-                           f"--num_train_epochs={setting('teacher_epochs')}", "--warmup_proportion=0.1",
-                           "--save_checkpoints_steps=500", "--classifier_pooling=mean", f"--seed={seed + k}", gate,
-                           *init, *extra.get("teacher", []))))
+        stages.append(script_stage(
+            f"teacher_{k + 1}", "bert_finetune/run_classifier.py", *task, "--do_train", "--do_eval",
+            f"--data_dir={data_dir}", f"--output_dir={folder}", "--max_seq_length=128", "--train_batch_size=32",
+            "--eval_batch_size=64", f"--learning_rate={setting('teacher_learning_rate')}",
+            f"--mixed_precision={setting('teacher_precision')}", f"--num_train_epochs={setting('teacher_epochs')}",
+            "--warmup_proportion=0.1", "--save_checkpoints_steps=500", "--classifier_pooling=mean",
+            f"--seed={seed + k}", gate, *init, *extra.get("teacher", []),
+            nominal_minutes=minutes["teacher"], description=f"seed {seed + k}"))
     exports = [os.path.join(folder, "export") for folder in teachers]
-    stages.append(orchestration.Stage(
-        "transfer", nominal_minutes=minutes["transfer"] * len(exports),  # labelling dominates: one pass per teacher
-        description=f"{len(exports)} teacher(s)",
-        command=script("generate_dataset.py", *task, f"--input={data_dir}", f"--model={','.join(exports)}",
-                       f"--output={transfer}", f"--augment_factor={setting('augment_factor')}", f"--seed={seed}",
-                       *extra.get("transfer", []))))
+    stages.append(script_stage(
+        "transfer", "generate_dataset.py", *task, f"--input={data_dir}", f"--model={','.join(exports)}",
+        f"--output={transfer}", f"--augment_factor={setting('augment_factor')}", f"--seed={seed}",
+        *extra.get("transfer", []),
+        nominal_minutes=minutes["transfer"] * len(exports),  # labelling dominates: one pass per teacher
+        description=f"{len(exports)} teacher(s)"))
     lstm = [*task, f"--data_dir={data_dir}", "--save_checkpoints_steps=2000", f"--seed={seed}", gate]
-    stages.append(orchestration.Stage(
-        "bilstm_gold", nominal_minutes=minutes["bilstm_gold"],
-        command=script("distil_lstm/main.py", "--mode=train", f"--output_dir={os.path.join(output_dir, 'bilstm_gold')}",
-                       f"--num_train_epochs={setting('lstm_epochs')}", "--early_stopping_patience=3", *lstm,
-                       *extra.get("bilstm_gold", []))))
-    stages.append(orchestration.Stage(
-        "bilstm_distil", nominal_minutes=minutes["bilstm_distil"],
-        command=script("distil_lstm/main.py", "--mode=distil",
-                       f"--output_dir={os.path.join(output_dir, 'bilstm_distil')}", f"--augmented_file={transfer}",
-                       f"--num_train_epochs={setting('lstm_distil_epochs')}", *lstm,
-                       *extra.get("bilstm_distil", []))))
+    stages.append(script_stage(
+        "bilstm_gold", "distil_lstm/main.py", "--mode=train", f"--output_dir={os.path.join(output_dir, 'bilstm_gold')}",
+        f"--num_train_epochs={setting('lstm_epochs')}", "--early_stopping_patience=3", *lstm,
+        *extra.get("bilstm_gold", []), nominal_minutes=minutes["bilstm_gold"]))
+    stages.append(script_stage(
+        "bilstm_distil", "distil_lstm/main.py", "--mode=distil",
+        f"--output_dir={os.path.join(output_dir, 'bilstm_distil')}", f"--augmented_file={transfer}",
+        f"--num_train_epochs={setting('lstm_distil_epochs')}", *lstm, *extra.get("bilstm_distil", []),
+        nominal_minutes=minutes["bilstm_distil"]))
     subset = setting("intermediate_max_examples")
     for name, student in PRESETS[FLAGS.preset]["students"].items():
-        student = student or [f"--student_config={os.path.abspath(FLAGS.student_config)}"]
-        stages.append(orchestration.Stage(
-            name, nominal_minutes=minutes["tinybert"], description="stage 1 + stage 2",
-            command=script("tinybert/task_distill.py", *task, f"--teacher_model={exports[0]}", *student,
-                           f"--data_dir={data_dir}", f"--augmented_file={transfer}",
-                           f"--output_dir={os.path.join(output_dir, name)}",
-                           f"--intermediate_epochs={setting('intermediate_epochs')}",
-                           f"--prediction_epochs={setting('prediction_epochs')}",
-                           *([f"--intermediate_max_examples={subset}"] if subset else []),
-                           "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
-                           f"--seed={seed}", gate, *extra.get("tinybert", []))))
+        stages.append(script_stage(
+            name, "tinybert/task_distill.py", *task, f"--teacher_model={exports[0]}",
+            *(student or [f"--student_config={student_config_file(output_dir)}"]), f"--data_dir={data_dir}",
+            f"--augmented_file={transfer}", f"--output_dir={os.path.join(output_dir, name)}",
+            f"--intermediate_epochs={setting('intermediate_epochs')}",
+            f"--prediction_epochs={setting('prediction_epochs')}",
+            *([f"--intermediate_max_examples={subset}"] if subset else []),
+            "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
+            f"--seed={seed}", gate, *extra.get("tinybert", []),
+            nominal_minutes=minutes["tinybert"], description="stage 1 + stage 2"))
     stages.append(orchestration.Stage(
         "report", function=lambda: make_report(output_dir, teachers), nominal_minutes=minutes["report"],
         key=[str(setting(n)) for n in ("robustness_examples", "robustness_rates", "speed_rounds", "latency_texts")]))
@@ -407,6 +459,10 @@ def main(argv):
         path = orchestration.record_path(output_dir, "report")
         if os.path.exists(path):
             os.remove(path)
+    config, derived = student_config()
+    if derived:
+        with atomic_output(os.path.join(output_dir, DERIVED_STUDENT_CONFIG)) as f:
+            json.dump(config.to_dict(), f, indent=2)
     with atomic_output(os.path.join(output_dir, "pipeline_flags.json")) as f:
         json.dump({"preset": FLAGS.preset, **{name: setting(name) for name in PRESETS[FLAGS.preset] if name != "minutes"}},
                   f, indent=2)

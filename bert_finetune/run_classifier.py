@@ -20,21 +20,15 @@ import os
 import keras
 from absl import flags, logging
 
-from bertdistill import checkpoints, errors, export, int8_gate, pipeline, runner, trainer, validation
+from bertdistill import checkpoints, errors, export, int8_gate, pipeline, runner, script_flags, trainer, validation
 from bertdistill.bert import BertClassifier
 from bertdistill.distribute import is_chief, set_precision_policy
 from bertdistill.encoders import build_encoder
 from bertdistill.errors import FlagError, UserError
-from bertdistill.flags import define_common_flags, processor_from_flags, split_file, validate_common_flags
-from bertdistill.tokenization import Tokenizer
+from bertdistill.flags import processor_from_flags, split_file
+from bertdistill.tokenization import Tokenizer, check_casing
 
-define_common_flags()
-errors.define_flags()
-flags.DEFINE_bool("do_export", True, "Write <output_dir>/export (SavedModel, ONNX, INT8): after training by "
-                  "default; given without --do_train, exports the model trained in --output_dir.")
-flags.DEFINE_enum("classifier_pooling", "cls", ["cls", "mean"],
-                  "Classify the [CLS] pooler output or the mean of the token states (an export "
-                  "folder's own choice is used unless this flag is given).")
+script_flags.define_run_classifier_flags()
 FLAGS = flags.FLAGS
 
 
@@ -125,12 +119,8 @@ def export_model(model, tokenizer, processor, sample_features, dev_examples) -> 
 
 def main(argv):
     del argv
+    script_flags.validate_run_classifier_flags(FLAGS)
     exporting = FLAGS.do_export and (FLAGS.do_train or FLAGS["do_export"].present)
-    if not (FLAGS.do_train or FLAGS.do_eval or FLAGS.do_predict or exporting):
-        raise FlagError("do_train", "at least one of --do_train, --do_eval, --do_predict or --do_export must be set")
-    if not FLAGS.output_dir:
-        raise FlagError("output_dir", "--output_dir is required")
-    validate_common_flags(FLAGS, needs_eval=FLAGS.do_eval)
     validation.model_path("init_checkpoint", FLAGS.init_checkpoint)
     strategy = runner.start(FLAGS)
     pretrained = checkpoints.resolve_pretrained(FLAGS.init_checkpoint, FLAGS.bert_config_file, FLAGS.vocab_file)
@@ -151,6 +141,8 @@ def main(argv):
     eval_features = features("dev", processor.get_dev_examples) if FLAGS.do_eval or FLAGS.do_train or exporting \
         else None
     test_features = features("test", processor.get_test_examples) if FLAGS.do_predict else None
+    split, examples = next(iter(examples_of.items()))
+    check_casing(tokenizer, [e.text_a for e in examples], split_file(FLAGS, split) or f"the tfds {split} split")
 
     set_precision_policy(FLAGS.mixed_precision)
     pooling = FLAGS.classifier_pooling

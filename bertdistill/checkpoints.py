@@ -25,6 +25,7 @@ from bertdistill.bert import TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfi
 from bertdistill.encoders import build_encoder, config_from_json_file
 from bertdistill.errors import ConfigError, MissingFileError, read_json, shorten
 from bertdistill.export_format import EXPORT_INFO, read_text_inputs
+from bertdistill.files import safetensors_file
 from bertdistill.tokenization import Tokenizer
 
 # Weights a pretraining checkpoint carries that a classifier does not use: not worth a warning.
@@ -261,8 +262,6 @@ def _check_hf_folder(folder: str) -> None:
 def load_hf_folder(folder: str) -> Pretrained:
     """Loads a Hugging Face BERT or MPNet folder (`config.json`, `model.safetensors`, `vocab.txt`,
     and `HF_HEAD_FILE` when there is one) without PyTorch."""
-    from safetensors.numpy import load_file
-
     _check_hf_folder(folder)
     config_file = _require(os.path.join(folder, "config.json"), "Hugging Face config")
     weights_file = os.path.join(folder, "model.safetensors")
@@ -274,14 +273,14 @@ def load_hf_folder(folder: str) -> Pretrained:
     config = config_from_json_file(config_file)
     vocab_file = os.path.join(folder, "vocab.txt")
     _check_vocab(vocab_file, config, config_file)
-    tensors = load_file(weights_file)
-    head_file = os.path.join(folder, HF_HEAD_FILE)
-    if os.path.exists(head_file):  # a mean-pooled classifier's head
-        tensors.update(load_file(head_file))
+    head_file = os.path.join(folder, HF_HEAD_FILE)  # a mean-pooled classifier's head, when there is one
     weights = {}
-    for name, array in tensors.items():
-        google_name, transposed = hf_to_google_name(name)
-        weights[google_name] = array.T if transposed else array
+    for path in [weights_file, *([head_file] if os.path.exists(head_file) else [])]:
+        with safetensors_file(path) as f:
+            for name in f.keys():
+                google_name, transposed = hf_to_google_name(name)
+                array = f.get_tensor(name)
+                weights[google_name] = array.T if transposed else array
     with open(config_file, encoding="utf-8") as f:
         pooling = json.load(f).get("classifier_pooling")
     return Pretrained(config, vocab_file, weights, source=folder, do_lower_case=_hf_do_lower_case(folder),

@@ -8,7 +8,8 @@ A mistake of the user (a flag, a config, a data file, a path, a permission) rais
 
 on one line of stderr and exits with status 2, without a traceback; `--verbose_errors` or the
 environment variable `BERTDISTILL_VERBOSE_ERRORS=1` also prints the traceback. Flag parsing
-errors (an unknown flag, a bad value) are reported the same way. Any other exception is a bug:
+errors (an unknown flag, a bad value, NaN or infinity in a float flag: `check_finite`) are
+reported the same way. Any other exception is a bug:
 it keeps its traceback and exits with status 1. Messages quote at most ~200 characters of the
 offending input: use `shorten`.
 """
@@ -16,6 +17,7 @@ offending input: use `shorten`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -160,11 +162,22 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 define_flags()
 
 
+def check_finite(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Refuses NaN and infinity in every float flag of `flag_values` (no float flag means them)."""
+    for name in flag_values:
+        flag = flag_values[name]
+        if isinstance(flag.parser, flags.FloatParser) and flag.value is not None and not math.isfinite(flag.value):
+            raise FlagError(name, f"--{name}={flag.value} must be a finite number")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        error.args = (f"{one_line(str(error))}; pass --helpshort to list the flags",)
+        args = flags.FLAGS(argv)
+        check_finite(flags.FLAGS)
+        return args
+    except (flags.Error, FlagError) as error:
+        if isinstance(error, flags.Error):
+            error.args = (f"{one_line(str(error))}; pass --helpshort to list the flags",)
         report(error, verbose=_verbose(argv))
         sys.exit(EXIT_USER_ERROR)
 

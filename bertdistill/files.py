@@ -1,12 +1,15 @@
 """Writing output files atomically: a temporary file beside the target, renamed over it when
-complete, so a killed or failed run never leaves a half-written result (and the previous file stays)."""
+complete, so a killed or failed run never leaves a half-written result (and the previous file stays);
+reading safetensors weights, a damaged file being a user error."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Any, TextIO
+
+from bertdistill.errors import ConfigError, shorten
 
 
 @contextlib.contextmanager
@@ -24,3 +27,17 @@ def atomic_output(path: str) -> Iterator[TextIO]:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def safetensors_file(path: str) -> Iterator[Any]:
+    """`safetensors.safe_open(path, "numpy")`; a truncated or damaged file (while opening or
+    reading it) is a `ConfigError` naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, "numpy") as f:
+            yield f
+    except SafetensorError as e:
+        raise ConfigError(f"{shorten(path)} is not a complete safetensors file ({e}): truncated or damaged; "
+                          "copy or export the model again") from None

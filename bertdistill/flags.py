@@ -14,6 +14,7 @@ from absl import flags
 from bertdistill import data
 from bertdistill.distribute import PRECISIONS, STRATEGIES
 from bertdistill.errors import FlagError
+from bertdistill.validation import SEED_BOUNDS
 
 
 def define_data_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -109,7 +110,7 @@ def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS, *, bert: bo
     flags.DEFINE_enum("distribution_strategy", "off", STRATEGIES, "tf.distribute strategy.", **fv)
     flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --distribution_strategy=tpu.", **fv)
     flags.DEFINE_bool("use_xla", False, "Compile the per-replica train step with XLA.", **fv)
-    flags.DEFINE_integer("seed", 12345, "Random seed: initialisation, dropout, data order.", **fv)
+    flags.DEFINE_integer("seed", 12345, "Random seed: initialisation, dropout, data order.", **SEED_BOUNDS, **fv)
     flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on LayerNorm or biases).", **fv)
     flags.DEFINE_float("max_grad_norm", 1.0, "Clip the all-reduced gradients to this global norm (0: off).", **fv)
     flags.DEFINE_integer("early_stopping_patience", 0,
@@ -147,14 +148,24 @@ def validate_common_flags(fv: flags.FlagValues = flags.FLAGS, *, min_seq_length:
         raise FlagError("tpu", "--distribution_strategy=tpu needs --tpu (a TPU name or grpc:// address)")
 
 
+def validate_task_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """`--task_name=tsv|csv` needs `--labels`: at least two, each once (one label would make
+    every prediction right)."""
+    if fv.task_name.lower() not in ("tsv", "csv"):
+        return
+    if not fv.labels:
+        raise FlagError("labels", f"--task_name={fv.task_name} needs --labels (the label values, comma-separated)")
+    if len(set(fv.labels)) < 2 or len(set(fv.labels)) != len(fv.labels):
+        raise FlagError("labels", f"--labels={','.join(fv.labels)}: give at least two labels, each once")
+
+
 def processor_from_flags(fv: flags.FlagValues = flags.FLAGS) -> data.DataProcessor:
     """The data processor of `--task_name`; `tsv`/`csv` take their columns, labels, delimiter and
     header from the flags."""
     mode = on_error(fv)
     if fv.task_name.lower() not in ("tsv", "csv"):
         return data.get_processor(fv.task_name, on_error=mode)
-    if not fv.labels:
-        raise FlagError("labels", f"--task_name={fv.task_name} needs --labels (the label values, comma-separated)")
+    validate_task_flags(fv)
 
     def column(name: str) -> str | int | None:
         value = fv[name].value
@@ -197,7 +208,8 @@ def define_augmentation_flags(flag_values: flags.FlagValues = flags.FLAGS, *, mo
     flags.DEFINE_integer("augment_factor", 20, augment_factor_help, **fv)
     flags.DEFINE_integer("batch_size", 256, batch_size_help, **fv)
     flags.DEFINE_integer("max_seq_length", 128, max_seq_length_help, **fv)
-    flags.DEFINE_integer("seed", 12345, "Augmentation seed (per example: results do not depend on sharding).", **fv)
+    flags.DEFINE_integer("seed", 12345, "Augmentation seed (per example: results do not depend on sharding).",
+                         **SEED_BOUNDS, **fv)
     flags.DEFINE_integer("num_shards", 1, "Split the originals into this many contiguous shards.", **fv)
     flags.DEFINE_integer("shard_index", 0, "The shard to produce (0-based).", **fv)
     flags.DEFINE_integer("max_examples", None, "Use only the first N originals (before sharding).", **fv)

@@ -38,6 +38,7 @@ from keras import ops
 
 from bertdistill.bert import PACKAGE, BertConfig, BertEncoder, checkpoint_variables
 from bertdistill.distill import FEATURE_LOSSES, feature_loss
+from bertdistill.errors import ConfigError
 
 FEATURES = ("embeddings", "hidden", "attention")
 RULES = ("uniform", "last", "skip")
@@ -45,8 +46,8 @@ _KEYS = ("teacher_layer", "student_layer", "feature", "loss", "weight")
 _REQUIRED_KEYS = ("teacher_layer", "student_layer", "feature")
 
 
-class LayerMapError(ValueError):
-    """An invalid layer map, or encoders whose sizes do not allow what the map asks."""
+class LayerMapError(ConfigError):
+    """An invalid layer map, or encoders whose sizes do not allow what the map asks (a user error)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +105,11 @@ def resolve_layer_map(spec: str, teacher: BertConfig, student: BertConfig) -> li
     if not os.path.isfile(spec):
         raise LayerMapError(f"layer map {spec!r} is neither a rule {RULES} nor an existing JSON file")
     return read_layer_map(spec, teacher, student)
+
+
+def layer_map_file(spec: str) -> str | None:
+    """The JSON file `spec` names, None for a rule."""
+    return None if spec in RULES else spec
 
 
 def read_layer_map(path: str, teacher: BertConfig, student: BertConfig) -> list[Match]:
@@ -216,8 +222,24 @@ def teacher_layers_for_init(matches: Sequence[Match], teacher: BertConfig, stude
     return [from_hidden.get(s, fallback[s - 1]) for s in range(1, m + 1)]
 
 
-_COPY_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "vocab_size",
-               "max_position_embeddings", "type_vocab_size")
+# What a student must share with the teacher to start from its layers (--student_init=teacher_layers).
+INIT_SIZES = ("hidden_size", "intermediate_size", "num_attention_heads", "vocab_size",
+              "max_position_embeddings", "type_vocab_size")
+
+
+def check_init_from_teacher(teacher: BertConfig, student: BertConfig) -> None:
+    """Raises `LayerMapError` unless the student's sizes let it start from the teacher's layers
+    (`--student_init=teacher_layers`): checked before any work, `--dry_run` included."""
+    if teacher.model_type != student.model_type:
+        raise LayerMapError(f"cannot initialise a {student.family_name} student from {teacher.family_name} "
+                            "teacher layers (other embeddings and attention); use --student_init=random or "
+                            "--student_model")
+    differ = [f"{name} {getattr(teacher, name)} (teacher) vs {getattr(student, name)} (student)"
+              for name in INIT_SIZES if getattr(teacher, name) != getattr(student, name)]
+    if differ:
+        raise LayerMapError("--student_init=teacher_layers cannot initialise the student from teacher layers: "
+                            + "; ".join(differ) + ". Give the student the teacher's sizes, or pass "
+                            "--student_init=random for a narrower student.")
 
 
 def copy_teacher_layers(teacher_encoder: BertEncoder, student_encoder: BertEncoder,
@@ -226,11 +248,7 @@ def copy_teacher_layers(teacher_encoder: BertEncoder, student_encoder: BertEncod
     and teacher transformer layer `teacher_layers[i]` (1-based) into student layer i + 1 (all its
     weights). The student's values are copies: training it leaves the teacher alone."""
     t_config, s_config = teacher_encoder.config, student_encoder.config
-    differ = [f"{name} {getattr(t_config, name)} (teacher) vs {getattr(s_config, name)} (student)"
-              for name in _COPY_SIZES if getattr(t_config, name) != getattr(s_config, name)]
-    if differ:
-        raise LayerMapError("cannot initialise the student from teacher layers: " + "; ".join(differ)
-                            + ". Use --student_init=random for a narrower student.")
+    check_init_from_teacher(t_config, s_config)
     m, n = s_config.num_hidden_layers, t_config.num_hidden_layers
     if len(teacher_layers) != m:
         raise LayerMapError(f"teacher_layers has {len(teacher_layers)} entries for a {m}-layer student")

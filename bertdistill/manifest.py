@@ -4,13 +4,8 @@ resumed only by the same run and never silently mixed with another.
 `<output_dir>/run_manifest.json` holds the flag values, each data file's path, size and
 sha256, the model config, anything `extra`, and (not compared) the package version, `git
 describe` and the creation time. `check_output_dir` creates, resumes, refuses or (with
-`--overwrite_output_dir`) clears the folder. `check_not_input` keeps a tool from writing over
-its own input.
-
-Rule for outputs and inputs (`check_not_input`): an output path may not be an input path, and
-no input may lie inside an output folder (clearing or rewriting the folder would destroy it).
-An output folder may be a new subfolder of an input folder (e.g. `--output_dir=<data_dir>/run1`),
-but not the input folder itself.
+`--overwrite_output_dir`) clears the folder, never one that holds an input (the rule for
+outputs and inputs is `validation.check_outputs`).
 """
 
 from __future__ import annotations
@@ -29,6 +24,7 @@ from absl import logging
 
 from bertdistill.errors import UserError, shorten
 from bertdistill.locks import LOCK_NAME
+from bertdistill.validation import inside, real_path
 
 MANIFEST_NAME = "run_manifest.json"
 FORMAT_VERSION = 1
@@ -206,24 +202,16 @@ def read_manifest(output_dir: str) -> dict | None:
     return manifest
 
 
-def _real(path: str) -> str:
-    return os.path.realpath(os.path.abspath(os.path.expanduser(path)))
-
-
-def _inside(path: str, folder: str) -> bool:
-    """True when real path `path` is `folder` or lies inside it."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def _check_clearable(output_dir: str, inputs: Iterable[str]) -> None:
-    target = _real(output_dir)
-    protected = {"/": "the root folder", _real("~"): "your home folder", _real(os.getcwd()): "the current folder"}
+    target = real_path(output_dir)
+    protected = {"/": "the root folder", real_path("~"): "your home folder",
+                 real_path(os.getcwd()): "the current folder"}
     for path, what in protected.items():
-        if _inside(path, target):
+        if inside(path, target):
             raise UserError(f"--overwrite_output_dir would delete {what} ({shorten(path)}): --output_dir="
                             f"{shorten(output_dir)} is or contains it; choose a dedicated --output_dir")
     for path in inputs:
-        if _inside(_real(path), target):
+        if inside(real_path(path), target):
             raise UserError(f"--overwrite_output_dir would delete the input {shorten(path)}, which lies inside "
                             f"--output_dir={shorten(output_dir)}; choose another --output_dir")
 
@@ -278,20 +266,3 @@ def check_output_dir(output_dir: str, manifest: Mapping, *, overwrite: bool,
                         f"{more}; {OVERWRITE_HINT}")
     logging.info("Resuming the run in %s (started %s)", output_dir, old.get("created"))
     return "resumed"
-
-
-def check_not_input(output_path: str, input_paths: Iterable[str | None], *, flag: str = "output_dir") -> None:
-    """Raises `UserError` when `output_path` (a file or folder the tool writes) is one of
-    `input_paths`, or an input lies inside it. An output inside an input folder is allowed
-    (a new subfolder of `--data_dir` is fine; `--data_dir` itself is not)."""
-    output = _real(output_path)
-    for path in input_paths:
-        if not path:
-            continue
-        source = _real(path)
-        if source == output:
-            raise UserError(f"--{flag}={shorten(output_path)} is also an input ({shorten(path)}): a tool never "
-                            f"writes over its own input; choose another --{flag}")
-        if _inside(source, output):
-            raise UserError(f"the input {shorten(path)} lies inside --{flag}={shorten(output_path)}: writing "
-                            f"there could destroy it; choose another --{flag}")

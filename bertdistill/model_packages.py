@@ -148,6 +148,14 @@ def check_installed(name: str) -> None:
         minilm_folder()
 
 
+def short_name_location(name: str) -> str | None:
+    """Where the model folder of a short name is (for `mpnet`: will be, once extracted), without
+    extracting anything; None where a path of that name exists or for other names."""
+    if name not in SHORT_NAMES or os.path.exists(name):
+        return None
+    return minilm_folder() if name == "minilm" else os.path.join(cache_dir(), MPNET.folder)
+
+
 def resolve_short_name(name: str) -> str | None:
     """The model folder of a short name (`minilm`, `mpnet`) where no path of that name exists,
     else None."""

@@ -5,7 +5,8 @@ A stage is a command (one of the toolkit's scripts, in a fresh interpreter) or a
 it succeeds, `<output_dir>/pipeline/<stage>.json` records its command and wall time: the next
 run skips it. A killed stage has no record, so the next run starts the same command again and
 the script resumes from its own checkpoints (its run manifest guarantees it is the same run).
-A record made with a different command is refused, naming what differs. Script stages die with
+A record made with a different command is refused, naming what differs. `check_stages` runs
+every stage's own flag checks before the first stage starts. Script stages die with
 the pipeline (Linux `PR_SET_PDEATHSIG`), so a `kill -9` of the pipeline leaves no orphan
 writing into the folder.
 """
@@ -22,9 +23,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from absl import logging
+from absl import flags, logging
 
-from bertdistill.errors import UserError, shorten
+from bertdistill.errors import UserError, is_user_error, message, shorten
 from bertdistill.files import atomic_output
 
 RECORDS = "pipeline"
@@ -42,10 +43,27 @@ class Stage:
     nominal_minutes: float = 1.0
     description: str = ""
     key: Sequence[str] | None = None  # what the record must match (default: the command)
+    check: Callable[[], None] | None = None  # the stage's own checks of its flags, run before any stage
+
 
     @property
     def signature(self) -> list[str]:
         return list(self.key if self.key is not None else self.command or [])
+
+
+def check_stages(stages: Sequence[Stage]) -> None:
+    """Runs every stage's `check` before any stage starts; a user error (or absl's flag error)
+    becomes one `UserError` naming the stage."""
+    for stage in stages:
+        if stage.check is None:
+            continue
+        try:
+            stage.check()
+        except (UserError, flags.Error) as e:
+            if not is_user_error(e):
+                raise
+            raise UserError(f"stage {stage.name}: {message(e)}",
+                            hint="fix it (--stage_flag or the pipeline's flags) before any stage runs") from None
 
 
 def record_path(output_dir: str, name: str) -> str:

@@ -211,6 +211,15 @@ def read_export_info(folder: str) -> dict:
     return info
 
 
+def export_text_inputs(folder: str, info: dict | None = None) -> tuple[str, ...]:
+    """What the export folder's model reads (`export_format.SINGLE_TEXT` or `TEXT_PAIR`), from its
+    export_info (`info` when already read)."""
+    try:
+        return text_inputs(read_export_info(folder) if info is None else info)
+    except ValueError as e:
+        raise ConfigError(f"{shorten(folder)}/{EXPORT_INFO}: {e}; export the model again") from None
+
+
 def _labels(folder: str) -> list[str]:
     labels = read_json(os.path.join(folder, "labels.json"), "labels file")
     if not isinstance(labels, list) or not labels or not all(isinstance(x, (str, int)) for x in labels):
@@ -339,10 +348,7 @@ class Predictor:
             self.config, labels, self.do_lower_case, self.max_seq_length = read_bert_export(folder, self.info)
             self.encoder = WordPieceEncoder(os.path.join(folder, "vocab.txt"), self.do_lower_case,
                                             self.max_seq_length)
-        try:
-            self.text_inputs = text_inputs(self.info)
-        except ValueError as e:
-            raise ConfigError(f"{shorten(folder)}/{EXPORT_INFO}: {e}; export the model again") from None
+        self.text_inputs = export_text_inputs(folder, self.info)
         self.pairs = self.text_inputs == TEXT_PAIR
         if self.pairs and self.kind in WORD_KINDS:
             raise ConfigError(f"{shorten(folder)}/{EXPORT_INFO}: a {self.kind} reads single texts, not pairs; "

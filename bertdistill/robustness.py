@@ -289,9 +289,8 @@ def load_neighbours(*, model_dir: str | None = None, word_vectors: str | None = 
         return NeighbourReplacer.from_word_vectors_file(word_vectors, k=k, max_words=max_words)
     if not model_dir:
         return None
-    from safetensors import safe_open
-
     from bertdistill.errors import ConfigError, MissingFileError
+    from bertdistill.files import safetensors_file
     from bertdistill.tokenization import load_vocab
 
     weights = os.path.join(model_dir, "model.safetensors")
@@ -299,7 +298,7 @@ def load_neighbours(*, model_dir: str | None = None, word_vectors: str | None = 
         raise MissingFileError(f"{model_dir} has no model.safetensors: expected a BERT model folder "
                                "(config.json, model.safetensors, vocab.txt)")
     vocab = load_vocab(os.path.join(model_dir, "vocab.txt"))
-    with safe_open(weights, "numpy") as f:
+    with safetensors_file(weights) as f:
         name = next((name for name in EMBEDDING_NAMES if name in f.keys()), None)
         if name is None:
             raise ConfigError(f"{weights} has no input-embedding table ({' or '.join(EMBEDDING_NAMES)})")

@@ -49,8 +49,9 @@ def prepare_run(fv: flags.FlagValues, *, data_files: Sequence[str | None] = (), 
     default `{"output_dir": fv.output_dir}`; the `output_dir` entry is the run folder, any
     other entry an output file. In order:
 
-    1. no output is or contains an input (`manifest.check_not_input`), and each output can be
-       written (nothing is created yet);
+    1. the outputs keep the rule for outputs (`validation.check_outputs`; a run folder that is
+       only evaluated may hold its inputs, its `export/`), and each can be written (nothing is
+       created yet);
     2. the run folder, on the chief (`chief`): with `train`, `manifest.check_output_dir` with
        the manifest of `fv`'s flags (those in `manifest.IGNORED_FLAGS` and `ignore_flags` are
        not compared), `data_files` (sizes + sha256), `model_config` and `extra`: created,
@@ -67,14 +68,12 @@ def prepare_run(fv: flags.FlagValues, *, data_files: Sequence[str | None] = (), 
     reuses from its folder (a vocabulary, a best model) may be reused only when it is "resumed".
     """
     outputs = {RUN_FOLDER_FLAG: fv[RUN_FOLDER_FLAG].value} if outputs is None else dict(outputs)
-    sources = [path for path in [*(inputs or {}).values(), *data_files] if path]
     for flag, path in outputs.items():
         validation.require(flag, path)
-        if train or flag != RUN_FOLDER_FLAG:
-            manifest.check_not_input(path, sources, flag=flag)
-        else:  # a run that only evaluates clears nothing: an input inside the folder (its export/) is fine
-            manifest.check_not_input(path, [p for p in sources if os.path.realpath(p) == os.path.realpath(path)],
-                                     flag=flag)
+    sources = [path for path in [*(inputs or {}).values(), *data_files] if path]
+    validation.check_outputs(outputs, sources, folders=(RUN_FOLDER_FLAG,),
+                             may_hold_inputs=() if train else (RUN_FOLDER_FLAG,))
+    for flag, path in outputs.items():
         validation.writable_output(flag, path, folder=flag == RUN_FOLDER_FLAG)
     files = [path for flag, path in outputs.items() if flag != RUN_FOLDER_FLAG]
     output_dir = outputs.get(RUN_FOLDER_FLAG)

@@ -94,3 +94,40 @@ def piece_id_map(source: Tokenizer, target: Tokenizer) -> np.ndarray:
     for token, index in source.vocab.items():
         table[index] = target.vocab.get(roles.get(token, token), -1)
     return table
+
+
+def unknown_share(tokenizer: Tokenizer, texts: Sequence[str]) -> float:
+    """The share of `texts`' WordPiece tokens that are the unknown token (0 for no tokens)."""
+    ids, _ = tokenizer.encode_batch(texts, max_seq_length=1 << 16)
+    special = {tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id}
+    tokens = [i for row in ids for i in row if i not in special]
+    return sum(i == tokenizer.unk_id for i in tokens) / max(len(tokens), 1)
+
+
+UNKNOWN_WARNING = 0.05  # a share of [UNK] tokens worth a warning
+UNKNOWN_LIMIT = 0.2  # refused above this when the other casing would at least halve it
+CASING_SAMPLE = 2000  # texts measured
+
+
+def check_casing(tokenizer: Tokenizer, texts: Sequence[str], source: str) -> float:
+    """Measures the [UNK] share of (the first `CASING_SAMPLE` of) `texts` before any training:
+    above `UNKNOWN_LIMIT`, when the other `--do_lower_case` would at least halve it, a
+    `FlagError` naming `--do_lower_case` (e.g. an uncased vocabulary read without lower-casing);
+    above `UNKNOWN_WARNING`, a warning. Returns the share."""
+    from absl import logging
+
+    from bertdistill.errors import FlagError
+
+    sample = list(texts[:CASING_SAMPLE])
+    share = unknown_share(tokenizer, sample)
+    if share <= UNKNOWN_WARNING:
+        return share
+    other = unknown_share(Tokenizer(tokenizer.vocab_file, not tokenizer.do_lower_case), sample)
+    said = f"{100 * share:.0f}% of the tokens of {source} are [UNK] with --do_lower_case={tokenizer.do_lower_case}"
+    if share > UNKNOWN_LIMIT and other <= share / 2:
+        raise FlagError("do_lower_case", f"{said} ({100 * other:.0f}% with --do_lower_case="
+                        f"{not tokenizer.do_lower_case}): the casing does not match the vocabulary "
+                        f"{tokenizer.vocab_file}; pass --do_lower_case={not tokenizer.do_lower_case}")
+    logging.warning("%s (%.0f%% with --do_lower_case=%s): does the vocabulary %s fit this data?", said, 100 * other,
+                    not tokenizer.do_lower_case, tokenizer.vocab_file)
+    return share

@@ -65,6 +65,25 @@ class TrainingDiverged(UserError):
     """The loss or the gradient norm stopped being finite."""
 
 
+def _non_finite_count(batch) -> tf.Tensor:
+    """How many float values of `batch` (any nest of tensors, ragged ones too) are NaN or infinite."""
+    counts = [tf.reduce_sum(tf.cast(~tf.math.is_finite(t), tf.float32))
+              for t in tf.nest.flatten(batch, expand_composites=True) if t.dtype.is_floating]
+    return tf.add_n(counts) if counts else tf.constant(0.0)
+
+
+def _divergence_cause(bad_inputs: int, *, first_step: bool) -> str:
+    """What a divergence message blames: the data when the batch held NaN or infinity, not the
+    learning rate when no update had happened yet, else the learning rate or the data."""
+    if bad_inputs:
+        return (f"the batch held {bad_inputs} NaN or infinite values: check the data (e.g. the transfer set's "
+                "teacher logits)")
+    if first_step:
+        return ("the loss was not finite at this run's first step, before any update, so the learning rate is not "
+                "the cause: check the data (e.g. extreme teacher logits) and the loss flags")
+    return "lower --learning_rate or check the data"
+
+
 class Task:
     """What one kind of training computes; the trainer does the rest.
 
@@ -248,7 +267,8 @@ class Trainer:
                                          **{name: list(model.weights) for name, model in task.models.items()},
                                          **(extra_checkpoint_items or {}))
         self.manager = tf.train.CheckpointManager(checkpoint, self._write_dir, max_to_keep=max_checkpoints_to_keep)
-        # train_step(iterator): one distributed step on next(iterator) -> (mean terms, grad norm, examples).
+        # train_step(iterator): one distributed step on next(iterator) -> (mean terms, grad norm, examples,
+        # NaN or infinite input values).
         self.train_step = self._make_train_step()
         self._writers = {}
 
@@ -275,8 +295,8 @@ class Trainer:
             sums, grads, local = local_sums(x, y)
             present = [i for i, g in enumerate(grads) if g is not None]
             context = tf.distribute.get_replica_context()
-            sums, reduced, count = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                                                      (sums, [grads[i] for i in present], local))
+            sums, reduced, count, bad_inputs = context.all_reduce(
+                tf.distribute.ReduceOp.SUM, (sums, [grads[i] for i in present], local, _non_finite_count((x, y))))
             count = tf.maximum(count, 1.0)
             grads = [g / count for g in reduced]
             terms = {name: value / count for name, value in sums.items()}
@@ -288,14 +308,14 @@ class Trainer:
                 factor = tf.minimum(1.0, self.max_grad_norm / norm)
                 grads = [g * factor for g in grads]
             optimizer.apply(grads, [variables[i] for i in present])
-            return terms, norm, count
+            return terms, norm, count, bad_inputs
 
         @tf.function
         def train_step(iterator):
             x, y = next(iterator)
-            terms, norm, count = self.strategy.run(replica_step, args=(x, y))
+            terms, norm, count, bad_inputs = self.strategy.run(replica_step, args=(x, y))
             local = self.strategy.experimental_local_results
-            return local(terms)[0], local(norm)[0], local(count)[0]
+            return local(terms)[0], local(norm)[0], local(count)[0], local(bad_inputs)[0]
 
         return train_step
 
@@ -310,7 +330,20 @@ class Trainer:
         return int(self.step.numpy())
 
     def _save(self, step: int) -> None:
-        self.manager.save(checkpoint_number=step)
+        """Saves the checkpoint of `step`. A failed write (a full disk) leaves none of it behind
+        (TensorFlow's `ckpt-<step>_temp` included) and is a `UserError` naming where the next run
+        resumes."""
+        try:
+            self.manager.save(checkpoint_number=step)
+        except (tf.errors.OpError, OSError) as e:
+            partial = os.path.join(self._write_dir, f"ckpt-{step}")
+            for path in tf.io.gfile.glob(partial + "_temp*") + tf.io.gfile.glob(partial + ".*"):
+                (shutil.rmtree if os.path.isdir(path) else os.remove)(path)
+            latest = tf.train.latest_checkpoint(self._write_dir)
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else getattr(e, "message", str(e))
+            raise UserError(f"could not write the checkpoint of step {step} in {self._write_dir} ({reason}); free "
+                            "disk space and run the same command again: it resumes from "
+                            f"{latest or 'the start'}") from None
 
     # Summaries
 
@@ -403,7 +436,7 @@ class Trainer:
         window_steps, window_examples, window_start = 0, 0.0, time.monotonic()
         saved = done
         for i in range(steps):
-            terms, norm, count = self.train_step(iterator)
+            terms, norm, count, bad_inputs = self.train_step(iterator)
             step = done + i + 1
             terms = {name: float(value) for name, value in terms.items()}
             loss, norm = sum(terms.values()), float(norm)
@@ -411,8 +444,8 @@ class Trainer:
                 latest = tf.train.latest_checkpoint(self.checkpoint_dir)
                 raise TrainingDiverged(
                     f"training diverged at step {step}: loss {loss}, gradient norm {norm}; the last good "
-                    f"checkpoint is {latest or 'none'} and nothing was exported; lower --learning_rate or "
-                    "check the data")
+                    f"checkpoint is {latest or 'none'} and nothing was exported; "
+                    + _divergence_cause(int(bad_inputs), first_step=i == 0))
             self.step.assign(step)
             for name, value in {**terms, "loss": loss}.items():
                 totals[name] = totals.get(name, 0.0) + value

@@ -1,5 +1,15 @@
 """Up-front checks of flags, folders and data files: each failure is a `FlagError` naming the
 flag, raised before any work starts. `clean_debris` removes what a killed run left behind.
+
+The rule for outputs (`check_outputs`), the same for every command that writes, paths resolved
+through symlinks:
+
+1. an output is not, and does not contain, anything the command reads (every input file and
+   folder, every model or export folder);
+2. an output file does not replace an existing file inside an input folder (a new file beside
+   the inputs is fine);
+3. nothing is written inside an export folder (a folder holding `export_info.json`) but by
+   the command that creates it, which writes it as `<output_dir>/export`, never through a flag.
 """
 
 from __future__ import annotations
@@ -9,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from absl import logging
 
@@ -22,6 +32,8 @@ EXPORT_CONTENTS = f"{EXPORT_INFO}, {MODEL_FILES['float32']}, {SAVED_MODEL}/"
 GLUE_HEADERS = {"train": ["sentence", "label"], "dev": ["sentence", "label"], "test": ["index", "sentence"]}
 GLUE_TASKS = ("sst-2", "sst2")
 OWN_FILE_TASKS = {"tsv": "tsv", "csv": "csv"}  # task -> extension (header set by the user's columns)
+# The bounds of every --seed flag: what NumPy, Python and TensorFlow all accept as a seed.
+SEED_BOUNDS = {"lower_bound": 0, "upper_bound": 2**32 - 1}
 
 # What a killed run leaves: export_folder's build folders (`.<name>.<pid>.tmp`) and the folders
 # it moves an old export into (`.old-export-*`), and `<file>.tmp` / `.<file>.<pid>.tmp` files.
@@ -191,6 +203,57 @@ def clean_debris(output_dir: str, export_dir: str | None = None) -> list[str]:
     for path in removed:
         logging.warning("Removed %s, left by an interrupted run", path)
     return removed
+
+
+def real_path(path: str) -> str:
+    """`path` absolute, `~` expanded and symlinks resolved (also of a path that does not exist yet)."""
+    return os.path.realpath(os.path.abspath(os.path.expanduser(path)))
+
+
+def inside(path: str, folder: str) -> bool:
+    """True when the real path `path` is the real path `folder` or lies inside it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _export_folder_holding(path: str) -> str | None:
+    """The nearest folder at or above the real path `path` that is an export folder, if any."""
+    folder = path
+    while True:
+        if os.path.isfile(os.path.join(folder, EXPORT_INFO)):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def check_outputs(outputs: Mapping[str, str | None], inputs: Iterable[str | None], *,
+                  folders: Collection[str] = ("output_dir",), may_hold_inputs: Collection[str] = ()) -> None:
+    """Refuses, with a `FlagError` naming the output flag, any output that breaks the module's
+    rule for outputs. `outputs`: {flag: path} (unset ones are skipped); the flags in `folders`
+    are output folders, the others output files. `inputs`: every path the command reads.
+    `may_hold_inputs`: output folders that may hold an input (a run folder that is only
+    evaluated reads its own `export/` and writes its result files beside it)."""
+    sources = [(path, real_path(model_packages.short_name_location(path) or path))
+               for path in dict.fromkeys(p for p in inputs if p)]
+    for flag, path in outputs.items():
+        if not path:
+            continue
+        output, is_folder = real_path(path), flag in folders
+        for given, source in sources:
+            if source == output:
+                raise FlagError(flag, f"--{flag}={_show(path)} is also an input ({_show(given)}): a command never "
+                                      f"writes over what it reads; choose another --{flag}")
+            if inside(source, output) and flag not in may_hold_inputs:
+                raise FlagError(flag, f"the input {_show(given)} lies inside --{flag}={_show(path)}: writing there "
+                                      f"could destroy it; choose another --{flag}")
+            if not is_folder and os.path.isdir(source) and inside(output, source) and os.path.lexists(output):
+                raise FlagError(flag, f"--{flag}={_show(path)} would replace a file inside the input folder "
+                                      f"{_show(given)}; write a new file, or choose another --{flag}")
+        export = _export_folder_holding(output if is_folder else os.path.dirname(output))
+        if export is not None:
+            raise FlagError(flag, f"--{flag}={_show(path)} is inside the export folder {_show(export)}: only the "
+                                  f"command that makes an export writes into it; choose another --{flag}")
 
 
 def writable_output(name: str, path: str | None, *, folder: bool) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 
 PAD, UNK, MASK = "[PAD]", "[UNK]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, MASK)
+BILSTM_POOLINGS = ("max", "mean", "last")  # the BiLSTM's pooling over time (distil_lstm/model.py)
 _WORD = re.compile(r"\[mask\]|\w+(?:'\w+)?|'\w+|[^\w\s]", re.IGNORECASE)
 
 

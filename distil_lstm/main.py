@@ -23,43 +23,20 @@ import numpy as np
 import tensorflow as tf
 from absl import flags, logging
 
-from bertdistill import data, distill, errors, export, int8_gate, pipeline, runner, trainer, transfer_set, validation
+from bertdistill import (data, distill, errors, export, int8_gate, pipeline, runner, script_flags, trainer,
+                         transfer_set, validation)
 from bertdistill.augment import read_word_vectors
 from bertdistill.distribute import is_chief, set_precision_policy
 from bertdistill.errors import DataError, FlagError, MissingFileError, UserError
-from bertdistill.flags import define_common_flags, on_error, processor_from_flags, split_file, validate_common_flags
-from distil_lstm.model import INT8_OP_TYPES, POOLINGS, build_bilstm_classifier
+from bertdistill.flags import on_error, processor_from_flags, split_file
+from distil_lstm.model import INT8_OP_TYPES, build_bilstm_classifier
 from distil_lstm.predict import read_export_folder
 from distil_lstm.vocab import SPECIAL_TOKENS, WordVocab
 
-define_common_flags(bert=False)
-errors.define_flags()
-flags.DEFINE_enum("mode", None, ["train", "test", "distil"], "What to do.")
-flags.DEFINE_string("augmented_file", None, "Transfer set TSV for --mode=distil (default: <data_dir>/augmented.tsv).")
-flags.DEFINE_enum("distill_loss", "mse", list(distill.LOSS_TERMS), "mse on logits (Tang et al.) or kd (Hinton).")
-flags.DEFINE_float("temperature", 1.0, "Softmax temperature of the kd loss.")
-flags.DEFINE_float("alpha", 0.0, "Weight of the hard-label loss in the kd loss.")
-flags.DEFINE_integer("embedding_dim", 300, "Word embedding size.")
-flags.DEFINE_integer("hidden_size", 300, "LSTM units per direction.")
-flags.DEFINE_integer("dense_size", 400, "Units of the ReLU layer before the logits.")
-flags.DEFINE_float("dropout", 0.1, "Dropout after the embeddings and the ReLU layer.")
-flags.DEFINE_enum("pooling", "max", list(POOLINGS), "Pooling of the BiLSTM outputs over time.")
-flags.DEFINE_integer("min_count", 1, "Minimum count of a word to enter the vocabulary.")
-flags.DEFINE_integer("max_vocab_size", 50000, "Maximum vocabulary size, special tokens included.")
-flags.DEFINE_string("word_vectors", None, "GloVe/word2vec text file initialising the embeddings (dimension "
-                    "must equal --embedding_dim).")
-flags.DEFINE_enum("eval_split", "dev", ["dev", "test"], "--mode=test: accuracy on dev, or predictions for test.")
-flags.DEFINE_string("model_dir", None, "--mode=test: an export folder (default: <output_dir>/export).")
-flags.DEFINE_bool("do_export", True, "After training, write <output_dir>/export (SavedModel, ONNX, INT8).")
+script_flags.define_distil_lstm_flags()
 FLAGS = flags.FLAGS
-FLAGS.set_default("learning_rate", 1e-3)
-FLAGS.set_default("train_batch_size", 50)
-FLAGS.set_default("eval_batch_size", 64)
-FLAGS.set_default("predict_batch_size", 64)
-FLAGS.set_default("max_seq_length", 64)
-FLAGS.set_default("num_train_epochs", 10.0)
 
-MODEL_ARGS = ("embedding_dim", "hidden_size", "dense_size", "dropout", "pooling")
+MODEL_ARGS = script_flags.BILSTM_MODEL_ARGS
 
 
 def word_features(examples: list[data.InputExample], vocab: WordVocab | None, labels: list[str], *,
@@ -238,19 +215,7 @@ def test(processor: data.DataProcessor) -> None:
 
 def main(argv):
     del argv
-    if not FLAGS.mode:
-        raise FlagError("mode", "--mode is required: train, test or distil")
-    if not FLAGS.output_dir:
-        raise FlagError("output_dir", "--output_dir is required")
-    validate_common_flags(FLAGS, min_seq_length=1)
-    for name in ("embedding_dim", "hidden_size", "dense_size", "min_count", "max_vocab_size"):
-        validation.positive(name, FLAGS[name].value)
-    validation.in_range("dropout", FLAGS.dropout, 0.0, 0.99)
-    validation.in_range("alpha", FLAGS.alpha, 0.0, 1.0)
-    validation.positive("temperature", FLAGS.temperature)
-    if FLAGS.max_vocab_size <= len(SPECIAL_TOKENS):
-        raise FlagError("max_vocab_size", f"--max_vocab_size={FLAGS.max_vocab_size} leaves no room for words "
-                        f"(the {len(SPECIAL_TOKENS)} special tokens count)")
+    script_flags.validate_distil_lstm_flags(FLAGS)
     processor = processor_from_flags(FLAGS)
     strategy = runner.start(FLAGS)
     set_precision_policy(FLAGS.mixed_precision if FLAGS.mode != "test" else "float32")

@@ -15,7 +15,8 @@ import keras
 import numpy as np
 
 from bertdistill import PACKAGE
-POOLINGS = ("max", "mean", "last")
+from bertdistill.words import BILSTM_POOLINGS as POOLINGS
+
 INT8_OP_TYPES = ("MatMul", "Gemm", "LSTM", "Gather")  # the embedding table is most of the weights
 
 

@@ -139,3 +139,12 @@ def test_refusals_in_one_line(workspace, tmp_path):
         lines = error_lines(result)
         assert len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
         assert not (tmp_path / "refused").exists()
+
+
+def test_student_of_another_family_cannot_start_from_teacher_layers():
+    from bertdistill import layer_map
+
+    teacher = MPNetEncoder(tiny_mpnet_config())
+    student = BertEncoder(tiny_config(vocab_size=len(MPNET_VOCAB)))
+    with pytest.raises(layer_map.LayerMapError, match="cannot initialise a BERT student from MPNet teacher layers"):
+        layer_map.copy_teacher_layers(teacher, student, [1, 2])

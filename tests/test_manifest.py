@@ -185,22 +185,6 @@ def test_overwrite_refuses_dangerous_targets(tmp_path, data_dir, monkeypatch):
     assert os.listdir(tmp_path / "runs") == ["teacher"]
 
 
-def test_check_not_input(tmp_path, data_dir):
-    train = str(data_dir / "train.tsv")
-    with pytest.raises(UserError, match="is also an input"):
-        manifest.check_not_input(train, [train], flag="output")
-    with pytest.raises(UserError, match="is also an input"):
-        manifest.check_not_input(str(data_dir) + "/", [str(data_dir)])
-    with pytest.raises(UserError, match="lies inside --output_dir"):
-        manifest.check_not_input(str(tmp_path), [None, train])
-    os.symlink(data_dir, tmp_path / "alias")
-    with pytest.raises(UserError, match="is also an input"):
-        manifest.check_not_input(str(tmp_path / "alias"), [str(data_dir)])
-    manifest.check_not_input(str(data_dir / "run1"), [str(data_dir), train])  # a new subfolder of data_dir
-    manifest.check_not_input(str(data_dir / "augmented.tsv"), [train])
-    manifest.check_not_input(str(tmp_path / "out"), [train, None, ""])
-
-
 def test_run_flags_leaves_out_absl_flags():
     from absl import flags
 

@@ -161,6 +161,10 @@ def test_kill_inside_a_stage_resumes_it(workspace, tmp_path):
     ("--robustness_rates=0.1,2", "--robustness_rates"),
     ("--stage_flag=teacher_x:--seed=1", "--stage_flag"),
     ("--stages=tinybert", "--stages"),
+    ("--stage_flag=tinybert:--temperature=0", "stage tinybert: need --temperature > 0"),
+    ("--stage_flag=bilstm_gold:--dropout=nan", "stage bilstm_gold: --dropout=nan must be a finite number"),
+    ("--stage_flag=teacher:--seed=-1", "stage teacher_1: flag --seed=-1"),
+    ("--stage_flag=transfer:--p_mask=2", "stage transfer: --p_mask=2.0"),
 ])
 def test_bad_flags_fail_in_one_line_before_any_work(workspace, tmp_path, flag, message):
     output_dir = tmp_path / "run"
@@ -203,3 +207,13 @@ def test_a_pipeline_folder_in_use_is_refused_in_one_line_and_kept(workspace, tmp
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
     assert f"is in use by another run (pid {os.getpid()}:" in lines[0]
     assert os.listdir(output_dir) == ["pipeline"] and (output_dir / "pipeline" / "data.json").exists()
+
+
+def test_a_student_that_cannot_start_from_the_teachers_layers_is_refused_before_any_stage(workspace, tmp_path):
+    wide = tmp_path / "wide.json"
+    wide.write_text(json.dumps(tiny_config(**{**TEACHER, "hidden_size": 32, "num_hidden_layers": 1}).to_dict()))
+    result = run_script(SCRIPT, *arguments(workspace, tmp_path / "run", f"--student_config={wide}"), check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = error_lines(result)
+    assert len(lines) == 1 and "--student_config=" in lines[0] and "hidden_size 16 (teacher) vs 32" in lines[0]
+    assert not (tmp_path / "run" / "pipeline").exists()

@@ -6,6 +6,7 @@ single-process run, gradient clipping on).
 The model is a tiny stand-in with the project's inputs: embedding, masked mean pooling, dropout,
 two dense layers named like BERT's (`layer_0`, `layer_1`), a LayerNormalization and float32 logits.
 """
+import errno
 import glob
 import os
 import subprocess
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertdistill import optimization, trainer
+from bertdistill import errors, optimization, trainer
 from bertdistill.distribute import precision_policy
 from tests.conftest import REPO
 from tests.scripts import finish, worker_environments
@@ -300,3 +301,22 @@ def test_a_checkpoint_restores_the_model_weights_into_a_fresh_model(tmp_path):
     for path, value in _weights(fresh).items():
         np.testing.assert_array_equal(value, expected[path], err_msg=path)
     assert trainer.restore_from_checkpoint(fresh, str(tmp_path / "nothing")) is None
+
+
+def test_a_full_disk_while_checkpointing_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
+    run = make_trainer(tmp_path)
+    save = run.manager.save
+
+    def full_disk(checkpoint_number):
+        if checkpoint_number < 8:
+            return save(checkpoint_number=checkpoint_number)
+        partial = tmp_path / "checkpoints" / f"ckpt-{checkpoint_number}_temp"
+        partial.mkdir()
+        (partial / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial))
+
+    monkeypatch.setattr(run.manager, "save", full_disk)
+    with pytest.raises(errors.UserError, match=r"checkpoint of step 8 .*No space left on device.*resumes from .*ckpt-"):
+        fit(run)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if "ckpt-8" in p.name] == []
+    assert not tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-8")

@@ -146,3 +146,45 @@ def test_clean_debris_beside_another_export_folder(tmp_path):
     (tmp_path / "out").mkdir()
     removed = validation.clean_debris(str(tmp_path / "out"), export_dir=str(tmp_path / "exports" / "lstm"))
     assert removed == [str(tmp_path / "exports" / ".old-export-x")]
+
+
+def test_check_outputs_one_rule_for_every_output(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    train = data / "train.tsv"
+    train.write_text("sentence\tlabel\n")
+    export = tmp_path / "teacher" / "export"
+    export.mkdir(parents=True)
+    (export / "export_info.json").write_text("{}")
+    (tmp_path / "alias").symlink_to(data)
+    inputs = [None, "", str(data), str(export)]
+
+    def refused(outputs, match, **kwargs):
+        with pytest.raises(FlagError, match=match):
+            validation.check_outputs(outputs, inputs, **kwargs)
+
+    refused({"output_dir": str(tmp_path / "alias")}, r"--output_dir=.*alias is also an input")
+    refused({"output_dir": str(tmp_path)}, r"the input .*data lies inside --output_dir=")
+    refused({"output": str(tmp_path / "alias" / "train.tsv")}, r"--output=.* would replace a file inside the input")
+    refused({"output": str(export / "new.tsv")}, r"--output=.*new.tsv is inside the export folder")
+    refused({"output_dir": str(export / "run")}, r"--output_dir=.*run is inside the export folder")
+    validation.check_outputs({"output": str(data / "augmented.tsv"), "output_dir": str(data / "run1"),
+                              "unset": None}, inputs)  # new paths beside the inputs
+    validation.check_outputs({"output_dir": str(tmp_path / "teacher")}, [str(export)],
+                             may_hold_inputs=("output_dir",))  # evaluating a run folder: its export is read
+
+
+def test_non_finite_float_flags_are_refused():
+    from absl import flags
+
+    from bertdistill import errors
+
+    fv = flags.FlagValues()
+    flags.DEFINE_float("temperature", 1.0, "", flag_values=fv)
+    flags.DEFINE_integer("seed", 1, "", flag_values=fv)
+    for value in ("nan", "inf", "-inf"):
+        fv(["prog", f"--temperature={value}"])
+        with pytest.raises(FlagError, match=r"^--temperature=.* must be a finite number$"):
+            errors.check_finite(fv)
+    fv(["prog", "--temperature=2"])
+    errors.check_finite(fv)

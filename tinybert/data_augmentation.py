@@ -60,9 +60,16 @@ errors.define_flags()
 FLAGS = flags.FLAGS
 
 
+def inputs() -> dict[str, str | None]:
+    """{flag: path} of everything the run reads."""
+    return {"input": FLAGS.input, "model": FLAGS.model, "bert_config_file": FLAGS.bert_config_file,
+            "vocab_file": FLAGS.vocab_file, "glove_embs": FLAGS.glove_embs}
+
+
 def validate_flags() -> None:
     """Refuses flag values that cannot be meant, naming the flag, before anything is loaded."""
     validate_augmentation_flags(FLAGS, min_seq_length=5)
+    validation.check_outputs({"output": FLAGS.output}, inputs().values())
     validation.in_range("p", FLAGS.p, 0.0, 1.0)
     for name in ("top_k", "glove_max_words"):
         validation.positive(name, FLAGS[name].value)
@@ -110,9 +117,7 @@ def main(argv):
     examples = transfer_set.read_originals(FLAGS.input, processor, processor.get_labels(),
                                            on_error=on_error(FLAGS))[:FLAGS.max_examples]
     pairs = examples[0].text_b is not None
-    runner.prepare_run(FLAGS, outputs={"output": FLAGS.output},
-                       inputs={"input": FLAGS.input, "model": FLAGS.model, "bert_config_file": FLAGS.bert_config_file,
-                               "vocab_file": FLAGS.vocab_file, "glove_embs": FLAGS.glove_embs})
+    runner.prepare_run(FLAGS, outputs={"output": FLAGS.output}, inputs=inputs())
     start, end = transfer_set.shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)
     logging.info("Shard %d/%d: originals %d..%d of %d", FLAGS.shard_index, FLAGS.num_shards, start, end, len(examples))
     mlm, neighbours = build_candidate_sources(pretrained, splitter.vocab)

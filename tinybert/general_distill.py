@@ -16,6 +16,7 @@ writes the student as a Hugging Face folder, `<output_dir>/student`, when it end
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -57,7 +58,15 @@ def corpus_files(patterns: list[str]) -> list[str]:
     empty = [path for path in files if os.path.getsize(path) == 0]
     if empty:
         raise FlagError("corpus", f"--corpus: {empty[0]} is empty")
+    if not any(_has_text(path) for path in files):
+        raise FlagError("corpus", f"--corpus={','.join(patterns)}: every line is blank; expected one sentence per line")
     return files
+
+
+def _has_text(path: str) -> bool:
+    """True when a line of `path` holds more than white space (read until the first such line)."""
+    with open(path, "rb") as f:
+        return any(line.strip() for line in f)
 
 
 def text_dataset(files: list[str], tokenizer: Tokenizer, *, batch_size: int, max_seq_length: int,
@@ -95,13 +104,17 @@ def main(argv):
     pretrained = checkpoints.resolve_pretrained(FLAGS.teacher_model)
     student_config = BertConfig.from_json_file(FLAGS.student_config)
     if student_config.vocab_size != pretrained.config.vocab_size:
-        raise FlagError("student_config", f"student vocab_size {student_config.vocab_size} differs from the "
-                        f"teacher's {pretrained.config.vocab_size}: the student uses the teacher's vocabulary")
+        logging.info("The student takes the teacher's vocabulary: vocab_size %d (%s says %d)",
+                     pretrained.config.vocab_size, FLAGS.student_config, student_config.vocab_size)
+        student_config = dataclasses.replace(student_config, vocab_size=pretrained.config.vocab_size)
     matches = layer_map.resolve_layer_map(FLAGS.layer_map, pretrained.config, student_config)
+    if FLAGS.student_init == "teacher_layers":
+        layer_map.check_init_from_teacher(pretrained.config, student_config)
     set_precision_policy(FLAGS.mixed_precision)
     keras.utils.set_random_seed(FLAGS.seed)
     runner.prepare_run(FLAGS, data_files=files, model_config=student_config.to_dict(),
-                       inputs={"teacher_model": FLAGS.teacher_model, "student_config": FLAGS.student_config},
+                       inputs={"teacher_model": FLAGS.teacher_model, "student_config": FLAGS.student_config,
+                               "layer_map": layer_map.layer_map_file(FLAGS.layer_map)},
                        ignore_flags=("max_steps",), chief=is_chief(strategy))
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
     tokenizer = Tokenizer(pretrained.vocab_file, do_lower_case)

@@ -22,6 +22,7 @@ the parameter counts, and exits.
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import os
 
@@ -29,79 +30,24 @@ import keras
 import numpy as np
 from absl import flags, logging
 
-from bertdistill import (checkpoints, errors, export, int8_gate, layer_map, pipeline, runner, trainer, transfer_set,
-                         validation)
+from bertdistill import (checkpoints, errors, export, int8_gate, layer_map, pipeline, runner, script_flags, trainer,
+                         transfer_set, validation)
 from bertdistill.bert import BertConfig
 from bertdistill.distribute import is_chief, set_precision_policy
 from bertdistill.errors import ConfigError, FlagError
-from bertdistill.flags import define_common_flags, on_error, processor_from_flags, split_file, validate_common_flags
+from bertdistill.flags import on_error, processor_from_flags, split_file
 from bertdistill.tokenization import Tokenizer, piece_id_map
 from bertdistill.tinybert import (IntermediateTask, PredictionTask, distillation_classifier, init_from_teacher,
                                   parameter_count, with_distillation_outputs)
 
-define_common_flags(bert=False)
-errors.define_flags()
-flags.DEFINE_string("teacher_model", None, "The fine-tuned teacher: an export folder of run_classifier.py.")
-flags.DEFINE_string("student_config", None, "The student's bert_config.json / config.json (layers, hidden size, "
-                    "heads, intermediate size; the vocabulary is the teacher's).")
-flags.DEFINE_string("student_model", None, "The student's pretrained start instead of --student_config: a folder from "
-                    "general_distill.py, a Hugging Face BERT folder or a short name (minilm), with its own "
-                    "vocabulary (see --student_layers).")
-flags.DEFINE_list("student_layers", None, "With --student_model: which of its transformer layers (1-based) the student "
-                  "keeps, e.g. 2,4,6 (default: all).")
-flags.DEFINE_enum("student_init", "teacher_layers", ["teacher_layers", "random"],
-                  "Start of a --student_config student: the teacher's embeddings and mapped layers, or random.")
-flags.DEFINE_string("augmented_file", None, "Training TSV from tinybert/data_augmentation.py or generate_dataset.py "
-                    "(default: the task's train split).")
-flags.DEFINE_enum("stage", "both", ["intermediate", "prediction", "both"], "Which stage(s) to run.")
-flags.DEFINE_float("intermediate_epochs", 10.0, "Stage 1 epochs (--stage=both).")
-flags.DEFINE_float("prediction_epochs", 3.0, "Stage 2 epochs (--stage=both).")
-flags.DEFINE_float("intermediate_learning_rate", 5e-5, "Stage 1 learning rate (constant; --stage=both).")
-flags.DEFINE_float("prediction_learning_rate", 3e-5, "Stage 2 peak learning rate (--stage=both).")
-flags.DEFINE_integer("intermediate_max_examples", None, "Stage 1 on a seeded random subset of this many "
-                     "training examples (time budget); stage 2 uses them all.")
-flags.DEFINE_float("temperature", 1.0, "Softmax temperature of the prediction-layer loss.")
-flags.DEFINE_float("hard_label_weight", 0.0, "Weight of the gold-label cross-entropy in stage 2 (1.0: no teacher).")
-flags.DEFINE_string("layer_map", "uniform", "Layer map: uniform, last, skip, or a JSON file of matches.")
-flags.DEFINE_bool("dry_run", False, "Print the resolved layer map and parameter counts, then exit.")
-flags.DEFINE_bool("do_export", True, "Export the best student to <output_dir>/export.")
+script_flags.define_task_distill_flags()
 FLAGS = flags.FLAGS
-FLAGS.set_default("save_checkpoints_steps", 500)
-FLAGS.set_default("eval_batch_size", 64)
-FLAGS.set_default("predict_batch_size", 64)
 
-
-def stage_settings(stage: str) -> tuple[float, float]:
-    """(epochs, learning rate) of `stage`: the generic flags for a single stage, the per-stage ones for both."""
-    if FLAGS.stage == "both":
-        for name in ("num_train_epochs", "learning_rate"):
-            if FLAGS[name].present:
-                raise FlagError(name, f"--{name} applies to a single --stage; with --stage=both use "
-                                "--intermediate_epochs/--prediction_epochs and the per-stage learning rates")
-        return FLAGS[f"{stage}_epochs"].value, FLAGS[f"{stage}_learning_rate"].value
-    epochs = FLAGS.num_train_epochs if FLAGS["num_train_epochs"].present else FLAGS[f"{stage}_epochs"].value
-    rate = FLAGS.learning_rate if FLAGS["learning_rate"].present else FLAGS[f"{stage}_learning_rate"].value
-    return epochs, rate
-
-
-def student_layers() -> list[int] | None:
-    """--student_layers as 1-based layer numbers (checked against the model later), or None."""
-    if FLAGS.student_layers is None:
-        return None
-    if not FLAGS.student_model:
-        raise FlagError("student_layers", "--student_layers picks layers of a --student_model")
-    try:
-        return [int(layer) for layer in FLAGS.student_layers]
-    except ValueError:
-        raise FlagError("student_layers", f"--student_layers={','.join(FLAGS.student_layers)}: expected layer "
-                                          "numbers, e.g. 2,4,6") from None
-
-
-def student_source() -> tuple[BertConfig, checkpoints.Pretrained | None]:
-    """The student's config, and its pretrained weights when --student_model is given."""
-    if bool(FLAGS.student_config) == bool(FLAGS.student_model):
-        raise FlagError("student_config", "give exactly one of --student_config and --student_model")
-    layers = student_layers()
+def student_source(teacher: checkpoints.Teacher) -> tuple[BertConfig, checkpoints.Pretrained | None]:
+    """The student's config, and its pretrained weights when --student_model is given (with its
+    own vocabulary, see `student_tokenizer`). A --student_config student reads the teacher's
+    tokens and takes the teacher's vocab_size."""
+    layers = script_flags.student_layers(FLAGS)
     if FLAGS.student_model:
         pretrained = checkpoints.resolve_pretrained(FLAGS.student_model)
         if layers is not None:
@@ -110,7 +56,13 @@ def student_source() -> tuple[BertConfig, checkpoints.Pretrained | None]:
             except ConfigError as e:
                 raise FlagError("student_layers", f"--student_layers: {e}") from None
         return pretrained.config, pretrained
-    return BertConfig.from_json_file(FLAGS.student_config), None
+    config = BertConfig.from_json_file(FLAGS.student_config)
+    vocab_size = teacher.model.encoder.config.vocab_size
+    if config.vocab_size != vocab_size:
+        logging.info("The student takes the teacher's vocabulary: vocab_size %d (%s says %d)", vocab_size,
+                     FLAGS.student_config, config.vocab_size)
+        config = dataclasses.replace(config, vocab_size=vocab_size)
+    return config, None
 
 
 def student_tokenizer(teacher: checkpoints.Teacher, pretrained: checkpoints.Pretrained | None) -> Tokenizer:
@@ -139,10 +91,7 @@ def check_cross_vocabulary(teacher: checkpoints.Teacher, tokenizer: Tokenizer, h
                         "in the transfer set: pass --augmented_file=<generate_dataset.py output> (with logit columns)")
 
 
-def check_student(teacher: checkpoints.Teacher, config: BertConfig, own_vocabulary: bool) -> None:
-    if not own_vocabulary and config.vocab_size != teacher.model.encoder.config.vocab_size:
-        raise ConfigError(f"student vocab_size {config.vocab_size} differs from the teacher's "
-                          f"{teacher.model.encoder.config.vocab_size}: the student uses the teacher's vocabulary")
+def check_student(teacher: checkpoints.Teacher, config: BertConfig) -> None:
     for name, config_of in (("teacher", teacher.model.encoder.config), ("student", config)):
         if FLAGS.max_seq_length > config_of.max_sequence_length:
             raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the {name}'s "
@@ -163,14 +112,9 @@ def dry_run(teacher: checkpoints.Teacher, student_config: BertConfig, matches) -
 
 def main(argv):
     del argv
-    for name in ("teacher_model", "output_dir"):
-        if not FLAGS[name].value:
-            raise FlagError(name, f"--{name} is required")
-    validate_common_flags(FLAGS)
-    if FLAGS.temperature <= 0 or not 0.0 <= FLAGS.hard_label_weight <= 1.0:
-        raise FlagError("temperature", "need --temperature > 0 and 0 <= --hard_label_weight <= 1")
-    stages = ["intermediate", "prediction"] if FLAGS.stage == "both" else [FLAGS.stage]
-    settings = {stage: stage_settings(stage) for stage in stages}
+    script_flags.validate_task_distill_flags(FLAGS)
+    stages = script_flags.tinybert_stages(FLAGS)
+    settings = {stage: script_flags.tinybert_stage_settings(FLAGS, stage) for stage in stages}
     strategy = runner.start(FLAGS, lock=not FLAGS.dry_run)
     set_precision_policy(FLAGS.mixed_precision)
     keras.utils.set_random_seed(FLAGS.seed)
@@ -178,10 +122,12 @@ def main(argv):
     validation.model_path("teacher_model", FLAGS.teacher_model)
     validation.model_path("student_model", FLAGS.student_model)
     teacher = checkpoints.load_teacher(FLAGS.teacher_model)
-    student_config, student_pretrained = student_source()
+    student_config, student_pretrained = student_source(teacher)
     tokenizer = student_tokenizer(teacher, student_pretrained)
-    check_student(teacher, student_config, own_vocabulary=tokenizer is not teacher.tokenizer)
+    check_student(teacher, student_config)
     matches = layer_map.resolve_layer_map(FLAGS.layer_map, teacher.model.encoder.config, student_config)
+    if FLAGS.student_model is None and FLAGS.student_init == "teacher_layers":
+        layer_map.check_init_from_teacher(teacher.model.encoder.config, student_config)
     if FLAGS.dry_run:
         dry_run(teacher, student_config, matches)
         return
@@ -225,7 +171,7 @@ def main(argv):
         model_config={**student_config.to_dict(), "labels": labels},
         inputs={"teacher_model": FLAGS.teacher_model, "student_model": FLAGS.student_model,
                 "student_config": FLAGS.student_config, "data_dir": FLAGS.data_dir,
-                "augmented_file": FLAGS.augmented_file},
+                "augmented_file": FLAGS.augmented_file, "layer_map": layer_map.layer_map_file(FLAGS.layer_map)},
         ignore_flags=("stage", "dry_run", "do_export"), chief=is_chief(strategy))
     stage_dir = {stage: os.path.join(FLAGS.output_dir, stage) for stage in ("intermediate", "prediction")}
     stage1_student = os.path.join(stage_dir["intermediate"], "student.weights.h5")
