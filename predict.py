@@ -8,7 +8,7 @@ ONNX Runtime (no TensorFlow).
     python predict.py --model_dir=outputs/teacher/export --input_file=sentences.txt --input_format=lines
     python predict.py --model_dir=outputs/pairs/export --input_file=dev.tsv --text_column=premise \
         --text_b_column=hypothesis
-    printf 'a man sleeps\tsomeone rests\n' | python predict.py --model_dir=outputs/pairs/export
+    printf 'a man sleeps\\tsomeone rests\\n' | python predict.py --model_dir=outputs/pairs/export
 
 Texts come from the arguments, else `--input_file`, else stdin (one text per line). An input file
 is a TSV/CSV table (`--input_format=table`, the default: a text column by header name or 0-based
