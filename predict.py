@@ -288,21 +288,24 @@ def main(argv):
         validation.check_outputs({"output_file": FLAGS.output_file}, [FLAGS.input_file, model_dir])
         validation.writable_output("output_file", FLAGS.output_file, folder=False)
         validation.clean_file_debris(FLAGS.output_file)
-    pairs = export_text_inputs(model_dir) == TEXT_PAIR
-    if FLAGS.text_b_column is not None and not pairs:
-        raise FlagError("text_b_column", f"--model_dir={errors.shorten(model_dir)} reads single texts: "
-                                         "--text_b_column is for a model that reads sentence pairs")
-    if FLAGS.input_file and FLAGS.input_format == "lines":
-        inputs = rows_to_inputs(read_lines(FLAGS.input_file), pairs, FLAGS.input_file)
-    elif FLAGS.input_file:
+    if FLAGS.input_file and FLAGS.input_format == "table":
+        info = read_export_info(model_dir)
+        pairs = export_text_inputs(model_dir, info) == TEXT_PAIR
+        if FLAGS.text_b_column is not None and not pairs:
+            raise FlagError("text_b_column", f"--model_dir={errors.shorten(model_dir)} reads single texts: "
+                                             "--text_b_column is for a model that reads sentence pairs")
         inputs = read_table(FLAGS.input_file, FLAGS.text_column, FLAGS.id_column, FLAGS.has_header, FLAGS.delimiter,
-                            column_b=FLAGS.text_b_column, pairs=pairs, trained=read_export_info(model_dir).get(COLUMNS))
-    elif texts:
-        inputs = rows_to_inputs(texts, pairs, "argument")
+                            column_b=FLAGS.text_b_column, pairs=pairs, trained=info.get(COLUMNS))
     else:
-        if sys.stdin is None or sys.stdin.isatty():
+        if FLAGS.input_file:
+            rows, source = read_lines(FLAGS.input_file), FLAGS.input_file
+        elif texts:
+            rows, source = texts, "argument"
+        elif sys.stdin is None or sys.stdin.isatty():
             raise app.UsageError("no texts: pass them as arguments, with --input_file, or on stdin (one per line)")
-        inputs = rows_to_inputs(decode_lines(sys.stdin.buffer, "<stdin>"), pairs, "<stdin>")
+        else:
+            rows, source = decode_lines(sys.stdin.buffer, "<stdin>"), "<stdin>"
+        inputs = rows_to_inputs(rows, export_text_inputs(model_dir) == TEXT_PAIR, source)
     predictor = Predictor(model_dir, quantized=FLAGS.quantized, threads=FLAGS.threads, batch_size=FLAGS.batch_size)
     progress = Progress(len(inputs.texts), enabled=bool(FLAGS.input_file))
     if FLAGS.output_file:

@@ -214,8 +214,9 @@ def read_export_info(folder: str) -> dict:
 def export_text_inputs(folder: str, info: dict | None = None) -> tuple[str, ...]:
     """What the export folder's model reads (`export_format.SINGLE_TEXT` or `TEXT_PAIR`), from its
     export_info (`info` when already read)."""
+    info = read_export_info(folder) if info is None else info
     try:
-        return text_inputs(read_export_info(folder) if info is None else info)
+        return text_inputs(info)
     except ValueError as e:
         raise ConfigError(f"{shorten(folder)}/{EXPORT_INFO}: {e}; export the model again") from None
 
@@ -441,9 +442,9 @@ class Predictor:
     def logits_of(self, items: Sequence[str | tuple[str, str]]) -> np.ndarray:
         """`logits` of items that are texts, or (text, text_b) pairs for a pair model (for callers
         that pass examples around as one list, such as `bertdistill.speed`)."""
-        if not self.pairs:
-            return self.logits(items)
-        return self.logits([item[0] for item in items], [item[1] for item in items])
+        if items and all(isinstance(item, tuple) for item in items):  # `encode` refuses pairs for a single-text model
+            return self.logits([item[0] for item in items], [item[1] for item in items])
+        return self.logits(items)
 
     def to_predictions(self, probabilities: np.ndarray) -> list[Prediction]:
         top = probabilities.argmax(axis=1) if len(probabilities) else []
