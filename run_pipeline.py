@@ -1,6 +1,6 @@
 """The whole distillation chain in one command, ending in a report:
 
-    python run_pipeline.py --output_dir=outputs/pipeline --preset=smoke   # ~10 minutes on 2 CPU cores
+    python run_pipeline.py --output_dir=outputs/pipeline --preset=smoke   # a first look (docs/results.md)
     python run_pipeline.py --output_dir=outputs/pipeline --preset=full    # the README's numbers
     python run_pipeline.py --output_dir=outputs/large --preset=large      # the 12-layer MPNet teacher (hours)
 
@@ -96,7 +96,7 @@ define_data_flags()
 flags.DEFINE_string("init_checkpoint", None, "The teacher's start: a short name (minilm, mpnet), a Hugging Face "
                     "folder, export folder or Google "
                     "checkpoint; default: the offline all-MiniLM-L6-v2).")
-flags.DEFINE_enum("preset", "smoke", list(PRESETS), "smoke: a subsample, ~10 minutes on 2 cores; full: the README's "
+flags.DEFINE_enum("preset", "smoke", list(PRESETS), "smoke: a subsample, 13 minutes measured on 2 cores; full: the README's "
                   "numbers (~1 h 50 min with one teacher); large: the full recipe with the 12-layer MPNet teacher "
                   "(hours).")
 flags.DEFINE_list("stages", list(STAGE_NAMES), f"Stages to run, in order: {', '.join(STAGE_NAMES)}.")

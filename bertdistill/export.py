@@ -32,10 +32,8 @@ ONNX_OPSET = 17  # LayerNormalization is fused by onnxruntime's optimizer from o
 INT8_OP_TYPES = ("MatMul", "Gemm")
 # Dynamic INT8 weights, one scale per output channel, full int8 range (reduce_range is for CPUs
 # without VNNI); a transformer keeps the feed-forward output projections of its first
-# INT8_FLOAT_FFN_LAYERS layers in float32. Measured on the SST-2 teacher (optimized graph, dev,
-# 872 sentences, float32 89.68%): per-tensor -0.69 points (28 answers changed), per-channel -0.46
-# (10), per-channel with those two projections in float32 -0.23 (4) at 2.75 ms a sentence
-# against 2.28 (float32 6.2).
+# INT8_FLOAT_FFN_LAYERS layers in float32: the setting chosen among those compared on the SST-2
+# teacher for accuracy, answers changed and speed (docs/results.md, "INT8 settings on the teacher").
 INT8_PER_CHANNEL = True
 INT8_REDUCE_RANGE = False
 INT8_FLOAT_FFN_LAYERS = 2

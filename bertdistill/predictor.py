@@ -49,9 +49,9 @@ WORD_FILES = ("config.json", "labels.json", "vocab.txt")
 WORD_CONFIG_KEYS = {"vocab_size": int, "num_labels": int, "embedding_dim": int, "hidden_size": int, "dense_size": int,
                     "dropout": (int, float), "pooling": str, "do_lower_case": bool, "max_seq_length": int}
 DEFAULT_BATCH_SIZE = 32
-# Padded / real tokens allowed in one model call. Measured on the teacher (SST-2 dev, ONNX Runtime,
-# 1 thread): 32 random sentences as one call 85/s, as calls bounded at 1.1 183/s (INT8: 180 -> 453/s);
-# a long length-sorted list is as fast either way (its neighbours have nearly equal lengths).
+# Padded / real tokens allowed in one model call: bounding it speeds up calls of a few random-length
+# texts; a long length-sorted list is as fast either way (its neighbours have nearly equal lengths).
+# Measured: docs/speed.md, "The predictor's padding bound".
 DEFAULT_MAX_PADDING = 1.1
 
 
@@ -86,8 +86,8 @@ class OnnxModel:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         # ONNX Runtime's threads spin between calls by default, taking the cores from the tokenizer,
-        # the HTTP server and anything else running: measured with serve.py on the 2-core machine
-        # (teacher, one sentence per request, busy machine), 57 -> 158 requests/s without spinning.
+        # the HTTP server and anything else running (serve.py's throughput without spinning:
+        # docs/speed.md, "ONNX Runtime thread spinning").
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
         options.log_severity_level = 3  # errors only: warnings about unused initializers are noise
         try:

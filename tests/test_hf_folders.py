@@ -2,7 +2,7 @@
 and transformers reproduces their logits from raw text.
 
 The layout and the toolkit's own loader are checked without PyTorch. The transformers check runs
-`TRANSFORMERS_USER` (the README's lines) in an interpreter with transformers and torch:
+`TRANSFORMERS_USER` (the lines of docs/reference.md) in an interpreter with transformers and torch:
 `$BERTDISTILL_TORCH_PYTHON`, else this one when it has torch; otherwise it is skipped.
 """
 import importlib.util
@@ -31,7 +31,7 @@ TEXTS = ["the movie was great", "bad plot", "The Film Was Not Good", "plots", ""
 ARCHITECTURES = {("bert", "cls"): "BertForSequenceClassification", ("bert", "mean"): "BertModel",
                  ("mpnet", "cls"): "MPNetForSequenceClassification", ("mpnet", "mean"): "MPNetModel"}
 
-# What a transformers user runs on a folder (the README's lines for a mean-pooled model).
+# What a transformers user runs on a folder (the lines docs/reference.md gives for a mean-pooled model).
 TRANSFORMERS_USER = """
 import json, sys
 import torch

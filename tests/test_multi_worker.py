@@ -1,4 +1,4 @@
-"""Every training script run as the README scales it out: two worker processes on localhost, each
+"""Every training script run as docs/reference.md scales it out: two worker processes on localhost, each
 with `TF_CONFIG` and `--distribution_strategy=multi_worker_mirrored`, one shared `--output_dir` and
 one intra-op thread, end with the checkpointed weights of a single-process run of the same command
 (the same global batches; dropout off so that the maths is the same)."""

@@ -115,10 +115,12 @@ def test_transfer_set_readers_skip_and_count_bad_rows(tmp_path, caplog):
 
 
 def test_config_errors_name_the_key(tmp_path):
-    for values, message in (({"hidden_size": 8}, "missing key 'vocab_size'"),
-                            ({"vocab_size": "20"}, "'vocab_size' must be an integer"),
-                            ({"vocab_size": 20, "hidden_dropout_prob": "high"}, "'hidden_dropout_prob' must be a number"),
-                            ({"vocab_size": 20, "num_attention_heads": 0}, "num_attention_heads must be positive")):
+    shape = {"vocab_size": 20, "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 16}
+    for values, message in (({"hidden_size": 8}, "missing keys 'vocab_size', 'num_hidden_layers'"),
+                            ({**shape, "vocab_size": "20"}, "'vocab_size' must be an integer"),
+                            ({**shape, "hidden_dropout_prob": "high"}, "'hidden_dropout_prob' must be a number"),
+                            ({**shape, "num_attention_heads": 0}, "num_attention_heads must be positive")):
         with pytest.raises(errors.ConfigError, match=message):
             BertConfig.from_dict(values, "x.json")
     (tmp_path / "run" / "export").mkdir(parents=True)

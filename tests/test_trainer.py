@@ -232,10 +232,10 @@ class ScaledLossTask(trainer.ClassifierTask):
 
 def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     # Batch 5 of epoch 0 (examples 16..19 of the shuffled order are what it holds) gets a NaN loss.
+    run = make_trainer(tmp_path, task_class=ScaledLossTask)  # seeds TensorFlow: the shuffle order follows
     scale = np.ones(4 * STEPS_PER_EPOCH, np.float32)
     order = list(tf.data.Dataset.range(len(scale)).shuffle(len(scale), seed=0).as_numpy_iterator())
     scale[order[16:20]] = np.nan
-    run = make_trainer(tmp_path, task_class=ScaledLossTask)
     before = _weights(run.task.eval_model)
     with pytest.raises(trainer.TrainingDiverged, match=r"step 5: loss nan.*ckpt-4"):
         fit(run, dataset_fn=train_dataset_fn({"scale": scale}))
