@@ -1,12 +1,18 @@
-"""Writes the transfer set for distillation: the training sentences, augmented (Tang et al.,
-2019), each with the teacher's logits (the mean of several teachers' with `--model=a,b`).
+"""Writes the transfer set for distillation: the training sentences (or sentence pairs),
+augmented (Tang et al., 2019), each with the teacher's logits (the mean of several teachers'
+with `--model=a,b`).
 
     python generate_dataset.py --input=../shared/data/sst2 --model=outputs/teacher/export \\
         --output=outputs/augmented.tsv --augment_factor=20
+    python generate_dataset.py --input=my_task/ --task_name=tsv --labels=no,yes --text_a_column=question \\
+        --text_b_column=answer --label_column=verdict --model=outputs/teacher/export --output=outputs/augmented.tsv
 
-Output (see `bertdistill/transfer_set.py`): a TSV with header `sentence label logit_<label>...`;
-every original first, with its gold label, then its new sentences, labelled with the
-argmax of the (mean) logits. Several teachers must share vocabulary, lower-casing and labels;
+A folder `--input` is read as `--task_name` and its column flags say (those of run_classifier.py).
+Output (see `bertdistill/transfer_set.py`): a TSV with header `sentence label logit_<label>...`
+(pairs: `sentence sentence_b label logit_<label>...`); every original first, with its gold
+label, then its new sentences, labelled with the argmax of the (mean) logits. A pair's two
+texts are augmented independently by the same rule and paired up (`augment.pair_up`). Data that
+is not what a teacher's export says it reads (pairs or single texts) is refused. Several teachers must share vocabulary, lower-casing and labels;
 each runs over the same length-sorted batches. Rules and probabilities: `bertdistill/augment.py`.
 Word replacement is POS-guided when nltk and its tagger are installed, else nearest neighbours
 in `--word_vectors` when given, else in the (first) teacher's own input embeddings
@@ -31,7 +37,7 @@ from bertdistill import augment, data, errors, pipeline, runner, script_flags, t
 from bertdistill.checkpoints import Teacher, load_teacher
 from bertdistill.errors import FlagError, shorten
 from bertdistill.files import atomic_output
-from bertdistill.flags import on_error
+from bertdistill.flags import on_error, processor_from_flags
 
 script_flags.define_generate_dataset_flags()
 FLAGS = flags.FLAGS
@@ -59,30 +65,39 @@ def make_replacer(kind: str, teacher: Teacher, corpus: list[str]) -> augment.Rep
     return replacer
 
 
-def expand(examples: list[data.InputExample], first_index: int, seen: set[str], config: augment.AugmentConfig,
-           replacer: augment.Replacer | None) -> tuple[list[str], list[str | None]]:
-    """Sentences and gold labels (None for new ones): each original, then its new sentences
-    that are not in `seen` (all originals and earlier new sentences), which it updates."""
-    sentences, gold = [], []
+def expand(examples: list[data.InputExample], first_index: int, seen: set[tuple[str, str | None]],
+           config: augment.AugmentConfig, replacer: augment.Replacer | None) -> list[data.InputExample]:
+    """Each original, then its new examples (no label) that are not in `seen` (the keys, `key`, of
+    all originals and earlier new examples), which it updates. A pair's texts are augmented one
+    after the other with the original's generator, then paired up (`augment.pair_up`)."""
+    out = []
     for offset, example in enumerate(examples):
-        sentences.append(example.text_a)
-        gold.append(example.label)
+        out.append(example)
         if FLAGS.no_augment:
             continue
         rng = augment.rng_for(FLAGS.seed, first_index + offset)
-        for new in augment.augment_sentence(example.text_a, FLAGS.augment_factor, rng, config, replacer):
-            if new not in seen:
-                seen.add(new)
-                sentences.append(new)
-                gold.append(None)
-    return sentences, gold
+        new_a = augment.augment_sentence(example.text_a, FLAGS.augment_factor, rng, config, replacer)
+        if example.text_b is None:
+            new = [(text, None) for text in new_a]
+        else:
+            new_b = augment.augment_sentence(example.text_b, FLAGS.augment_factor, rng, config, replacer)
+            new = augment.pair_up(example.text_a, example.text_b, new_a, new_b)
+        for text_a, text_b in new:
+            if key(text_a, text_b) not in seen:
+                seen.add(key(text_a, text_b))
+                out.append(data.InputExample(guid=f"new-{len(seen)}", text_a=text_a, text_b=text_b))
+    return out
 
 
-def label_with_teachers(teachers: list[Teacher], sentences: list[str]) -> np.ndarray:
-    """The mean of the teachers' float32 logits [len(sentences), num_labels]: the sentences are
+def key(text_a: str, text_b: str | None) -> tuple[str, str | None]:
+    """What makes two examples the same: their texts' words."""
+    return " ".join(text_a.split()), None if text_b is None else " ".join(text_b.split())
+
+
+def label_with_teachers(teachers: list[Teacher], examples: list[data.InputExample]) -> np.ndarray:
+    """The mean of the teachers' float32 logits [len(examples), num_labels]: the examples are
     encoded once (the teachers share a tokenizer) and each teacher runs over the same
     length-sorted batches of the shared pipeline."""
-    examples = [data.InputExample(guid=str(i), text_a=s) for i, s in enumerate(sentences)]
     features = pipeline.convert_examples_to_features(examples, teachers[0].tokenizer, teachers[0].labels,
                                                      FLAGS.max_seq_length)
     total = sum(pipeline.predict_logits(t.model, features, batch_size=FLAGS.batch_size) for t in teachers)
@@ -94,21 +109,21 @@ def check_same_inputs(first: Teacher, other: Teacher) -> None:
     (else their logits cannot be averaged)."""
     differs = [what for what, a, b in (("vocabulary", first.tokenizer.vocab, other.tokenizer.vocab),
                                        ("lower-casing", first.tokenizer.do_lower_case, other.tokenizer.do_lower_case),
-                                       ("labels", first.labels, other.labels)) if a != b]
+                                       ("labels", first.labels, other.labels),
+                                       ("text inputs", first.text_inputs, other.text_inputs)) if a != b]
     if differs:
         raise FlagError("model", f"--model: teacher {shorten(other.pretrained.source)} differs from "
                         f"{shorten(first.pretrained.source)} in its {' and '.join(differs)}; the teachers' logits are "
-                        "averaged, so they must share vocabulary, lower-casing and labels")
+                        "averaged, so they must share vocabulary, lower-casing, labels and text inputs")
 
 
-def load_teachers(paths: list[str]) -> list[Teacher]:
+def load_teachers(paths: list[str], labels: list[str]) -> list[Teacher]:
     """The `--model` teachers, each checked against `--max_seq_length` and the first (`check_same_inputs`)
     as soon as it is loaded."""
     teachers = []
     for path in paths:
-        task_labels = None if os.path.isdir(path) else data.get_processor(FLAGS.task_name).get_labels()
         teacher = load_teacher(path, bert_config_file=FLAGS.bert_config_file, vocab_file=FLAGS.vocab_file,
-                               labels=task_labels)
+                               labels=None if os.path.isdir(path) else labels)
         positions = teacher.pretrained.config.max_position_embeddings
         if FLAGS.max_seq_length > positions:
             raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the "
@@ -141,35 +156,40 @@ def main(argv):
     validate_flags()
     config = augment.AugmentConfig(p_mask=FLAGS.p_mask, p_replace=FLAGS.p_replace, p_ngram=FLAGS.p_ngram)
     keras.mixed_precision.set_global_policy("float32")
-    teachers = load_teachers(FLAGS.model)
+    processor = processor_from_flags(FLAGS)
+    teachers = load_teachers(FLAGS.model, processor.get_labels())
     teacher = teachers[0]
-    examples = transfer_set.read_originals(FLAGS.input, FLAGS.task_name, teacher.labels,
+    examples = transfer_set.read_originals(FLAGS.input, processor, teacher.labels,
                                            on_error=on_error(FLAGS))[:FLAGS.max_examples]
+    transfer_set.check_text_inputs(examples, teacher.text_inputs, f"--input={FLAGS.input}",
+                                   f"the teacher {shorten(FLAGS.model[0])}")
+    pairs = examples[0].text_b is not None
     runner.prepare_run(FLAGS, outputs={"output": FLAGS.output}, inputs=inputs())
-    corpus = [e.text_a for e in examples]
+    corpus = [text for e in examples for text in (e.text_a, e.text_b) if text is not None]
     replacer = None if FLAGS.no_augment or FLAGS.p_replace == 0 else make_replacer(FLAGS.replacement, teacher, corpus)
     start, end = transfer_set.shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)
     logging.info("Shard %d/%d: originals %d..%d of %d", FLAGS.shard_index, FLAGS.num_shards, start, end, len(examples))
-    # A new sentence belongs to the first original that yields it: replay the earlier shards'
+    # A new example belongs to the first original that yields it: replay the earlier shards'
     # augmentation (cheap next to labelling) so that every shard drops the same duplicates.
-    seen = {" ".join(sentence.split()) for sentence in corpus}
+    seen = {key(e.text_a, e.text_b) for e in examples}
     expand(examples[:start], 0, seen, config, replacer)
 
     began, rows = time.time(), 0
     with atomic_output(FLAGS.output) as out:
-        out.write(transfer_set.header(teacher.labels))
+        out.write(transfer_set.header(teacher.labels, pairs))
         progress = keras.utils.Progbar(end - start, unit_name="original")
         for chunk_start in range(start, end, FLAGS.chunk_size):
             chunk = examples[chunk_start:min(chunk_start + FLAGS.chunk_size, end)]
-            sentences, gold = expand(chunk, chunk_start, seen, config, replacer)
-            logits = label_with_teachers(teachers, sentences)
+            expanded = expand(chunk, chunk_start, seen, config, replacer)
+            logits = label_with_teachers(teachers, expanded)
             predicted = [teacher.labels[i] for i in logits.argmax(axis=1)]
             out.write(transfer_set.format_rows(
-                sentences, [g if g is not None else p for g, p in zip(gold, predicted)], logits))
-            rows += len(sentences)
+                [e.text_a for e in expanded], [e.label or p for e, p in zip(expanded, predicted)], logits,
+                [e.text_b for e in expanded] if pairs else None))
+            rows += len(expanded)
             progress.add(len(chunk))
     seconds = time.time() - began
-    logging.info("Wrote %s: %d rows from %d originals in %.1f s (%.1f sentences/s), labelled by the mean of %d "
+    logging.info("Wrote %s: %d rows from %d originals in %.1f s (%.1f examples/s), labelled by the mean of %d "
                  "teacher(s): %s", FLAGS.output, rows, end - start, seconds, rows / max(seconds, 1e-9), len(teachers),
                  ", ".join(FLAGS.model))
 

@@ -4,9 +4,14 @@
     python run_pipeline.py --output_dir=outputs/pipeline --preset=full    # the README's numbers
     python run_pipeline.py --output_dir=outputs/large --preset=large      # the 12-layer MPNet teacher (hours)
 
+    python run_pipeline.py --output_dir=outputs/qa --data_dir=my_task --task_name=tsv --labels=no,yes \
+        --text_a_column=question --text_b_column=answer --label_column=verdict   # your own TSV/CSV task
+
 Stages, each one of the toolkit's scripts in `<output_dir>/<stage>`:
-  data           SST-2 from --data_dir (default ../shared/data/sst2 when present, else tfds glue/sst2);
-                 a seeded train subsample in `data/` when the preset or --max_train_examples asks
+  data           the task's train/dev files: SST-2 from --data_dir (default ../shared/data/sst2 when
+                 present, else tfds glue/sst2), or --task_name=tsv|csv from --data_dir, read as the
+                 task flags (those of run_classifier.py) say; a seeded train subsample in `data/`
+                 when the preset or --max_train_examples asks (a user's file: its lines, header kept)
   teacher_<k>    bert_finetune/run_classifier.py, --num_teachers seeds (best-by-dev, exported)
   transfer       generate_dataset.py: augmented train set labelled by the mean of the teachers' logits
   bilstm_gold    distil_lstm/main.py --mode=train (gold labels: the baseline)
@@ -15,6 +20,9 @@ Stages, each one of the toolkit's scripts in `<output_dir>/<stage>`:
                  --preset=large: tinybert_6l and tinybert_3l, students from the pretrained MiniLM (all
                  its layers; layers 2, 4, 6) with its own vocabulary
   report         <output_dir>/report/: results.json, results.md, accuracy_vs_latency.png, robustness.png
+
+A sentence-pair task (--text_b_column) skips what reads single sentences only, each with a line
+in the report saying why: the BiLSTM stages, students with their own vocabulary, robustness.
 
 Run the same command again after an interruption (even `kill -9`): completed stages are
 skipped, the interrupted one resumes from its checkpoints. `--stages=a,b` runs a subset (the
@@ -29,8 +37,10 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import sys
 
+import numpy as np
 from absl import flags, logging
 
 from bertdistill import (data, errors, layer_map, locks, manifest, model_packages, orchestration, report, robustness,
@@ -38,7 +48,9 @@ from bertdistill import (data, errors, layer_map, locks, manifest, model_package
 from bertdistill.bert import BertConfig
 from bertdistill.encoders import config_from_json_file
 from bertdistill.errors import FlagError
+from bertdistill.export_format import TEXT_PAIR
 from bertdistill.files import atomic_output
+from bertdistill.flags import define_data_flags, define_task_flags, processor_from_flags, task_flag_arguments
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "sst2"))
@@ -77,8 +89,10 @@ PRESETS = {
 }
 
 flags.DEFINE_string("output_dir", "outputs/pipeline", "Every stage's folder, the logs and the report.")
-flags.DEFINE_string("data_dir", None, "GLUE SST-2 folder (train/dev/test.tsv); default ../shared/data/sst2 when "
-                    "present, else tfds glue/sst2.")
+flags.DEFINE_string("data_dir", None, "The task's folder (train and dev files); for SST-2 default "
+                    "../shared/data/sst2 when present, else tfds glue/sst2.")
+define_task_flags()
+define_data_flags()
 flags.DEFINE_string("init_checkpoint", None, "The teacher's start: a short name (minilm, mpnet), a Hugging Face "
                     "folder, export folder or Google "
                     "checkpoint; default: the offline all-MiniLM-L6-v2).")
@@ -155,8 +169,8 @@ def validate() -> None:
         if not 0 < value <= 1:
             raise FlagError("robustness_rates", f"--robustness_rates: {rate!r} is not a rate in (0, 1]")
     data_dir = data_source()
-    if data_dir:
-        validation.split_files(data_dir, ("train", "dev"), "sst-2")
+    validation.split_files(data_dir, ("train", "dev"), FLAGS.task_name)
+    processor_from_flags(FLAGS)  # --labels and the columns
     validation.model_path("init_checkpoint", teacher_init())
     validation.positive("teacher_learning_rate", setting("teacher_learning_rate"))
     if not os.path.isfile(FLAGS.student_config):
@@ -221,7 +235,30 @@ def check_student(stage: orchestration.Stage) -> None:
 def data_source() -> str | None:
     if FLAGS.data_dir:
         return FLAGS.data_dir
-    return DEFAULT_DATA if os.path.isdir(DEFAULT_DATA) else None
+    return DEFAULT_DATA if own_files() is None and os.path.isdir(DEFAULT_DATA) else None
+
+
+def own_files() -> str | None:
+    """The file extension of a user's own task (--task_name=tsv|csv), None for SST-2."""
+    return FLAGS.task_name.lower() if FLAGS.task_name.lower() in ("tsv", "csv") else None
+
+
+def task_arguments() -> list[str]:
+    """The task flags every stage's script gets."""
+    return task_flag_arguments(FLAGS) + (["--skip_bad_rows"] if FLAGS.skip_bad_rows else [])
+
+
+def skipped_stages() -> dict[str, str]:
+    """{stage: why} of the stages that cannot take this task (sentence pairs)."""
+    if processor_from_flags(FLAGS).text_inputs != TEXT_PAIR:
+        return {}
+    reason = {name: "the BiLSTM student reads single sentences; this task has sentence pairs"
+              for name in ("bilstm_gold", "bilstm_distil")}
+    for name, student in PRESETS[FLAGS.preset]["students"].items():
+        if any(flag.startswith("--student_model=") for flag in student):
+            reason[name] = ("a student with its own vocabulary learns from single sentences only; this task has "
+                            "sentence pairs")
+    return reason
 
 
 def data_folder(output_dir: str) -> str:
@@ -231,11 +268,13 @@ def data_folder(output_dir: str) -> str:
 
 
 def write_data(output_dir: str) -> None:
-    """`<output_dir>/data/{train,dev}.tsv`: a seeded train subsample (and tfds, read once)."""
-    import numpy as np
-
+    """`<output_dir>/data/{train,dev}.tsv`: a seeded train subsample (and tfds, read once); a
+    user's own files (`own_files`) keep their format: the chosen lines of train, dev copied."""
     source, target = data_source(), os.path.join(output_dir, "data")
     if source and not setting("max_train_examples"):
+        return
+    if own_files():
+        subsample_lines(source, target, own_files(), setting("max_train_examples"), np.random.default_rng(FLAGS.seed))
         return
     processor = data.Sst2Processor()
     train = processor.get_train_examples(source)
@@ -248,6 +287,22 @@ def write_data(output_dir: str) -> None:
         with atomic_output(os.path.join(target, f"{split}.tsv")) as f:
             f.write("sentence\tlabel\n" + "".join(f"{e.text_a}\t{e.label}\n" for e in examples))
     logging.info("data: %d train rows (of %s) in %s", len(train), source or "tfds glue/sst2", target)
+
+
+def subsample_lines(source: str, target: str, extension: str, limit: int, rng: np.random.Generator) -> None:
+    """`train.<extension>` with `limit` of its non-blank lines (seeded, in file order; the header
+    kept), `dev.<extension>` as it is."""
+    os.makedirs(target, exist_ok=True)
+    with open(os.path.join(source, f"train.{extension}"), encoding="utf-8", newline="") as f:
+        lines = f.readlines()
+    head, rows = (lines[:1], lines[1:]) if FLAGS.has_header else ([], lines)
+    rows = [line if line.endswith("\n") else line + "\n" for line in rows if line.strip()]
+    if limit < len(rows):
+        rows = [rows[i] for i in np.sort(rng.choice(len(rows), limit, replace=False))]
+    with atomic_output(os.path.join(target, f"train.{extension}")) as f:
+        f.write("".join(head + rows))
+    shutil.copyfile(os.path.join(source, f"dev.{extension}"), os.path.join(target, f"dev.{extension}"))
+    logging.info("data: %d train rows of %s in %s", len(rows), source, target)
 
 
 def script_stage(name: str, path: str, *args: str, **kwargs) -> orchestration.Stage:
@@ -264,9 +319,11 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
     data_dir = data_folder(output_dir)
     seed = FLAGS.seed
     teachers = [os.path.join(output_dir, f"teacher_{k}") for k in range(1, setting("num_teachers") + 1)]
+    task = task_arguments()
+    skipped = skipped_stages()
     transfer = os.path.join(output_dir, "transfer", "augmented.tsv")
     stages = [orchestration.Stage("data", function=lambda: write_data(output_dir), nominal_minutes=minutes["data"],
-                                  key=[data_source() or "tfds", str(setting("max_train_examples")), str(seed)],
+                                  key=[data_source() or "tfds", str(setting("max_train_examples")), str(seed), *task],
                                   description=f"train subsample of {setting('max_train_examples')}"
                                   if setting("max_train_examples") else "")]
     teacher_start = teacher_init()
@@ -274,7 +331,7 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
     gate = f"--int8_max_drop={FLAGS.int8_max_drop}"
     for k, folder in enumerate(teachers):
         stages.append(script_stage(
-            f"teacher_{k + 1}", "bert_finetune/run_classifier.py", "--task_name=sst-2", "--do_train", "--do_eval",
+            f"teacher_{k + 1}", "bert_finetune/run_classifier.py", *task, "--do_train", "--do_eval",
             f"--data_dir={data_dir}", f"--output_dir={folder}", "--max_seq_length=128", "--train_batch_size=32",
             "--eval_batch_size=64", f"--learning_rate={setting('teacher_learning_rate')}",
             f"--mixed_precision={setting('teacher_precision')}", f"--num_train_epochs={setting('teacher_epochs')}",
@@ -283,12 +340,12 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
             nominal_minutes=minutes["teacher"], description=f"seed {seed + k}"))
     exports = [os.path.join(folder, "export") for folder in teachers]
     stages.append(script_stage(
-        "transfer", "generate_dataset.py", f"--input={data_dir}", f"--model={','.join(exports)}",
+        "transfer", "generate_dataset.py", *task, f"--input={data_dir}", f"--model={','.join(exports)}",
         f"--output={transfer}", f"--augment_factor={setting('augment_factor')}", f"--seed={seed}",
         *extra.get("transfer", []),
         nominal_minutes=minutes["transfer"] * len(exports),  # labelling dominates: one pass per teacher
         description=f"{len(exports)} teacher(s)"))
-    lstm = [f"--data_dir={data_dir}", "--save_checkpoints_steps=2000", f"--seed={seed}", gate]
+    lstm = [*task, f"--data_dir={data_dir}", "--save_checkpoints_steps=2000", f"--seed={seed}", gate]
     stages.append(script_stage(
         "bilstm_gold", "distil_lstm/main.py", "--mode=train", f"--output_dir={os.path.join(output_dir, 'bilstm_gold')}",
         f"--num_train_epochs={setting('lstm_epochs')}", "--early_stopping_patience=3", *lstm,
@@ -301,7 +358,7 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
     subset = setting("intermediate_max_examples")
     for name, student in PRESETS[FLAGS.preset]["students"].items():
         stages.append(script_stage(
-            name, "tinybert/task_distill.py", f"--teacher_model={exports[0]}",
+            name, "tinybert/task_distill.py", *task, f"--teacher_model={exports[0]}",
             *(student or [f"--student_config={student_config_file(output_dir)}"]), f"--data_dir={data_dir}",
             f"--augmented_file={transfer}", f"--output_dir={os.path.join(output_dir, name)}",
             f"--intermediate_epochs={setting('intermediate_epochs')}",
@@ -313,7 +370,7 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
     stages.append(orchestration.Stage(
         "report", function=lambda: make_report(output_dir, teachers), nominal_minutes=minutes["report"],
         key=[str(setting(n)) for n in ("robustness_examples", "robustness_rates", "speed_rounds", "latency_texts")]))
-    return stages
+    return [stage for stage in stages if stage.name not in skipped]
 
 
 def family(stage: str) -> str:
@@ -367,7 +424,7 @@ def make_report(output_dir: str, teachers: list[str]) -> None:
     if missing:
         raise errors.UserError(f"the report needs the teachers' exports; missing: {', '.join(missing)}",
                                hint="run the teacher stages first")
-    dev = data.Sst2Processor().get_dev_examples(data_folder(output_dir))
+    dev = processor_from_flags(FLAGS).get_dev_examples(data_folder(output_dir))
     settings = report.ReportSettings(speed_rounds=setting("speed_rounds"), latency_texts=setting("latency_texts"),
                                      robustness_examples=setting("robustness_examples") or None,
                                      robustness_rates=tuple(float(r) for r in setting("robustness_rates")),
@@ -375,9 +432,11 @@ def make_report(output_dir: str, teachers: list[str]) -> None:
     provenance = {"command": sys.argv, "preset": FLAGS.preset,
                   "stages": {stage.name: record for stage in build_stages(output_dir)[:-1]
                              if (record := orchestration.read_record(output_dir, stage.name))},
-                  "transfer_set_teachers": [os.path.basename(t) for t in teachers]}
+                  "transfer_set_teachers": [os.path.basename(t) for t in teachers],
+                  "skipped_stages": skipped_stages()}
     neighbours = robustness.load_neighbours(model_dir=os.path.join(teachers[0], "export"))
-    results = report.build(models, [e.text_a for e in dev], [e.label for e in dev], settings=settings,
+    results = report.build(models, [e.text_a if e.text_b is None else (e.text_a, e.text_b) for e in dev],
+                           [e.label for e in dev], settings=settings,
                            neighbours=neighbours, provenance=provenance)
     paths = report.write(results, os.path.join(output_dir, "report"))
     print(report.markdown(results), flush=True)
@@ -392,6 +451,8 @@ def main(argv):
     if FLAGS.overwrite_output_dir:
         manifest.clear_folder(output_dir)
     stages = build_stages(output_dir)
+    for name, reason in skipped_stages().items():
+        print(f"[pipeline] stage {name}: skipped: {reason}", flush=True)
     chosen = selected(stages, output_dir)
     os.makedirs(output_dir, exist_ok=True)
     if FLAGS["stages"].present and "report" in FLAGS.stages:  # asked for by name: made again

@@ -103,15 +103,16 @@ def load_trained(model, pretrained: checkpoints.Pretrained) -> int:
                     "fine-tuned classifier: add --do_train, or pass an export folder as --init_checkpoint")
 
 
-def export_model(model, tokenizer, labels, sample_features, dev_examples) -> None:
+def export_model(model, tokenizer, processor, sample_features, dev_examples) -> None:
     """Writes <output_dir>/export: Hugging Face files, SavedModel, ONNX, INT8 ONNX, labels; then
     the INT8 gate on the dev set."""
     x, _ = next(iter(_eval_dataset(sample_features, 8)))
     folder = os.path.join(FLAGS.output_dir, "export")
     export.export_bert_classifier(
-        model, folder, vocab_file=tokenizer.vocab_file, labels=labels,
+        model, folder, vocab_file=tokenizer.vocab_file, labels=processor.get_labels(),
         do_lower_case=FLAGS.do_lower_case, sample={k: v.numpy() for k, v in x.items()},
-        info={"model": "bert_classifier", "task_name": FLAGS.task_name, "max_seq_length": FLAGS.max_seq_length,
+        info={"model": "bert_classifier", "task_name": FLAGS.task_name, **processor.input_record(),
+              "max_seq_length": FLAGS.max_seq_length,
               "best": trainer.read_best(FLAGS.output_dir)})
     int8_gate.run_int8_gate_on_examples(folder, dev_examples, max_drop=FLAGS.int8_max_drop)
 
@@ -176,7 +177,7 @@ def main(argv):
         runner.predict_to_file(model, _eval_dataset(test_features, FLAGS.predict_batch_size), FLAGS.output_dir,
                                strategy)
     if exporting and is_chief(strategy):
-        export_model(model, tokenizer, labels, eval_features, examples_of["dev"])
+        export_model(model, tokenizer, processor, eval_features, examples_of["dev"])
 
 
 if __name__ == "__main__":

@@ -277,6 +277,15 @@ def augment_sentence(sentence: str, num: int, rng: np.random.Generator, config: 
     return out
 
 
+def pair_up(text_a: str, text_b: str, new_a: Sequence[str], new_b: Sequence[str]) -> list[tuple[str, str]]:
+    """The new examples of a sentence pair from each side's new sentences (made independently, by
+    the same rule as for single sentences): the k-th new pair takes each side's k-th new sentence,
+    or that side's original when it has fewer. Every new pair differs from the original and from
+    the others, and the pair keeps its label."""
+    return [(new_a[k] if k < len(new_a) else text_a, new_b[k] if k < len(new_b) else text_b)
+            for k in range(max(len(new_a), len(new_b)))]
+
+
 # --- TinyBERT's augmentation (Jiao et al., 2020; huawei-noah/Pretrained-Language-Model, TinyBERT/) ---
 #
 # Each alphabetic non-stopword word of a (BERT basic-tokenized) sentence gets up to top_k

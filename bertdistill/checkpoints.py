@@ -24,6 +24,7 @@ from bertdistill import model_packages
 from bertdistill.bert import TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertMaskedLM, checkpoint_variables
 from bertdistill.encoders import build_encoder, config_from_json_file
 from bertdistill.errors import ConfigError, MissingFileError, read_json, shorten
+from bertdistill.export_format import EXPORT_INFO, read_text_inputs
 from bertdistill.files import safetensors_file
 from bertdistill.tokenization import Tokenizer
 
@@ -390,12 +391,15 @@ def restore_weights(model: keras.Model, pretrained: Pretrained) -> LoadReport:
 
 @dataclasses.dataclass
 class Teacher:
-    """A fine-tuned BERT classifier ready for inference: model, its tokenizer and its labels."""
+    """A fine-tuned BERT classifier ready for inference: model, its tokenizer and its labels;
+    `text_inputs`: what it reads (`export_format.SINGLE_TEXT` or `TEXT_PAIR`) when its export
+    folder says so, else None."""
 
     model: BertClassifier
     tokenizer: Tokenizer
     labels: list[str]
     pretrained: Pretrained
+    text_inputs: tuple[str, ...] | None = None
 
 
 def load_teacher(model_path: str, *, bert_config_file: str | None = None, vocab_file: str | None = None,
@@ -426,7 +430,11 @@ def load_teacher(model_path: str, *, bert_config_file: str | None = None, vocab_
     model = BertClassifier(build_encoder(pretrained.config), len(labels), pooling=pretrained.classifier_pooling or "cls")
     restore_weights(model, pretrained)
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
-    return Teacher(model, Tokenizer(pretrained.vocab_file, do_lower_case), list(labels), pretrained)
+    try:
+        text_inputs = read_text_inputs(model_path) if os.path.isdir(model_path) else None
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"{model_path}/{EXPORT_INFO}: {e}; export the model again") from None
+    return Teacher(model, Tokenizer(pretrained.vocab_file, do_lower_case), list(labels), pretrained, text_inputs)
 
 
 _MLM_HEAD_WEIGHTS = ("cls/predictions/transform/dense/kernel", "cls/predictions/transform/dense/bias",

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from absl import logging
 
+from bertdistill.export_format import COLUMNS, SINGLE_TEXT, TEXT_INPUTS, TEXT_PAIR
 from bertdistill.errors import ConfigError, DataError, DataUnavailableError, FlagError, MissingFileError, shorten
 
 
@@ -104,6 +105,19 @@ class DataProcessor(abc.ABC):
     @abc.abstractmethod
     def get_labels(self) -> list[str]: ...
 
+    @abc.abstractmethod
+    def columns(self) -> dict[str, str | int]:
+        """Where the task's fields are: {"text": column, "label": column} and "text_b" for pairs."""
+
+    @property
+    def text_inputs(self) -> tuple[str, ...]:
+        """The texts of one example: `export_format.SINGLE_TEXT` or `TEXT_PAIR`."""
+        return TEXT_PAIR if "text_b" in self.columns() else SINGLE_TEXT
+
+    def input_record(self) -> dict:
+        """What a model of this task reads, for export_info (keys in `bertdistill.export_format`)."""
+        return {TEXT_INPUTS: list(self.text_inputs), COLUMNS: self.columns(), "labels": self.get_labels()}
+
     def _read_rows(self, path: str, delimiter: str, header: Sequence[str] | None, columns: _Columns,
                    split: str, labeled: bool) -> list[InputExample]:
         """Reads and validates a delimited file; one example per valid row."""
@@ -175,6 +189,9 @@ class Sst2Processor(DataProcessor):
     def get_labels(self) -> list[str]:
         return ["0", "1"]
 
+    def columns(self) -> dict[str, str | int]:
+        return {"text": "sentence", "label": "label"}
+
     def get_train_examples(self, data_dir):
         return self._examples(data_dir, "train")
 
@@ -234,6 +251,10 @@ class TextClassificationProcessor(DataProcessor):
 
     def get_labels(self) -> list[str]:
         return self.labels
+
+    def columns(self) -> dict[str, str | int]:
+        named = {"text": self.text_a_column, "text_b": self.text_b_column, "label": self.label_column}
+        return {name: column for name, column in named.items() if column is not None}
 
     def get_train_examples(self, data_dir):
         return self.read_file(os.path.join(data_dir, f"train.{self.extension}"), "train")

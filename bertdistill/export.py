@@ -25,7 +25,7 @@ from absl import logging
 
 from bertdistill.distribute import precision_policy
 from bertdistill.export_format import (BERT_INPUTS, EXPORT_INFO, IDS_SIGNATURE, MODEL_FILES, ONNX_ID_DTYPE, OUTPUTS,
-                                       PAIR_TEXT_INPUTS, PORTABLE_ONNX, SAVED_MODEL, SIGNATURES_INFO, TEXT_INPUTS,
+                                       TEXT_PAIR, PORTABLE_ONNX, SAVED_MODEL, SIGNATURES_INFO, SINGLE_TEXT, text_inputs,
                                        TEXT_OUTPUTS, TEXT_SIGNATURE)
 from bertdistill.predictor import input_dtypes
 
@@ -77,7 +77,7 @@ def export_saved_model(model: keras.Model, path: str, input_names: Sequence[str]
 
             text_signature.add_text_signature(archive, TEXT_SIGNATURE, lambda features: classify(model, features),
                                               text.encoding, text.labels, asset_folder)
-            signatures[TEXT_SIGNATURE] = {"inputs": list(PAIR_TEXT_INPUTS if text.encoding.pair else TEXT_INPUTS),
+            signatures[TEXT_SIGNATURE] = {"inputs": list(TEXT_PAIR if text.encoding.pair else SINGLE_TEXT),
                                           "outputs": list(TEXT_OUTPUTS)}
         archive.write_out(path, verbose=False)
     return signatures
@@ -279,13 +279,14 @@ class OnnxClassifier:
 
 
 def export_bert_classifier(model: keras.Model, folder: str, *, vocab_file: str, labels: list[str],
-                           do_lower_case: bool, sample: dict[str, np.ndarray], info: dict, pair: bool = False) -> None:
+                           do_lower_case: bool, sample: dict[str, np.ndarray], info: dict) -> None:
     """`export_folder` for a `BertClassifier`, with the Hugging Face files
     (`checkpoints.save_hf_folder`; tokenizer_config's `model_max_length` is `info["max_seq_length"]`
     when given) and `labels.json`: the folder is usable again as a `--init_checkpoint`, a
     `--teacher_model` or a `generate_dataset.py --model`, and in transformers. With
     `info["max_seq_length"]`, the SavedModel also takes text (`serve_text`: `text`, and `text_b`
-    when `pair`), encoded in the graph as the predictor encodes it."""
+    when `info` records a pair model, `export_format.TEXT_INPUTS`), encoded in the graph as the
+    predictor encodes it."""
     from bertdistill import checkpoints
     from bertdistill.text_signature import TextEncoding
 
@@ -297,6 +298,7 @@ def export_bert_classifier(model: keras.Model, folder: str, *, vocab_file: str, 
     config = model.encoder.config
     text = None
     if info.get("max_seq_length"):
+        pair = text_inputs(info) == TEXT_PAIR
         text = TextSignature(TextEncoding(vocab_file, do_lower_case, int(info["max_seq_length"]), pair), labels)
     export_folder(model, folder, sample=sample, write_files=write_files, text=text,
                   transformer=(config.num_attention_heads, config.hidden_size),

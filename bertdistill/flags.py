@@ -33,6 +33,41 @@ def on_error(fv: flags.FlagValues = flags.FLAGS) -> str:
     return "skip" if fv.skip_bad_rows else "raise"
 
 
+TASK_FLAGS = ("task_name", "labels", "text_a_column", "text_b_column", "label_column", "delimiter", "has_header")
+
+
+def define_task_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines the task flags (`TASK_FLAGS`: the data processor, and for a user's own TSV/CSV its
+    labels, columns, delimiter and header) of every tool that reads a task's data; safe to call twice."""
+    if "task_name" in flag_values:
+        return
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("task_name", "sst-2", "Task (data processor) name: sst-2, tsv or csv.", **fv)
+    flags.DEFINE_list("labels", None, "--task_name=tsv|csv: the label values, comma-separated (e.g. neg,pos).", **fv)
+    flags.DEFINE_string("text_a_column", "sentence", "--task_name=tsv|csv: column of the text (a header name, "
+                        "or a 0-based index with --nohas_header).", **fv)
+    flags.DEFINE_string("text_b_column", None, "--task_name=tsv|csv: column of the second text of a pair.", **fv)
+    flags.DEFINE_string("label_column", "label", "--task_name=tsv|csv: column of the label.", **fv)
+    flags.DEFINE_string("delimiter", None, "--task_name=tsv|csv: field delimiter (default: tab for tsv, comma "
+                        "for csv).", **fv)
+    flags.DEFINE_bool("has_header", True, "--task_name=tsv|csv: the files start with a header line.", **fv)
+
+
+def task_flag_arguments(fv: flags.FlagValues = flags.FLAGS) -> list[str]:
+    """The command-line arguments that give another script the same task: `--task_name` and the
+    task flags given."""
+    arguments = [f"--task_name={fv.task_name}"]
+    for name in TASK_FLAGS[1:]:
+        value = fv[name].value
+        if not fv[name].present:
+            continue
+        if isinstance(value, bool):
+            arguments.append(f"--{name}" if value else f"--no{name}")
+        else:
+            arguments.append(f"--{name}={','.join(value) if isinstance(value, list) else value}")
+    return arguments
+
+
 def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS, *, bert: bool = True) -> None:
     """Defines Google run_classifier.py's flags and ours, all optional; safe to call twice.
 
@@ -42,18 +77,10 @@ def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS, *, bert: bo
     if "mixed_precision" in flag_values:
         return
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("task_name", "sst-2", "Task (data processor) name: sst-2, tsv or csv.", **fv)
+    define_task_flags(flag_values)
     flags.DEFINE_string("data_dir", None, "Folder with the task's train/dev/test files (SST-2: tfds when unset).",
                         **fv)
     define_data_flags(flag_values)
-    flags.DEFINE_list("labels", None, "--task_name=tsv|csv: the label values, comma-separated (e.g. neg,pos).", **fv)
-    flags.DEFINE_string("text_a_column", "sentence", "--task_name=tsv|csv: column of the text (a header name, "
-                        "or a 0-based index with --nohas_header).", **fv)
-    flags.DEFINE_string("text_b_column", None, "--task_name=tsv|csv: column of the second text of a pair.", **fv)
-    flags.DEFINE_string("label_column", "label", "--task_name=tsv|csv: column of the label.", **fv)
-    flags.DEFINE_string("delimiter", None, "--task_name=tsv|csv: field delimiter (default: tab for tsv, comma "
-                        "for csv).", **fv)
-    flags.DEFINE_bool("has_header", True, "--task_name=tsv|csv: the files start with a header line.", **fv)
     if bert:
         flags.DEFINE_bool("do_train", False, "Train.", **fv)
         flags.DEFINE_bool("do_eval", False, "Evaluate on the dev set.", **fv)
@@ -166,18 +193,18 @@ def define_augmentation_flags(flag_values: flags.FlagValues = flags.FLAGS, *, mo
                               augment_factor_help: str, batch_size_help: str, max_seq_length_help: str,
                               chunk_size: int, several_models: bool = False) -> None:
     """The flags of the two data-augmentation scripts (generate_dataset.py, tinybert/data_augmentation.py):
-    input/output, the model (a comma-separated list with `several_models`), the task, sharding and
-    seeding, sizes. Safe to call twice."""
+    input/output, the model (a comma-separated list with `several_models`), the task flags (those of
+    run_classifier.py: the labels and a folder's train split), sharding and seeding, sizes. Safe to call twice."""
     if "augment_factor" in flag_values:
         return
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("input", None, "Training TSV (`sentence<TAB>label`) or a task's data folder (its train "
-                        "split).", **fv)
+    flags.DEFINE_string("input", None, "Training TSV (`sentence<TAB>label`, or `sentence<TAB>sentence_b<TAB>label` "
+                        "for pairs) or a task's data folder (its train split, read as --task_name and its column "
+                        "flags say).", **fv)
     flags.DEFINE_string("output", None, "TSV to write (atomically: a temporary file renamed at the end).", **fv)
     (flags.DEFINE_list if several_models else flags.DEFINE_string)("model", None, model_help, **fv)
     flags.DEFINE_string("bert_config_file", None, "bert_config.json of a Google checkpoint --model.", **fv)
     flags.DEFINE_string("vocab_file", None, "vocab.txt of a Google checkpoint --model.", **fv)
-    flags.DEFINE_string("task_name", "sst-2", "Task whose labels (and train split, for a folder) to use.", **fv)
     flags.DEFINE_integer("augment_factor", 20, augment_factor_help, **fv)
     flags.DEFINE_integer("batch_size", 256, batch_size_help, **fv)
     flags.DEFINE_integer("max_seq_length", 128, max_seq_length_help, **fv)
@@ -187,6 +214,7 @@ def define_augmentation_flags(flag_values: flags.FlagValues = flags.FLAGS, *, mo
     flags.DEFINE_integer("shard_index", 0, "The shard to produce (0-based).", **fv)
     flags.DEFINE_integer("max_examples", None, "Use only the first N originals (before sharding).", **fv)
     flags.DEFINE_integer("chunk_size", chunk_size, "Originals processed together (memory, progress).", **fv)
+    define_task_flags(flag_values)
     define_data_flags(flag_values)
 
 

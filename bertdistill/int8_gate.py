@@ -5,7 +5,7 @@ faster than `model.onnx`.
     from bertdistill.int8_gate import run_int8_gate
     gate = run_int8_gate("outputs/teacher/export", texts, labels, max_drop=0.5)
 
-Both models answer the raw dev texts through `bertdistill.predictor.Predictor`, then are timed on
+Both models answer the raw dev texts (or sentence pairs) through `bertdistill.predictor.Predictor`, then are timed on
 the same texts in one process, interleaved round by round (`bertdistill.speed.compare`):
 single-sentence latency (median ms) and batch throughput (examples/s). INT8 counts as faster
 when it wins on both. The verdict, both accuracies, both timings and the reason go into the
@@ -41,20 +41,22 @@ class Measurement:
     examples_per_s: float  # batches of SPEED_BATCH_SIZE
 
 
-Measure = Callable[[str, Sequence[str], Sequence[str], int], dict[str, Measurement]]
+Texts = Sequence[str] | Sequence[tuple[str, str]]  # texts, or (text, text_b) pairs for a pair model
+Measure = Callable[[str, Texts, Sequence[str], int], dict[str, Measurement]]
 
 
-def accuracy(predictor: Predictor, texts: Sequence[str], labels: Sequence[str]) -> float:
+def accuracy(predictor: Predictor, texts: Texts, labels: Sequence[str]) -> float:
     """Percent of `texts` whose predicted label is the gold one (labels compared as strings)."""
-    return robustness.accuracy([p.label for p in predictor.predict(texts)], [str(gold) for gold in labels])
+    predicted = predictor.to_predictions(predictor.logits_of(texts))
+    return robustness.accuracy([p.label for p in predicted], [str(gold) for gold in labels])
 
 
-def measure_models(folder: str, texts: Sequence[str], labels: Sequence[str], threads: int) -> dict[str, Measurement]:
+def measure_models(folder: str, texts: Texts, labels: Sequence[str], threads: int) -> dict[str, Measurement]:
     """`{"float32": ..., "int8": ...}`: each ONNX model's accuracy on `texts`, and both timed on
     them together (interleaved rounds, medians)."""
     predictors = {precision: Predictor(folder, quantized=precision == "int8", threads=threads)
                   for precision in MODEL_FILES}
-    timed = speed.compare({precision: predictor.logits for precision, predictor in predictors.items()}, texts,
+    timed = speed.compare({precision: predictor.logits_of for precision, predictor in predictors.items()}, texts,
                           rounds=SPEED_ROUNDS, latency_texts=LATENCY_SENTENCES, batch_size=SPEED_BATCH_SIZE)
     return {precision: Measurement(accuracy(predictor, texts, labels), **timed[precision])
             for precision, predictor in predictors.items()}
@@ -88,7 +90,7 @@ def write_gate(folder: str, gate: dict) -> None:
         json.dump({**info, "int8_gate": gate}, out, indent=2)
 
 
-def run_int8_gate(folder: str, texts: Sequence[str], labels: Sequence[str], *, max_drop: float = DEFAULT_MAX_DROP,
+def run_int8_gate(folder: str, texts: Texts, labels: Sequence[str], *, max_drop: float = DEFAULT_MAX_DROP,
                   threads: int = 0, measure: Measure = measure_models) -> dict:
     """Measures both ONNX models of `folder` on `texts` / `labels` (the dev set) with `measure`,
     records the verdict in export_info.json and returns it."""
@@ -107,10 +109,7 @@ def run_int8_gate(folder: str, texts: Sequence[str], labels: Sequence[str], *, m
     return gate
 
 
-def run_int8_gate_on_examples(folder: str, examples: Sequence, *, max_drop: float = DEFAULT_MAX_DROP) -> dict | None:
-    """`run_int8_gate` on a task's dev `InputExample`s; None (and a log line) for sentence pairs,
-    which the predictor does not encode."""
-    if any(example.text_b for example in examples):
-        logging.info("INT8 gate skipped: the predictor answers single texts, this task has sentence pairs")
-        return None
-    return run_int8_gate(folder, [e.text_a for e in examples], [e.label for e in examples], max_drop=max_drop)
+def run_int8_gate_on_examples(folder: str, examples: Sequence, *, max_drop: float = DEFAULT_MAX_DROP) -> dict:
+    """`run_int8_gate` on a task's dev `InputExample`s (texts or sentence pairs)."""
+    texts = [e.text_a if e.text_b is None else (e.text_a, e.text_b) for e in examples]
+    return run_int8_gate(folder, texts, [e.label for e in examples], max_drop=max_drop)

@@ -7,13 +7,16 @@
 The folder's `export_info.json` names the model kind and so the text encoding:
 
 - `bert_classifier` (the teacher) and `tinybert`: WordPiece with the folder's `vocab.txt` and
-  casing (`tokenizer_config.json`), `[CLS] text [SEP]`, truncated to the export's
+  casing (`tokenizer_config.json`), `[CLS] text [SEP]` (a pair: `[CLS] text [SEP] text_b [SEP]`,
+  token types 0 then 1; MPNet: `<s> text </s></s> text_b </s>`), truncated to the export's
   `max_seq_length` exactly as training did (`bertdistill.tokenization.Tokenizer.encode_batch`);
   inputs `input_ids`, `attention_mask`, `token_type_ids`;
 - `bilstm_classifier`: the student's word vocabulary (`bertdistill.words`), the first
   `max_seq_length` words; input `input_ids`.
 
-Rows are padded with 0 (as the training pipeline pads). Texts are encoded, sorted by length,
+export_info's `text_inputs` says whether the model reads one text or a sentence pair
+(`predict(texts, texts_b)`); a single text for a pair model, or a pair for a single-text
+model, is refused with a `UserError`. Rows are padded with 0 (as the training pipeline pads). Texts are encoded, sorted by length,
 run in batches of at most `batch_size` (cut early where padding would exceed `max_padding` x the
 real tokens) and put back in input order, so a list of mixed lengths costs little padding.
 The probabilities are the model's own `probabilities` output.
@@ -34,7 +37,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from bertdistill.errors import ConfigError, MissingFileError, UserError, read_json, shorten
-from bertdistill.export_format import BERT_INPUTS, EXPORT_INFO, MODEL_FILES, ONNX_TENSOR_DTYPES, OUTPUTS, WORD_INPUTS
+from bertdistill.export_format import (BERT_INPUTS, COLUMNS, EXPORT_INFO, MODEL_FILES, ONNX_TENSOR_DTYPES, OUTPUTS,
+                                       TEXT_PAIR, WORD_INPUTS, describe_texts, text_inputs)
 from bertdistill.words import WordVocab
 
 BERT_KINDS = ("bert_classifier", "tinybert")
@@ -128,9 +132,17 @@ def pad(rows: Sequence[Sequence[int]], value: int = 0) -> np.ndarray:
     return batch
 
 
+class TokenRow(list):
+    """One example's token ids (the list itself) and its token type ids (`type_ids`)."""
+
+    def __init__(self, ids: Sequence[int], type_ids: Sequence[int]):
+        super().__init__(ids)
+        self.type_ids = type_ids
+
+
 class WordPieceEncoder:
-    """Text -> `[CLS] wordpieces [SEP]` ids (MPNet: `<s> wordpieces </s>`), truncated as training
-    truncated, padded with the vocabulary's pad id (BERT, MPNet, TinyBERT)."""
+    """Text (or a pair) -> `[CLS] wordpieces [SEP]` ids (MPNet: `<s> wordpieces </s>`), truncated
+    as training truncated, padded with the vocabulary's pad id (BERT, MPNet, TinyBERT)."""
 
     input_names = BERT_INPUTS
     kind = "wordpiece"
@@ -145,16 +157,17 @@ class WordPieceEncoder:
         self.max_seq_length = max_seq_length
         self.lock = threading.Lock()  # the Rust tokenizer's truncation setting is shared state
 
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> list[TokenRow]:
         with self.lock:
-            return self.tokenizer.encode_batch(texts, None, self.max_seq_length)[0]
+            ids, types = self.tokenizer.encode_batch(texts, texts_b, self.max_seq_length)
+        return [TokenRow(row, row_types) for row, row_types in zip(ids, types)]
 
-    def features(self, rows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+    def features(self, rows: Sequence[TokenRow]) -> dict[str, np.ndarray]:
         ids = pad(rows, self.tokenizer.pad_id)
         mask = np.zeros_like(ids)
         for out, row in zip(mask, rows):
             out[:len(row)] = 1
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": pad([row.type_ids for row in rows])}
 
 
 class WordEncoder:
@@ -167,7 +180,7 @@ class WordEncoder:
         self.vocab = vocab
         self.max_seq_length = max_seq_length
 
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode(self, texts: Sequence[str], texts_b: None = None) -> list[list[int]]:
         return [self.vocab.encode(text, self.max_seq_length) for text in texts]
 
     def features(self, rows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
@@ -196,6 +209,16 @@ def read_export_info(folder: str) -> dict:
         raise ConfigError(f"{shorten(path)}: model {shorten(repr(info.get('model')), 60)} is not one the predictor "
                           f"knows ({', '.join(MODEL_KINDS)}); export the model again")
     return info
+
+
+def export_text_inputs(folder: str, info: dict | None = None) -> tuple[str, ...]:
+    """What the export folder's model reads (`export_format.SINGLE_TEXT` or `TEXT_PAIR`), from its
+    export_info (`info` when already read)."""
+    info = read_export_info(folder) if info is None else info
+    try:
+        return text_inputs(info)
+    except ValueError as e:
+        raise ConfigError(f"{shorten(folder)}/{EXPORT_INFO}: {e}; export the model again") from None
 
 
 def _labels(folder: str) -> list[str]:
@@ -326,6 +349,11 @@ class Predictor:
             self.config, labels, self.do_lower_case, self.max_seq_length = read_bert_export(folder, self.info)
             self.encoder = WordPieceEncoder(os.path.join(folder, "vocab.txt"), self.do_lower_case,
                                             self.max_seq_length)
+        self.text_inputs = export_text_inputs(folder, self.info)
+        self.pairs = self.text_inputs == TEXT_PAIR
+        if self.pairs and self.kind in WORD_KINDS:
+            raise ConfigError(f"{shorten(folder)}/{EXPORT_INFO}: a {self.kind} reads single texts, not pairs; "
+                              "export the model again")
         self.labels = [str(label) for label in labels]
         if "labels" in self.info and [str(x) for x in self.info["labels"] or []] != self.labels:
             raise ConfigError(f"{folder}: labels.json {shorten(self.labels, 80)} and {EXPORT_INFO} "
@@ -347,19 +375,27 @@ class Predictor:
         self.batch_size = batch_size
         self.max_padding = max_padding
         self.threads = threads
-        self.run([""])  # checks the output width against the labels; warms the session up
+        self.run([""], [""] if self.pairs else None)  # checks the output width against the labels; warms up
 
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text (truncated to `max_seq_length`), unpadded."""
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise UserError(f"text {i} is a {type(text).__name__}, not a string")
-        return self.encoder.encode(list(texts))
+    def encode(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> list[list[int]]:
+        """Token ids of each text, or of each pair (`texts[i]`, `texts_b[i]`) for a model that reads
+        pairs (truncated to `max_seq_length`), unpadded. A `UserError` when the model reads pairs
+        and no `texts_b` are given, or reads single texts and `texts_b` are given."""
+        if (texts_b is not None) != self.pairs:
+            raise UserError(f"this model reads {describe_texts(self.text_inputs)}: "
+                            + ("give each text its text_b" if self.pairs else "a second text (text_b) is not read"))
+        for name, column in (("text", texts), ("text_b", texts_b or [])):
+            for i, text in enumerate(column):
+                if not isinstance(text, str):
+                    raise UserError(f"{name} {i} is a {type(text).__name__}, not a string")
+        if texts_b is not None and len(texts_b) != len(texts):
+            raise UserError(f"{len(texts)} texts but {len(texts_b)} text_b: a pair needs both")
+        return self.encoder.encode(list(texts), None if texts_b is None else list(texts_b))
 
-    def run(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    def run(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """`logits` and `probabilities` [len(texts), num_labels] in input order, computed over
-        length-sorted batches of `batch_size`."""
-        return self.run_rows(self.encode(texts))
+        length-sorted batches of `batch_size`; `texts_b` as in `encode`."""
+        return self.run_rows(self.encode(texts, texts_b))
 
     def run_rows(self, rows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """`run` on rows already encoded by `encode` (a server encodes each request on its own, then
@@ -392,16 +428,23 @@ class Predictor:
             batches.append(order[start:])
         return batches
 
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        return self.run(texts)["logits"]
+    def logits(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> np.ndarray:
+        return self.run(texts, texts_b)["logits"]
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+    def probabilities(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> np.ndarray:
         """The model's `probabilities` output [len(texts), num_labels]."""
-        return self.run(texts)["probabilities"]
+        return self.run(texts, texts_b)["probabilities"]
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """Label, its probability and every label's probability, for each text."""
-        return self.to_predictions(self.probabilities(texts))
+    def predict(self, texts: Sequence[str], texts_b: Sequence[str] | None = None) -> list[Prediction]:
+        """Label, its probability and every label's probability, for each text (or pair)."""
+        return self.to_predictions(self.probabilities(texts, texts_b))
+
+    def logits_of(self, items: Sequence[str | tuple[str, str]]) -> np.ndarray:
+        """`logits` of items that are texts, or (text, text_b) pairs for a pair model (for callers
+        that pass examples around as one list, such as `bertdistill.speed`)."""
+        if items and all(isinstance(item, tuple) for item in items):  # `encode` refuses pairs for a single-text model
+            return self.logits([item[0] for item in items], [item[1] for item in items])
+        return self.logits(items)
 
     def to_predictions(self, probabilities: np.ndarray) -> list[Prediction]:
         top = probabilities.argmax(axis=1) if len(probabilities) else []
@@ -410,9 +453,10 @@ class Predictor:
                 for best, row in zip(top, probabilities)]
 
     def metadata(self) -> dict:
-        """What a client needs to know: model kind, labels, inputs, max length, precision."""
+        """What a client needs to know: model kind, labels, texts read, inputs, max length, precision."""
         return {"model": self.kind, "labels": list(self.labels), "max_seq_length": self.max_seq_length,
                 "precision": self.precision, "model_file": os.path.basename(self.model.path),
                 "text_encoding": self.encoder.kind, "do_lower_case": self.do_lower_case,
+                "text_inputs": list(self.text_inputs), "columns": self.info.get(COLUMNS),
                 "inputs": list(self.model.input_names), "outputs": list(OUTPUTS),
                 "task_name": self.info.get("task_name")}

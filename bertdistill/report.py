@@ -4,7 +4,8 @@ speed (all models in one process, interleaved, medians: `bertdistill/speed.py`),
 
 Writes `results.json` (every number, with the command and versions that made it),
 `results.md` (the tables) and two matplotlib figures: `accuracy_vs_latency.png` and
-`robustness.png`.
+`robustness.png`. For sentence pairs (the dev examples are (text, text_b) tuples) the robustness
+section is skipped, with its reason: the perturbations rewrite single sentences.
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ def versions() -> dict[str, str]:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
 
 
-def build(models: Sequence[ReportModel], dev_texts: Sequence[str], dev_labels: Sequence[str], *,
-          settings: ReportSettings = ReportSettings(), neighbours=None, provenance: dict | None = None) -> dict:
-    """Evaluates and times every model; returns the results (see module docstring)."""
+def build(models: Sequence[ReportModel], dev_texts: Sequence[str] | Sequence[tuple[str, str]],
+          dev_labels: Sequence[str], *, settings: ReportSettings = ReportSettings(), neighbours=None,
+          provenance: dict | None = None) -> dict:
+    """Evaluates and times every model on the dev texts (or (text, text_b) pairs); returns the
+    results (see module docstring)."""
     dev_texts = list(dev_texts)
     predictors = {}
     for model in models:
@@ -92,7 +95,7 @@ def build(models: Sequence[ReportModel], dev_texts: Sequence[str], dev_labels: S
                      "dev_examples": len(dev_texts), "models": {}}
     logits = {}
     for (name, precision), predictor in predictors.items():
-        logits[name, precision] = predictor.logits(dev_texts)
+        logits[name, precision] = predictor.logits_of(dev_texts)
     gold = {name: label_indices(predictors[name, "float32"], dev_labels) for name, _ in predictors}
     for model in models:
         entry = {"description": model.description, "role": model.role, "export_dir": model.export_dir,
@@ -112,7 +115,7 @@ def build(models: Sequence[ReportModel], dev_texts: Sequence[str], dev_labels: S
             "seeds": {name: results["models"][name]["precisions"]["float32"]["dev_accuracy"] for name in teachers},
             "summary": summarize([results["models"][n]["precisions"]["float32"]["dev_accuracy"] for n in teachers]),
             "ensemble_dev_accuracy": robustness.accuracy(mean_logits.argmax(1), gold[teachers[0]])}
-    timed = speed.compare({f"{name}/{precision}": predictor.logits for (name, precision), predictor in predictors.items()},
+    timed = speed.compare({f"{name}/{precision}": predictor.logits_of for (name, precision), predictor in predictors.items()},
                           dev_texts, rounds=settings.speed_rounds, latency_texts=settings.latency_texts,
                           batch_size=settings.batch_size)
     reference = timed.get(f"{teachers[0]}/float32") if teachers else None
@@ -130,7 +133,9 @@ def build(models: Sequence[ReportModel], dev_texts: Sequence[str], dev_labels: S
 
 
 def robustness_results(models, predictors, dev_texts, gold, settings: ReportSettings, neighbours) -> dict:
-    """Each float32 model on the same seeded perturbed copies of (a subset of) dev."""
+    """Each float32 model on the same seeded perturbed copies of (a subset of) dev; skipped for pairs."""
+    if dev_texts and isinstance(dev_texts[0], tuple):
+        return {"skipped": "the perturbations rewrite single sentences; this task has sentence pairs", "models": {}}
     count = settings.robustness_examples or len(dev_texts)
     out = {"examples": min(count, len(dev_texts)), "seed": settings.seed, "rates": list(settings.robustness_rates),
            "models": {}}
@@ -167,8 +172,8 @@ def markdown(results: dict) -> str:
         rows = [entry["precisions"].get(p, {}) for p in PRECISIONS]
         gate = entry.get("int8_gate") or {}
         verdict = {True: " kept", False: " refused"}.get(gate.get("passed"), "")
-        drops = [value["drop"] for rates in results["robustness"]["models"][name]["perturbations"].values()
-                 for value in rates.values()]
+        perturbed = results["robustness"]["models"].get(name, {}).get("perturbations", {})
+        drops = [value["drop"] for rates in perturbed.values() for value in rates.values()]
         train = entry.get("train_seconds")
         cells = [name, _cell([rows[0].get("dev_accuracy")], "{:.2f}"),
                  _cell([rows[1].get("dev_accuracy")], "{:.2f}") + verdict,
@@ -188,6 +193,8 @@ def markdown(results: dict) -> str:
     if provenance.get("transfer_set_teachers"):
         lines += ["", f"The transfer set is labelled by {' + '.join(provenance['transfer_set_teachers'])}"
                       f"{' (mean logits)' if len(provenance['transfer_set_teachers']) > 1 else ''}."]
+    for stage, reason in provenance.get("skipped_stages", {}).items():
+        lines += ["", f"Stage {stage} skipped: {reason}."]
     if provenance.get("stages"):
         stages = provenance["stages"]
         lines += ["", "Wall time per stage (min): " + ", ".join(f"{name} {record['seconds'] / 60:.1f}"
@@ -198,6 +205,8 @@ def markdown(results: dict) -> str:
 
 
 def robustness_markdown(section: dict) -> list[str]:
+    if "skipped" in section:
+        return ["", f"Robustness: skipped ({section['skipped']})."]
     names = list(section["models"])
     keys = [(p, r) for p, rates in section["models"][names[0]]["perturbations"].items() for r in rates] if names else []
     lines = ["", f"## Robustness: dev accuracy drop from clean (points; {section['examples']} examples, seed "
@@ -253,6 +262,8 @@ def figures(results: dict, folder: str) -> list[str]:
 
     section = results["robustness"]
     names = list(section["models"])
+    if not names:
+        return paths[:1]
     keys = [(p, r) for p, rates in section["models"][names[0]]["perturbations"].items() for r in rates]
     fig, ax = plt.subplots(figsize=(max(7, 0.6 * len(keys) * len(names) / 2), 4.5))
     width = 0.8 / max(len(names), 1)

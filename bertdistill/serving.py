@@ -10,7 +10,12 @@
     GET  /v1/models/NAME[/versions/N]/metadata   -> {"model_spec": {...}, "metadata": {"signature_def": {...}, ...}}
     GET  /healthz                                -> {"status": "ok", "models": {...}}
 
-The signature `serving_default` takes the named string inputs of `TEXT_INPUTS` and returns the
+A model that reads sentence pairs (its export_info's `text_inputs`) takes two named inputs, `text`
+and `text_b`: rows `{"instances": [{"text": "...", "text_b": "..."}, ...]}`, or columns
+`{"inputs": {"text": [...], "text_b": [...]}}`; a bare string is refused (400) for it, as a
+`text_b` is for a single-text model.
+
+The signature `serving_default` takes the model's named string inputs and returns the
 tensors `label` (string), `probability` (float) and `probabilities` (float [num_labels], in the
 order of the metadata's `labels`). Without a version the URL means the model's highest version.
 
@@ -52,7 +57,6 @@ from bertdistill.predictor import Predictor
 MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # no ':' or '/': "NAME:predict" is not a model name
 DEFAULT_VERSION = 1
 SIGNATURE_NAME = "serving_default"
-TEXT_INPUTS = ("text",)  # the signature's named inputs, in `Predictor.encode`'s argument order
 JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
               float: "a number", type(None): "null"}
 
@@ -101,8 +105,9 @@ class _Job:
 class ModelWorker:
     """One model version's request queue, batching worker and inference thread."""
 
-    def __init__(self, name: str, predictor: Predictor, limits: Limits, inputs: Sequence[str] = TEXT_INPUTS):
-        self.name, self.predictor, self.limits, self.inputs = name, predictor, limits, tuple(inputs)
+    def __init__(self, name: str, predictor: Predictor, limits: Limits):
+        # the signature's named inputs, in `Predictor.encode`'s argument order
+        self.name, self.predictor, self.limits, self.inputs = name, predictor, limits, predictor.text_inputs
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"onnx-{name}")
         self.queue: asyncio.Queue[_Job] | None = None
         self.task: asyncio.Task | None = None

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from bertdistill.export_format import PAIR_TEXT_INPUTS, TEXT_INPUTS
+from bertdistill.export_format import TEXT_PAIR, SINGLE_TEXT
 from bertdistill.tokenization import Tokenizer, load_vocab
 
 # Hugging Face's `_is_chinese_char` ranges (CJK Unified Ideographs and their extensions, compatibility ideographs).
@@ -190,7 +190,7 @@ class TextEncoder(tf.Module):
 
 
 def text_input_signature(pair: bool = False) -> list[dict[str, tf.TensorSpec]]:
-    names = PAIR_TEXT_INPUTS if pair else TEXT_INPUTS
+    names = TEXT_PAIR if pair else SINGLE_TEXT
     return [{name: tf.TensorSpec([None], tf.string, name=name) for name in names}]
 
 

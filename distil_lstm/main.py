@@ -149,15 +149,16 @@ def fit(strategy, processor: data.DataProcessor, labels: list[str]) -> None:
         eval_dataset=make_dataset(dev_features, FLAGS.eval_batch_size, is_training=False))
     best = trainer.read_best(FLAGS.output_dir)
     if is_chief(strategy) and FLAGS.do_export:
-        export_student(student, vocab, labels, dev_features, best)
+        export_student(student, vocab, processor, dev_features, best)
         int8_gate.run_int8_gate_on_examples(os.path.join(FLAGS.output_dir, "export"), dev_examples,
                                             max_drop=FLAGS.int8_max_drop)
 
 
-def export_student(student: keras.Model, vocab: WordVocab, labels: list[str], sample_features: pipeline.Features,
-                   best: dict | None) -> None:
+def export_student(student: keras.Model, vocab: WordVocab, processor: data.DataProcessor,
+                   sample_features: pipeline.Features, best: dict | None) -> None:
     """<output_dir>/export: SavedModel, ONNX, INT8 ONNX, Keras weights, vocabulary, config, labels."""
     x, _ = next(iter(make_dataset(sample_features, 8, is_training=False)))
+    labels = processor.get_labels()
     config = {"model": "bilstm_classifier", "vocab_size": len(vocab), "num_labels": len(labels),
               **{name: FLAGS[name].value for name in MODEL_ARGS}, "do_lower_case": FLAGS.do_lower_case,
               "max_seq_length": FLAGS.max_seq_length}
@@ -172,7 +173,7 @@ def export_student(student: keras.Model, vocab: WordVocab, labels: list[str], sa
     export.export_folder(student, os.path.join(FLAGS.output_dir, "export"),
                          sample={"input_ids": x["input_ids"].numpy()},
                          write_files=write_files, input_names=("input_ids",), int8_op_types=INT8_OP_TYPES,
-                         info={**config, "labels": labels, "task_name": FLAGS.task_name, "mode": FLAGS.mode,
+                         info={**config, **processor.input_record(), "task_name": FLAGS.task_name, "mode": FLAGS.mode,
                                "distill_loss": FLAGS.distill_loss if FLAGS.mode == "distil" else None,
                                "best": best, "parameters": student.count_params()})
 

@@ -365,10 +365,12 @@ def test_predictor_uses_float32_without_a_gate(bert_export):
     assert Predictor(folder).metadata()["model_file"] == "model.onnx"
 
 
-def test_gate_skips_sentence_pairs(bert_export):
+def test_gate_refuses_sentence_pairs_for_a_single_text_model(bert_export):
     from bertdistill.data import InputExample
+    from bertdistill.errors import UserError
 
     folder, _ = bert_export
     pairs = [InputExample(guid="0", text_a="the movie", text_b="was great", label="pos")]
-    assert int8_gate.run_int8_gate_on_examples(folder, pairs) is None
+    with pytest.raises(UserError, match="this model reads single texts"):
+        int8_gate.run_int8_gate_on_examples(folder, pairs)
     assert "int8_gate" not in json.loads(open(os.path.join(folder, "export_info.json")).read())

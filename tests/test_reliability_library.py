@@ -7,7 +7,7 @@ import os
 import pytest
 from absl import flags
 
-from bertdistill import checkpoints, errors, manifest, runner, transfer_set, validation
+from bertdistill import checkpoints, data, errors, manifest, runner, transfer_set, validation
 from bertdistill.bert import BertConfig
 from bertdistill.data import DataError
 from bertdistill.flags import define_common_flags, define_data_flags
@@ -106,7 +106,7 @@ def test_transfer_set_readers_skip_and_count_bad_rows(tmp_path, caplog):
     plain.write_text("sentence\tlabel\nok\t1\n\t0\n")
     examples, logits = transfer_set.read_labelled_sentences(str(plain), ["0", "1"], on_error="skip")
     assert [e.text_a for e in examples] == ["ok"] and logits is None
-    originals = transfer_set.read_originals(str(plain), "sst-2", ["0", "1"], on_error="skip", skipped=skipped)
+    originals = transfer_set.read_originals(str(plain), data.Sst2Processor(), ["0", "1"], on_error="skip", skipped=skipped)
     assert [e.text_a for e in originals] == ["ok"] and skipped[str(plain)] == 1
     all_bad = tmp_path / "bad.tsv"
     all_bad.write_text("sentence\tlabel\nx\t9\ny\t9\n")

@@ -293,6 +293,7 @@ class FakePredictor:
     """Probabilities [row[0], 0] of encoded rows [len(text)]: shows which texts ran together and in what order."""
 
     labels = ["a", "b"]
+    text_inputs = ("text",)
 
     def __init__(self):
         self.calls = []

@@ -14,9 +14,15 @@ uniformly drawn candidate; duplicates and copies of the original are dropped. Un
 reference, the masked copies of many sentences go through the MLM together, `--batch_size` rows
 per forward pass (`--batch_size=1` is the reference's one pass per word).
 
-Output: a TSV with header `sentence<TAB>label`; every original, then its new sentences, all
-with the original's label (the teacher's logits are added during distillation; read it with
-`bertdistill.transfer_set.read_labelled_sentences`).
+A folder `--input` is read as `--task_name` and its column flags say (those of run_classifier.py,
+e.g. `--task_name=tsv --labels=no,yes --text_a_column=question --text_b_column=answer`).
+Sentence pairs: each text gets its own candidates and passes, as a single sentence would (the
+first text with the original's generator, then the second), and the k-th new pair takes each
+text's k-th new sentence, or its original when that text has fewer (`augment.pair_up`).
+
+Output: a TSV with header `sentence<TAB>label` (pairs: `sentence<TAB>sentence_b<TAB>label`);
+every original, then its new examples, all with the original's label (the teacher's logits are
+added during distillation; read it with `bertdistill.transfer_set.read_labelled_sentences`).
 
 Shards: `--num_shards=N --shard_index=k` take the k-th contiguous slice of the originals; every
 original is augmented with its own seed (`--seed`, its index), so the shards' outputs after
@@ -32,10 +38,10 @@ import time
 import keras
 from absl import flags, logging
 
-from bertdistill import augment, checkpoints, data, errors, runner, transfer_set, validation
+from bertdistill import augment, checkpoints, errors, runner, transfer_set, validation
 from bertdistill.errors import FlagError
 from bertdistill.files import atomic_output
-from bertdistill.flags import define_augmentation_flags, on_error, validate_augmentation_flags
+from bertdistill.flags import define_augmentation_flags, on_error, processor_from_flags, validate_augmentation_flags
 from bertdistill.tokenization import Tokenizer
 
 flags.DEFINE_float("p", 0.4, "Per-word probability of replacing a word that has candidates.")
@@ -107,9 +113,10 @@ def main(argv):
                         f"max_position_embeddings={pretrained.config.max_position_embeddings}")
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
     splitter = augment.WordSplitter(Tokenizer(pretrained.vocab_file, do_lower_case).vocab, do_lower_case)
-    labels = data.get_processor(FLAGS.task_name).get_labels()
-    examples = transfer_set.read_originals(FLAGS.input, FLAGS.task_name, labels,
+    processor = processor_from_flags(FLAGS)
+    examples = transfer_set.read_originals(FLAGS.input, processor, processor.get_labels(),
                                            on_error=on_error(FLAGS))[:FLAGS.max_examples]
+    pairs = examples[0].text_b is not None
     runner.prepare_run(FLAGS, outputs={"output": FLAGS.output}, inputs=inputs())
     start, end = transfer_set.shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)
     logging.info("Shard %d/%d: originals %d..%d of %d", FLAGS.shard_index, FLAGS.num_shards, start, end, len(examples))
@@ -117,20 +124,29 @@ def main(argv):
 
     began, rows = time.time(), 0
     with atomic_output(FLAGS.output) as out:
-        out.write(transfer_set.PLAIN_HEADER)
+        out.write(transfer_set.plain_header(pairs))
         for chunk_start in range(start, end, FLAGS.chunk_size):
             chunk = examples[chunk_start:min(chunk_start + FLAGS.chunk_size, end)]
-            candidates = augment.tinybert_candidates([e.text_a for e in chunk], splitter, mlm=mlm,
-                                                     neighbours=neighbours, batch_size=FLAGS.batch_size,
-                                                     max_seq_length=FLAGS.max_seq_length)
-            lines = []
-            for offset, (example, word_candidates) in enumerate(zip(chunk, candidates)):
+            texts = [e.text_a for e in chunk] + ([e.text_b for e in chunk] if pairs else [])
+            candidates = augment.tinybert_candidates(texts, splitter, mlm=mlm, neighbours=neighbours,
+                                                     batch_size=FLAGS.batch_size, max_seq_length=FLAGS.max_seq_length)
+            rows_a, rows_b, labels = [], [], []
+            for offset, example in enumerate(chunk):
                 rng = augment.rng_for(FLAGS.seed, chunk_start + offset)
-                new = augment.tinybert_augment_sentence(example.text_a, word_candidates, FLAGS.augment_factor,
-                                                        FLAGS.p, rng)
-                lines += [f"{sentence}\t{example.label}\n" for sentence in [example.text_a, *new]]
-            out.write("".join(lines))
-            rows += len(lines)
+                new_a = augment.tinybert_augment_sentence(example.text_a, candidates[offset], FLAGS.augment_factor,
+                                                          FLAGS.p, rng)
+                if pairs:
+                    new_b = augment.tinybert_augment_sentence(example.text_b, candidates[len(chunk) + offset],
+                                                              FLAGS.augment_factor, FLAGS.p, rng)
+                    new = [(example.text_a, example.text_b),
+                           *augment.pair_up(example.text_a, example.text_b, new_a, new_b)]
+                else:
+                    new = [(text, None) for text in [example.text_a, *new_a]]
+                rows_a += [a for a, _ in new]
+                rows_b += [b for _, b in new]
+                labels += [example.label] * len(new)
+            out.write(transfer_set.format_rows(rows_a, labels, sentences_b=rows_b if pairs else None))
+            rows += len(labels)
             done = chunk_start + len(chunk) - start
             seconds = time.time() - began
             logging.info("Augmented %d/%d originals: %d rows, %.1f originals/s", done, end - start, rows,

@@ -143,6 +143,11 @@ def main(argv):
     else:
         train_examples, teacher_logits = processor.get_train_examples(FLAGS.data_dir), None
     dev_examples = processor.get_dev_examples(FLAGS.data_dir)
+    reads = teacher.text_inputs or processor.text_inputs  # an export says what the teacher reads
+    for what, examples in ((FLAGS.augmented_file and f"--augmented_file={FLAGS.augmented_file}", train_examples),
+                           (f"the dev set of --task_name={FLAGS.task_name}", dev_examples)):
+        transfer_set.check_text_inputs(examples, reads, what or f"the train set of --task_name={FLAGS.task_name}",
+                                       f"the teacher {errors.shorten(FLAGS.teacher_model)}")
 
     check_cross_vocabulary(teacher, tokenizer, has_logits=teacher_logits is not None,
                            has_pairs=any(e.text_b is not None for e in [*train_examples, *dev_examples]))
@@ -235,7 +240,8 @@ def main(argv):
                 student, os.path.join(FLAGS.output_dir, "export"), vocab_file=tokenizer.vocab_file,
                 labels=labels, do_lower_case=tokenizer.do_lower_case,
                 sample={k: v.numpy() for k, v in x.items()},
-                info={"model": "tinybert", "task_name": FLAGS.task_name, "max_seq_length": FLAGS.max_seq_length,
+                info={"model": "tinybert", "task_name": FLAGS.task_name, **processor.input_record(),
+                      "max_seq_length": FLAGS.max_seq_length,
                       "teacher": os.path.abspath(FLAGS.teacher_model), "best": best,
                       "stages": stages, "layer_map": layer_map.layer_map_to_json(matches)})
             int8_gate.run_int8_gate_on_examples(os.path.join(FLAGS.output_dir, "export"), dev_examples,
