@@ -90,11 +90,12 @@ def normalize(texts: tf.Tensor, settings: dict) -> tf.Tensor:
     return texts
 
 
-def _pair_lengths(len_a: tf.Tensor, len_b: tf.Tensor, budget: int) -> tuple[tf.Tensor, tf.Tensor]:
+def _pair_lengths(len_a: tf.Tensor, len_b: tf.Tensor, budget: int | tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Hugging Face `tokenizers`' longest-first truncation of a pair to `budget` tokens, per row:
     the shorter text keeps its length and the longer one takes the rest when that leaves it at
     least as long; otherwise the first text (if not longer) gets budget // 2 and the other the
     remainder."""
+    budget = tf.cast(budget, len_a.dtype)  # row lengths are int64
     shorter = tf.minimum(len_a, len_b)
     keep_short = shorter
     keep_long = tf.where(shorter > budget, shorter, tf.maximum(shorter, budget - shorter))

@@ -226,3 +226,15 @@ def test_run_pipeline_distils_a_pair_task_in_one_command(workspace, tmp_path):
     assert info["text_inputs"] == ["text", "text_b"] and info["columns"]["text_b"] == "hypothesis"
     transfer = (output_dir / "transfer" / "augmented.tsv").read_text().splitlines()[0]
     assert transfer.startswith("sentence\tsentence_b\tlabel")
+
+
+def test_the_string_signature_of_a_pair_model_takes_text_b(workspace, export, tmp_path):
+    from tests.serving_loader import run_signatures
+
+    info = json.loads((export / "export_info.json").read_text())
+    assert info["saved_model_signatures"]["serve_text"]["inputs"] == ["text", "text_b"]
+    texts, texts_b = dev_pairs(workspace)
+    encode = np.vectorize(lambda t: t.encode("utf-8"), otypes=[bytes])
+    (out,) = run_signatures([(str(export / "saved_model"), "serve_text",
+                              {"text": encode(texts), "text_b": encode(texts_b)})], tmp_path)
+    np.testing.assert_allclose(out["probabilities"], keras_probabilities(export, texts, texts_b), atol=1e-4)

@@ -102,9 +102,8 @@ def test_tiny_bert_string_signature_equals_the_predictor(tmp_path):
     # A wide initialisation: clearly different probabilities per text.
     model = BertClassifier(BertEncoder(tiny_config(vocab_size=len(VOCAB), initializer_range=0.5)), len(LABELS))
     folder = str(tmp_path / "export")
-    tokenizer = Tokenizer(vocab, True)
-    rows = tokenizer.encode_batch(TRICKY[:4], max_seq_length=MAX_SEQ_LENGTH)[0]
-    features = WordPieceEncoder(vocab, True, MAX_SEQ_LENGTH).features(rows)
+    encoder = WordPieceEncoder(vocab, True, MAX_SEQ_LENGTH)
+    features = encoder.features(encoder.encode(TRICKY[:4]))
     export.export_bert_classifier(model, folder, vocab_file=vocab, labels=LABELS, do_lower_case=True, sample=features,
                                   info={"model": "bert_classifier", "task_name": "tsv",
                                         "max_seq_length": MAX_SEQ_LENGTH})
