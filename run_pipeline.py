@@ -248,6 +248,12 @@ def task_arguments() -> list[str]:
     return task_flag_arguments(FLAGS) + (["--skip_bad_rows"] if FLAGS.skip_bad_rows else [])
 
 
+def data_task_key(task: list[str]) -> list[str]:
+    """The task part of the data stage's record: none for plain SST-2, so folders recorded before
+    tasks were flags are still recognised."""
+    return [] if task == ["--task_name=sst-2"] else task
+
+
 def skipped_stages() -> dict[str, str]:
     """{stage: why} of the stages that cannot take this task (sentence pairs)."""
     if processor_from_flags(FLAGS).text_inputs != TEXT_PAIR:
@@ -323,7 +329,8 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
     skipped = skipped_stages()
     transfer = os.path.join(output_dir, "transfer", "augmented.tsv")
     stages = [orchestration.Stage("data", function=lambda: write_data(output_dir), nominal_minutes=minutes["data"],
-                                  key=[data_source() or "tfds", str(setting("max_train_examples")), str(seed), *task],
+                                  key=[data_source() or "tfds", str(setting("max_train_examples")), str(seed),
+                                       *data_task_key(task)],
                                   description=f"train subsample of {setting('max_train_examples')}"
                                   if setting("max_train_examples") else "")]
     teacher_start = teacher_init()
