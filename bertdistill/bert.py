@@ -157,34 +157,46 @@ def _layer_norm(config: BertConfig, name: str) -> keras.layers.LayerNormalizatio
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BertEmbeddings(keras.layers.Layer):
-    """Word + position + token type embeddings, LayerNorm, dropout."""
+    """Word + position + token type embeddings, LayerNorm, dropout.
+
+    Subclasses of another family set `config_class` and `token_types` (False: no token-type
+    table) and override `call`; the tables, LayerNorm and dropout are built here.
+    """
+
+    config_class: type[BertConfig] = BertConfig
+    token_types: bool = True
 
     def __init__(self, config: BertConfig | dict, **kwargs):
         super().__init__(**kwargs)
-        self.config = config if isinstance(config, BertConfig) else BertConfig.from_dict(config)
+        self.config = config if isinstance(config, self.config_class) else self.config_class.from_dict(config)
         c = self.config
         init = keras.initializers.TruncatedNormal(stddev=c.initializer_range)
         self.word_embeddings = keras.layers.Embedding(c.vocab_size, c.hidden_size, embeddings_initializer=init,
                                                       name="word_embeddings")
         self.position_embeddings = keras.layers.Embedding(c.max_position_embeddings, c.hidden_size,
                                                           embeddings_initializer=init, name="position_embeddings")
-        self.token_type_embeddings = keras.layers.Embedding(c.type_vocab_size, c.hidden_size,
-                                                            embeddings_initializer=init, name="token_type_embeddings")
+        self.token_type_embeddings = keras.layers.Embedding(
+            c.type_vocab_size, c.hidden_size, embeddings_initializer=init,
+            name="token_type_embeddings") if self.token_types else None
         self.layer_norm = _layer_norm(c, "LayerNorm")
         self.dropout = keras.layers.Dropout(c.hidden_dropout_prob)
 
     def build(self, input_shape):
         for layer in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
-            layer.build((None, None))
+            if layer is not None:
+                layer.build((None, None))
         self.layer_norm.build((None, None, self.config.hidden_size))
         self.built = True
+
+    def normalize(self, x, training=None):
+        """LayerNorm and dropout of the summed embeddings, in the compute dtype."""
+        return self.dropout(ops.cast(self.layer_norm(x), self.compute_dtype), training=training)
 
     def call(self, input_ids, token_type_ids, training=None):
         positions = ops.arange(ops.shape(input_ids)[1])
         x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
              + self.position_embeddings(positions)[None])
-        x = self.layer_norm(x)
-        return self.dropout(ops.cast(x, self.compute_dtype), training=training)
+        return self.normalize(x, training=training)
 
     def get_config(self):
         return {**super().get_config(), "config": self.config.to_dict()}

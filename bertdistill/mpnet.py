@@ -26,7 +26,7 @@ import keras
 from keras import ops
 
 from bertdistill import PACKAGE
-from bertdistill.bert import (BertConfig, TransformerLayer, _dense, _layer_norm, encoder_checkpoint_variables,
+from bertdistill.bert import (BertConfig, BertEmbeddings, TransformerLayer, _dense, encoder_checkpoint_variables,
                               encoder_inputs, encoder_outputs)
 from bertdistill.errors import ConfigError
 
@@ -109,36 +109,16 @@ class RelativePositionBias(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class MPNetEmbeddings(keras.layers.Layer):
+class MPNetEmbeddings(BertEmbeddings):
     """Word + position embeddings (positions from the mask, RoBERTa-style), LayerNorm, dropout."""
 
-    def __init__(self, config: MPNetConfig | dict, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config if isinstance(config, MPNetConfig) else MPNetConfig.from_dict(config)
-        c = self.config
-        init = keras.initializers.TruncatedNormal(stddev=c.initializer_range)
-        self.word_embeddings = keras.layers.Embedding(c.vocab_size, c.hidden_size, embeddings_initializer=init,
-                                                      name="word_embeddings")
-        self.position_embeddings = keras.layers.Embedding(c.max_position_embeddings, c.hidden_size,
-                                                          embeddings_initializer=init, name="position_embeddings")
-        self.layer_norm = _layer_norm(c, "LayerNorm")
-        self.dropout = keras.layers.Dropout(c.hidden_dropout_prob)
-
-    def build(self, input_shape):
-        self.word_embeddings.build((None, None))
-        self.position_embeddings.build((None, None))
-        self.layer_norm.build((None, None, self.config.hidden_size))
-        self.built = True
+    config_class = MPNetConfig
+    token_types = False
 
     def call(self, input_ids, attention_mask, token_type_ids=None, training=None):
         mask = ops.cast(attention_mask != 0, "int32")
         positions = ops.cumsum(mask, axis=1) * mask + self.config.pad_token_id
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
-        x = self.layer_norm(x)
-        return self.dropout(ops.cast(x, self.compute_dtype), training=training)
-
-    def get_config(self):
-        return {**super().get_config(), "config": self.config.to_dict()}
+        return self.normalize(self.word_embeddings(input_ids) + self.position_embeddings(positions), training=training)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
