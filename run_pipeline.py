@@ -61,7 +61,7 @@ DERIVED_STUDENT_CONFIG = "student_config.json"  # in --output_dir: the default s
 # Each preset's recipe; a flag given on the command line wins over its preset value.
 PRESETS = {
     "smoke": dict(max_train_examples=2000, num_teachers=1, teacher_epochs=2.0, teacher=None, teacher_learning_rate=5e-5,
-                  teacher_precision="float32", augment_factor=4, lstm_epochs=3.0,
+                  teacher_precision="float32", student_precision="float32", augment_factor=4, lstm_epochs=3.0,
                   lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=1.0,
                   intermediate_max_examples=0, robustness_examples=300, robustness_rates=["0.1"], speed_rounds=2,
                   latency_texts=100,
@@ -69,7 +69,7 @@ PRESETS = {
                   minutes=dict(data=0.1, teacher=3.0, transfer=0.8, bilstm_gold=0.6, bilstm_distil=1.0,
                                tinybert=4.5, report=1.5)),
     "full": dict(max_train_examples=0, num_teachers=1, teacher_epochs=2.0, teacher=None, teacher_learning_rate=5e-5,
-                 teacher_precision="float32", augment_factor=2, lstm_epochs=10.0,
+                 teacher_precision="float32", student_precision="float32", augment_factor=2, lstm_epochs=10.0,
                  lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=2.0,
                  intermediate_max_examples=67349, robustness_examples=0, robustness_rates=["0.1", "0.2"],
                  speed_rounds=3, latency_texts=200, students={"tinybert": []},
@@ -77,7 +77,8 @@ PRESETS = {
                               tinybert=40.0, report=3.0)),
     # The 12-layer MPNet teacher (all-mpnet-base-v2), fine-tuned in bfloat16 on the CPU's AMX units.
     "large": dict(max_train_examples=0, num_teachers=1, teacher_epochs=2.0, teacher="mpnet", teacher_learning_rate=2e-5,
-                  teacher_precision="mixed_bfloat16", augment_factor=2, lstm_epochs=10.0,
+                  teacher_precision="mixed_bfloat16", student_precision="mixed_bfloat16", augment_factor=2,
+                  lstm_epochs=10.0,
                   lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=2.0,
                   intermediate_max_examples=67349, robustness_examples=0, robustness_rates=["0.1", "0.2"],
                   speed_rounds=3, latency_texts=200,
@@ -106,6 +107,8 @@ flags.DEFINE_float("teacher_epochs", None, "Teacher fine-tuning epochs (best-by-
 flags.DEFINE_float("teacher_learning_rate", None, "Teacher fine-tuning peak learning rate.")
 flags.DEFINE_enum("teacher_precision", None, ["float32", "mixed_float16", "mixed_bfloat16"],
                   "Teacher fine-tuning precision (exports are float32).")
+flags.DEFINE_enum("student_precision", None, ["float32", "mixed_float16", "mixed_bfloat16"],
+                  "TinyBERT stages' precision, the teacher's forward pass in stage 1 included (exports are float32).")
 flags.DEFINE_integer("max_train_examples", None, "A seeded subsample of the train set (0: all).")
 flags.DEFINE_integer("augment_factor", None, "New sentences per train sentence in the transfer set.")
 flags.DEFINE_float("lstm_epochs", None, "BiLSTM gold-label epochs (early stopping patience 3).")
@@ -372,7 +375,7 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
             f"--prediction_epochs={setting('prediction_epochs')}",
             *([f"--intermediate_max_examples={subset}"] if subset else []),
             "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
-            f"--seed={seed}", gate, *extra.get("tinybert", []),
+            f"--mixed_precision={setting('student_precision')}", f"--seed={seed}", gate, *extra.get("tinybert", []),
             nominal_minutes=minutes["tinybert"], description="stage 1 + stage 2"))
     stages.append(orchestration.Stage(
         "report", function=lambda: make_report(output_dir, teachers), nominal_minutes=minutes["report"],

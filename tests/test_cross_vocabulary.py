@@ -115,9 +115,11 @@ def test_intermediate_task_feeds_the_teacher_its_own_ids(workspace):
     assert any(np.abs(np.asarray(wrong[n]) - np.asarray(expected[n])).max() > 1e-6 for n in expected)
 
 
-def test_mpnet_teacher_into_pretrained_bert_student_layers(workspace, tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_mpnet_teacher_into_pretrained_bert_student_layers(workspace, tmp_path, precision):
     out = tmp_path / "run"
-    run(workspace, out, "--student_layers=2,4", f"--augmented_file={workspace / 'transfer.tsv'}")
+    run(workspace, out, "--student_layers=2,4", f"--augmented_file={workspace / 'transfer.tsv'}",
+        f"--mixed_precision={precision}")
     export = out / "export"
     assert (export / "vocab.txt").read_text() == (workspace / "bert_vocab.txt").read_text()
     config = json.loads((export / "config.json").read_text())
