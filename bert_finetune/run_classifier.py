@@ -77,8 +77,8 @@ def train(model, strategy, train_features, eval_features) -> None:
         multipliers = layerwise_lr_multipliers(model.trainable_variables, model.encoder.config.num_hidden_layers,
                                                FLAGS.layerwise_lr_decay)
     logging.info("Training on %d examples", len(train_features))
-    runner.train_from_flags(
-        trainer.ClassifierTask(model), strategy, FLAGS, steps_per_epoch=steps_per_epoch, lr_multipliers=multipliers,
+    runner.train(
+        trainer.ClassifierTask(model), strategy, script_flags.train_config(FLAGS), script_flags.run_config(FLAGS), steps_per_epoch=steps_per_epoch, lr_multipliers=multipliers,
         train_dataset_fn=lambda epoch: pipeline.make_dataset(
             train_features, batch_size=FLAGS.train_batch_size, is_training=True, seed=FLAGS.seed + epoch,
             max_seq_length=FLAGS.max_seq_length, static_padding=FLAGS.use_xla),
@@ -122,7 +122,7 @@ def main(argv):
     script_flags.validate_run_classifier_flags(FLAGS)
     exporting = FLAGS.do_export and (FLAGS.do_train or FLAGS["do_export"].present)
     validation.model_path("init_checkpoint", FLAGS.init_checkpoint)
-    strategy = runner.start(FLAGS)
+    strategy = runner.start(script_flags.run_config(FLAGS))
     pretrained = checkpoints.resolve_pretrained(FLAGS.init_checkpoint, FLAGS.bert_config_file, FLAGS.vocab_file)
     validate_flags(pretrained)
     processor = processor_from_flags(FLAGS)
@@ -149,7 +149,7 @@ def main(argv):
     if pretrained.classifier_pooling and not FLAGS["classifier_pooling"].present:
         pooling = pretrained.classifier_pooling
     runner.prepare_run(
-        FLAGS, data_files=[split_file(FLAGS, "train"), split_file(FLAGS, "dev")] if FLAGS.do_train else [],
+        script_flags.run_config(FLAGS), data_files=[split_file(FLAGS, "train"), split_file(FLAGS, "dev")] if FLAGS.do_train else [],
         model_config={**pretrained.config.to_dict(), "labels": labels, "classifier_pooling": pooling},
         inputs={"data_dir": FLAGS.data_dir, "init_checkpoint": FLAGS.init_checkpoint,
                 "bert_config_file": FLAGS.bert_config_file, "vocab_file": FLAGS.vocab_file},

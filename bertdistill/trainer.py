@@ -57,7 +57,7 @@ from absl import logging
 from tensorboard.plugins.hparams import api as hparams_api
 
 from bertdistill.distribute import is_chief
-from bertdistill.errors import UserError
+from bertdistill.errors import UserError, field
 from bertdistill.files import atomic_output
 
 
@@ -80,8 +80,8 @@ def _divergence_cause(bad_inputs: int, *, first_step: bool) -> str:
                 "teacher logits)")
     if first_step:
         return ("the loss was not finite at this run's first step, before any update, so the learning rate is not "
-                "the cause: check the data (e.g. extreme teacher logits) and the loss flags")
-    return "lower --learning_rate or check the data"
+                "the cause: check the data (e.g. extreme teacher logits) and the loss settings")
+    return f"lower {field('learning_rate')} or check the data"
 
 
 class Task:

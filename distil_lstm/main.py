@@ -124,12 +124,12 @@ def fit(strategy, processor: data.DataProcessor, labels: list[str]) -> None:
     """`train` or `distil`: fits (resuming), keeps the best-by-dev model and exports it."""
     train_examples, extras, dev_examples, data_files = read_training_data(processor, labels)
     status = runner.prepare_run(
-        FLAGS, data_files=data_files,
+        script_flags.run_config(FLAGS), data_files=data_files,
         model_config={**{name: FLAGS[name].value for name in MODEL_ARGS}, "labels": labels},
         inputs={"data_dir": FLAGS.data_dir, "augmented_file": FLAGS.augmented_file,
                 "word_vectors": FLAGS.word_vectors},
         chief=is_chief(strategy),
-        ignore_flags=("temperature", "alpha") if FLAGS.mode == "distil" and FLAGS.distill_loss != "kd" else ())
+        ignore_settings=("temperature", "alpha") if FLAGS.mode == "distil" and FLAGS.distill_loss != "kd" else ())
     vocab = training_vocab([e.text_a for e in train_examples], reuse=status == "resumed", save=is_chief(strategy))
     train_features = word_features(train_examples, vocab, labels)
     dev_features = word_features(dev_examples, vocab, labels)
@@ -142,8 +142,8 @@ def fit(strategy, processor: data.DataProcessor, labels: list[str]) -> None:
         student, FLAGS.distill_loss, temperature=FLAGS.temperature, alpha=FLAGS.alpha)
     logging.info("%s on %d examples, vocabulary %d, %d parameters", FLAGS.mode, len(train_features), len(vocab),
                  student.count_params())
-    runner.train_from_flags(
-        task, strategy, FLAGS, steps_per_epoch=steps_per_epoch,
+    runner.train(
+        task, strategy, script_flags.train_config(FLAGS), script_flags.run_config(FLAGS), steps_per_epoch=steps_per_epoch,
         train_dataset_fn=lambda epoch: make_dataset(train_features, FLAGS.train_batch_size, is_training=True,
                                                     seed=FLAGS.seed + epoch, extras=extras),
         eval_dataset=make_dataset(dev_features, FLAGS.eval_batch_size, is_training=False))
@@ -201,7 +201,7 @@ def test(processor: data.DataProcessor) -> None:
     read = processor.get_dev_examples if split == "dev" else processor.get_test_examples
     examples = validation.non_empty(read(FLAGS.data_dir), split_file(FLAGS, split) or f"tfds {split} split")
     features = word_features(examples, vocab, labels)
-    runner.prepare_run(FLAGS, inputs={"data_dir": FLAGS.data_dir, "model_dir": folder}, train=False)
+    runner.prepare_run(script_flags.run_config(FLAGS), inputs={"data_dir": FLAGS.data_dir, "model_dir": folder}, train=False)
     student, _, _, _ = load_student(folder)
     strategy = tf.distribute.get_strategy()
     if split == "dev":
@@ -217,7 +217,7 @@ def main(argv):
     del argv
     script_flags.validate_distil_lstm_flags(FLAGS)
     processor = processor_from_flags(FLAGS)
-    strategy = runner.start(FLAGS)
+    strategy = runner.start(script_flags.run_config(FLAGS))
     set_precision_policy(FLAGS.mixed_precision if FLAGS.mode != "test" else "float32")
     keras.utils.set_random_seed(FLAGS.seed)
     if FLAGS.mode == "test":

@@ -65,9 +65,9 @@ def test_tsv_and_csv_processors_come_from_the_flags(tmp_path):
                                             "--text_a_column=0", "--label_column=1"))
     examples = processor.get_train_examples(str(tmp_path))
     assert [(e.text_a, e.label) for e in examples] == [("good, really", "pos"), ("bad", "neg")]
-    with pytest.raises(FlagError, match="--labels"):
+    with pytest.raises(FlagError, match="labels"):
         processor_from_flags(parsed("--task_name=tsv"))
-    with pytest.raises(FlagError, match="--text_a_column='text'"):
+    with pytest.raises(FlagError, match="text_a_column='text'"):
         processor_from_flags(parsed("--task_name=tsv", "--labels=a,b", "--nohas_header", "--text_a_column=text"))
 
 
@@ -82,3 +82,13 @@ def test_strategy_and_precision_names_and_an_unreachable_tpu():
     assert keras.mixed_precision.global_policy().name == "float32"
     with pytest.raises(UserError, match="no TPU reachable"):
         distribute.get_distribution_strategy("tpu", "no-such-tpu")
+
+
+def test_settings_leave_out_absl_flags():
+    from bertdistill import script_flags
+
+    values = flags.FlagValues()
+    flags.DEFINE_integer("my_steps", 3, "", flag_values=values)
+    values(["prog"])
+    assert script_flags.settings(values) == {"my_steps": 3}
+    assert "verbosity" not in script_flags.settings(flags.FLAGS)

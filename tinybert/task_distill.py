@@ -115,7 +115,7 @@ def main(argv):
     script_flags.validate_task_distill_flags(FLAGS)
     stages = script_flags.tinybert_stages(FLAGS)
     settings = {stage: script_flags.tinybert_stage_settings(FLAGS, stage) for stage in stages}
-    strategy = runner.start(FLAGS, lock=not FLAGS.dry_run)
+    strategy = runner.start(script_flags.run_config(FLAGS), lock=not FLAGS.dry_run)
     set_precision_policy(FLAGS.mixed_precision)
     keras.utils.set_random_seed(FLAGS.seed)
 
@@ -167,12 +167,12 @@ def main(argv):
                               "is not the same word pieces in the teacher's and the student's vocabularies: stage 1 "
                               "matches them position by position")
     runner.prepare_run(
-        FLAGS, data_files=[FLAGS.augmented_file or split_file(FLAGS, "train"), split_file(FLAGS, "dev")],
+        script_flags.run_config(FLAGS), data_files=[FLAGS.augmented_file or split_file(FLAGS, "train"), split_file(FLAGS, "dev")],
         model_config={**student_config.to_dict(), "labels": labels},
         inputs={"teacher_model": FLAGS.teacher_model, "student_model": FLAGS.student_model,
                 "student_config": FLAGS.student_config, "data_dir": FLAGS.data_dir,
                 "augmented_file": FLAGS.augmented_file, "layer_map": layer_map.layer_map_file(FLAGS.layer_map)},
-        ignore_flags=("stage", "dry_run", "do_export"), chief=is_chief(strategy))
+        ignore_settings=("stage", "dry_run", "do_export"), chief=is_chief(strategy))
     stage_dir = {stage: os.path.join(FLAGS.output_dir, stage) for stage in ("intermediate", "prediction")}
     stage1_student = os.path.join(stage_dir["intermediate"], "student.weights.h5")
 
@@ -201,8 +201,9 @@ def main(argv):
         task = IntermediateTask(online_teacher.encoder, student, student.encoder, matches, projections)
         logging.info("Stage 1 (intermediate layers) on %d examples:\n%s", len(stage_features),
                      layer_map.describe(matches, teacher.model.encoder.config, student_config))
-        runner.train_from_flags(
-            task, strategy, FLAGS, output_dir=stage_dir["intermediate"], num_train_epochs=epochs,
+        runner.train(
+            task, strategy, script_flags.train_config(FLAGS), script_flags.run_config(FLAGS),
+            output_dir=stage_dir["intermediate"], num_train_epochs=epochs,
             learning_rate=rate, constant_learning_rate=True, eval_dataset=None,
             steps_per_epoch=pipeline.num_batches(stage_features, batch_size=FLAGS.train_batch_size,
                                                  is_training=True, max_seq_length=FLAGS.max_seq_length),
@@ -223,8 +224,9 @@ def main(argv):
         online = teacher.model if tokenizer is teacher.tokenizer else None  # it cannot read the student's ids
         task = PredictionTask(student, online, FLAGS.temperature, FLAGS.hard_label_weight)
         eval_dataset = pipeline.make_dataset(dev_features, batch_size=FLAGS.eval_batch_size, is_training=False)
-        runner.train_from_flags(
-            task, strategy, FLAGS, output_dir=stage_dir["prediction"], num_train_epochs=epochs, learning_rate=rate,
+        runner.train(
+            task, strategy, script_flags.train_config(FLAGS), script_flags.run_config(FLAGS),
+            output_dir=stage_dir["prediction"], num_train_epochs=epochs, learning_rate=rate,
             eval_dataset=eval_dataset,
             steps_per_epoch=pipeline.num_batches(train_features, batch_size=FLAGS.train_batch_size,
                                                  is_training=True, max_seq_length=FLAGS.max_seq_length),
