@@ -1,9 +1,12 @@
-"""What every job does around its work, from its configs (`bertdistill.configs`): `start` (the
-distribution strategy before any TensorFlow op, the lock of the run folder) comes first;
-`prepare_run` (outputs checked, the run manifest, debris of killed runs) before any heavy work;
-`train`: steps and schedule, the optimizer in the strategy scope, the trainer, the best-by-dev
-model restored at the end; and the run_classifier-style result files (`eval_results.txt`,
-`test_results.tsv`) with the same keys everywhere.
+"""What every job does around its work, from its configs (`bertdistill.configs`): `run` drives
+a `trainer.Task` through one sequence (checks, `start`, inputs validated, `prepare_run`, models
+built in the strategy's scope, training, evaluation, prediction, export and INT8 gate).
+
+`start` (the distribution strategy before any TensorFlow op, the lock of the run folder) comes
+first; `prepare_run` (outputs checked, the run manifest, debris of killed runs) before any heavy
+work; `train`: steps and schedule, the optimizer in the strategy scope, the trainer, the
+best-by-dev model restored at the end; and the run_classifier-style result files
+(`eval_results.txt`, `test_results.tsv`) with the same keys everywhere.
 """
 
 from __future__ import annotations
@@ -16,13 +19,65 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bertdistill import locks, manifest, optimization, trainer, validation
+from bertdistill import int8_gate, locks, manifest, optimization, trainer, validation
 from bertdistill.configs import RunConfig, TrainConfig
-from bertdistill.distribute import get_distribution_strategy, is_chief
+from bertdistill.distribute import get_distribution_strategy, is_chief, set_precision_policy
 from bertdistill.errors import UserError, field, shorten
 from bertdistill.files import atomic_output
 
 RUN_FOLDER = "output_dir"  # the field (and flag) of the run folder
+EXPORT_FOLDER = "export"  # inside the run folder
+EXPORT_SAMPLE_SIZE = 8  # dev examples the export checks Keras, SavedModel and ONNX on
+
+
+def run(task: trainer.Task) -> dict | None:
+    """Runs a job: `task.check()`; the strategy (`start`), the precision policy and the seed;
+    `task.validate()` (nothing to run: None); `prepare_run` of its plan; its models built and
+    initialized in the strategy's scope; each stage trained (`train`, keeping the best-by-dev
+    weights); evaluation (`eval_results.txt`) and predictions (`test_results.tsv`); on the chief,
+    the export from a sample batch of dev and its INT8 gate. Returns the dev results when it
+    evaluates."""
+    config = task.config
+    task.check()
+    strategy = start(config.run, lock=not task.dry_run)
+    set_precision_policy(task.precision)
+    keras.utils.set_random_seed(config.run.seed)
+    plan = task.validate()
+    if plan is None:
+        return None
+    chief = is_chief(strategy)
+    status = prepare_run(config.run, data_files=plan.data_files, model_config=plan.model_config, inputs=plan.inputs,
+                         extra=plan.extra, train=plan.train, chief=chief, ignore_settings=plan.ignore_settings)
+    task.prepare(status)
+    with strategy.scope():
+        task.build_model()
+        task.initialize()
+    for stage in task.stages() if plan.train else ():
+        if stage is not task:  # a stage of a multi-stage job: what only it trains
+            with strategy.scope():
+                stage.build_model()
+            stage.initialize()
+        schedule = stage.schedule()
+        train(stage, strategy, config.train, config.run, output_dir=schedule.output_dir,
+              steps_per_epoch=stage.steps_per_epoch(),
+              train_dataset_fn=lambda epoch, stage=stage: stage.build_inputs("train", epoch=epoch),
+              eval_dataset=stage.build_inputs("dev") if schedule.evaluate else None,
+              num_train_epochs=schedule.num_train_epochs, learning_rate=schedule.learning_rate,
+              constant_learning_rate=schedule.constant_learning_rate, lr_multipliers=schedule.lr_multipliers)
+        stage.finish_stage(chief)
+    step = task.trained_step()
+    results = None
+    if plan.evaluate:
+        results = evaluate_to_file(task, task.build_inputs("dev"), config.run.output_dir, strategy, global_step=step,
+                                   num_examples=task.num_examples("dev"))
+    if plan.predict:
+        predict_to_file(task.eval_model, task.build_inputs("test"), config.run.output_dir, strategy)
+    if plan.export and chief:
+        folder = os.path.join(config.run.output_dir, EXPORT_FOLDER)
+        x, _ = next(iter(task.build_inputs("dev", batch_size=EXPORT_SAMPLE_SIZE)))
+        task.export(folder, {name: value.numpy() for name, value in x.items()})
+        int8_gate.run_int8_gate_on_examples(folder, task.dev_examples(), max_drop=config.export.int8_max_drop)
+    return results
 
 
 def start(run: RunConfig, *, lock: bool = True) -> tf.distribute.Strategy:
@@ -167,10 +222,11 @@ def write_eval_results(output_dir: str, results: Mapping[str, object], strategy:
         write_lines(os.path.join(output_dir, "eval_results.txt"), [f"{k} = {v}" for k, v in results.items()])
 
 
-def evaluate_to_file(model: keras.Model, dataset: tf.data.Dataset, output_dir: str, strategy: tf.distribute.Strategy,
+def evaluate_to_file(task: trainer.Task, dataset: tf.data.Dataset, output_dir: str, strategy: tf.distribute.Strategy,
                      *, global_step: int, num_examples: int) -> dict:
-    """Dev accuracy and loss of `model`, logged and written to `eval_results.txt`."""
-    metrics = trainer.evaluate(model, dataset)
+    """Dev accuracy and loss (`task.evaluate`: of its `eval_model`), logged and written to
+    `eval_results.txt`."""
+    metrics = task.evaluate(dataset)
     results = {"eval_accuracy": metrics["accuracy"], "eval_loss": metrics["loss"], "global_step": global_step,
                "eval_examples": num_examples}
     write_eval_results(output_dir, results, strategy)

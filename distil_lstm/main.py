@@ -205,7 +205,7 @@ def test(processor: data.DataProcessor) -> None:
     student, _, _, _ = load_student(folder)
     strategy = tf.distribute.get_strategy()
     if split == "dev":
-        runner.evaluate_to_file(student, make_dataset(features, FLAGS.eval_batch_size, is_training=False),
+        runner.evaluate_to_file(trainer.ClassifierTask(student), make_dataset(features, FLAGS.eval_batch_size, is_training=False),
                                 FLAGS.output_dir, strategy, global_step=(config.get("best") or {}).get("global_step", 0),
                                 num_examples=len(features))
     else:

@@ -234,7 +234,7 @@ def main(argv):
                 train_features, batch_size=FLAGS.train_batch_size, is_training=True, seed=FLAGS.seed + epoch,
                 max_seq_length=FLAGS.max_seq_length, static_padding=FLAGS.use_xla, extras=extras))
         best = trainer.read_best(stage_dir["prediction"])
-        runner.evaluate_to_file(student, eval_dataset, FLAGS.output_dir, strategy,
+        runner.evaluate_to_file(trainer.ClassifierTask(student), eval_dataset, FLAGS.output_dir, strategy,
                                 global_step=best["global_step"] if best else 0, num_examples=len(dev_features))
         if FLAGS.do_export and is_chief(strategy):
             x, _ = next(iter(pipeline.make_dataset(dev_features, batch_size=8, is_training=False)))
