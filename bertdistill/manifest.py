@@ -248,8 +248,8 @@ def check_output_dir(output_dir: str, manifest: Mapping, *, overwrite: bool,
     old = read_manifest(output_dir)
     if old is None:
         listed = ", ".join(shorten(name, 40) for name in sorted(contents)[:3]) + (", ..." if len(contents) > 3 else "")
-        raise UserError(f"{field('output_dir')}={shorten(output_dir)} already holds files ({listed}) but no {MANIFEST_NAME}: "
-                        f"not a run of this toolkit, or one from an older version; {OVERWRITE_HINT}")
+        raise UserError(f"{field('output_dir')}={shorten(output_dir)} already holds files ({listed}) but no "
+                        f"{MANIFEST_NAME}: not a run of this toolkit, or one from an older version; {OVERWRITE_HINT}")
     found = differences(old, manifest, ignore_flags)
     if found:
         more = f" and {len(found) - _MAX_DIFFERENCES} more" if len(found) > _MAX_DIFFERENCES else ""

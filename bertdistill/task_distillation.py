@@ -157,9 +157,10 @@ class TaskDistillation(trainer.Task):
             bad = pipeline.misaligned(self.teacher_features, self.train_features,
                                       piece_id_map(teacher.tokenizer, self.tokenizer))
             if bad is not None:
-                raise ConfigError(f"training example {train_examples[bad].guid} "
-                                  f"({errors.shorten(train_examples[bad].text_a)!r}) is not the same word pieces in the "
-                                  "teacher's and the student's vocabularies: stage 1 matches them position by position")
+                example = train_examples[bad]
+                raise ConfigError(f"training example {example.guid} ({errors.shorten(example.text_a)!r}) is not the "
+                                  "same word pieces in the teacher's and the student's vocabularies: stage 1 matches "
+                                  "them position by position")
 
     def check_cross_vocabulary(self, has_pairs: bool) -> None:
         """What a student with its own vocabulary needs: stage 2 from the transfer set's teacher

@@ -108,7 +108,8 @@ def export_folder(name: str, path: str | None, required: Sequence[str] = ()) -> 
         raise FlagError(name, f"{field(name)}={_show(path)}: {EXPORT_INFO} is not valid JSON ({shorten(e, 100)}); "
                               "export the model again") from None
     if not isinstance(info, dict):
-        raise FlagError(name, f"{field(name)}={_show(path)}: {EXPORT_INFO} is not a JSON object; export the model again")
+        raise FlagError(name, f"{field(name)}={_show(path)}: {EXPORT_INFO} is not a JSON object; export the model "
+                              "again")
     missing = [item for item in required if not os.path.exists(os.path.join(path, item))]
     if missing:
         raise FlagError(name, f"{field(name)}={_show(path)} lacks {', '.join(missing)}: an export of another model "

@@ -92,3 +92,29 @@ def test_settings_leave_out_absl_flags():
     values(["prog"])
     assert script_flags.settings(values) == {"my_steps": 3}
     assert "verbosity" not in script_flags.settings(flags.FLAGS)
+
+
+@pytest.mark.parametrize("script, build, required", [
+    ("bert_finetune/run_classifier.py", "finetune_config", ["--do_train", "--output_dir=out"]),
+    ("distil_lstm/main.py", "bilstm_config", ["--mode=train", "--output_dir=out"]),
+    ("tinybert/task_distill.py", "task_distill_config", ["--teacher_model=t", "--student_config=s.json",
+                                                         "--output_dir=out"]),
+])
+def test_a_config_built_from_default_flags_has_the_configs_defaults(script, build, required):
+    """A library user's config and a script's (from the flags' defaults) train alike."""
+    import dataclasses
+
+    from bertdistill import script_flags
+
+    def default(name):
+        item = type(config).__dataclass_fields__[name]
+        return item.default_factory() if item.default is dataclasses.MISSING else item.default
+
+    config = getattr(script_flags, build)(script_flags.check_arguments(script, required))
+    for name in ("train", "export", "data", "max_seq_length", "do_lower_case", "temperature", "layer_map",
+                 "student_init", "distill_loss", "model"):
+        if hasattr(config, name):
+            assert getattr(config, name) == default(name), name
+    assert (config.run.output_dir, config.run.seed, config.run.mixed_precision) == ("out", 12345, "float32")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.run = None
