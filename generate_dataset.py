@@ -164,7 +164,7 @@ def main(argv):
     transfer_set.check_text_inputs(examples, teacher.text_inputs, f"--input={FLAGS.input}",
                                    f"the teacher {shorten(FLAGS.model[0])}")
     pairs = examples[0].text_b is not None
-    runner.prepare_run(FLAGS, outputs={"output": FLAGS.output}, inputs=inputs())
+    runner.prepare_run(outputs={"output": FLAGS.output}, inputs=inputs())
     corpus = [text for e in examples for text in (e.text_a, e.text_b) if text is not None]
     replacer = None if FLAGS.no_augment or FLAGS.p_replace == 0 else make_replacer(FLAGS.replacement, teacher, corpus)
     start, end = transfer_set.shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)

@@ -23,7 +23,7 @@ from absl import logging
 from bertdistill import model_packages
 from bertdistill.bert import TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertMaskedLM, checkpoint_variables
 from bertdistill.encoders import build_encoder, config_from_json_file
-from bertdistill.errors import ConfigError, MissingFileError, read_json, shorten
+from bertdistill.errors import ConfigError, MissingFileError, field, read_json, shorten
 from bertdistill.export_format import EXPORT_INFO, read_text_inputs
 from bertdistill.files import safetensors_file
 from bertdistill.tokenization import Tokenizer
@@ -331,8 +331,8 @@ def resolve_pretrained(init_checkpoint: str | None = None, bert_config_file: str
             _check_vocab(vocab_file, config, bert_config_file)
             return Pretrained(config, vocab_file, {}, source=f"random initialisation of {bert_config_file}")
         if bert_config_file or vocab_file:
-            raise ConfigError("--bert_config_file and --vocab_file go together (without --init_checkpoint: "
-                              "a randomly initialised model of that shape)")
+            raise ConfigError(f"{field('bert_config_file')} and {field('vocab_file')} go together (without "
+                              f"{field('init_checkpoint')}: a randomly initialised model of that shape)")
         init_checkpoint = default_pretrained_dir()
     init_checkpoint = model_packages.resolve_short_name(init_checkpoint) or init_checkpoint
     if os.path.isdir(init_checkpoint):
@@ -349,8 +349,8 @@ def resolve_pretrained(init_checkpoint: str | None = None, bert_config_file: str
         raise MissingFileError(f"{shorten(init_checkpoint)} is neither a model folder ({HF_FOLDER_CONTENTS}) nor a "
                                f"TF checkpoint prefix ({shorten(init_checkpoint)}.index not found)")
     if not bert_config_file or not vocab_file:
-        raise ConfigError(f"--init_checkpoint {init_checkpoint} is not a folder, so it is read as a Google "
-                         "TF checkpoint prefix, which needs --bert_config_file and --vocab_file")
+        raise ConfigError(f"{field('init_checkpoint')} {init_checkpoint} is not a folder, so it is read as a Google "
+                          f"TF checkpoint prefix, which needs {field('bert_config_file')} and {field('vocab_file')}")
     return load_google_checkpoint(init_checkpoint, bert_config_file, vocab_file)
 
 

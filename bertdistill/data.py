@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 from absl import logging
 
 from bertdistill.export_format import COLUMNS, SINGLE_TEXT, TEXT_INPUTS, TEXT_PAIR
-from bertdistill.errors import ConfigError, DataError, DataUnavailableError, FlagError, MissingFileError, shorten
+from bertdistill.errors import (ConfigError, DataError, DataUnavailableError, FlagError, MissingFileError, field,
+                                shorten)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,7 +208,7 @@ class Sst2Processor(DataProcessor):
         path = os.path.join(data_dir, f"{split}.tsv")
         if not os.path.isfile(path):
             raise MissingFileError(f"data file not found: {path} (expected the GLUE SST-2 layout: "
-                                   "train.tsv, dev.tsv, test.tsv): check --data_dir")
+                                   f"train.tsv, dev.tsv, test.tsv): check {field('data_dir')}")
         if split == "test":
             return self._read_rows(path, "\t", ["index", "sentence"], self._TEST, split, labeled=False)
         return self._read_rows(path, "\t", ["sentence", "label"], self._TRAIN, split, labeled=True)
@@ -220,7 +221,7 @@ class Sst2Processor(DataProcessor):
         except Exception as e:  # tfds raises many kinds when it cannot download or find the data
             raise DataUnavailableError(
                 f"could not load tfds glue/sst2 ({type(e).__name__}: {shorten(e)}). Without internet, pass "
-                "--data_dir with a folder holding the GLUE SST-2 train.tsv, dev.tsv and test.tsv") from e
+                f"{field('data_dir')} with a folder holding the GLUE SST-2 train.tsv, dev.tsv and test.tsv") from e
         examples = []
         for i, row in enumerate(tfds.as_numpy(dataset)):
             label = int(row["label"])

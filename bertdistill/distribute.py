@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
-from bertdistill.errors import UserError
+from bertdistill.errors import UserError, field
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
@@ -39,8 +39,8 @@ def get_distribution_strategy(name: str, tpu_address: str | None = None) -> tf.d
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except Exception as e:  # noqa: BLE001 - any failure to reach the TPU is the user's to fix
-            raise UserError(f"--tpu={tpu_address!r}: no TPU reachable ({str(e).splitlines()[0][:200]}); "
-                            "check the TPU name/address or use another --distribution_strategy") from None
+            raise UserError(f"{field('tpu')}={tpu_address!r}: no TPU reachable ({str(e).splitlines()[0][:200]}); "
+                            f"check the TPU name/address or use another {field('distribution_strategy')}") from None
         return tf.distribute.TPUStrategy(resolver)
     raise UserError(f"unknown distribution strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
 

@@ -1,8 +1,13 @@
 """User errors: one clear line on stderr and exit status 2; tracebacks are for bugs.
 
-A mistake of the user (a flag, a config, a data file, a path, a permission) raises a `UserError`
-(or one of the standard errors listed in `USER_ERRORS`). `run(main)` is a drop-in for
-`absl.app.run(main)` that prints such an error as
+A mistake of the user (a config value, a data file, a path, a permission) raises a `UserError`
+(or one of the standard errors listed in `USER_ERRORS`). The library names config fields, not
+flags: a message refers to a field as `field("max_seq_length")`, which reads `max_seq_length`
+in `str(error)` and `--max_seq_length` (or the flag a script maps it to) in the line a script
+prints; a `ConfigFieldError` is about one field and carries its name.
+
+`run(main)` is the scripts' drop-in for `absl.app.run(main)`: it defines `--verbose_errors`,
+parses the flags, and prints a user error as
 
     error: <what, where, what to do>
 
@@ -11,7 +16,8 @@ environment variable `BERTDISTILL_VERBOSE_ERRORS=1` also prints the traceback. F
 errors (an unknown flag, a bad value, NaN or infinity in a float flag: `check_finite`) are
 reported the same way. Any other exception is a bug:
 it keeps its traceback and exits with status 1. Messages quote at most ~200 characters of the
-offending input: use `shorten`.
+offending input: use `shorten`. Only `run` and the functions it uses touch absl; importing this
+module defines no flag.
 """
 
 from __future__ import annotations
@@ -19,11 +25,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-
-from absl import flags
+from collections.abc import Callable, Mapping, Sequence
 
 EXIT_USER_ERROR = 2
 QUOTE_LIMIT = 200
@@ -31,21 +36,52 @@ LINE_LIMIT = 1000  # a whole error line, in characters
 VERBOSE_ENV = "BERTDISTILL_VERBOSE_ERRORS"
 
 
+_FIELD_MARK = "\ue000"  # a private-use character: never white space, never a line break
+_FIELD = re.compile(f"{_FIELD_MARK}([A-Za-z_][A-Za-z0-9_]*){_FIELD_MARK}")
+
+
+def field(name: str) -> str:
+    """A reference to the config field `name` in an error message: `name` in `str(error)`, the
+    field's flag in a script's error line (`render`)."""
+    return f"{_FIELD_MARK}{name}{_FIELD_MARK}"
+
+
+def render(text: str, flag_names: Mapping[str, str] | None = None) -> str:
+    """`text` with its field references as the bare field names, or with `flag_names` (a
+    mapping, possibly empty: unlisted fields keep their name) as `--<flag>`."""
+    if flag_names is None:
+        return _FIELD.sub(r"\1", text)
+    return _FIELD.sub(lambda match: f"--{flag_names.get(match[1], match[1])}", text)
+
+
 class UserError(ValueError):
-    """A mistake the user can fix; the message (one line) says what, where and what to do."""
+    """A mistake the user can fix; the message (one line) says what, where and what to do, and
+    may refer to config fields (`field`)."""
 
     def __init__(self, message: str, *, hint: str | None = None):
         super().__init__(f"{message}; {hint}" if hint else message)
 
+    def __str__(self) -> str:
+        return render(str(self.args[0]) if self.args else "")
 
-class FlagError(UserError):
-    """A bad or missing command-line flag; the message names `--<flag>`."""
 
-    def __init__(self, flag: str, message: str, *, hint: str | None = None):
-        self.flag = flag.lstrip("-")
-        if f"--{self.flag}" not in message:
-            message = f"--{self.flag}: {message}"
+class ConfigFieldError(UserError):
+    """A bad or missing config value; `field` names it (scripts show the flag of that name). The
+    message is prefixed with the field when it does not refer to it."""
+
+    def __init__(self, name: str, message: str, *, hint: str | None = None):
+        self.field = name.lstrip("-")
+        if field(self.field) not in message and f"--{self.field}" not in message:
+            message = f"{field(self.field)}: {message}"
         super().__init__(message, hint=hint)
+
+    @property
+    def flag(self) -> str:
+        """The field's name, which is also the scripts' flag of it."""
+        return self.field
+
+
+FlagError = ConfigFieldError  # the scripts' checks of their flags raise it naming `--<flag>` in the message
 
 
 class ConfigError(UserError):
@@ -65,13 +101,15 @@ class DataUnavailableError(DataError, RuntimeError):
 
 
 def _flag_errors() -> tuple[type[BaseException], ...]:
-    return (flags.IllegalFlagValueError, flags.UnrecognizedFlagError, flags.CantOpenFlagFileError)
+    """absl's flag errors, when absl's flags are loaded (else none can have been raised)."""
+    flags = sys.modules.get("absl.flags")
+    return () if flags is None else (flags.IllegalFlagValueError, flags.UnrecognizedFlagError,
+                                     flags.CantOpenFlagFileError)
 
 
-def _usage_error() -> type[BaseException]:
-    from absl import app
-
-    return app.UsageError
+def _usage_error() -> tuple[type[BaseException], ...]:
+    app = sys.modules.get("absl.app")
+    return () if app is None else (app.UsageError,)
 
 
 # Errors `run` reports in one line (exit 2) besides UserError, absl's UsageError and flag errors.
@@ -81,13 +119,16 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 def is_user_error(error: BaseException) -> bool:
     """True for the errors `run` turns into one `error: ...` line and exit status 2."""
-    return isinstance(error, USER_ERRORS + _flag_errors() + (_usage_error(),))
+    return isinstance(error, USER_ERRORS + _flag_errors() + _usage_error())
 
 
 def shorten(text: object, limit: int = QUOTE_LIMIT) -> str:
     """`text` on one line (newlines escaped), cut to `limit` characters with a note of how much
     was left out: for quoting user input in a message."""
-    text = str(text).replace("\r", "\\r").replace("\n", "\\n")
+    return _cut(str(text).replace("\r", "\\r").replace("\n", "\\n").replace(_FIELD_MARK, "\\ue000"), limit)
+
+
+def _cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... [{len(text) - limit} more characters]"
@@ -96,7 +137,7 @@ def shorten(text: object, limit: int = QUOTE_LIMIT) -> str:
 def one_line(message: str) -> str:
     """The non-empty lines of `message` joined with '; ', capped at LINE_LIMIT characters."""
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    return shorten("; ".join(lines), LINE_LIMIT)
+    return _cut("; ".join(lines), LINE_LIMIT)
 
 
 def _json_source(error: json.JSONDecodeError) -> str | None:
@@ -110,9 +151,16 @@ def _json_source(error: json.JSONDecodeError) -> str | None:
     return name
 
 
-def message(error: BaseException) -> str:
-    """What `run` prints after `error: ` (one line)."""
-    if isinstance(error, UserError) or isinstance(error, _flag_errors()) or isinstance(error, _usage_error()):
+_KEEP = object()
+
+
+def message(error: BaseException, flag_names: Mapping[str, str] | None = None) -> str:
+    """What `run` prints after `error: ` (one line); with `flag_names` (see `render`), config
+    fields are shown as flags."""
+    if isinstance(error, UserError):
+        text = str(error.args[0]) if error.args else ""
+        text = text if flag_names is _KEEP else render(text, flag_names)
+    elif isinstance(error, _flag_errors() + _usage_error()):
         text = str(error)
     elif isinstance(error, json.JSONDecodeError):
         source = _json_source(error)
@@ -132,38 +180,50 @@ def message(error: BaseException) -> str:
     return one_line(text)
 
 
+def detail(error: BaseException) -> str:
+    """`message(error)` with its field references kept: for the message of an error that wraps it."""
+    return message(error, _KEEP)
+
+
 def _verbose(argv: Sequence[str] | None = None) -> bool:
     if os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes"):
         return True
     if argv is not None:  # flags not parsed yet
         return any(arg in ("--verbose_errors", "--verbose_errors=true", "--verbose_errors=1") for arg in argv)
+    from absl import flags
+
     try:
         return bool(flags.FLAGS.verbose_errors)
     except (AttributeError, flags.Error):
         return False
 
 
-def report(error: BaseException, *, verbose: bool = False) -> None:
+def report(error: BaseException, *, verbose: bool = False, flag_names: Mapping[str, str] | None = None) -> None:
     """Prints `error: <message>` (after the traceback when `verbose`) on stderr."""
     sys.stdout.flush()
     if verbose:
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
-    sys.stderr.write(f"error: {message(error)}\n")
+    sys.stderr.write(f"error: {message(error, flag_names)}\n")
     sys.stderr.flush()
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Defines `--verbose_errors` (idempotent; also done on import)."""
+def define_flags(flag_values=None) -> None:
+    """Defines `--verbose_errors` on `flag_values` (default: absl's FLAGS); idempotent. The
+    scripts' flag definitions and `run` call it; importing this module does not."""
+    from absl import flags
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
     if "verbose_errors" not in flag_values:
         flags.DEFINE_bool("verbose_errors", False,
                           f"Print the traceback of user errors too (or set {VERBOSE_ENV}=1).", flag_values=flag_values)
 
 
-define_flags()
+def check_finite(flag_values=None) -> None:
+    """Refuses NaN and infinity in every float flag of `flag_values` (default: absl's FLAGS; no
+    float flag means them)."""
+    from absl import flags
 
-
-def check_finite(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Refuses NaN and infinity in every float flag of `flag_values` (no float flag means them)."""
+    flag_values = flags.FLAGS if flag_values is None else flag_values
     for name in flag_values:
         flag = flag_values[name]
         if isinstance(flag.parser, flags.FloatParser) and flag.value is not None and not math.isfinite(flag.value):
@@ -171,6 +231,8 @@ def check_finite(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
+    from absl import flags
+
     try:
         args = flags.FLAGS(argv)
         check_finite(flags.FLAGS)
@@ -178,13 +240,19 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except (flags.Error, FlagError) as error:
         if isinstance(error, flags.Error):
             error.args = (f"{one_line(str(error))}; pass --helpshort to list the flags",)
-        report(error, verbose=_verbose(argv))
+        report(error, verbose=_verbose(argv), flag_names={})
         sys.exit(EXIT_USER_ERROR)
 
 
-def run(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
-    """`absl.app.run(main, argv)` with one-line user errors (exit status 2); bugs keep their traceback."""
+def run(main: Callable[[list[str]], object], argv: list[str] | None = None, *,
+        flag_names: Mapping[str, str] | None = None) -> None:
+    """`absl.app.run(main, argv)` with `--verbose_errors` defined and one-line user errors (exit
+    status 2), config fields shown as flags (`flag_names`: {field: flag} where they differ);
+    bugs keep their traceback."""
     from absl import app
+
+    define_flags()
+    flag_names = dict(flag_names or {})
 
     def guarded_main(args):
         try:
@@ -192,7 +260,7 @@ def run(main: Callable[[list[str]], object], argv: list[str] | None = None) -> N
         except Exception as error:  # noqa: BLE001 - re-raised unless a user error
             if not is_user_error(error):
                 raise
-            report(error, verbose=_verbose())
+            report(error, verbose=_verbose(), flag_names=flag_names)
             sys.exit(EXIT_USER_ERROR)
 
     app.run(guarded_main, argv, flags_parser=_parse_flags)

@@ -1,8 +1,9 @@
-"""The run_classifier-named flags shared by every entry point, defined once, all optional, and
-their validation (before any work starts).
+"""The run_classifier-named flags shared by every entry point, defined once, all optional, their
+validation (before any work starts), and the configs they make (`bertdistill.configs`).
 
 Entry points call `define_common_flags()` at import time (`bert=False` leaves out what only a
-BERT model uses) and `validate_common_flags()` first thing in `main`.
+BERT model uses) and `validate_common_flags()` first thing in `main`. Script side: the library
+never reads flags.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from absl import flags
 
 from bertdistill import data
+from bertdistill.configs import DataConfig
 from bertdistill.distribute import PRECISIONS, STRATEGIES
 from bertdistill.errors import FlagError
 from bertdistill.validation import SEED_BOUNDS
@@ -148,45 +150,29 @@ def validate_common_flags(fv: flags.FlagValues = flags.FLAGS, *, min_seq_length:
         raise FlagError("tpu", "--distribution_strategy=tpu needs --tpu (a TPU name or grpc:// address)")
 
 
+def data_config(fv: flags.FlagValues = flags.FLAGS) -> DataConfig:
+    """The task flags (`TASK_FLAGS`), `--data_dir` and `--skip_bad_rows` as a `DataConfig`."""
+    return DataConfig(task_name=fv.task_name, data_dir=fv["data_dir"].value if "data_dir" in fv else None,
+                      labels=tuple(fv.labels) if fv.labels is not None else None, text_a_column=fv.text_a_column,
+                      text_b_column=fv.text_b_column, label_column=fv.label_column, delimiter=fv.delimiter,
+                      has_header=fv.has_header, skip_bad_rows=fv.skip_bad_rows)
+
+
 def validate_task_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """`--task_name=tsv|csv` needs `--labels`: at least two, each once (one label would make
     every prediction right)."""
-    if fv.task_name.lower() not in ("tsv", "csv"):
-        return
-    if not fv.labels:
-        raise FlagError("labels", f"--task_name={fv.task_name} needs --labels (the label values, comma-separated)")
-    if len(set(fv.labels)) < 2 or len(set(fv.labels)) != len(fv.labels):
-        raise FlagError("labels", f"--labels={','.join(fv.labels)}: give at least two labels, each once")
+    data_config(fv).check_labels()
 
 
 def processor_from_flags(fv: flags.FlagValues = flags.FLAGS) -> data.DataProcessor:
     """The data processor of `--task_name`; `tsv`/`csv` take their columns, labels, delimiter and
     header from the flags."""
-    mode = on_error(fv)
-    if fv.task_name.lower() not in ("tsv", "csv"):
-        return data.get_processor(fv.task_name, on_error=mode)
-    validate_task_flags(fv)
-
-    def column(name: str) -> str | int | None:
-        value = fv[name].value
-        if value is None or fv.has_header:
-            return value
-        try:
-            return int(value)
-        except ValueError:
-            raise FlagError(name, f"--{name}={value!r}: without a header, columns are 0-based indices") from None
-
-    return data.get_processor(fv.task_name, labels=fv.labels, text_a_column=column("text_a_column"),
-                              text_b_column=column("text_b_column"), label_column=column("label_column"),
-                              delimiter=fv.delimiter, has_header=fv.has_header, on_error=mode)
+    return data_config(fv).processor()
 
 
 def split_file(fv: flags.FlagValues, split: str) -> str | None:
     """The file `--task_name` reads for `split` in `--data_dir` (None with no `--data_dir`: tfds)."""
-    if not fv.data_dir:
-        return None
-    extension = "csv" if fv.task_name.lower() == "csv" else "tsv"
-    return os.path.join(fv.data_dir, f"{split}.{extension}")
+    return data_config(fv).split_file(split)
 
 
 def define_augmentation_flags(flag_values: flags.FlagValues = flags.FLAGS, *, model_help: str,

@@ -38,7 +38,7 @@ from keras import ops
 
 from bertdistill.bert import PACKAGE, BertConfig, BertEncoder, checkpoint_variables
 from bertdistill.distill import FEATURE_LOSSES, feature_loss
-from bertdistill.errors import ConfigError
+from bertdistill.errors import ConfigError, field
 
 FEATURES = ("embeddings", "hidden", "attention")
 RULES = ("uniform", "last", "skip")
@@ -232,14 +232,14 @@ def check_init_from_teacher(teacher: BertConfig, student: BertConfig) -> None:
     (`--student_init=teacher_layers`): checked before any work, `--dry_run` included."""
     if teacher.model_type != student.model_type:
         raise LayerMapError(f"cannot initialise a {student.family_name} student from {teacher.family_name} "
-                            "teacher layers (other embeddings and attention); use --student_init=random or "
-                            "--student_model")
+                            f"teacher layers (other embeddings and attention); use {field('student_init')}=random or "
+                            f"{field('student_model')}")
     differ = [f"{name} {getattr(teacher, name)} (teacher) vs {getattr(student, name)} (student)"
               for name in INIT_SIZES if getattr(teacher, name) != getattr(student, name)]
     if differ:
-        raise LayerMapError("--student_init=teacher_layers cannot initialise the student from teacher layers: "
-                            + "; ".join(differ) + ". Give the student the teacher's sizes, or pass "
-                            "--student_init=random for a narrower student.")
+        raise LayerMapError(f"{field('student_init')}=teacher_layers cannot initialise the student from teacher "
+                            "layers: " + "; ".join(differ) + ". Give the student the teacher's sizes, or pass "
+                            f"{field('student_init')}=random for a narrower student.")
 
 
 def copy_teacher_layers(teacher_encoder: BertEncoder, student_encoder: BertEncoder,

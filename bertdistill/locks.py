@@ -20,7 +20,7 @@ import shlex
 import sys
 
 from bertdistill import validation
-from bertdistill.errors import UserError, shorten
+from bertdistill.errors import UserError, field, shorten
 
 LOCK_NAME = ".run.lock"
 
@@ -64,8 +64,8 @@ def _open_locked(folder: str, *, flag: str, shown: str) -> int:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise FolderInUseError(f"--{flag}={shorten(shown)} is in use by another run ({holder}); wait for it "
-                                   f"to end or stop it, or choose another --{flag}") from None
+            raise FolderInUseError(f"{field(flag)}={shorten(shown)} is in use by another run ({holder}); wait for "
+                                   f"it to end or stop it, or choose another {field(flag)}") from None
         except BaseException:
             os.close(fd)
             raise

@@ -1,11 +1,11 @@
-"""The run manifest: what a run in `--output_dir` was started with, so a reused folder is
-resumed only by the same run and never silently mixed with another.
+"""The run manifest: what a run in its run folder (`output_dir`) was started with, so a reused
+folder is resumed only by the same run and never silently mixed with another.
 
-`<output_dir>/run_manifest.json` holds the flag values, each data file's path, size and
-sha256, the model config, anything `extra`, and (not compared) the package version, `git
-describe` and the creation time. `check_output_dir` creates, resumes, refuses or (with
-`--overwrite_output_dir`) clears the folder, never one that holds an input (the rule for
-outputs and inputs is `validation.check_outputs`).
+`<output_dir>/run_manifest.json` holds the run's settings (a script's flag values, under
+`flags`), each data file's path, size and sha256, the model config, anything `extra`, and (not
+compared) the package version, `git describe` and the creation time. `check_output_dir`
+creates, resumes, refuses or (with `overwrite`) clears the folder, never one that holds an
+input (the rule for outputs and inputs is `validation.check_outputs`).
 """
 
 from __future__ import annotations
@@ -19,17 +19,16 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 
-from absl import flags as absl_flags
 from absl import logging
 
-from bertdistill.errors import UserError, shorten
+from bertdistill.errors import UserError, field, shorten
 from bertdistill.locks import LOCK_NAME
 from bertdistill.validation import inside, real_path
 
 MANIFEST_NAME = "run_manifest.json"
 FORMAT_VERSION = 1
-# Flags that do not change what a run computes into its folder: evaluating or predicting with a
-# trained run, logging, error display. Not compared (still recorded).
+# Settings (flags) that do not change what a run computes into its folder: evaluating or
+# predicting with a trained run, logging, error display. Not compared (still recorded).
 IGNORED_FLAGS = frozenset({
     "do_train", "do_eval", "do_predict", "do_export", "eval_batch_size", "predict_batch_size", "eval_split",
     "model_dir", "overwrite_output_dir", "verbose_errors", "skip_bad_rows", "log_every_steps",
@@ -37,19 +36,8 @@ IGNORED_FLAGS = frozenset({
     # Training longer (or stopping differently) continues the same run; the trainer counts steps.
     "num_train_epochs", "early_stopping_patience"})
 NOT_COMPARED = ("code", "created")
-OVERWRITE_HINT = "pass --overwrite_output_dir to start over or choose another --output_dir"
+OVERWRITE_HINT = f"pass {field('overwrite_output_dir')} to start over or choose another {field('output_dir')}"
 _MAX_DIFFERENCES = 5
-
-
-def run_flags(flag_values: absl_flags.FlagValues = absl_flags.FLAGS) -> dict[str, object]:
-    """The values of the program's own flags (not absl's logging/debugging/help flags)."""
-    values = {}
-    for module, module_flags in flag_values.flags_by_module_dict().items():
-        if module.startswith("absl."):
-            continue
-        for flag in module_flags:
-            values[flag.name] = flag.value
-    return values
 
 
 def file_sha256(path: str, chunk_size: int = 1 << 20) -> str:
@@ -108,9 +96,10 @@ def _jsonable(value: object) -> object:
 
 def build_manifest(*, flags: Mapping[str, object], data_files: Sequence[str | None],
                    model_config: Mapping | None, extra: Mapping | None = None) -> dict:
-    """The manifest of a run: `flags` (e.g. `run_flags()`), each data file's path, size and
-    sha256 (None entries are skipped; a folder is described by its file names and sizes),
-    `model_config`, `extra`, and (not compared) the code version and the creation time."""
+    """The manifest of a run: `flags` (the run's settings: a script's flag values), each data
+    file's path, size and sha256 (None entries are skipped; a folder is described by its file
+    names and sizes), `model_config`, `extra`, and (not compared) the code version and the
+    creation time."""
     return {
         "format": FORMAT_VERSION,
         "flags": _jsonable(dict(sorted(flags.items()))),
@@ -208,12 +197,13 @@ def _check_clearable(output_dir: str, inputs: Iterable[str]) -> None:
                  real_path(os.getcwd()): "the current folder"}
     for path, what in protected.items():
         if inside(path, target):
-            raise UserError(f"--overwrite_output_dir would delete {what} ({shorten(path)}): --output_dir="
-                            f"{shorten(output_dir)} is or contains it; choose a dedicated --output_dir")
+            raise UserError(f"{field('overwrite_output_dir')} would delete {what} ({shorten(path)}): "
+                            f"{field('output_dir')}={shorten(output_dir)} is or contains it; choose a dedicated "
+                            f"{field('output_dir')}")
     for path in inputs:
         if inside(real_path(path), target):
-            raise UserError(f"--overwrite_output_dir would delete the input {shorten(path)}, which lies inside "
-                            f"--output_dir={shorten(output_dir)}; choose another --output_dir")
+            raise UserError(f"{field('overwrite_output_dir')} would delete the input {shorten(path)}, which lies "
+                            f"inside {field('output_dir')}={shorten(output_dir)}; choose another {field('output_dir')}")
 
 
 def clear_folder(output_dir: str) -> None:
@@ -242,7 +232,8 @@ def check_output_dir(output_dir: str, manifest: Mapping, *, overwrite: bool,
     no manifest, or is a file.
     """
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise UserError(f"--output_dir={shorten(output_dir)} is a file, not a folder; choose another --output_dir")
+        raise UserError(f"{field('output_dir')}={shorten(output_dir)} is a file, not a folder; choose another "
+                        f"{field('output_dir')}")
     os.makedirs(output_dir, exist_ok=True)
     contents = [name for name in os.listdir(output_dir) if name not in (MANIFEST_NAME + ".tmp", LOCK_NAME)]
     if not contents:
@@ -250,19 +241,20 @@ def check_output_dir(output_dir: str, manifest: Mapping, *, overwrite: bool,
         return "created"
     if overwrite:
         _check_clearable(output_dir, [d["path"] for d in manifest.get("data", [])] + [p for p in inputs if p])
-        logging.warning("--overwrite_output_dir: deleting the contents of %s (%d entries)", output_dir, len(contents))
+        logging.warning("overwrite_output_dir: deleting the contents of %s (%d entries)", output_dir, len(contents))
         clear_folder(output_dir)
         write_manifest(output_dir, manifest)
         return "overwritten"
     old = read_manifest(output_dir)
     if old is None:
         listed = ", ".join(shorten(name, 40) for name in sorted(contents)[:3]) + (", ..." if len(contents) > 3 else "")
-        raise UserError(f"--output_dir={shorten(output_dir)} already holds files ({listed}) but no {MANIFEST_NAME}: "
-                        f"not a run of this toolkit, or one from an older version; {OVERWRITE_HINT}")
+        raise UserError(f"{field('output_dir')}={shorten(output_dir)} already holds files ({listed}) but no "
+                        f"{MANIFEST_NAME}: not a run of this toolkit, or one from an older version; {OVERWRITE_HINT}")
     found = differences(old, manifest, ignore_flags)
     if found:
         more = f" and {len(found) - _MAX_DIFFERENCES} more" if len(found) > _MAX_DIFFERENCES else ""
-        raise UserError(f"--output_dir={shorten(output_dir)} holds another run: {'; '.join(found[:_MAX_DIFFERENCES])}"
+        raise UserError(f"{field('output_dir')}={shorten(output_dir)} holds another run: "
+                        f"{'; '.join(found[:_MAX_DIFFERENCES])}"
                         f"{more}; {OVERWRITE_HINT}")
     logging.info("Resuming the run in %s (started %s)", output_dir, old.get("created"))
     return "resumed"

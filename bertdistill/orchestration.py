@@ -23,9 +23,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from absl import flags, logging
+from absl import logging
 
-from bertdistill.errors import UserError, is_user_error, message, shorten
+from bertdistill.errors import UserError, detail, field, is_user_error, shorten
 from bertdistill.files import atomic_output
 
 RECORDS = "pipeline"
@@ -52,18 +52,19 @@ class Stage:
 
 
 def check_stages(stages: Sequence[Stage]) -> None:
-    """Runs every stage's `check` before any stage starts; a user error (or absl's flag error)
-    becomes one `UserError` naming the stage."""
+    """Runs every stage's `check` before any stage starts; a user error becomes one `UserError`
+    naming the stage."""
     for stage in stages:
         if stage.check is None:
             continue
         try:
             stage.check()
-        except (UserError, flags.Error) as e:
+        except Exception as e:  # noqa: BLE001 - re-raised as is unless a user error
             if not is_user_error(e):
                 raise
-            raise UserError(f"stage {stage.name}: {message(e)}",
-                            hint="fix it (--stage_flag or the pipeline's flags) before any stage runs") from None
+            raise UserError(f"stage {stage.name}: {detail(e)}",
+                            hint=f"fix it ({field('stage_flag')} or the pipeline's flags) before any stage "
+                                 "runs") from None
 
 
 def record_path(output_dir: str, name: str) -> str:
@@ -128,7 +129,8 @@ class Runner:
             if record is not None and record["command"] != stage.signature:
                 raise UserError(f"{self.output_dir}: stage {stage.name} was completed with other settings "
                                 f"({_difference(record['command'], stage.signature)})",
-                                hint="use another --output_dir, or --overwrite_output_dir to start over")
+                                hint=f"use another {field('output_dir')}, or {field('overwrite_output_dir')} to "
+                                     "start over")
 
     def eta(self, index: int) -> str:
         """The remaining stages' nominal minutes, scaled by how fast this machine ran the stages

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bertdistill.errors import ConfigError, MissingFileError, UserError, read_json, shorten
+from bertdistill.errors import ConfigError, MissingFileError, UserError, field, read_json, shorten
 from bertdistill.export_format import (BERT_INPUTS, COLUMNS, EXPORT_INFO, MODEL_FILES, ONNX_TENSOR_DTYPES, OUTPUTS,
                                        TEXT_PAIR, WORD_INPUTS, describe_texts, text_inputs)
 from bertdistill.words import WordVocab
@@ -365,7 +365,7 @@ class Predictor:
         model_file = os.path.join(folder, MODEL_FILES[self.precision])
         if not os.path.isfile(model_file):
             raise MissingFileError(f"{shorten(folder)} has no {MODEL_FILES[self.precision]}"
-                                   + ("; drop --quantized or export with quantization" if quantized else
+                                   + (f"; drop {field('quantized')} or export with quantization" if quantized else
                                       "; export the model again"))
         self.model = OnnxModel(model_file, threads, spin_wait)
         # A graph may take fewer inputs than the encoder gives (MPNet's has no token_type_ids).

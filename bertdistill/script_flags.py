@@ -1,8 +1,10 @@
-"""The flags of the scripts run_pipeline.py chains, and the checks of their values, on any
-`FlagValues`: each script defines its flags on absl's `FLAGS` at import and checks them first
-thing in `main`; run_pipeline.py defines each stage's flags on a fresh `FlagValues`, parses the
-stage's arguments and runs the same checks before its first stage starts (`check_arguments`).
-The checks read no file: a stage's inputs may not exist before the stages before it ran.
+"""The flags of the scripts run_pipeline.py chains, the checks of their values, and the typed
+configs they make (`bertdistill.configs`), on any `FlagValues`: each script defines its flags on
+absl's `FLAGS` at import, checks them first thing in `main` and builds its config once
+(`finetune_config`, `bilstm_config`, `task_distill_config`); the library sees only the config.
+run_pipeline.py defines each stage's flags on a fresh `FlagValues`, parses the stage's
+arguments and runs the same checks before its first stage starts (`check_arguments`). The
+checks read no file: a stage's inputs may not exist before the stages before it ran.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections.abc import Callable, Sequence
 from absl import flags
 
 from bertdistill import distill, errors, validation
-from bertdistill.errors import FlagError
-from bertdistill.flags import (define_augmentation_flags, define_common_flags, validate_augmentation_flags,
-                               validate_common_flags, validate_task_flags)
+from bertdistill.configs import (TINYBERT_STAGES, BiLstmConfig, BiLstmModelConfig, ExportConfig, FinetuneConfig,
+                                 RunConfig, StageConfig, TaskDistillConfig, TrainConfig)
+from bertdistill.errors import FlagError, UserError
+from bertdistill.flags import (data_config, define_augmentation_flags, define_common_flags,
+                               validate_augmentation_flags, validate_common_flags, validate_task_flags)
 from bertdistill.words import BILSTM_POOLINGS, SPECIAL_TOKENS
 
 
@@ -25,6 +29,38 @@ class ScriptFlags:
 
     define: Callable[[flags.FlagValues], None]
     validate: Callable[[flags.FlagValues], None]
+
+
+# The configs every training script shares
+
+def settings(fv: flags.FlagValues) -> dict[str, object]:
+    """The values of the program's own flags (not absl's logging/debugging/help flags): what the
+    run manifest records."""
+    values = {}
+    for module, module_flags in fv.flags_by_module_dict().items():
+        if module.startswith("absl."):
+            continue
+        for flag in module_flags:
+            values[flag.name] = flag.value
+    return values
+
+
+def run_config(fv: flags.FlagValues) -> RunConfig:
+    """The run folder, strategy, precision and seed flags; the flags' values as the run's settings
+    (manifest) and every flag as its TensorBoard hparams."""
+    return RunConfig(output_dir=fv.output_dir, overwrite_output_dir=fv.overwrite_output_dir,
+                     distribution_strategy=fv.distribution_strategy, tpu=fv.tpu, mixed_precision=fv.mixed_precision,
+                     seed=fv.seed, settings=settings(fv), hparams=fv.flag_values_dict())
+
+
+def train_config(fv: flags.FlagValues) -> TrainConfig:
+    """The training flags (`TrainConfig`'s fields, same names)."""
+    return TrainConfig(**{item.name: fv[item.name].value for item in dataclasses.fields(TrainConfig)})
+
+
+def export_config(fv: flags.FlagValues, *, do_export: bool | None = None) -> ExportConfig:
+    """`--do_export` (or `do_export` when the script decides) and `--int8_max_drop`."""
+    return ExportConfig(do_export=fv.do_export if do_export is None else do_export, int8_max_drop=fv.int8_max_drop)
 
 
 # bert_finetune/run_classifier.py
@@ -39,13 +75,29 @@ def define_run_classifier_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                       "folder's own choice is used unless this flag is given).", flag_values=fv)
 
 
+def run_classifier_exports(fv: flags.FlagValues) -> bool:
+    """Whether run_classifier.py exports: after training by default, or `--do_export` given alone."""
+    return fv.do_export and (fv.do_train or fv["do_export"].present)
+
+
 def validate_run_classifier_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-    exporting = fv.do_export and (fv.do_train or fv["do_export"].present)
+    exporting = run_classifier_exports(fv)
     if not (fv.do_train or fv.do_eval or fv.do_predict or exporting):
         raise FlagError("do_train", "at least one of --do_train, --do_eval, --do_predict or --do_export must be set")
     validation.require("output_dir", fv.output_dir)
     validate_common_flags(fv, needs_eval=fv.do_eval)
     validate_task_flags(fv)
+
+
+def finetune_config(fv: flags.FlagValues = flags.FLAGS) -> FinetuneConfig:
+    """run_classifier.py's config (after `validate_run_classifier_flags`)."""
+    return FinetuneConfig(
+        run=run_config(fv), data=data_config(fv), train=train_config(fv),
+        export=export_config(fv, do_export=run_classifier_exports(fv)), init_checkpoint=fv.init_checkpoint,
+        bert_config_file=fv.bert_config_file, vocab_file=fv.vocab_file, do_lower_case=fv.do_lower_case,
+        max_seq_length=fv.max_seq_length,
+        classifier_pooling=fv.classifier_pooling if fv["classifier_pooling"].present else None,
+        layerwise_lr_decay=fv.layerwise_lr_decay, do_train=fv.do_train, do_eval=fv.do_eval, do_predict=fv.do_predict)
 
 
 # generate_dataset.py
@@ -137,9 +189,18 @@ def validate_distil_lstm_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     validate_task_flags(fv)
 
 
-# tinybert/task_distill.py
+def bilstm_config(fv: flags.FlagValues = flags.FLAGS) -> BiLstmConfig:
+    """distil_lstm/main.py's config (after `validate_distil_lstm_flags`)."""
+    return BiLstmConfig(
+        run=run_config(fv), mode=fv.mode, data=data_config(fv), train=train_config(fv), export=export_config(fv),
+        model=BiLstmModelConfig(**{name: fv[name].value for name in BILSTM_MODEL_ARGS}),
+        do_lower_case=fv.do_lower_case, max_seq_length=fv.max_seq_length, augmented_file=fv.augmented_file,
+        distill_loss=fv.distill_loss, temperature=fv.temperature, alpha=fv.alpha, min_count=fv.min_count,
+        max_vocab_size=fv.max_vocab_size, word_vectors=fv.word_vectors, eval_split=fv.eval_split,
+        model_dir=fv.model_dir)
 
-TINYBERT_STAGES = ("intermediate", "prediction")
+
+# tinybert/task_distill.py
 
 
 def define_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -223,6 +284,20 @@ def validate_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     validate_task_flags(fv)
 
 
+def task_distill_config(fv: flags.FlagValues = flags.FLAGS) -> TaskDistillConfig:
+    """task_distill.py's config (after `validate_task_distill_flags`)."""
+    layers = student_layers(fv)
+    return TaskDistillConfig(
+        run=run_config(fv), teacher_model=fv.teacher_model,
+        stages={stage: StageConfig(*tinybert_stage_settings(fv, stage)) for stage in tinybert_stages(fv)},
+        data=data_config(fv), train=train_config(fv), export=export_config(fv), student_config=fv.student_config,
+        student_model=fv.student_model, student_layers=tuple(layers) if layers is not None else None,
+        student_init=fv.student_init, augmented_file=fv.augmented_file,
+        intermediate_max_examples=fv.intermediate_max_examples, temperature=fv.temperature,
+        hard_label_weight=fv.hard_label_weight, layer_map=fv.layer_map, max_seq_length=fv.max_seq_length,
+        dry_run=fv.dry_run)
+
+
 SCRIPTS = {
     "bert_finetune/run_classifier.py": ScriptFlags(define_run_classifier_flags, validate_run_classifier_flags),
     "generate_dataset.py": ScriptFlags(define_generate_dataset_flags, validate_generate_dataset_flags),
@@ -243,7 +318,13 @@ def parse_arguments(script: str, args: Sequence[str]) -> flags.FlagValues:
 
 
 def check_arguments(script: str, args: Sequence[str]) -> flags.FlagValues:
-    """`parse_arguments`, then the script's own checks of the values."""
-    fv = parse_arguments(script, args)
-    SCRIPTS[script].validate(fv)
+    """`parse_arguments`, then the script's own checks of the values; a user error names the
+    flags as the script would (`errors.message`)."""
+    try:
+        fv = parse_arguments(script, args)
+        SCRIPTS[script].validate(fv)
+    except Exception as error:  # noqa: BLE001 - re-raised as is unless a user error
+        if not errors.is_user_error(error):
+            raise
+        raise UserError(errors.message(error, {})) from None
     return fv

@@ -111,23 +111,24 @@ CASING_SAMPLE = 2000  # texts measured
 
 def check_casing(tokenizer: Tokenizer, texts: Sequence[str], source: str) -> float:
     """Measures the [UNK] share of (the first `CASING_SAMPLE` of) `texts` before any training:
-    above `UNKNOWN_LIMIT`, when the other `--do_lower_case` would at least halve it, a
-    `FlagError` naming `--do_lower_case` (e.g. an uncased vocabulary read without lower-casing);
+    above `UNKNOWN_LIMIT`, when the other `do_lower_case` would at least halve it, a
+    `FlagError` naming `do_lower_case` (e.g. an uncased vocabulary read without lower-casing);
     above `UNKNOWN_WARNING`, a warning. Returns the share."""
     from absl import logging
 
-    from bertdistill.errors import FlagError
+    from bertdistill.errors import FlagError, field
 
     sample = list(texts[:CASING_SAMPLE])
     share = unknown_share(tokenizer, sample)
     if share <= UNKNOWN_WARNING:
         return share
     other = unknown_share(Tokenizer(tokenizer.vocab_file, not tokenizer.do_lower_case), sample)
-    said = f"{100 * share:.0f}% of the tokens of {source} are [UNK] with --do_lower_case={tokenizer.do_lower_case}"
+    said = f"{100 * share:.0f}% of the tokens of {source} are [UNK] with do_lower_case={tokenizer.do_lower_case}"
     if share > UNKNOWN_LIMIT and other <= share / 2:
-        raise FlagError("do_lower_case", f"{said} ({100 * other:.0f}% with --do_lower_case="
-                        f"{not tokenizer.do_lower_case}): the casing does not match the vocabulary "
-                        f"{tokenizer.vocab_file}; pass --do_lower_case={not tokenizer.do_lower_case}")
-    logging.warning("%s (%.0f%% with --do_lower_case=%s): does the vocabulary %s fit this data?", said, 100 * other,
+        casing = field("do_lower_case")
+        raise FlagError("do_lower_case", f"{said.replace('do_lower_case', casing)} ({100 * other:.0f}% with "
+                        f"{casing}={not tokenizer.do_lower_case}): the casing does not match the vocabulary "
+                        f"{tokenizer.vocab_file}; pass {casing}={not tokenizer.do_lower_case}")
+    logging.warning("%s (%.0f%% with do_lower_case=%s): does the vocabulary %s fit this data?", said, 100 * other,
                     not tokenizer.do_lower_case, tokenizer.vocab_file)
     return share

@@ -41,6 +41,7 @@ temporary folder and restore from the chief's (shared file system).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -57,7 +58,7 @@ from absl import logging
 from tensorboard.plugins.hparams import api as hparams_api
 
 from bertdistill.distribute import is_chief
-from bertdistill.errors import UserError
+from bertdistill.errors import UserError, field
 from bertdistill.files import atomic_output
 
 
@@ -80,20 +81,64 @@ def _divergence_cause(bad_inputs: int, *, first_step: bool) -> str:
                 "teacher logits)")
     if first_step:
         return ("the loss was not finite at this run's first step, before any update, so the learning rate is not "
-                "the cause: check the data (e.g. extreme teacher logits) and the loss flags")
-    return "lower --learning_rate or check the data"
+                "the cause: check the data (e.g. extreme teacher logits) and the loss settings")
+    return f"lower {field('learning_rate')} or check the data"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What a job's run does, and what `runner.prepare_run` checks and records of it (from
+    `Task.validate`): the data files, the model config, the other inputs ({field: path}),
+    anything `extra`, the settings not compared on resume; then whether it trains (else it uses
+    a trained run folder), evaluates on dev (`eval_results.txt`), predicts the test set
+    (`test_results.tsv`) and exports (`<output_dir>/export` and the INT8 gate, on the chief)."""
+
+    data_files: Sequence[str | None] = ()
+    model_config: Mapping | None = None
+    inputs: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    extra: Mapping | None = None
+    ignore_settings: Sequence[str] = ()
+    train: bool = True
+    evaluate: bool = False
+    predict: bool = False
+    export: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How one stage trains: in `output_dir` (its checkpoints, TensorBoard, best model), for
+    `num_train_epochs` at `learning_rate` (None: the `TrainConfig`'s), warm-up and decay or a
+    constant rate, per-variable rate factors, and whether dev is evaluated after every epoch."""
+
+    output_dir: str
+    num_train_epochs: float | None = None
+    learning_rate: float | None = None
+    constant_learning_rate: bool = False
+    lr_multipliers: Mapping[str, float] | None = None
+    evaluate: bool = True
 
 
 class Task:
-    """What one kind of training computes; the trainer does the rest.
+    """One training job, as TF Model Garden's Task: its inputs, its model and where it starts
+    from, its loss terms and metrics, and its export. `runner.run` drives it; the trainer needs
+    only the step.
 
-    Subclasses set `models` (the Keras models whose weights train or are read: checkpointed,
-    and their dropout states restored on resume) and `eval_model` (inputs -> logits; None when
-    the task has no dev evaluation), and implement `loss_terms`.
+    The step (`Trainer`): `models` (the Keras models whose weights train or are read:
+    checkpointed, and their dropout states restored on resume), `eval_model` (inputs -> logits;
+    None when the task has no dev evaluation) and `loss_terms`.
+
+    The job (`runner.run`, in this order): `check` (before any TensorFlow op), `validate` (every
+    input read and checked, no model trained yet; the `RunPlan`), `prepare` (once the run folder is
+    ready), `build_model` and `initialize` (in the strategy's scope), then each of `stages` trains
+    (`schedule`, `build_inputs("train", epoch)`, `steps_per_epoch`; a stage of a multi-stage job
+    builds and initializes its own models first, and `finish_stage` after), `trained_step`,
+    `evaluate` on `build_inputs("dev")`, predictions on `build_inputs("test")`, `export`.
     """
 
     models: Mapping[str, keras.Model]
     eval_model: keras.Model | None = None
+    config = None  # the job's config (`bertdistill.configs`): `run`, `train`, `export`, ...
+    dry_run: bool = False  # the run writes nothing (its run folder is not locked)
 
     def loss_terms(self, x, y) -> dict[str, tf.Tensor]:
         """The weighted loss terms of one (local) batch, in training mode; the loss is their sum.
@@ -105,6 +150,75 @@ class Task:
     @property
     def trainable_variables(self) -> list:
         return [v for model in self.models.values() for v in model.trainable_variables]
+
+    # The job
+
+    @property
+    def precision(self) -> str:
+        """The Keras dtype policy the models are built under."""
+        return self.config.run.mixed_precision
+
+    def check(self) -> None:
+        """Checks that need no TensorFlow, before the strategy exists (multi-worker collectives
+        must be set up before the first TensorFlow op)."""
+
+    def validate(self) -> RunPlan | None:
+        """Reads and checks every input before any model is trained or anything written (a
+        frozen teacher may be loaded); returns the plan, or None when there is nothing to run."""
+        raise NotImplementedError
+
+    def prepare(self, status: str) -> None:
+        """What depends on the run folder (`prepare_run`'s `status`: only a "resumed" run may
+        reuse what the folder holds)."""
+
+    def build_model(self) -> None:
+        """Builds `models` and `eval_model` (called in the strategy's scope)."""
+        raise NotImplementedError
+
+    def initialize(self) -> None:
+        """The models' start: pretrained weights, teacher layers (in the strategy's scope for a
+        job, after it for a stage)."""
+
+    def stages(self) -> Sequence[Task]:
+        """What trains, in order: the task itself, or the stages of a multi-stage job."""
+        return [self]
+
+    def schedule(self) -> Schedule:
+        """How this stage trains."""
+        return Schedule(output_dir=self.config.run.output_dir)
+
+    def build_inputs(self, split: str, *, epoch: int = 0, batch_size: int | None = None) -> tf.data.Dataset:
+        """`(x, y)` batches of `split`: "train" (shuffled with the seed of `epoch`), "dev" or
+        "test" (in order; `batch_size` default: the config's eval or predict batch size)."""
+        raise NotImplementedError
+
+    def steps_per_epoch(self) -> int:
+        """Training batches per epoch."""
+        raise NotImplementedError
+
+    def finish_stage(self, chief: bool) -> None:
+        """After this stage trained: what it leaves for the next (written on the chief)."""
+
+    def trained_step(self) -> int:
+        """The global step of the model evaluated and exported: without training, restores the
+        trained model first."""
+        return 0
+
+    def num_examples(self, split: str) -> int:
+        """How many examples `build_inputs(split)` holds."""
+        raise NotImplementedError
+
+    def evaluate(self, dataset: tf.data.Dataset) -> dict[str, float]:
+        """The metrics of `eval_model` on labelled batches: accuracy and mean cross-entropy."""
+        return evaluate(self.eval_model, dataset)
+
+    def dev_examples(self) -> Sequence:
+        """The dev `InputExample`s (raw texts), for the INT8 gate of the export."""
+        raise NotImplementedError
+
+    def export(self, folder: str, sample: dict[str, np.ndarray]) -> None:
+        """Writes the export folder (`sample`: a batch of inputs for the parity checks)."""
+        raise NotImplementedError
 
 
 class ClassifierTask(Task):
@@ -418,7 +532,7 @@ class Trainer:
                 logging.info("epoch %d (step %d): %s", epoch, done, ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
                 logs.update(epoch=epoch, step=done)
                 if eval_dataset is not None and self.task.eval_model is not None:
-                    metrics = evaluate(self.task.eval_model, eval_dataset)
+                    metrics = self.task.evaluate(eval_dataset)
                     logs.update(val_accuracy=metrics["accuracy"], val_loss=metrics["loss"])
                     self._summaries("validation", done, metrics)
                     best = self._keep_if_best(best, metrics, epoch, done)

@@ -21,7 +21,7 @@ import numpy as np
 
 from bertdistill import data
 from bertdistill.data import BadRows, DataFormatError, InputExample, split_lines
-from bertdistill.errors import ConfigError, DataError, MissingFileError
+from bertdistill.errors import ConfigError, DataError, MissingFileError, field
 from bertdistill.export_format import SINGLE_TEXT, TEXT_PAIR, describe_texts
 
 
@@ -63,7 +63,7 @@ def check_text_inputs(examples: Sequence[InputExample], expected: tuple[str, ...
     given = text_inputs_of(examples)
     if expected is not None and given != expected:
         raise DataError(f"{what} holds {describe_texts(given)} but {reader} reads {describe_texts(expected)}: "
-                        "use data of the task the teacher was trained on (see --text_b_column)")
+                        f"use data of the task the teacher was trained on (see {field('text_b_column')})")
 
 
 def _header_fields(path: str) -> list[str]:
@@ -150,12 +150,12 @@ def read_originals(path: str, processor: data.DataProcessor, labels: Sequence[st
     else a `sentence[<TAB>sentence_b]<TAB>label` TSV with the model's `labels` (pairs when the
     header has `sentence_b`). `on_error`/`skipped` as in `read_transfer_set`."""
     if not os.path.exists(path):
-        raise MissingFileError(f"--input {path} does not exist: pass a training TSV (sentence<TAB>label) or a "
+        raise MissingFileError(f"{field('input')} {path} does not exist: pass a training TSV (sentence<TAB>label) or a "
                                "task's data folder")
     if os.path.isdir(path) or isinstance(processor, data.TextClassificationProcessor):
         if processor.get_labels() != list(labels):
             raise ConfigError(f"the model's labels {list(labels)} differ from the task's {processor.get_labels()}: "
-                              "pass the --task_name (and --labels) the model was trained on")
+                              f"pass the {field('task_name')} (and {field('labels')}) the model was trained on")
         examples = processor.get_train_examples(path) if os.path.isdir(path) else processor.read_file(path, "train")
     else:
         processor = data.TextClassificationProcessor(

@@ -1,5 +1,6 @@
-"""Up-front checks of flags, folders and data files: each failure is a `FlagError` naming the
-flag, raised before any work starts. `clean_debris` removes what a killed run left behind.
+"""Up-front checks of config values, folders and data files: each failure is a `FlagError` (a
+`ConfigFieldError`) naming the field, which a script shows as its flag, raised before any work
+starts. `clean_debris` removes what a killed run left behind.
 
 The rule for outputs (`check_outputs`), the same for every command that writes, paths resolved
 through symlinks:
@@ -24,7 +25,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from absl import logging
 
 from bertdistill import model_packages
-from bertdistill.errors import FlagError, MissingFileError, shorten
+from bertdistill.errors import FlagError, MissingFileError, field, shorten
 from bertdistill.export_format import EXPORT_INFO, MODEL_FILES, SAVED_MODEL
 
 EXPORT_CONTENTS = f"{EXPORT_INFO}, {MODEL_FILES['float32']}, {SAVED_MODEL}/"
@@ -48,21 +49,21 @@ def _show(value: object) -> str:
 def require(name: str, value: object, hint: str | None = None) -> object:
     """`value`, or a FlagError when it is unset (None or empty)."""
     if value is None or (isinstance(value, (str, list, tuple)) and not value):
-        raise FlagError(name, f"--{name} is required", hint=hint)
+        raise FlagError(name, f"{field(name)} is required", hint=hint)
     return value
 
 
 def positive(name: str, value: float | int | None) -> float | int:
     """`value`, or a FlagError unless it is a number > 0."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise FlagError(name, f"--{name}={_show(value)} must be a positive number")
+        raise FlagError(name, f"{field(name)}={_show(value)} must be a positive number")
     return value
 
 
 def in_range(name: str, value: float | int | None, low: float | int, high: float | int) -> float | int:
     """`value`, or a FlagError unless low <= value <= high."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise FlagError(name, f"--{name}={_show(value)} must be between {low} and {high}")
+        raise FlagError(name, f"{field(name)}={_show(value)} must be between {low} and {high}")
     return value
 
 
@@ -70,14 +71,14 @@ def writable_dir(name: str, path: str | None) -> str:
     """`path`, created if needed, after checking a file can be written in it."""
     require(name, path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise FlagError(name, f"--{name}={_show(path)} is a file, not a folder; choose a folder")
+        raise FlagError(name, f"{field(name)}={_show(path)} is a file, not a folder; choose a folder")
     try:
         os.makedirs(path, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test-", suffix=".tmp", dir=path)
         os.close(fd)
         os.remove(probe)
     except OSError as e:
-        raise FlagError(name, f"--{name}={_show(path)} is not writable ({e.strerror or e}); choose a folder you "
+        raise FlagError(name, f"{field(name)}={_show(path)} is not writable ({e.strerror or e}); choose a folder you "
                               "can write to") from None
     return path
 
@@ -89,28 +90,29 @@ def export_folder(name: str, path: str | None, required: Sequence[str] = ()) -> 
     require(name, path)
     expected = f"an export folder ({', '.join([EXPORT_CONTENTS, *required])})"
     if not os.path.exists(path):
-        raise FlagError(name, f"--{name}={_show(path)} does not exist; expected {expected}")
+        raise FlagError(name, f"{field(name)}={_show(path)} does not exist; expected {expected}")
     if not os.path.isdir(path):
-        raise FlagError(name, f"--{name}={_show(path)} is a file; expected {expected}")
+        raise FlagError(name, f"{field(name)}={_show(path)} is a file; expected {expected}")
     info_path = os.path.join(path, EXPORT_INFO)
     if not os.path.isfile(info_path):
         inner = os.path.join(path, "export")
         if os.path.isfile(os.path.join(inner, EXPORT_INFO)):
-            raise FlagError(name, f"--{name}={_show(path)} is a run folder, not an export folder: "
-                                  f"pass --{name}={_show(inner)}")
-        raise FlagError(name, f"--{name}={_show(path)} is not an export folder of this toolkit: no {EXPORT_INFO} "
+            raise FlagError(name, f"{field(name)}={_show(path)} is a run folder, not an export folder: "
+                                  f"pass {field(name)}={_show(inner)}")
+        raise FlagError(name, f"{field(name)}={_show(path)} is not an export folder of this toolkit: no {EXPORT_INFO} "
                               f"(expected {EXPORT_CONTENTS})")
     try:
         with open(info_path, encoding="utf-8") as f:
             info = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FlagError(name, f"--{name}={_show(path)}: {EXPORT_INFO} is not valid JSON ({shorten(e, 100)}); "
+        raise FlagError(name, f"{field(name)}={_show(path)}: {EXPORT_INFO} is not valid JSON ({shorten(e, 100)}); "
                               "export the model again") from None
     if not isinstance(info, dict):
-        raise FlagError(name, f"--{name}={_show(path)}: {EXPORT_INFO} is not a JSON object; export the model again")
+        raise FlagError(name, f"{field(name)}={_show(path)}: {EXPORT_INFO} is not a JSON object; export the model "
+                              "again")
     missing = [item for item in required if not os.path.exists(os.path.join(path, item))]
     if missing:
-        raise FlagError(name, f"--{name}={_show(path)} lacks {', '.join(missing)}: an export of another model "
+        raise FlagError(name, f"{field(name)}={_show(path)} lacks {', '.join(missing)}: an export of another model "
                               "kind or an incomplete copy")
     return info
 
@@ -133,15 +135,15 @@ def split_files(data_dir: str | None, splits: Sequence[str], task: str, *,
     """
     key = task.lower()
     if key not in GLUE_TASKS and key not in OWN_FILE_TASKS:
-        raise FlagError("task_name", f"--task_name={_show(task)}: no file layout known for this task; "
+        raise FlagError("task_name", f"{field('task_name')}={_show(task)}: no file layout known for this task; "
                                      f"known: {sorted(GLUE_TASKS + tuple(OWN_FILE_TASKS))}")
     if not data_dir:
         if key in GLUE_TASKS:
             return {}
-        raise FlagError(name, f"--{name} is required for --task_name={task}: a folder with "
+        raise FlagError(name, f"{field(name)} is required for {field('task_name')}={task}: a folder with "
                               f"{', '.join(f'{s}.{OWN_FILE_TASKS[key]}' for s in splits)}")
     if not os.path.isdir(data_dir):
-        raise FlagError(name, f"--{name}={_show(data_dir)} is not a folder"
+        raise FlagError(name, f"{field(name)}={_show(data_dir)} is not a folder"
                               f"{' (it does not exist)' if not os.path.exists(data_dir) else ''}")
     extension = OWN_FILE_TASKS.get(key, "tsv")
     paths = {}
@@ -151,14 +153,14 @@ def split_files(data_dir: str | None, splits: Sequence[str], task: str, *,
         path = os.path.join(data_dir, f"{split}.{extension}")
         layout = (" (expected the GLUE SST-2 layout: train.tsv, dev.tsv, test.tsv)" if key in GLUE_TASKS else "")
         if not os.path.isfile(path):
-            raise FlagError(name, f"--{name}={_show(data_dir)} has no {split}.{extension}{layout}")
+            raise FlagError(name, f"{field(name)}={_show(data_dir)} has no {split}.{extension}{layout}")
         if os.path.getsize(path) == 0:
-            raise FlagError(name, f"{_show(path)} is empty; check --{name}")
+            raise FlagError(name, f"{_show(path)} is empty; check {field(name)}")
         if key in GLUE_TASKS:
             header = [h.strip() for h in _first_line(path).split("\t")]
             if header != GLUE_HEADERS[split]:
                 raise FlagError(name, f"{_show(path)}:1: expected header {GLUE_HEADERS[split]}, got "
-                                      f"{shorten(header)}; is --{name} a GLUE SST-2 folder?")
+                                      f"{shorten(header)}; is {field(name)} a GLUE SST-2 folder?")
         paths[split] = path
     return paths
 
@@ -242,18 +244,18 @@ def check_outputs(outputs: Mapping[str, str | None], inputs: Iterable[str | None
         output, is_folder = real_path(path), flag in folders
         for given, source in sources:
             if source == output:
-                raise FlagError(flag, f"--{flag}={_show(path)} is also an input ({_show(given)}): a command never "
-                                      f"writes over what it reads; choose another --{flag}")
+                raise FlagError(flag, f"{field(flag)}={_show(path)} is also an input ({_show(given)}): a command never "
+                                      f"writes over what it reads; choose another {field(flag)}")
             if inside(source, output) and flag not in may_hold_inputs:
-                raise FlagError(flag, f"the input {_show(given)} lies inside --{flag}={_show(path)}: writing there "
-                                      f"could destroy it; choose another --{flag}")
+                raise FlagError(flag, f"the input {_show(given)} lies inside {field(flag)}={_show(path)}: writing there "
+                                      f"could destroy it; choose another {field(flag)}")
             if not is_folder and os.path.isdir(source) and inside(output, source) and os.path.lexists(output):
-                raise FlagError(flag, f"--{flag}={_show(path)} would replace a file inside the input folder "
-                                      f"{_show(given)}; write a new file, or choose another --{flag}")
+                raise FlagError(flag, f"{field(flag)}={_show(path)} would replace a file inside the input folder "
+                                      f"{_show(given)}; write a new file, or choose another {field(flag)}")
         export = _export_folder_holding(output if is_folder else os.path.dirname(output))
         if export is not None:
-            raise FlagError(flag, f"--{flag}={_show(path)} is inside the export folder {_show(export)}: only the "
-                                  f"command that makes an export writes into it; choose another --{flag}")
+            raise FlagError(flag, f"{field(flag)}={_show(path)} is inside the export folder {_show(export)}: only the "
+                                  f"command that makes an export writes into it; choose another {field(flag)}")
 
 
 def writable_output(name: str, path: str | None, *, folder: bool) -> str:
@@ -264,17 +266,17 @@ def writable_output(name: str, path: str | None, *, folder: bool) -> str:
     kind = "folder" if folder else "file"
     if os.path.exists(path):
         if os.path.isdir(path) != folder:
-            raise FlagError(name, f"--{name}={_show(path)} is a {'file' if folder else 'folder'}; expected a {kind}")
+            raise FlagError(name, f"{field(name)}={_show(path)} is a {'file' if folder else 'folder'}; expected a {kind}")
         target = path
     else:
         target = os.path.dirname(os.path.abspath(path))
         while not os.path.exists(target):
             target = os.path.dirname(target)
         if not os.path.isdir(target):
-            raise FlagError(name, f"--{name}={_show(path)}: {_show(target)} is a file, so the {kind} cannot be "
+            raise FlagError(name, f"{field(name)}={_show(path)}: {_show(target)} is a file, so the {kind} cannot be "
                                   "created; choose another path")
     if not os.access(target, os.W_OK | (os.X_OK if os.path.isdir(target) else 0)):
-        raise FlagError(name, f"--{name}={_show(path)} is not writable ({_show(target)}: permission denied); "
+        raise FlagError(name, f"{field(name)}={_show(path)} is not writable ({_show(target)}: permission denied); "
                               "choose a path you can write to")
     return path
 
@@ -322,21 +324,21 @@ def model_path(name: str, path: str | None) -> str | None:
         try:
             model_packages.check_installed(path)
         except MissingFileError as e:
-            raise FlagError(name, f"--{name}={path}: {e}") from None
+            raise FlagError(name, f"{field(name)}={path}: {e}") from None
         return path
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "config.json")):
             return path
         inner = os.path.join(path, "export")
         if os.path.isfile(os.path.join(inner, "config.json")):
-            raise FlagError(name, f"--{name}={_show(path)} is a run folder, not a model folder: pass "
-                                  f"--{name}={_show(inner)}")
-        raise FlagError(name, f"--{name}={_show(path)} is not a model folder: expected {MODEL_FOLDER_CONTENTS} "
+            raise FlagError(name, f"{field(name)}={_show(path)} is a run folder, not a model folder: pass "
+                                  f"{field(name)}={_show(inner)}")
+        raise FlagError(name, f"{field(name)}={_show(path)} is not a model folder: expected {MODEL_FOLDER_CONTENTS} "
                               "inside (a Hugging Face BERT folder or an export folder)")
     if os.path.isfile(path + ".index"):
         return path
     if os.path.isfile(path):
-        raise FlagError(name, f"--{name}={_show(path)} is a file; expected a model folder ({MODEL_FOLDER_CONTENTS}) "
+        raise FlagError(name, f"{field(name)}={_show(path)} is a file; expected a model folder ({MODEL_FOLDER_CONTENTS}) "
                               "or a TF checkpoint prefix (<prefix>.index)")
-    raise FlagError(name, f"--{name}={_show(path)} does not exist; expected a model folder "
+    raise FlagError(name, f"{field(name)}={_show(path)} does not exist; expected a model folder "
                           f"({MODEL_FOLDER_CONTENTS}) or a TF checkpoint prefix (<prefix>.index)")

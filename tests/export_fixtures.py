@@ -1,21 +1,26 @@
-"""Tiny export folders shared by the predictor and server tests: a BERT classifier (through
-`export_bert_classifier`) and a BiLSTM student (the folder `distil_lstm/main.py export_student`
-writes), each with its Keras model's own probabilities for checking the exported ones.
+"""Tiny export folders shared by the predictor and server tests: a BERT classifier and a BiLSTM
+student, each written by its training job's own exporter (`FinetuneTask.export`,
+`BiLstmTask.export`) from a config, with the Keras model's own probabilities for checking the
+exported ones. Nothing is trained: the job reads its data, builds and initializes its model, and
+exports it as `runner.run` would.
 
 Built once per test process (both test modules ask for them)."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 
 import keras
 import numpy as np
 
-from bertdistill import export
+from bertdistill import checkpoints, trainer
 from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.configs import (BiLstmConfig, BiLstmModelConfig, DataConfig, FinetuneConfig, RunConfig,
+                                 TrainConfig)
+from bertdistill.finetune import FinetuneTask
+from bertdistill.runner import EXPORT_SAMPLE_SIZE
 from bertdistill.tokenization import Tokenizer
-from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
+from distil_lstm.task import BiLstmTask
+from tests.bert_fixtures import tiny_config, write_vocab
 
 BERT_MAX_SEQ_LENGTH = 8
 LSTM_MAX_SEQ_LENGTH = 6
@@ -42,52 +47,63 @@ def _pad(rows) -> np.ndarray:
     return batch
 
 
+def _write_data(folder, train_texts) -> DataConfig:
+    """A TSV task (`neg`/`pos`) with the given training texts and the non-empty TEXTS as dev."""
+    folder.mkdir(parents=True)
+    for split, texts in (("train", train_texts), ("dev", [t for t in TEXTS if t])):
+        rows = "".join(f"{text}\t{LABELS[i % 2]}\n" for i, text in enumerate(texts))
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
+    return DataConfig(task_name="tsv", labels=tuple(LABELS), data_dir=str(folder))
+
+
+def _export(task: trainer.Task, folder: str, scale: float = 1.0) -> None:
+    """The job's steps up to its export, without training (`runner.run`'s order); the weights
+    are multiplied by `scale` first (larger weights: clearly different probabilities per text)."""
+    task.check()
+    task.validate()
+    task.prepare("created")
+    task.build_model()
+    task.initialize()
+    if scale != 1.0:
+        for weight in task.eval_model.weights:
+            weight.assign(weight * scale)
+    x, _ = next(iter(task.build_inputs("dev", batch_size=EXPORT_SAMPLE_SIZE)))
+    task.export(folder, {name: value.numpy() for name, value in x.items()})
+
+
 def build_bert(root) -> TinyExport:
     keras.utils.set_random_seed(1)
     vocab = write_vocab(root / "vocab.txt")
     # A wide initialisation so that different texts get clearly different probabilities.
-    model = BertClassifier(BertEncoder(tiny_config(initializer_range=0.5)), num_labels=2)
-    folder = str(root / "bert" / "export")
-    export.export_bert_classifier(model, folder, vocab_file=vocab, labels=LABELS, do_lower_case=True,
-                                  sample=tiny_batch(), info={"model": "bert_classifier", "task_name": "sst-2",
-                                                             "max_seq_length": BERT_MAX_SEQ_LENGTH})
+    start = BertClassifier(BertEncoder(tiny_config(initializer_range=0.5)), num_labels=2)
+    checkpoints.save_hf_folder(start, str(root / "bert_start"), vocab, LABELS, True)
+    config = FinetuneConfig(run=RunConfig(output_dir=str(root / "bert")), data=_write_data(root / "bert_data", [t for t in TEXTS if t]),
+                            init_checkpoint=str(root / "bert_start"), max_seq_length=BERT_MAX_SEQ_LENGTH)
+    task = FinetuneTask(config)
+    _export(task, str(root / "bert" / "export"))
     tokenizer = Tokenizer(vocab, True)
 
     def encode(texts):
         ids = _pad(tokenizer.encode_batch(texts, max_seq_length=BERT_MAX_SEQ_LENGTH)[0])
         return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int32), "token_type_ids": np.zeros_like(ids)}
 
-    return TinyExport(folder, model, encode)
+    return TinyExport(str(root / "bert" / "export"), task.eval_model, encode)
 
 
 def build_bilstm(root) -> TinyExport:
-    """The folder layout of `distil_lstm/main.py export_student` (which reads its flags, so is not called)."""
-    from distil_lstm.model import INT8_OP_TYPES, build_bilstm_classifier
-    from distil_lstm.vocab import WordVocab
-
     keras.utils.set_random_seed(2)
-    vocab = WordVocab.build(TEXTS[:5] + ["good fun great"], do_lower_case=True)
-    model_args = {"embedding_dim": 8, "hidden_size": 8, "dense_size": 8, "dropout": 0.0, "pooling": "max"}
-    model = build_bilstm_classifier(len(vocab), len(LABELS), **model_args)
-    for weight in model.weights:  # larger weights: clearly different probabilities per text
-        weight.assign(weight * 4)
-    config = {"model": "bilstm_classifier", "vocab_size": len(vocab), "num_labels": len(LABELS), **model_args,
-              "do_lower_case": True, "max_seq_length": LSTM_MAX_SEQ_LENGTH}
-
-    def write_files(folder):
-        vocab.save(os.path.join(folder, "vocab.txt"))
-        for name, content in (("config.json", config), ("labels.json", LABELS)):
-            with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
-                json.dump(content, f, indent=2)
+    (root / "lstm").mkdir()
+    config = BiLstmConfig(run=RunConfig(output_dir=str(root / "lstm")),
+                          data=_write_data(root / "lstm_data", TEXTS[:5] + ["good fun great"]),
+                          train=TrainConfig(eval_batch_size=64), max_seq_length=LSTM_MAX_SEQ_LENGTH,
+                          model=BiLstmModelConfig(embedding_dim=8, hidden_size=8, dense_size=8, dropout=0.0))
+    task = BiLstmTask(config)
+    _export(task, str(root / "lstm" / "export"), scale=4.0)
 
     def encode(texts):
-        return {"input_ids": _pad([vocab.encode(text, LSTM_MAX_SEQ_LENGTH) for text in texts])}
+        return {"input_ids": _pad([task.vocab.encode(text, LSTM_MAX_SEQ_LENGTH) for text in texts])}
 
-    folder = str(root / "lstm" / "export")
-    export.export_folder(model, folder, sample=encode(TEXTS), write_files=write_files, input_names=("input_ids",),
-                         int8_op_types=INT8_OP_TYPES,
-                         info={**config, "labels": LABELS, "task_name": "sst-2", "mode": "train"})
-    return TinyExport(folder, model, encode)
+    return TinyExport(str(root / "lstm" / "export"), task.eval_model, encode)
 
 
 _BUILT: dict[str, TinyExport] = {}

@@ -83,7 +83,7 @@ def test_missing_files_are_named(tmp_path, tiny_sources):
         checkpoints.resolve_pretrained(str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match=r"nope\.index"):
         checkpoints.resolve_pretrained(str(folder / "nope"), str(folder / "bert_config.json"), str(folder / "vocab.txt"))
-    with pytest.raises(ValueError, match="needs --bert_config_file and --vocab_file"):
+    with pytest.raises(ValueError, match="needs bert_config_file and vocab_file"):
         checkpoints.resolve_pretrained(str(folder / "bert_model.ckpt"))
 
 

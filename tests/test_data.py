@@ -83,7 +83,7 @@ def test_tfds_failure_says_to_pass_data_dir(monkeypatch):
         raise ConnectionError("no route to host")
 
     monkeypatch.setattr(tfds, "load", offline)
-    with pytest.raises(RuntimeError, match="pass --data_dir .*GLUE SST-2"):
+    with pytest.raises(RuntimeError, match="pass data_dir .*GLUE SST-2"):
         data.Sst2Processor().get_train_examples("")
 
 

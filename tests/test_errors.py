@@ -23,6 +23,9 @@ SCRIPT = textwrap.dedent('''
             raise errors.UserError("bad thing in x.cfg", hint="fix it")
         if kind == "flag":
             raise errors.FlagError("learning_rate", "must be positive")
+        if kind == "field":
+            raise errors.ConfigFieldError("max_seq_length", f"{errors.field('max_seq_length')}=600 exceeds what "
+                                                            f"{errors.field('teacher')} takes")
         if kind == "usage":
             raise app.UsageError("--output_dir is required")
         if kind == "data":
@@ -55,7 +58,7 @@ SCRIPT = textwrap.dedent('''
         print("ran")
 
     if __name__ == "__main__":
-        errors.run(main)
+        errors.run(main, flag_names={"teacher": "teacher_model"})
 ''')
 
 
@@ -88,6 +91,7 @@ def assert_one_line(status, stderr, *fragments):
 @pytest.mark.parametrize("kind, fragments", [
     ("user", ["error: bad thing in x.cfg; fix it"]),
     ("flag", ["--learning_rate: must be positive"]),
+    ("field", ["error: --max_seq_length=600 exceeds what --teacher_model takes"]),
     ("usage", ["--output_dir is required"]),
     ("data", ["train.tsv:2: unknown label '7'"]),
     ("task", ["--task_name", "unknown task 'mnli'"]),
@@ -166,3 +170,21 @@ def test_read_json_names_the_file(tmp_path):
 def test_define_flags_is_idempotent():
     errors.define_flags()
     errors.define_flags()
+
+
+def test_library_errors_name_config_fields():
+    error = errors.ConfigFieldError("max_seq_length", f"{errors.field('max_seq_length')}=600 exceeds 512")
+    assert str(error) == "max_seq_length=600 exceeds 512" and error.field == "max_seq_length"
+    assert errors.message(error, {}) == "--max_seq_length=600 exceeds 512"
+    assert str(errors.ConfigFieldError("seed", "must be an integer")) == "seed: must be an integer"
+    wrapped = errors.UserError(f"stage a: {errors.detail(error)}")  # a wrapping error keeps the reference
+    assert errors.message(wrapped, {"max_seq_length": "length"}) == "stage a: --length=600 exceeds 512"
+    assert errors.render(errors.shorten(errors.field("x"))) != "x"  # quoted input is never a reference
+
+
+def test_importing_the_predictor_defines_no_flag():
+    code = ("from absl import flags; before = set(flags.FLAGS); import bertdistill.predictor; "
+            "print(sorted(set(flags.FLAGS) - before))")
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"

@@ -65,9 +65,9 @@ def test_tsv_and_csv_processors_come_from_the_flags(tmp_path):
                                             "--text_a_column=0", "--label_column=1"))
     examples = processor.get_train_examples(str(tmp_path))
     assert [(e.text_a, e.label) for e in examples] == [("good, really", "pos"), ("bad", "neg")]
-    with pytest.raises(FlagError, match="--labels"):
+    with pytest.raises(FlagError, match="labels"):
         processor_from_flags(parsed("--task_name=tsv"))
-    with pytest.raises(FlagError, match="--text_a_column='text'"):
+    with pytest.raises(FlagError, match="text_a_column='text'"):
         processor_from_flags(parsed("--task_name=tsv", "--labels=a,b", "--nohas_header", "--text_a_column=text"))
 
 
@@ -82,3 +82,39 @@ def test_strategy_and_precision_names_and_an_unreachable_tpu():
     assert keras.mixed_precision.global_policy().name == "float32"
     with pytest.raises(UserError, match="no TPU reachable"):
         distribute.get_distribution_strategy("tpu", "no-such-tpu")
+
+
+def test_settings_leave_out_absl_flags():
+    from bertdistill import script_flags
+
+    values = flags.FlagValues()
+    flags.DEFINE_integer("my_steps", 3, "", flag_values=values)
+    values(["prog"])
+    assert script_flags.settings(values) == {"my_steps": 3}
+    assert "verbosity" not in script_flags.settings(flags.FLAGS)
+
+
+@pytest.mark.parametrize("script, build, required", [
+    ("bert_finetune/run_classifier.py", "finetune_config", ["--do_train", "--output_dir=out"]),
+    ("distil_lstm/main.py", "bilstm_config", ["--mode=train", "--output_dir=out"]),
+    ("tinybert/task_distill.py", "task_distill_config", ["--teacher_model=t", "--student_config=s.json",
+                                                         "--output_dir=out"]),
+])
+def test_a_config_built_from_default_flags_has_the_configs_defaults(script, build, required):
+    """A library user's config and a script's (from the flags' defaults) train alike."""
+    import dataclasses
+
+    from bertdistill import script_flags
+
+    def default(name):
+        item = type(config).__dataclass_fields__[name]
+        return item.default_factory() if item.default is dataclasses.MISSING else item.default
+
+    config = getattr(script_flags, build)(script_flags.check_arguments(script, required))
+    for name in ("train", "export", "data", "max_seq_length", "do_lower_case", "temperature", "layer_map",
+                 "student_init", "distill_loss", "model"):
+        if hasattr(config, name):
+            assert getattr(config, name) == default(name), name
+    assert (config.run.output_dir, config.run.seed, config.run.mixed_precision) == ("out", 12345, "float32")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.run = None

@@ -185,7 +185,7 @@ def read_only_pair():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"hidden_size": 4, "intermediate_size": 12}, r"hidden_size 8 \(teacher\) vs 4 \(student\); intermediate_size 16 "
-                                                  r"\(teacher\) vs 12 \(student\).*--student_init=random"),
+                                                  r"\(teacher\) vs 12 \(student\).*student_init=random"),
     ({"num_attention_heads": 4}, r"num_attention_heads 2 \(teacher\) vs 4 \(student\)"),
     ({"vocab_size": 30}, r"vocab_size 20 \(teacher\) vs 30"),
 ])

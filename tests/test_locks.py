@@ -22,7 +22,7 @@ def test_a_folder_held_by_a_live_process_is_refused_naming_it_and_free_once_it_i
     try:
         assert holder.stdout.readline() == "locked\n"
         with pytest.raises(locks.FolderInUseError,
-                           match=rf"--output_dir=.*run is in use by another run \(pid {holder.pid}: .* -c "):
+                           match=rf"output_dir=.*run is in use by another run \(pid {holder.pid}: .* -c "):
             locks.lock_folder(str(folder))
     finally:
         holder.kill()
@@ -46,5 +46,5 @@ def test_the_lock_leaves_the_folder_as_it_found_it(tmp_path):
     locks.release_folder(str(used))
     assert os.listdir(used) == ["result.txt"]
     (tmp_path / "file").write_text("")
-    with pytest.raises(FlagError, match="--output_dir=.*file is a file; expected a folder"):
+    with pytest.raises(FlagError, match="output_dir=.*file is a file; expected a folder"):
         locks.lock_folder(str(tmp_path / "file"))

@@ -142,7 +142,7 @@ def test_files_that_disagree(exports, tmp_path, kind):
     shutil.copy(os.path.join(exports[kind].folder, "config.json"), folder / "config.json")
 
     (folder / "model.int8.onnx").unlink()
-    with pytest.raises(errors.MissingFileError, match="has no model.int8.onnx; drop --quantized"):
+    with pytest.raises(errors.MissingFileError, match="has no model.int8.onnx; drop quantized"):
         Predictor(str(folder), quantized=True)
     (folder / "model.onnx").write_bytes(b"not a model")
     with pytest.raises(errors.ConfigError, match="ONNX Runtime cannot load it"):

@@ -7,12 +7,15 @@ import os
 import pytest
 from absl import flags
 
-from bertdistill import checkpoints, data, errors, manifest, runner, transfer_set, validation
+from bertdistill import checkpoints, data, errors, manifest, runner, script_flags, transfer_set, validation
 from bertdistill.bert import BertConfig
 from bertdistill.data import DataError
 from bertdistill.flags import define_common_flags, define_data_flags
 from distil_lstm.predict import read_export_folder
 from tests.reliability import fingerprint
+
+
+run_of = script_flags.run_config  # the run config a script makes of its flags
 
 
 @pytest.fixture
@@ -30,7 +33,7 @@ def fv(tmp_path):
 
 def prepare(fv, **kwargs):
     data = [os.path.join(fv.data_dir, "train.tsv"), os.path.join(fv.data_dir, "dev.tsv")]
-    return runner.prepare_run(fv, data_files=data, model_config={"hidden_size": 8},
+    return runner.prepare_run(run_of(fv), data_files=data, model_config={"hidden_size": 8},
                               inputs={"data_dir": fv.data_dir}, **kwargs)
 
 
@@ -42,7 +45,7 @@ def test_prepare_run_creates_resumes_and_refuses_other_data(fv, tmp_path):
     assert prepare(fv) == "resumed"
     (tmp_path / "data" / "train.tsv").write_text("sentence\tlabel\nother\t0\n")
     before = fingerprint(fv.output_dir)
-    with pytest.raises(errors.UserError, match=r"holds another run: data train\.tsv changed.*--overwrite_output_dir"):
+    with pytest.raises(errors.UserError, match=r"holds another run: data train\.tsv changed.*overwrite_output_dir"):
         prepare(fv)
     fv.learning_rate = 1.0
     with pytest.raises(errors.UserError, match=r"learning_rate: 5e-05 -> 1\.0"):
@@ -55,17 +58,17 @@ def test_prepare_run_creates_resumes_and_refuses_other_data(fv, tmp_path):
 
 def test_prepare_run_refuses_an_output_that_is_or_holds_an_input(fv, tmp_path):
     fv.output_dir = fv.data_dir
-    with pytest.raises(errors.UserError, match="--output_dir=.* is also an input"):
+    with pytest.raises(errors.UserError, match="output_dir=.* is also an input"):
         prepare(fv)
     fv.output_dir = str(tmp_path)
-    with pytest.raises(errors.UserError, match="lies inside --output_dir"):
+    with pytest.raises(errors.UserError, match="lies inside output_dir"):
         prepare(fv)
-    with pytest.raises(errors.UserError, match="--output=.* is also an input"):
-        runner.prepare_run(fv, outputs={"output": str(tmp_path / "data" / "train.tsv")},
+    with pytest.raises(errors.UserError, match="output=.* is also an input"):
+        runner.prepare_run(run_of(fv), outputs={"output": str(tmp_path / "data" / "train.tsv")},
                            inputs={"input": str(tmp_path / "data" / "train.tsv")})
     (tmp_path / "blocker").write_text("a file")
-    with pytest.raises(errors.FlagError, match="--output=.*blocker.* is a file, so the file cannot be created"):
-        runner.prepare_run(fv, outputs={"output": str(tmp_path / "blocker" / "x.tsv")}, inputs={})
+    with pytest.raises(errors.FlagError, match="output=.*blocker.* is a file, so the file cannot be created"):
+        runner.prepare_run(run_of(fv), outputs={"output": str(tmp_path / "blocker" / "x.tsv")}, inputs={})
     assert not (tmp_path / "out").exists()
 
 
@@ -78,16 +81,16 @@ def test_prepare_run_cleans_debris_and_evaluation_runs_check_the_model(fv, tmp_p
     assert prepare(fv) == "resumed"
     assert not (out / ".export.999999.tmp").exists() and not (out / "eval_results.txt.tmp").exists()
     fv.learning_rate = 1.0  # evaluating a trained folder: training flags do not matter, the model does
-    assert runner.prepare_run(fv, model_config={"hidden_size": 8}, inputs={}, train=False) == "evaluating"
+    assert runner.prepare_run(run_of(fv), model_config={"hidden_size": 8}, inputs={}, train=False) == "evaluating"
     with pytest.raises(errors.UserError, match="holds another model: model_config.hidden_size: 8 -> 16"):
-        runner.prepare_run(fv, model_config={"hidden_size": 16}, inputs={}, train=False)
+        runner.prepare_run(run_of(fv), model_config={"hidden_size": 16}, inputs={}, train=False)
     (out / manifest.MANIFEST_NAME).unlink()
     with pytest.raises(errors.UserError, match=r"holds a trained model \(best\) but no run_manifest"):
-        runner.prepare_run(fv, model_config={"hidden_size": 8}, inputs={}, train=False)
+        runner.prepare_run(run_of(fv), model_config={"hidden_size": 8}, inputs={}, train=False)
     output = tmp_path / "aug.tsv"
     (tmp_path / ".aug.tsv.999999.tmp").write_text("half")
     (tmp_path / ".other.tsv.999999.tmp").write_text("not ours")
-    assert runner.prepare_run(fv, outputs={"output": str(output)}, inputs={}) == "files"
+    assert runner.prepare_run(run_of(fv), outputs={"output": str(output)}, inputs={}) == "files"
     assert not (tmp_path / ".aug.tsv.999999.tmp").exists() and (tmp_path / ".other.tsv.999999.tmp").exists()
 
 
@@ -129,9 +132,9 @@ def test_config_errors_name_the_key(tmp_path):
         checkpoints.resolve_pretrained(str(tmp_path / "run"))
     with pytest.raises(errors.MissingFileError, match="expected config.json, model.safetensors, vocab.txt"):
         checkpoints.resolve_pretrained(str(tmp_path))
-    with pytest.raises(errors.FlagError, match="--model=.* is a run folder.*pass --model=.*export"):
+    with pytest.raises(errors.FlagError, match="model=.* is a run folder.*pass model=.*export"):
         validation.model_path("model", str(tmp_path / "run"))
-    with pytest.raises(errors.FlagError, match="--init_checkpoint=.*nope does not exist"):
+    with pytest.raises(errors.FlagError, match="init_checkpoint=.*nope does not exist"):
         validation.model_path("init_checkpoint", str(tmp_path / "nope"))
 
 
@@ -153,9 +156,9 @@ def test_writable_output_creates_nothing(tmp_path):
     assert validation.writable_output("output_dir", str(tmp_path / "a" / "b"), folder=True)
     assert not (tmp_path / "a").exists()
     (tmp_path / "f").write_text("x")
-    with pytest.raises(errors.FlagError, match="--output_dir=.* is a file; expected a folder"):
+    with pytest.raises(errors.FlagError, match="output_dir=.* is a file; expected a folder"):
         validation.writable_output("output_dir", str(tmp_path / "f"), folder=True)
-    with pytest.raises(errors.FlagError, match="--output=.* is a folder; expected a file"):
+    with pytest.raises(errors.FlagError, match="output=.* is a folder; expected a file"):
         validation.writable_output("output", str(tmp_path), folder=False)
 
 

@@ -1,4 +1,4 @@
-"""Up-front checks: every error names its flag; debris of killed runs is cleaned, nothing else."""
+"""Up-front checks: every error names its field (a script shows its flag); debris of killed runs is cleaned, nothing else."""
 import json
 import os
 import subprocess
@@ -13,15 +13,15 @@ from bertdistill.errors import FlagError
 def test_require_positive_in_range():
     assert validation.require("output_dir", "out") == "out"
     for value in (None, ""):
-        with pytest.raises(FlagError, match="^--output_dir is required$"):
+        with pytest.raises(FlagError, match="^output_dir is required$"):
             validation.require("output_dir", value)
     assert validation.positive("train_batch_size", 32) == 32
     for value in (0, -1, None, float("nan"), True, "3"):
-        with pytest.raises(FlagError, match=r"--train_batch_size=.* must be a positive number"):
+        with pytest.raises(FlagError, match=r"train_batch_size=.* must be a positive number"):
             validation.positive("train_batch_size", value)
     assert validation.in_range("warmup_proportion", 0.0, 0, 1) == 0.0
     for value in (1.5, -0.1, None, float("nan")):
-        with pytest.raises(FlagError, match=r"--warmup_proportion=.* must be between 0 and 1"):
+        with pytest.raises(FlagError, match=r"warmup_proportion=.* must be between 0 and 1"):
             validation.in_range("warmup_proportion", value, 0, 1)
     with pytest.raises(FlagError) as error:
         validation.positive("learning_rate", -1)
@@ -33,11 +33,11 @@ def test_writable_dir(tmp_path):
     assert validation.writable_dir("output_dir", str(target)) == str(target)
     assert target.is_dir() and os.listdir(target) == []
     (tmp_path / "file").write_text("x")
-    with pytest.raises(FlagError, match=r"--output_dir=.*file is a file, not a folder"):
+    with pytest.raises(FlagError, match=r"output_dir=.*file is a file, not a folder"):
         validation.writable_dir("output_dir", str(tmp_path / "file"))
-    with pytest.raises(FlagError, match=r"--output_dir=.*file/sub is not writable"):
+    with pytest.raises(FlagError, match=r"output_dir=.*file/sub is not writable"):
         validation.writable_dir("output_dir", str(tmp_path / "file" / "sub"))
-    with pytest.raises(FlagError, match="--output_dir is required"):
+    with pytest.raises(FlagError, match="output_dir is required"):
         validation.writable_dir("output_dir", None)
 
 
@@ -45,7 +45,7 @@ def test_writable_dir(tmp_path):
 def test_writable_dir_without_permission(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    with pytest.raises(FlagError, match="--output_dir=.* is not writable"):
+    with pytest.raises(FlagError, match="output_dir=.* is not writable"):
         validation.writable_dir("output_dir", str(locked))
 
 
@@ -61,18 +61,18 @@ def run_folder(tmp_path):
 def test_export_folder(run_folder, tmp_path):
     assert validation.export_folder("model_dir", str(run_folder / "export"), ["model.onnx"]) == {
         "model": "bert_classifier"}
-    with pytest.raises(FlagError, match=r"--model_dir=.*run is a run folder, not an export folder: "
-                                        r"pass --model_dir=.*run/export$"):
+    with pytest.raises(FlagError, match=r"model_dir=.*run is a run folder, not an export folder: "
+                                        r"pass model_dir=.*run/export$"):
         validation.export_folder("model_dir", str(run_folder))
-    with pytest.raises(FlagError, match=r"--init_checkpoint=.* is not an export folder of this toolkit: "
+    with pytest.raises(FlagError, match=r"init_checkpoint=.* is not an export folder of this toolkit: "
                                         r"no export_info.json \(expected export_info.json, model.onnx"):
         validation.export_folder("init_checkpoint", str(tmp_path))
-    with pytest.raises(FlagError, match=r"--model_dir=.*nowhere does not exist; expected an export folder"):
+    with pytest.raises(FlagError, match=r"model_dir=.*nowhere does not exist; expected an export folder"):
         validation.export_folder("model_dir", str(tmp_path / "nowhere"))
-    with pytest.raises(FlagError, match=r"--model_dir=.* lacks model.weights.h5"):
+    with pytest.raises(FlagError, match=r"model_dir=.* lacks model.weights.h5"):
         validation.export_folder("model_dir", str(run_folder / "export"), ["model.weights.h5"])
     (run_folder / "export" / "export_info.json").write_text("{")
-    with pytest.raises(FlagError, match="--model_dir=.*export_info.json is not valid JSON"):
+    with pytest.raises(FlagError, match="model_dir=.*export_info.json is not valid JSON"):
         validation.export_folder("model_dir", str(run_folder / "export"))
 
 
@@ -91,18 +91,18 @@ def test_split_files_glue(glue_dir):
     assert paths == {s: str(glue_dir / f"{s}.tsv") for s in ("train", "dev", "test")}
     assert validation.split_files(None, ["train"], "sst-2") == {}  # tfds
     (glue_dir / "dev.tsv").write_text("")
-    with pytest.raises(FlagError, match=r"dev\.tsv is empty; check --data_dir"):
+    with pytest.raises(FlagError, match=r"dev\.tsv is empty; check data_dir"):
         validation.split_files(str(glue_dir), ["train", "dev"], "sst-2")
     (glue_dir / "dev.tsv").unlink()
-    with pytest.raises(FlagError, match=r"--data_dir=.*sst2 has no dev\.tsv \(expected the GLUE SST-2 layout"):
+    with pytest.raises(FlagError, match=r"data_dir=.*sst2 has no dev\.tsv \(expected the GLUE SST-2 layout"):
         validation.split_files(str(glue_dir), ["train", "dev"], "sst-2")
     (glue_dir / "test.tsv").write_text("sentence\tlabel\nx\t1\n")
     with pytest.raises(FlagError, match=r"test\.tsv:1: expected header \['index', 'sentence'\], got "
-                                        r"\['sentence', 'label'\]; is --data_dir a GLUE SST-2 folder"):
+                                        r"\['sentence', 'label'\]; is data_dir a GLUE SST-2 folder"):
         validation.split_files(str(glue_dir), ["test"], "sst-2")
-    with pytest.raises(FlagError, match=r"--data_dir=.*missing is not a folder \(it does not exist\)"):
+    with pytest.raises(FlagError, match=r"data_dir=.*missing is not a folder \(it does not exist\)"):
         validation.split_files(str(glue_dir / "missing"), ["train"], "sst-2")
-    with pytest.raises(FlagError, match=r"--task_name=mnli: no file layout known"):
+    with pytest.raises(FlagError, match=r"task_name=mnli: no file layout known"):
         validation.split_files(str(glue_dir), ["train"], "mnli")
 
 
@@ -111,7 +111,7 @@ def test_split_files_own_csv(tmp_path):
     assert validation.split_files(str(tmp_path), ["train"], "csv") == {"train": str(tmp_path / "train.csv")}
     with pytest.raises(FlagError, match=r"has no dev\.csv$"):
         validation.split_files(str(tmp_path), ["dev"], "csv")
-    with pytest.raises(FlagError, match="--data_dir is required for --task_name=csv"):
+    with pytest.raises(FlagError, match="data_dir is required for task_name=csv"):
         validation.split_files(None, ["train"], "csv")
 
 
@@ -163,11 +163,11 @@ def test_check_outputs_one_rule_for_every_output(tmp_path):
         with pytest.raises(FlagError, match=match):
             validation.check_outputs(outputs, inputs, **kwargs)
 
-    refused({"output_dir": str(tmp_path / "alias")}, r"--output_dir=.*alias is also an input")
-    refused({"output_dir": str(tmp_path)}, r"the input .*data lies inside --output_dir=")
-    refused({"output": str(tmp_path / "alias" / "train.tsv")}, r"--output=.* would replace a file inside the input")
-    refused({"output": str(export / "new.tsv")}, r"--output=.*new.tsv is inside the export folder")
-    refused({"output_dir": str(export / "run")}, r"--output_dir=.*run is inside the export folder")
+    refused({"output_dir": str(tmp_path / "alias")}, r"output_dir=.*alias is also an input")
+    refused({"output_dir": str(tmp_path)}, r"the input .*data lies inside output_dir=")
+    refused({"output": str(tmp_path / "alias" / "train.tsv")}, r"output=.* would replace a file inside the input")
+    refused({"output": str(export / "new.tsv")}, r"output=.*new.tsv is inside the export folder")
+    refused({"output_dir": str(export / "run")}, r"output_dir=.*run is inside the export folder")
     validation.check_outputs({"output": str(data / "augmented.tsv"), "output_dir": str(data / "run1"),
                               "unset": None}, inputs)  # new paths beside the inputs
     validation.check_outputs({"output_dir": str(tmp_path / "teacher")}, [str(export)],

@@ -56,7 +56,7 @@ define_augmentation_flags(
     augment_factor_help="Replacement passes per original (TinyBERT's N; 20 for SST-2).",
     batch_size_help="Masked rows per MLM forward pass (1: one pass per word, the reference).",
     max_seq_length_help="WordPiece tokens per MLM row ([CLS] masked [SEP] original [SEP]).", chunk_size=1024)
-errors.define_flags()
+errors.define_flags(flags.FLAGS)
 FLAGS = flags.FLAGS
 
 
@@ -117,7 +117,7 @@ def main(argv):
     examples = transfer_set.read_originals(FLAGS.input, processor, processor.get_labels(),
                                            on_error=on_error(FLAGS))[:FLAGS.max_examples]
     pairs = examples[0].text_b is not None
-    runner.prepare_run(FLAGS, outputs={"output": FLAGS.output}, inputs=inputs())
+    runner.prepare_run(outputs={"output": FLAGS.output}, inputs=inputs())
     start, end = transfer_set.shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)
     logging.info("Shard %d/%d: originals %d..%d of %d", FLAGS.shard_index, FLAGS.num_shards, start, end, len(examples))
     mlm, neighbours = build_candidate_sources(pretrained, splitter.vocab)

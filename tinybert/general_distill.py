@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags, logging
 
-from bertdistill import checkpoints, errors, layer_map, pipeline, runner, validation
+from bertdistill import checkpoints, errors, layer_map, pipeline, runner, script_flags, validation
 from bertdistill.bert import BertConfig, BertEncoder
 from bertdistill.encoders import build_encoder
 from bertdistill.distribute import is_chief, set_precision_policy
@@ -35,7 +35,7 @@ from bertdistill.tinybert import IntermediateTask, parameter_count
 from bertdistill.tokenization import Tokenizer
 
 define_common_flags(bert=False)
-errors.define_flags()
+errors.define_flags(flags.FLAGS)
 flags.DEFINE_string("teacher_model", None, "The pre-trained teacher: a Hugging Face folder (default: the offline "
                     "all-MiniLM-L6-v2).")
 flags.DEFINE_string("student_config", None, "The student's bert_config.json / config.json.")
@@ -98,7 +98,8 @@ def main(argv):
     if FLAGS.max_steps <= 0 or FLAGS.shuffle_buffer <= 0:
         raise FlagError("max_steps", "--max_steps and --shuffle_buffer must be positive")
     validation.model_path("teacher_model", FLAGS.teacher_model)
-    strategy = runner.start(FLAGS)
+    run = script_flags.run_config(FLAGS)
+    strategy = runner.start(run)
     files = corpus_files(FLAGS.corpus)
     pretrained = checkpoints.resolve_pretrained(FLAGS.teacher_model)
     student_config = BertConfig.from_json_file(FLAGS.student_config)
@@ -111,10 +112,10 @@ def main(argv):
         layer_map.check_init_from_teacher(pretrained.config, student_config)
     set_precision_policy(FLAGS.mixed_precision)
     keras.utils.set_random_seed(FLAGS.seed)
-    runner.prepare_run(FLAGS, data_files=files, model_config=student_config.to_dict(),
+    runner.prepare_run(run, data_files=files, model_config=student_config.to_dict(),
                        inputs={"teacher_model": FLAGS.teacher_model, "student_config": FLAGS.student_config,
                                "layer_map": layer_map.layer_map_file(FLAGS.layer_map)},
-                       ignore_flags=("max_steps",), chief=is_chief(strategy))
+                       ignore_settings=("max_steps",), chief=is_chief(strategy))
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
     tokenizer = Tokenizer(pretrained.vocab_file, do_lower_case)
     with strategy.scope():
@@ -128,8 +129,9 @@ def main(argv):
     logging.info("General distillation from %s (%d parameters) into %d parameters on %s:\n%s", pretrained.source,
                  parameter_count(teacher), parameter_count(student), files,
                  layer_map.describe(matches, pretrained.config, student_config))
-    runner.train_from_flags(
-        IntermediateTask(teacher, student, student, matches, projections), strategy, FLAGS, eval_dataset=None,
+    runner.train(
+        IntermediateTask(teacher, student, student, matches, projections), strategy, script_flags.train_config(FLAGS),
+        run, eval_dataset=None,
         steps_per_epoch=FLAGS.max_steps, num_train_epochs=1.0,
         train_dataset_fn=lambda epoch: text_dataset(files, tokenizer, batch_size=FLAGS.train_batch_size,
                                                     max_seq_length=FLAGS.max_seq_length, seed=FLAGS.seed,
