@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 
@@ -24,6 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from bertdistill.distribute import precision_policy
+from bertdistill.files import atomic_path
 from bertdistill.export_format import (BERT_INPUTS, EXPORT_INFO, IDS_SIGNATURE, MODEL_FILES, ONNX_ID_DTYPE, OUTPUTS,
                                        TEXT_PAIR, PORTABLE_ONNX, SAVED_MODEL, SIGNATURES_INFO, SINGLE_TEXT, text_inputs,
                                        TEXT_OUTPUTS, TEXT_SIGNATURE)
@@ -194,15 +194,11 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
     `write_files(tmp_folder)` adds (weights, config, vocab, labels). With `text`, the SavedModel
     also has the string signature (`export_saved_model`); `saved_model_signatures` in
     export_info lists each signature's inputs and outputs. The folder is built beside `folder` and swapped in only when
-    complete, so a failed export leaves a previous one intact.
+    complete (`files.atomic_path`), so a failed export leaves a previous one intact.
     """
     model = float32_twin(model)
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(folder))}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)  # default permissions (mkdtemp's 0700 would make the export private)
-    try:
+    with atomic_path(folder) as tmp:
+        os.mkdir(tmp)
         if write_files:
             write_files(tmp)
         signatures = export_saved_model(model, os.path.join(tmp, SAVED_MODEL), input_names, text)
@@ -244,20 +240,6 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
                 if not os.path.islink(path):
                     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
         os.chmod(tmp, 0o777 & ~umask)
-        _swap_in(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _swap_in(new: str, folder: str) -> None:
-    old = None
-    if os.path.exists(folder):
-        old = tempfile.mkdtemp(prefix=".old-export-", dir=os.path.dirname(os.path.abspath(folder)))
-        os.rename(folder, os.path.join(old, "export"))
-    os.rename(new, folder)
-    if old:
-        shutil.rmtree(old)
 
 
 class OnnxClassifier:

@@ -39,6 +39,7 @@ from keras import ops
 from bertdistill.bert import PACKAGE, BertConfig, BertEncoder, checkpoint_variables
 from bertdistill.distill import FEATURE_LOSSES, feature_loss
 from bertdistill.errors import ConfigError
+from bertdistill.files import atomic_output
 
 FEATURES = ("embeddings", "hidden", "attention")
 RULES = ("uniform", "last", "skip")
@@ -199,8 +200,8 @@ def layer_map_to_json(matches: Sequence[Match]) -> list[dict]:
 
 
 def write_layer_map(matches: Sequence[Match], path: str) -> None:
-    """Writes the matches as a JSON layer map (e.g. to record the resolved map of a run)."""
-    with open(path, "w", encoding="utf-8") as f:
+    """Writes the matches as a JSON layer map (e.g. to record the resolved map of a run), atomically."""
+    with atomic_output(path) as f:
         json.dump(layer_map_to_json(matches), f, indent=1)
         f.write("\n")
 

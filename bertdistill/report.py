@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bertdistill import __version__, robustness, speed
-from bertdistill.files import atomic_output
+from bertdistill.files import atomic_output, atomic_path
 from bertdistill.predictor import MODEL_FILES, Predictor
 
 PRECISIONS = ("float32", "int8")
@@ -257,7 +257,8 @@ def figures(results: dict, folder: str) -> list[str]:
     ax.legend(handles=[Line2D([], [], color="gray", marker=markers[p], linestyle="", label=p) for p in PRECISIONS],
               fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(paths[0], dpi=120)
+    with atomic_path(paths[0]) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
     section = results["robustness"]
@@ -280,13 +281,14 @@ def figures(results: dict, folder: str) -> list[str]:
     ax.set_title("Accuracy under each perturbation")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(paths[1], dpi=120)
+    with atomic_path(paths[1]) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return paths
 
 
 def write(results: dict, folder: str) -> list[str]:
-    """results.json and results.md (each written whole or not at all) and the figures."""
+    """results.json, results.md and the figures, each written whole or not at all."""
     os.makedirs(folder, exist_ok=True)
     with atomic_output(os.path.join(folder, "results.json")) as f:
         json.dump(results, f, indent=2)

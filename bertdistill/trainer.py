@@ -58,7 +58,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 
 from bertdistill.distribute import is_chief
 from bertdistill.errors import UserError
-from bertdistill.files import atomic_output
+from bertdistill.files import atomic_output, atomic_path
 
 
 class TrainingDiverged(UserError):
@@ -183,9 +183,8 @@ def _optimizer_state(model: keras.Model) -> list | None:
 
 def save_model_weights(model: keras.Model, path: str) -> None:
     """Writes `model`'s weights (no optimizer state) to a `.weights.h5` file, atomically."""
-    tmp = path.removesuffix(".weights.h5") + ".tmp.weights.h5"
-    keras.saving.save_weights(model, tmp, objects_to_skip=_optimizer_state(model))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        keras.saving.save_weights(model, tmp, objects_to_skip=_optimizer_state(model))
 
 
 def restore_best_weights(model: keras.Model, output_dir: str) -> bool:

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from absl import logging
 
-from bertdistill import model_packages
+from bertdistill import files, model_packages
 from bertdistill.errors import FlagError, MissingFileError, shorten
 from bertdistill.export_format import EXPORT_INFO, MODEL_FILES, SAVED_MODEL
 
@@ -34,12 +32,6 @@ GLUE_TASKS = ("sst-2", "sst2")
 OWN_FILE_TASKS = {"tsv": "tsv", "csv": "csv"}  # task -> extension (header set by the user's columns)
 # The bounds of every --seed flag: what NumPy, Python and TensorFlow all accept as a seed.
 SEED_BOUNDS = {"lower_bound": 0, "upper_bound": 2**32 - 1}
-
-# What a killed run leaves: export_folder's build folders (`.<name>.<pid>.tmp`) and the folders
-# it moves an old export into (`.old-export-*`), and `<file>.tmp` / `.<file>.<pid>.tmp` files.
-_BUILD_FOLDER = re.compile(r"^\..+\.(\d+)\.tmp$")
-_OLD_EXPORT = re.compile(r"^\.old-export-")
-
 
 def _show(value: object) -> str:
     return shorten(value, 200)
@@ -176,30 +168,29 @@ def _alive(pid: int) -> bool:
 
 
 def clean_debris(output_dir: str, export_dir: str | None = None) -> list[str]:
-    """Removes what a killed run left at the top of `output_dir` and beside its export folder
-    (`export_dir`, default `<output_dir>/export`): temporary export folders (`.<name>.<pid>.tmp`
-    whose process is gone, `.old-export-*`) and `*.tmp` files. Returns the removed paths;
-    nothing else is touched."""
+    """Removes what killed writers left at the top of `output_dir` and beside its export folder
+    (`export_dir`, default `<output_dir>/export`): the temporary folders of `files.atomic_path`
+    (`.<name>.<pid>.tmp`) whose process is gone. Returns the removed paths; nothing else (other
+    names, symlinks, anything deeper) is touched."""
     folders = {os.path.abspath(output_dir),
                os.path.dirname(os.path.abspath(export_dir or os.path.join(output_dir, "export")))}
     removed = []
     for folder in sorted(folders):
-        if not os.path.isdir(folder):
-            continue
-        for entry in sorted(os.listdir(folder)):
-            path = os.path.join(folder, entry)
-            build = _BUILD_FOLDER.match(entry)
-            if build and _alive(int(build.group(1))):
-                continue  # another live process is writing it
-            if os.path.islink(path):
-                continue
-            if os.path.isdir(path):
-                if build or _OLD_EXPORT.match(entry):
-                    shutil.rmtree(path)
-                    removed.append(path)
-            elif entry.endswith(".tmp") and os.path.isfile(path):
-                os.remove(path)
-                removed.append(path)
+        if os.path.isdir(folder):
+            removed += _remove_leftovers(folder)
+    return removed
+
+
+def _remove_leftovers(folder: str, name: str | None = None) -> list[str]:
+    """Removes the leftovers of dead writers in `folder` (of the target `name`, when given)."""
+    removed = []
+    for entry in sorted(os.listdir(folder)):
+        pid = files.leftover_pid(entry, name)
+        path = os.path.join(folder, entry)
+        if pid is None or _alive(pid) or os.path.islink(path):
+            continue  # not a leftover, or another live process is writing it
+        files.remove(path)
+        removed.append(path)
     for path in removed:
         logging.warning("Removed %s, left by an interrupted run", path)
     return removed
@@ -280,23 +271,11 @@ def writable_output(name: str, path: str | None, *, folder: bool) -> str:
 
 
 def clean_file_debris(path: str) -> list[str]:
-    """Removes the temporary files a killed writer of the output file `path` left beside it
-    (`.<name>.<pid>.tmp` of a process that is gone, as `files.atomic_output` writes);
-    nothing else in that folder is touched. Returns the removed paths."""
+    """Removes what killed writers of the output `path` left beside it (`files.atomic_path`'s
+    `.<name>.<pid>.tmp` of a process that is gone); nothing else in that folder is touched.
+    Returns the removed paths."""
     folder, name = os.path.split(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        return []
-    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.tmp$")
-    removed = []
-    for entry in sorted(os.listdir(folder)):
-        match = pattern.match(entry)
-        full = os.path.join(folder, entry)
-        if match and not _alive(int(match.group(1))) and os.path.isfile(full) and not os.path.islink(full):
-            os.remove(full)
-            removed.append(full)
-    for removed_path in removed:
-        logging.warning("Removed %s, left by an interrupted run", removed_path)
-    return removed
+    return _remove_leftovers(folder, name) if os.path.isdir(folder) else []
 
 
 def non_empty(examples: Sequence, what: str) -> Sequence:

@@ -15,6 +15,8 @@ import collections
 import re
 from collections.abc import Iterable, Sequence
 
+from bertdistill.files import atomic_output
+
 PAD, UNK, MASK = "[PAD]", "[UNK]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, MASK)
 BILSTM_POOLINGS = ("max", "mean", "last")  # the BiLSTM's pooling over time (distil_lstm/model.py)
@@ -54,7 +56,8 @@ class WordVocab:
         return cls([*SPECIAL_TOKENS, *words], do_lower_case)
 
     def save(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
+        """Writes `vocab.txt` (one token per line), atomically."""
+        with atomic_output(path) as f:
             f.writelines(token + "\n" for token in self.tokens)
 
     @classmethod

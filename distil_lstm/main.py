@@ -76,8 +76,7 @@ def training_vocab(texts: list[str], *, reuse: bool, save: bool) -> WordVocab:
         raise DataError(f"the training texts give an empty vocabulary (--min_count={FLAGS.min_count}, "
                         f"--max_vocab_size={FLAGS.max_vocab_size}): every word would be [UNK]")
     if save:
-        vocab.save(path + ".tmp")
-        os.replace(path + ".tmp", path)
+        vocab.save(path)
     return vocab
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 import keras
 import numpy as np
@@ -30,6 +29,7 @@ from bertdistill.bert import BertConfig, BertEncoder
 from bertdistill.encoders import build_encoder
 from bertdistill.distribute import is_chief, set_precision_policy
 from bertdistill.errors import FlagError, MissingFileError
+from bertdistill.files import atomic_path
 from bertdistill.flags import define_common_flags, validate_common_flags
 from bertdistill.tinybert import IntermediateTask, parameter_count
 from bertdistill.tokenization import Tokenizer
@@ -136,12 +136,9 @@ def main(argv):
                                                     shuffle_buffer=FLAGS.shuffle_buffer))
     if is_chief(strategy):
         folder = os.path.join(FLAGS.output_dir, "student")
-        tmp = folder + ".tmp"
-        checkpoints.save_hf_encoder(student, tmp, pretrained.vocab_file, do_lower_case)
-        layer_map.write_layer_map(matches, os.path.join(tmp, "layer_map.json"))
-        if os.path.exists(folder):
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        with atomic_path(folder) as tmp:
+            checkpoints.save_hf_encoder(student, tmp, pretrained.vocab_file, do_lower_case)
+            layer_map.write_layer_map(matches, os.path.join(tmp, "layer_map.json"))
         logging.info("Student written to %s (use it as task_distill.py --student_model)", folder)
 
 
