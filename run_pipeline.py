@@ -48,7 +48,7 @@ from bertdistill import (data, errors, layer_map, locks, manifest, model_package
 from bertdistill.bert import BertConfig
 from bertdistill.encoders import config_from_json_file
 from bertdistill.errors import FlagError
-from bertdistill.export_format import TEXT_PAIR
+from bertdistill.export_format import CONFIG, EXPORT_INFO, TEXT_PAIR
 from bertdistill.files import atomic_output
 from bertdistill.flags import define_data_flags, define_task_flags, processor_from_flags, task_flag_arguments
 
@@ -192,7 +192,7 @@ def teacher_config() -> BertConfig | None:
     if not teacher_init():
         return None
     folder = model_packages.resolve_short_name(teacher_init()) or teacher_init()
-    return config_from_json_file(os.path.join(folder, "config.json")) if os.path.isdir(folder) else None
+    return config_from_json_file(os.path.join(folder, CONFIG)) if os.path.isdir(folder) else None
 
 
 @functools.cache
@@ -420,7 +420,7 @@ def models_of(output_dir: str, teachers: list[str]) -> list[report.ReportModel]:
         students.append((name, f"TinyBERT, stage 1 + 2 on the transfer set{', ' + start if start else ''}"))
     for name, description in students:
         export_dir = os.path.join(output_dir, name, "export")
-        if os.path.isfile(os.path.join(export_dir, "export_info.json")):
+        if os.path.isfile(os.path.join(export_dir, EXPORT_INFO)):
             models.append(report.ReportModel(name, export_dir, "student", description, seconds(name)))
     return models
 

@@ -25,6 +25,7 @@ from bertdistill.bert import BertClassifier
 from bertdistill.distribute import is_chief, set_precision_policy
 from bertdistill.encoders import build_encoder
 from bertdistill.errors import FlagError, UserError
+from bertdistill.export_format import LABELS
 from bertdistill.flags import processor_from_flags, split_file
 from bertdistill.tokenization import Tokenizer, check_casing
 
@@ -48,7 +49,7 @@ def validate_flags(pretrained: checkpoints.Pretrained) -> None:
 
 def check_labels(pretrained: checkpoints.Pretrained, labels: list[str]) -> None:
     """A fine-tuned --init_checkpoint (an export folder: labels.json) must classify the task's labels."""
-    path = os.path.join(pretrained.source, "labels.json")
+    path = os.path.join(pretrained.source, LABELS)
     if "output_weights" not in pretrained.weights or not os.path.isfile(path):
         return
     own = errors.read_json(path, "labels file")

@@ -16,15 +16,13 @@ folder's `export_info.json` under `int8_gate` (rewritten atomically), where `Pre
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from collections.abc import Callable, Sequence
 
 from absl import logging
 
 from bertdistill import robustness, speed
-from bertdistill.files import atomic_output
-from bertdistill.predictor import EXPORT_INFO, MODEL_FILES, Predictor, read_export_info
+from bertdistill.export_format import INT8_GATE, MODEL_FILES, load_export_info, write_export_info
+from bertdistill.predictor import Predictor
 
 DEFAULT_MAX_DROP = 0.5
 LATENCY_SENTENCES = 100
@@ -85,9 +83,7 @@ def gate_verdict(float32: Measurement, int8: Measurement, max_drop: float) -> di
 
 def write_gate(folder: str, gate: dict) -> None:
     """Sets `int8_gate` in the folder's export_info.json (atomically)."""
-    info = read_export_info(folder)
-    with atomic_output(os.path.join(folder, EXPORT_INFO)) as out:
-        json.dump({**info, "int8_gate": gate}, out, indent=2)
+    write_export_info(folder, {**load_export_info(folder), INT8_GATE: gate})
 
 
 def run_int8_gate(folder: str, texts: Texts, labels: Sequence[str], *, max_drop: float = DEFAULT_MAX_DROP,
@@ -101,7 +97,7 @@ def run_int8_gate(folder: str, texts: Texts, labels: Sequence[str], *, max_drop:
     gate = {**gate_verdict(measured["float32"], measured["int8"], max_drop), "examples": len(texts),
             "speed": {"rounds": SPEED_ROUNDS, "latency_texts": min(LATENCY_SENTENCES, len(texts)),
                       "batch_size": SPEED_BATCH_SIZE},
-            "quantization": read_export_info(folder).get("int8_quantization")}
+            "quantization": load_export_info(folder).get("int8_quantization")}
     write_gate(folder, gate)
     logging.info("INT8 gate %s: recommended %s; %s (dev accuracy float32 %.2f, INT8 %.2f)",
                  "passed" if gate["passed"] else "failed", gate["recommended"], gate["reason"],

@@ -194,6 +194,9 @@ def validate_matches(matches: Sequence[Match], teacher: BertConfig, student: Ber
             "embeddings/hidden matches) or give the student the teacher's head count.")
 
 
+LAYER_MAP_FILE = "layer_map.json"  # the resolved map a run records beside its student
+
+
 def layer_map_to_json(matches: Sequence[Match]) -> list[dict]:
     """The matches as the JSON file format (read back by `resolve_layer_map`)."""
     return [dataclasses.asdict(match) for match in matches]

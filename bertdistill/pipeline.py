@@ -101,19 +101,6 @@ def to_ragged(rows: Sequence[Sequence[int]]) -> tf.RaggedTensor:
     return tf.RaggedTensor.from_row_lengths(flat, lengths)
 
 
-def pad_rows(rows: Sequence[Sequence[int]], value: int = 0) -> np.ndarray:
-    """int32 [len(rows), longest row], right-padded with `value` (a tokenizer's pad id)."""
-    batch = np.full((len(rows), max(map(len, rows))), value, np.int32)
-    for out, row in zip(batch, rows):
-        out[:len(row)] = row
-    return batch
-
-
-def attention_mask(rows: Sequence[Sequence[int]]) -> np.ndarray:
-    """int32 [len(rows), longest row]: 1 on each row's tokens, 0 on the padding."""
-    return pad_rows([[1] * len(row) for row in rows])
-
-
 def default_bucket_boundaries(max_seq_length: int) -> list[int]:
     """Upper bounds (exclusive) of length buckets: 2 tokens wide up to 16, 4 up to 64, then 16."""
     bounds = [*range(4, 17, 2), *range(20, 65, 4), *range(80, max_seq_length + 1, 16)]

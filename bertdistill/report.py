@@ -20,7 +20,8 @@ import numpy as np
 
 from bertdistill import __version__, robustness, speed
 from bertdistill.files import atomic_output, atomic_path
-from bertdistill.predictor import MODEL_FILES, Predictor
+from bertdistill.export_format import INT8_GATE, MODEL_FILES
+from bertdistill.predictor import Predictor
 
 PRECISIONS = ("float32", "int8")
 
@@ -101,7 +102,7 @@ def build(models: Sequence[ReportModel], dev_texts: Sequence[str] | Sequence[tup
         entry = {"description": model.description, "role": model.role, "export_dir": model.export_dir,
                  "parameters": model_parameters(predictors[model.name, "float32"]),
                  "train_seconds": model.train_seconds,
-                 "int8_gate": predictors[model.name, "float32"].info.get("int8_gate"), "precisions": {}}
+                 "int8_gate": predictors[model.name, "float32"].info.get(INT8_GATE), "precisions": {}}
         for precision in PRECISIONS:
             if (model.name, precision) in predictors:
                 entry["precisions"][precision] = {

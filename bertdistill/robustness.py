@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from bertdistill.augment import NeighbourReplacer, Replacer
+from bertdistill.export_format import CONFIG, HF_WEIGHTS, VOCAB
 
 DEFAULT_RATES = (0.1, 0.2)
 LETTERS = string.ascii_lowercase
@@ -293,11 +294,11 @@ def load_neighbours(*, model_dir: str | None = None, word_vectors: str | None = 
     from bertdistill.files import safetensors_file
     from bertdistill.tokenization import load_vocab
 
-    weights = os.path.join(model_dir, "model.safetensors")
+    weights = os.path.join(model_dir, HF_WEIGHTS)
     if not os.path.isfile(weights):
-        raise MissingFileError(f"{model_dir} has no model.safetensors: expected a BERT model folder "
-                               "(config.json, model.safetensors, vocab.txt)")
-    vocab = load_vocab(os.path.join(model_dir, "vocab.txt"))
+        raise MissingFileError(f"{model_dir} has no {HF_WEIGHTS}: expected a BERT model folder "
+                               f"({CONFIG}, {HF_WEIGHTS}, {VOCAB})")
+    vocab = load_vocab(os.path.join(model_dir, VOCAB))
     with safetensors_file(weights) as f:
         name = next((name for name in EMBEDDING_NAMES if name in f.keys()), None)
         if name is None:

@@ -14,7 +14,6 @@ through symlinks:
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -22,10 +21,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from absl import logging
 
 from bertdistill import files, model_packages
-from bertdistill.errors import FlagError, MissingFileError, shorten
-from bertdistill.export_format import EXPORT_INFO, MODEL_FILES, SAVED_MODEL
-
-EXPORT_CONTENTS = f"{EXPORT_INFO}, {MODEL_FILES['float32']}, {SAVED_MODEL}/"
+from bertdistill.errors import FlagError, MissingFileError, UserError, shorten
+from bertdistill.export_format import CONFIG, EXPORT_CONTENTS, EXPORT_INFO, HF_WEIGHTS, VOCAB, load_export_info
 # The GLUE TSV layout, as data.Sst2Processor reads it: header of each split.
 GLUE_HEADERS = {"train": ["sentence", "label"], "dev": ["sentence", "label"], "test": ["index", "sentence"]}
 GLUE_TASKS = ("sst-2", "sst2")
@@ -93,13 +90,9 @@ def export_folder(name: str, path: str | None, required: Sequence[str] = ()) -> 
         raise FlagError(name, f"--{name}={_show(path)} is not an export folder of this toolkit: no {EXPORT_INFO} "
                               f"(expected {EXPORT_CONTENTS})")
     try:
-        with open(info_path, encoding="utf-8") as f:
-            info = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FlagError(name, f"--{name}={_show(path)}: {EXPORT_INFO} is not valid JSON ({shorten(e, 100)}); "
-                              "export the model again") from None
-    if not isinstance(info, dict):
-        raise FlagError(name, f"--{name}={_show(path)}: {EXPORT_INFO} is not a JSON object; export the model again")
+        info = load_export_info(path)
+    except UserError as e:
+        raise FlagError(name, f"--{name}={_show(path)}: {e}") from None
     missing = [item for item in required if not os.path.exists(os.path.join(path, item))]
     if missing:
         raise FlagError(name, f"--{name}={_show(path)} lacks {', '.join(missing)}: an export of another model "
@@ -287,7 +280,7 @@ def non_empty(examples: Sequence, what: str) -> Sequence:
     return examples
 
 
-MODEL_FOLDER_CONTENTS = "config.json, model.safetensors, vocab.txt"
+MODEL_FOLDER_CONTENTS = f"{CONFIG}, {HF_WEIGHTS}, {VOCAB}"
 
 
 def model_path(name: str, path: str | None) -> str | None:
@@ -304,10 +297,10 @@ def model_path(name: str, path: str | None) -> str | None:
             raise FlagError(name, f"--{name}={path}: {e}") from None
         return path
     if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "config.json")):
+        if os.path.isfile(os.path.join(path, CONFIG)):
             return path
         inner = os.path.join(path, "export")
-        if os.path.isfile(os.path.join(inner, "config.json")):
+        if os.path.isfile(os.path.join(inner, CONFIG)):
             raise FlagError(name, f"--{name}={_show(path)} is a run folder, not a model folder: pass "
                                   f"--{name}={_show(inner)}")
         raise FlagError(name, f"--{name}={_show(path)} is not a model folder: expected {MODEL_FOLDER_CONTENTS} "

@@ -28,6 +28,7 @@ from bertdistill import (data, distill, errors, export, int8_gate, pipeline, run
 from bertdistill.augment import read_word_vectors
 from bertdistill.distribute import is_chief, set_precision_policy
 from bertdistill.errors import DataError, FlagError, MissingFileError, UserError
+from bertdistill.export_format import CONFIG, KERAS_WEIGHTS, LABELS, VOCAB
 from bertdistill.flags import on_error, processor_from_flags, split_file
 from distil_lstm.model import INT8_OP_TYPES, build_bilstm_classifier
 from distil_lstm.predict import read_export_folder
@@ -67,7 +68,7 @@ def training_vocab(texts: list[str], *, reuse: bool, save: bool) -> WordVocab:
     """The run's vocabulary: the one a resumed run saved (`reuse`: only when `runner.prepare_run`
     found the folder's manifest to match), else built from the training texts and saved (`save`:
     on the chief; the other workers build the same one)."""
-    path = os.path.join(FLAGS.output_dir, "vocab.txt")
+    path = os.path.join(FLAGS.output_dir, VOCAB)
     if reuse and os.path.exists(path):
         return WordVocab.load(path, FLAGS.do_lower_case)
     vocab = WordVocab.build(texts, min_count=FLAGS.min_count, max_size=FLAGS.max_vocab_size,
@@ -163,9 +164,9 @@ def export_student(student: keras.Model, vocab: WordVocab, processor: data.DataP
               "max_seq_length": FLAGS.max_seq_length}
 
     def write_files(folder):
-        trainer.save_model_weights(student, os.path.join(folder, "model.weights.h5"))
-        vocab.save(os.path.join(folder, "vocab.txt"))
-        for name, content in (("config.json", config), ("labels.json", labels)):
+        trainer.save_model_weights(student, os.path.join(folder, KERAS_WEIGHTS))
+        vocab.save(os.path.join(folder, VOCAB))
+        for name, content in ((CONFIG, config), (LABELS, labels)):
             with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
                 json.dump(content, f, indent=2)
 
@@ -182,7 +183,7 @@ def load_student(folder: str) -> tuple[keras.Model, WordVocab, list[str], dict]:
     config, labels, vocab = read_export_folder(folder)
     student = build_bilstm_classifier(config["vocab_size"], config["num_labels"],
                                       **{name: config[name] for name in MODEL_ARGS})
-    student.load_weights(os.path.join(folder, "model.weights.h5"))
+    student.load_weights(os.path.join(folder, KERAS_WEIGHTS))
     return student, vocab, labels, config
 
 

@@ -13,8 +13,10 @@ import keras
 import numpy as np
 
 from bertdistill import export
+from bertdistill.export_format import bert_features, pad
 from bertdistill.bert import BertClassifier, BertEncoder
 from bertdistill.tokenization import Tokenizer
+from bertdistill.words import PAD
 from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
 
 BERT_MAX_SEQ_LENGTH = 8
@@ -35,13 +37,6 @@ class TinyExport:
         return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
 
 
-def _pad(rows) -> np.ndarray:
-    batch = np.zeros((len(rows), max(map(len, rows))), np.int32)
-    for out, row in zip(batch, rows):
-        out[:len(row)] = row
-    return batch
-
-
 def build_bert(root) -> TinyExport:
     keras.utils.set_random_seed(1)
     vocab = write_vocab(root / "vocab.txt")
@@ -54,8 +49,7 @@ def build_bert(root) -> TinyExport:
     tokenizer = Tokenizer(vocab, True)
 
     def encode(texts):
-        ids = _pad(tokenizer.encode_batch(texts, max_seq_length=BERT_MAX_SEQ_LENGTH)[0])
-        return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int32), "token_type_ids": np.zeros_like(ids)}
+        return bert_features(*tokenizer.encode_batch(texts, max_seq_length=BERT_MAX_SEQ_LENGTH), tokenizer.pad_id)
 
     return TinyExport(folder, model, encode)
 
@@ -81,7 +75,7 @@ def build_bilstm(root) -> TinyExport:
                 json.dump(content, f, indent=2)
 
     def encode(texts):
-        return {"input_ids": _pad([vocab.encode(text, LSTM_MAX_SEQ_LENGTH) for text in texts])}
+        return {"input_ids": pad([vocab.encode(text, LSTM_MAX_SEQ_LENGTH) for text in texts], vocab.ids[PAD])}
 
     folder = str(root / "lstm" / "export")
     export.export_folder(model, folder, sample=encode(TEXTS), write_files=write_files, input_names=("input_ids",),

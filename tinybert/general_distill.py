@@ -24,11 +24,12 @@ import numpy as np
 import tensorflow as tf
 from absl import flags, logging
 
-from bertdistill import checkpoints, errors, layer_map, pipeline, runner, validation
+from bertdistill import checkpoints, errors, layer_map, runner, validation
 from bertdistill.bert import BertConfig, BertEncoder
 from bertdistill.encoders import build_encoder
 from bertdistill.distribute import is_chief, set_precision_policy
 from bertdistill.errors import FlagError, MissingFileError
+from bertdistill.export_format import bert_features
 from bertdistill.files import atomic_path
 from bertdistill.flags import define_common_flags, validate_common_flags
 from bertdistill.tinybert import IntermediateTask, parameter_count
@@ -76,7 +77,8 @@ def text_dataset(files: list[str], tokenizer: Tokenizer, *, batch_size: int, max
     def encode(lines):
         texts = [line.decode("utf-8", errors="replace") for line in lines.numpy()]
         ids, types = tokenizer.encode_batch(texts, None, max_seq_length)
-        return pipeline.pad_rows(ids, tokenizer.pad_id), pipeline.attention_mask(ids), pipeline.pad_rows(types)
+        features = bert_features(ids, types, tokenizer.pad_id)
+        return features["input_ids"], features["attention_mask"], features["token_type_ids"]
 
     def to_features(lines):
         ids, mask, types = tf.py_function(encode, [lines], [tf.int32, tf.int32, tf.int32])
@@ -138,7 +140,7 @@ def main(argv):
         folder = os.path.join(FLAGS.output_dir, "student")
         with atomic_path(folder) as tmp:
             checkpoints.save_hf_encoder(student, tmp, pretrained.vocab_file, do_lower_case)
-            layer_map.write_layer_map(matches, os.path.join(tmp, "layer_map.json"))
+            layer_map.write_layer_map(matches, os.path.join(tmp, layer_map.LAYER_MAP_FILE))
         logging.info("Student written to %s (use it as task_distill.py --student_model)", folder)
 
 

@@ -211,7 +211,7 @@ def main(argv):
                 max_seq_length=FLAGS.max_seq_length, static_padding=FLAGS.use_xla,
                 teacher_features=stage_teacher_features))
         if is_chief(strategy):
-            layer_map.write_layer_map(matches, os.path.join(stage_dir["intermediate"], "layer_map.json"))
+            layer_map.write_layer_map(matches, os.path.join(stage_dir["intermediate"], layer_map.LAYER_MAP_FILE))
             trainer.save_model_weights(student, stage1_student)
 
     if "prediction" in stages:
