@@ -28,6 +28,7 @@ import numpy as np
 from absl import app, flags
 
 from bertdistill.export_format import EXPORT_INFO, MODEL, load_export_info
+from bertdistill.files import atomic_output
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, "..", "shared")
@@ -189,7 +190,7 @@ def main(argv):
               f"{r['requests_per_s']:.1f} | {r['sentences_per_s']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
               f"{r['errors']} |")
     if FLAGS.output_json:
-        with open(FLAGS.output_json, "w", encoding="utf-8") as f:
+        with atomic_output(FLAGS.output_json) as f:
             json.dump(results, f, indent=2)
 
 

@@ -19,6 +19,7 @@ from absl import app, flags
 from bertdistill import data, export, speed
 from bertdistill.export_format import (BERT_KINDS, CONFIG, HF_WEIGHTS, MODEL, MODEL_FILES, TOKENIZER_CONFIG, VOCAB,
                                        OnnxModel, load_export_info)
+from bertdistill.metrics import accuracy
 from bertdistill.predictor import WordPieceEncoder
 from distil_lstm.predict import TextClassifier
 
@@ -50,7 +51,7 @@ def measure(model, texts, labels) -> dict:
     for text in texts[:20]:
         model.logits([text])  # warm-up
     predictions = np.concatenate([model.logits(texts[i:i + 64]).argmax(1) for i in range(0, len(texts), 64)])
-    return {"dev_accuracy": float((predictions == labels).mean()),
+    return {"dev_accuracy": accuracy(predictions, labels),
             "latency_ms_median": speed.latency_ms(model.logits, texts[:FLAGS.latency_sentences]),
             "batch64_examples_per_s": speed.throughput(model.logits, texts, 64)}
 

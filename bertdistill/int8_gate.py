@@ -20,8 +20,9 @@ from collections.abc import Callable, Sequence
 
 from absl import logging
 
-from bertdistill import robustness, speed
+from bertdistill import speed
 from bertdistill.export_format import INT8_GATE, MODEL_FILES, load_export_info, write_export_info
+from bertdistill.metrics import accuracy, percent
 from bertdistill.predictor import Predictor
 
 DEFAULT_MAX_DROP = 0.5
@@ -43,10 +44,10 @@ Texts = Sequence[str] | Sequence[tuple[str, str]]  # texts, or (text, text_b) pa
 Measure = Callable[[str, Texts, Sequence[str], int], dict[str, Measurement]]
 
 
-def accuracy(predictor: Predictor, texts: Texts, labels: Sequence[str]) -> float:
-    """Percent of `texts` whose predicted label is the gold one (labels compared as strings)."""
+def dev_accuracy(predictor: Predictor, texts: Texts, labels: Sequence[str]) -> float:
+    """Accuracy in percent (`metrics.percent`) of `predictor` on `texts` (labels compared as strings)."""
     predicted = predictor.to_predictions(predictor.logits_of(texts))
-    return robustness.accuracy([p.label for p in predicted], [str(gold) for gold in labels])
+    return percent(accuracy([p.label for p in predicted], [str(gold) for gold in labels]))
 
 
 def measure_models(folder: str, texts: Texts, labels: Sequence[str], threads: int) -> dict[str, Measurement]:
@@ -56,7 +57,7 @@ def measure_models(folder: str, texts: Texts, labels: Sequence[str], threads: in
                   for precision in MODEL_FILES}
     timed = speed.compare({precision: predictor.logits_of for precision, predictor in predictors.items()}, texts,
                           rounds=SPEED_ROUNDS, latency_texts=LATENCY_SENTENCES, batch_size=SPEED_BATCH_SIZE)
-    return {precision: Measurement(accuracy(predictor, texts, labels), **timed[precision])
+    return {precision: Measurement(dev_accuracy(predictor, texts, labels), **timed[precision])
             for precision, predictor in predictors.items()}
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from bertdistill import __version__, robustness, speed
 from bertdistill.files import atomic_output, atomic_path
+from bertdistill.metrics import accuracy, percent
 from bertdistill.export_format import INT8_GATE, MODEL_FILES
 from bertdistill.predictor import Predictor
 
@@ -106,7 +107,7 @@ def build(models: Sequence[ReportModel], dev_texts: Sequence[str] | Sequence[tup
         for precision in PRECISIONS:
             if (model.name, precision) in predictors:
                 entry["precisions"][precision] = {
-                    "dev_accuracy": robustness.accuracy(logits[model.name, precision].argmax(1), gold[model.name]),
+                    "dev_accuracy": percent(accuracy(logits[model.name, precision].argmax(1), gold[model.name])),
                     "onnx_mb": export_size_mb(model.export_dir, precision)}
         results["models"][model.name] = entry
     teachers = [m.name for m in models if m.role == "teacher"]
@@ -115,7 +116,7 @@ def build(models: Sequence[ReportModel], dev_texts: Sequence[str] | Sequence[tup
         results["teachers"] = {
             "seeds": {name: results["models"][name]["precisions"]["float32"]["dev_accuracy"] for name in teachers},
             "summary": summarize([results["models"][n]["precisions"]["float32"]["dev_accuracy"] for n in teachers]),
-            "ensemble_dev_accuracy": robustness.accuracy(mean_logits.argmax(1), gold[teachers[0]])}
+            "ensemble_dev_accuracy": percent(accuracy(mean_logits.argmax(1), gold[teachers[0]]))}
     timed = speed.compare({f"{name}/{precision}": predictor.logits_of for (name, precision), predictor in predictors.items()},
                           dev_texts, rounds=settings.speed_rounds, latency_texts=settings.latency_texts,
                           batch_size=settings.batch_size)

@@ -59,6 +59,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 from bertdistill.distribute import is_chief
 from bertdistill.errors import UserError
 from bertdistill.files import atomic_output, atomic_path
+from bertdistill.metrics import accuracy
 
 
 class TrainingDiverged(UserError):
@@ -140,12 +141,13 @@ def predict_logits(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
 
 
 def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of a classifier on labelled `(x, y)` batches.
+    """Accuracy (a fraction, `bertdistill.metrics.accuracy`) and mean cross-entropy of a classifier
+    on labelled `(x, y)` batches.
 
     Runs on this worker alone (no collective), so every worker computes the same numbers.
     """
     forward = _inference(model)
-    correct = total = 0
+    predicted, gold = [], []
     loss = 0.0
     for x, y in dataset:
         labels = _labels(y).numpy()
@@ -153,11 +155,12 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
         shifted = logits - logits.max(axis=-1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
         loss -= float(log_probs[np.arange(len(labels)), labels].sum())
-        correct += int((logits.argmax(-1) == labels).sum())
-        total += len(labels)
+        predicted.append(logits.argmax(-1))
+        gold.append(labels)
+    total = sum(map(len, gold))
     if not total:
         raise ValueError("the evaluation dataset is empty")
-    return {"accuracy": correct / total, "loss": loss / total}
+    return {"accuracy": accuracy(np.concatenate(predicted), np.concatenate(gold)), "loss": loss / total}
 
 
 def write_hparams(log_dir: str, hparams: Mapping[str, object]) -> None:
