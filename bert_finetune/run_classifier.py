@@ -42,9 +42,7 @@ def validate_flags(pretrained: checkpoints.Pretrained) -> None:
     if name.startswith(("uncased_", "cased_")) and name.startswith("uncased_") != FLAGS.do_lower_case:
         raise FlagError("do_lower_case", f"--do_lower_case={FLAGS.do_lower_case} is inconsistent with "
                         f"{pretrained.source}")
-    if FLAGS.max_seq_length > pretrained.config.max_sequence_length:
-        raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the {pretrained.config.max_sequence_length} "
-                        f"tokens {pretrained.source} takes (its max_position_embeddings)")
+    validation.max_seq_length_fits(FLAGS.max_seq_length, pretrained.config, pretrained.source)
 
 
 def check_labels(pretrained: checkpoints.Pretrained, labels: list[str]) -> None:

@@ -55,6 +55,18 @@ def in_range(name: str, value: float | int | None, low: float | int, high: float
     return value
 
 
+def max_seq_length_fits(max_seq_length: int, config, model: str) -> int:
+    """`max_seq_length`, or a FlagError naming `--max_seq_length` when it exceeds the tokens the
+    model `config` (a `BertConfig` or `MPNetConfig`) takes: `config.max_sequence_length`, its
+    max_position_embeddings (MPNet's positions start after its pad id). `model` names the model
+    in the message ("the teacher", a path). The check of every script that reads a model."""
+    limit = config.max_sequence_length
+    if max_seq_length > limit:
+        raise FlagError("max_seq_length", f"--max_seq_length={max_seq_length} exceeds the {limit} tokens {model} takes "
+                                          f"(max_position_embeddings={config.max_position_embeddings})")
+    return max_seq_length
+
+
 def writable_dir(name: str, path: str | None) -> str:
     """`path`, created if needed, after checking a file can be written in it."""
     require(name, path)

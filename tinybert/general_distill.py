@@ -108,6 +108,8 @@ def main(argv):
         logging.info("The student takes the teacher's vocabulary: vocab_size %d (%s says %d)",
                      pretrained.config.vocab_size, FLAGS.student_config, student_config.vocab_size)
         student_config = dataclasses.replace(student_config, vocab_size=pretrained.config.vocab_size)
+    for name, config in (("the teacher", pretrained.config), ("the student", student_config)):
+        validation.max_seq_length_fits(FLAGS.max_seq_length, config, name)
     matches = layer_map.resolve_layer_map(FLAGS.layer_map, pretrained.config, student_config)
     if FLAGS.student_init == "teacher_layers":
         layer_map.check_init_from_teacher(pretrained.config, student_config)

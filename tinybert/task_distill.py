@@ -92,10 +92,8 @@ def check_cross_vocabulary(teacher: checkpoints.Teacher, tokenizer: Tokenizer, h
 
 
 def check_student(teacher: checkpoints.Teacher, config: BertConfig) -> None:
-    for name, config_of in (("teacher", teacher.model.encoder.config), ("student", config)):
-        if FLAGS.max_seq_length > config_of.max_sequence_length:
-            raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the {name}'s "
-                            f"{config_of.max_sequence_length} tokens (its max_position_embeddings)")
+    for name, config_of in (("the teacher", teacher.model.encoder.config), ("the student", config)):
+        validation.max_seq_length_fits(FLAGS.max_seq_length, config_of, name)
 
 
 def dry_run(teacher: checkpoints.Teacher, student_config: BertConfig, matches) -> None:
