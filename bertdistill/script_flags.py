@@ -16,7 +16,7 @@ from bertdistill import distill, errors, validation
 from bertdistill.errors import FlagError
 from bertdistill.flags import (define_augmentation_flags, define_common_flags, validate_augmentation_flags,
                                validate_common_flags, validate_task_flags)
-from bertdistill.words import BILSTM_POOLINGS, SPECIAL_TOKENS
+from bertdistill.words import BILSTM_POOLINGS, WORD_SPECIAL_TOKENS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,9 +138,9 @@ def validate_distil_lstm_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
         validation.positive(name, fv[name].value)
     validation.in_range("dropout", fv.dropout, 0.0, 0.99)
     check_temperature_flags(fv, "alpha")
-    if fv.max_vocab_size <= len(SPECIAL_TOKENS):
+    if fv.max_vocab_size <= len(WORD_SPECIAL_TOKENS):
         raise FlagError("max_vocab_size", f"--max_vocab_size={fv.max_vocab_size} leaves no room for words "
-                        f"(the {len(SPECIAL_TOKENS)} special tokens count)")
+                        f"(the {len(WORD_SPECIAL_TOKENS)} special tokens count)")
     validate_task_flags(fv)
 
 

@@ -32,7 +32,7 @@ from bertdistill.export_format import CONFIG, KERAS_WEIGHTS, LABELS, VOCAB
 from bertdistill.flags import on_error, processor_from_flags, split_file
 from distil_lstm.model import INT8_OP_TYPES, build_bilstm_classifier
 from distil_lstm.predict import read_export_folder
-from distil_lstm.vocab import SPECIAL_TOKENS, WordVocab
+from distil_lstm.vocab import WORD_SPECIAL_TOKENS, WordVocab
 
 script_flags.define_distil_lstm_flags()
 FLAGS = flags.FLAGS
@@ -73,7 +73,7 @@ def training_vocab(texts: list[str], *, reuse: bool, save: bool) -> WordVocab:
         return WordVocab.load(path, FLAGS.do_lower_case)
     vocab = WordVocab.build(texts, min_count=FLAGS.min_count, max_size=FLAGS.max_vocab_size,
                             do_lower_case=FLAGS.do_lower_case)
-    if len(vocab) <= len(SPECIAL_TOKENS):
+    if len(vocab) <= len(WORD_SPECIAL_TOKENS):
         raise DataError(f"the training texts give an empty vocabulary (--min_count={FLAGS.min_count}, "
                         f"--max_vocab_size={FLAGS.max_vocab_size}): every word would be [UNK]")
     if save:

@@ -110,7 +110,7 @@ def main(argv):
     pretrained = checkpoints.resolve_pretrained(FLAGS.model, FLAGS.bert_config_file, FLAGS.vocab_file)
     validation.max_seq_length_fits(FLAGS.max_seq_length, pretrained.config, f"the model {pretrained.source}")
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
-    splitter = augment.WordSplitter(Tokenizer(pretrained.vocab_file, do_lower_case).vocab, do_lower_case)
+    splitter = augment.WordSplitter(Tokenizer(pretrained.vocab_file, do_lower_case))
     processor = processor_from_flags(FLAGS)
     examples = transfer_set.read_originals(FLAGS.input, processor, processor.get_labels(),
                                            on_error=on_error(FLAGS))[:FLAGS.max_examples]
