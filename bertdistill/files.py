@@ -31,8 +31,9 @@ _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
 _PREVIOUS = ".previous"  # inside the temporary folder: a replaced folder, until it is deleted
 
 
-def temporary_folder(path: str, pid: int | None = None) -> str:
-    """The temporary folder a writer of `path` (process `pid`, default this one) builds it in."""
+def temporary_path(path: str, pid: int | None = None) -> str:
+    """`.<name of path>.<pid>.tmp` beside `path`: the temporary folder a writer of `path` (process
+    `pid`, default this one) builds it in, the one name of anything temporary the toolkit writes."""
     directory, name = os.path.split(os.path.abspath(path))
     return os.path.join(directory, f".{name}.{os.getpid() if pid is None else pid}.tmp")
 
@@ -62,7 +63,7 @@ def atomic_path(path: str) -> Iterator[str]:
     and when it raises, everything written is removed and any previous `path` stays. Scratch
     files may go beside the yielded path: the temporary folder is private to this write."""
     target = os.path.abspath(path)
-    work = temporary_folder(target)
+    work = temporary_path(target)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if os.path.lexists(work):  # left by an earlier, failed step of this process
         remove(work)

@@ -15,7 +15,6 @@ through symlinks:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from absl import logging
@@ -74,8 +73,9 @@ def writable_dir(name: str, path: str | None) -> str:
         raise FlagError(name, f"--{name}={_show(path)} is a file, not a folder; choose a folder")
     try:
         os.makedirs(path, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", suffix=".tmp", dir=path)
-        os.close(fd)
+        probe = files.temporary_path(os.path.join(path, "write-test"))  # the one leftover name
+        with open(probe, "w"):
+            pass
         os.remove(probe)
     except OSError as e:
         raise FlagError(name, f"--{name}={_show(path)} is not writable ({e.strerror or e}); choose a folder you "

@@ -52,7 +52,7 @@ def test_the_leftover_name_is_recognised_and_nothing_else():
     assert files.leftover_pid(".aug.tsv.45.tmp", "other.tsv") is None
     for name in ("export.123.tmp", ".export.tmp", ".export.12a.tmp", "eval_results.txt.tmp", ".export.1.tmp.txt"):
         assert files.leftover_pid(name) is None
-    assert os.path.basename(files.temporary_folder("/x/run_manifest.json", 7)) == ".run_manifest.json.7.tmp"
+    assert os.path.basename(files.temporary_path("/x/run_manifest.json", 7)) == ".run_manifest.json.7.tmp"
 
 
 @pytest.mark.parametrize("kind", ["file", "folder"])
