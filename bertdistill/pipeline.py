@@ -27,13 +27,14 @@ TEACHER_PREFIX = "teacher_"  # of a teacher's own inputs in a batch (another voc
 @dataclasses.dataclass
 class Features:
     """Tokenized examples: ragged int32 ids, label ids (-1 when unlabeled), guids and the id
-    their batches are padded with (the tokenizer's: 0 for BERT, 1 for MPNet)."""
+    their batches are padded with (the tokenizer's: 0 for BERT, 1 for MPNet; the word
+    vocabulary's `[PAD]`, 0, for the BiLSTM), never assumed."""
 
     input_ids: tf.RaggedTensor
     token_type_ids: tf.RaggedTensor
     label_ids: np.ndarray
     guids: list[str]
-    pad_id: int = 0
+    pad_id: int
 
     def __len__(self) -> int:
         return len(self.guids)

@@ -32,7 +32,7 @@ from bertdistill.export_format import CONFIG, KERAS_WEIGHTS, LABELS, VOCAB
 from bertdistill.flags import on_error, processor_from_flags, split_file
 from distil_lstm.model import INT8_OP_TYPES, build_bilstm_classifier
 from distil_lstm.predict import read_export_folder
-from distil_lstm.vocab import WORD_SPECIAL_TOKENS, WordVocab
+from distil_lstm.vocab import PAD, WORD_SPECIAL_TOKENS, WordVocab
 
 script_flags.define_distil_lstm_flags()
 FLAGS = flags.FLAGS
@@ -52,7 +52,8 @@ def word_features(examples: list[data.InputExample], vocab: WordVocab | None, la
         return None
     ids = vocab.encode_batch([e.text_a for e in examples], FLAGS.max_seq_length)
     return pipeline.Features(input_ids=ids, token_type_ids=ids.with_flat_values(0 * ids.flat_values),
-                             label_ids=pipeline.label_ids_of(examples, labels), guids=[e.guid for e in examples])
+                             label_ids=pipeline.label_ids_of(examples, labels), guids=[e.guid for e in examples],
+                             pad_id=vocab.ids[PAD])
 
 
 def make_dataset(features: pipeline.Features, batch_size: int, *, is_training: bool, seed: int = 0,

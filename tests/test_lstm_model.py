@@ -129,7 +129,7 @@ def test_export_round_trip_keras_savedmodel_onnx(tmp_path):
 def test_predict_logits_keeps_input_order():
     features = pipeline.Features(input_ids=pipeline.to_ragged([[1, 2, 3], [4], [5, 6]]),
                                  token_type_ids=pipeline.to_ragged([[0, 0, 0], [0], [0, 0]]),
-                                 label_ids=np.zeros(3, np.int32), guids=["a", "b", "c"])
+                                 label_ids=np.zeros(3, np.int32), guids=["a", "b", "c"], pad_id=0)
     inputs = {name: keras.Input((None,), dtype="int32", name=name)
               for name in ("input_ids", "attention_mask", "token_type_ids")}
     total = keras.layers.Lambda(lambda t: keras.ops.sum(keras.ops.cast(t, "float32"), axis=1, keepdims=True))(
