@@ -128,8 +128,8 @@ def _schema_problem(info: Mapping) -> tuple[str, str] | None:
     if inputs is not None and (not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs)):
         return "inputs", f"is {shorten(repr(inputs), 60)}, not a list of input names"
     if info.get("onnx_portable") not in (None, PORTABLE_ONNX, MODEL_FILES["float32"]):
-        return "onnx_portable", f"is {shorten(repr(info['onnx_portable']), 60)}, not {PORTABLE_ONNX}, " \
-                                f"{MODEL_FILES['float32']} or null"
+        return "onnx_portable", (f"is {shorten(repr(info['onnx_portable']), 60)}, not {PORTABLE_ONNX}, "
+                                 f"{MODEL_FILES['float32']} or null")
     gate = info.get(INT8_GATE)
     if gate is not None and (not isinstance(gate, dict) or gate.get("recommended") not in MODEL_FILES.values()):
         return INT8_GATE, f"is not an INT8 gate record recommending {' or '.join(MODEL_FILES.values())}"
