@@ -36,7 +36,8 @@ from absl import app, flags, logging  # noqa: E402
 from bertdistill import data, errors, robustness, validation  # noqa: E402
 from bertdistill.errors import ConfigError, DataError, FlagError, shorten  # noqa: E402
 from bertdistill.files import atomic_output  # noqa: E402
-from bertdistill.predictor import DEFAULT_BATCH_SIZE, MODEL_FILES, Predictor  # noqa: E402
+from bertdistill.export_format import HF_WEIGHTS, MODEL_FILES, VOCAB  # noqa: E402
+from bertdistill.predictor import DEFAULT_BATCH_SIZE, Predictor  # noqa: E402
 
 flags.DEFINE_list("model_dir", None, "Export folders, comma-separated: NAME=FOLDER or FOLDER (named after its "
                   "parent folder).")
@@ -125,10 +126,10 @@ def check_neighbour_source(model_dir: str | None, word_vectors: str | None) -> N
         raise FlagError("word_vectors", f"--word_vectors={shorten(word_vectors)} is not a file")
     if model_dir:
         validation.model_path("neighbours_model", model_dir)
-        if not os.path.isfile(os.path.join(model_dir, "model.safetensors")) or not os.path.isfile(
-                os.path.join(model_dir, "vocab.txt")):
-            raise FlagError("neighbours_model", f"--neighbours_model={shorten(model_dir)} lacks model.safetensors or "
-                                                "vocab.txt: pass a BERT export (bert_finetune, tinybert) or Hugging "
+        if not os.path.isfile(os.path.join(model_dir, HF_WEIGHTS)) or not os.path.isfile(
+                os.path.join(model_dir, VOCAB)):
+            raise FlagError("neighbours_model", f"--neighbours_model={shorten(model_dir)} lacks {HF_WEIGHTS} or "
+                                                f"{VOCAB}: pass a BERT export (bert_finetune, tinybert) or Hugging "
                                                 "Face folder")
 
 

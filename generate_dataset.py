@@ -124,10 +124,7 @@ def load_teachers(paths: list[str], labels: list[str]) -> list[Teacher]:
     for path in paths:
         teacher = load_teacher(path, bert_config_file=FLAGS.bert_config_file, vocab_file=FLAGS.vocab_file,
                                labels=None if os.path.isdir(path) else labels)
-        positions = teacher.pretrained.config.max_position_embeddings
-        if FLAGS.max_seq_length > positions:
-            raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the "
-                            f"max_position_embeddings={positions} of the teacher {shorten(path)}")
+        validation.max_seq_length_fits(FLAGS.max_seq_length, teacher.pretrained.config, f"the teacher {shorten(path)}")
         if teachers:
             check_same_inputs(teachers[0], teacher)
         teachers.append(teacher)

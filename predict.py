@@ -47,8 +47,8 @@ from absl import app, flags  # noqa: E402
 from bertdistill import errors, validation  # noqa: E402
 from bertdistill.data import DataFormatError, split_lines  # noqa: E402
 from bertdistill.errors import FlagError, MissingFileError  # noqa: E402
-from bertdistill.export_format import COLUMNS, TEXT_PAIR  # noqa: E402
-from bertdistill.predictor import DEFAULT_BATCH_SIZE, Predictor, export_text_inputs, read_export_info  # noqa: E402
+from bertdistill.export_format import COLUMNS, TEXT_PAIR, read_export_info, text_inputs  # noqa: E402
+from bertdistill.predictor import DEFAULT_BATCH_SIZE, Predictor  # noqa: E402
 from bertdistill.files import atomic_output  # noqa: E402
 
 flags.DEFINE_string("model_dir", None, "An export folder (bert_finetune, tinybert or distil_lstm: <output_dir>/export).")
@@ -290,7 +290,7 @@ def main(argv):
         validation.clean_file_debris(FLAGS.output_file)
     if FLAGS.input_file and FLAGS.input_format == "table":
         info = read_export_info(model_dir)
-        pairs = export_text_inputs(model_dir, info) == TEXT_PAIR
+        pairs = text_inputs(info) == TEXT_PAIR
         if FLAGS.text_b_column is not None and not pairs:
             raise FlagError("text_b_column", f"--model_dir={errors.shorten(model_dir)} reads single texts: "
                                              "--text_b_column is for a model that reads sentence pairs")
@@ -305,7 +305,7 @@ def main(argv):
             raise app.UsageError("no texts: pass them as arguments, with --input_file, or on stdin (one per line)")
         else:
             rows, source = decode_lines(sys.stdin.buffer, "<stdin>"), "<stdin>"
-        inputs = rows_to_inputs(rows, export_text_inputs(model_dir) == TEXT_PAIR, source)
+        inputs = rows_to_inputs(rows, text_inputs(read_export_info(model_dir)) == TEXT_PAIR, source)
     predictor = Predictor(model_dir, quantized=FLAGS.quantized, threads=FLAGS.threads, batch_size=FLAGS.batch_size)
     progress = Progress(len(inputs.texts), enabled=bool(FLAGS.input_file))
     if FLAGS.output_file:

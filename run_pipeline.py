@@ -48,9 +48,10 @@ from bertdistill import (data, errors, layer_map, locks, manifest, model_package
 from bertdistill.bert import BertConfig
 from bertdistill.encoders import config_from_json_file
 from bertdistill.errors import FlagError
-from bertdistill.export_format import TEXT_PAIR
+from bertdistill.export_format import CONFIG, EXPORT_INFO, TEXT_PAIR
 from bertdistill.files import atomic_output
 from bertdistill.flags import define_data_flags, define_task_flags, processor_from_flags, task_flag_arguments
+from bertdistill.int8_gate import DEFAULT_MAX_DROP
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "sst2"))
@@ -122,7 +123,7 @@ flags.DEFINE_integer("robustness_examples", None, "Dev examples perturbed in the
 flags.DEFINE_list("robustness_rates", None, "Perturbation rates in the report.")
 flags.DEFINE_integer("speed_rounds", None, "Interleaved timing rounds in the report (medians).")
 flags.DEFINE_integer("latency_texts", None, "Single-sentence calls per model and round.")
-flags.DEFINE_float("int8_max_drop", 0.5, "Each export's INT8 model is recommended for serving only if it loses at "
+flags.DEFINE_float("int8_max_drop", DEFAULT_MAX_DROP, "Each export's INT8 model is recommended for serving only if it loses at "
                    "most this many dev points.")
 flags.DEFINE_multi_string("stage_flag", [], "STAGE:--flag=value passed to one stage's script (repeatable).")
 flags.DEFINE_bool("overwrite_output_dir", False, "Delete --output_dir first and start over.")
@@ -195,7 +196,7 @@ def teacher_config() -> BertConfig | None:
     if not teacher_init():
         return None
     folder = model_packages.resolve_short_name(teacher_init()) or teacher_init()
-    return config_from_json_file(os.path.join(folder, "config.json")) if os.path.isdir(folder) else None
+    return config_from_json_file(os.path.join(folder, CONFIG)) if os.path.isdir(folder) else None
 
 
 @functools.cache
@@ -423,7 +424,7 @@ def models_of(output_dir: str, teachers: list[str]) -> list[report.ReportModel]:
         students.append((name, f"TinyBERT, stage 1 + 2 on the transfer set{', ' + start if start else ''}"))
     for name, description in students:
         export_dir = os.path.join(output_dir, name, "export")
-        if os.path.isfile(os.path.join(export_dir, "export_info.json")):
+        if os.path.isfile(os.path.join(export_dir, EXPORT_INFO)):
             models.append(report.ReportModel(name, export_dir, "student", description, seconds(name)))
     return models
 

@@ -27,6 +27,9 @@ import time
 import numpy as np
 from absl import app, flags
 
+from bertdistill.export_format import EXPORT_INFO, MODEL, load_export_info
+from bertdistill.files import atomic_output
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(REPO, "..", "shared")
 
@@ -50,7 +53,7 @@ FLAGS = flags.FLAGS
 
 def find_exports() -> dict[str, str]:
     found = {}
-    for pattern in ("*/export/export_info.json", "*/*/export/export_info.json"):
+    for pattern in (f"*/export/{EXPORT_INFO}", f"*/*/export/{EXPORT_INFO}"):
         for info in sorted(glob.glob(os.path.join(FLAGS.runs_dir, pattern))):
             folder = os.path.dirname(info)
             name = os.path.relpath(os.path.dirname(folder), FLAGS.runs_dir).replace(os.sep, "_")
@@ -164,7 +167,7 @@ def main(argv):
     sentences = read_sentences(FLAGS.data_file)
     results = []
     for name, folder in exports.items():
-        kind = json.load(open(os.path.join(folder, "export_info.json"), encoding="utf-8")).get("model")
+        kind = load_export_info(folder).get(MODEL)
         for precision in FLAGS.precisions:
             for batching in FLAGS.batching:
                 with Server(name, folder, precision, batching) as server:
@@ -187,7 +190,7 @@ def main(argv):
               f"{r['requests_per_s']:.1f} | {r['sentences_per_s']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
               f"{r['errors']} |")
     if FLAGS.output_json:
-        with open(FLAGS.output_json, "w", encoding="utf-8") as f:
+        with atomic_output(FLAGS.output_json) as f:
             json.dump(results, f, indent=2)
 
 

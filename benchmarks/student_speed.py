@@ -17,8 +17,10 @@ import numpy as np
 from absl import app, flags
 
 from bertdistill import data, export, speed
-from bertdistill.pipeline import attention_mask, pad_rows
-from bertdistill.tokenization import Tokenizer
+from bertdistill.export_format import (BERT_KINDS, CONFIG, HF_WEIGHTS, MODEL, MODEL_FILES, TOKENIZER_CONFIG, VOCAB,
+                                       OnnxModel, load_export_info)
+from bertdistill.metrics import accuracy
+from bertdistill.predictor import WordPieceEncoder
 from distil_lstm.predict import TextClassifier
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
@@ -32,17 +34,16 @@ FLAGS = flags.FLAGS
 
 
 class TeacherText:
-    """Raw text -> logits with the teacher's WordPiece tokenizer and ONNX model."""
+    """Raw text -> logits with the teacher's WordPiece encoding (128 tokens at most) and an ONNX
+    model, one ONNX Runtime call per call, its threads spinning between calls."""
 
     def __init__(self, folder: str, onnx_path: str):
-        with open(os.path.join(folder, "tokenizer_config.json"), encoding="utf-8") as f:
-            self.tokenizer = Tokenizer(os.path.join(folder, "vocab.txt"), json.load(f)["do_lower_case"])
-        self.model = export.OnnxClassifier(onnx_path, FLAGS.threads)
+        with open(os.path.join(folder, TOKENIZER_CONFIG), encoding="utf-8") as f:
+            self.encoder = WordPieceEncoder(os.path.join(folder, VOCAB), json.load(f)["do_lower_case"], 128)
+        self.model = OnnxModel(onnx_path, FLAGS.threads, spin_wait=True)
 
     def logits(self, texts):
-        ids, types = self.tokenizer.encode_batch(texts, max_seq_length=128)
-        return self.model.predict({"input_ids": pad_rows(ids, self.tokenizer.pad_id), "attention_mask": attention_mask(ids),
-                                   "token_type_ids": pad_rows(types)})
+        return self.model.predict(self.encoder.features(self.encoder.encode(texts)))
 
 
 def measure(model, texts, labels) -> dict:
@@ -50,7 +51,7 @@ def measure(model, texts, labels) -> dict:
     for text in texts[:20]:
         model.logits([text])  # warm-up
     predictions = np.concatenate([model.logits(texts[i:i + 64]).argmax(1) for i in range(0, len(texts), 64)])
-    return {"dev_accuracy": float((predictions == labels).mean()),
+    return {"dev_accuracy": accuracy(predictions, labels),
             "latency_ms_median": speed.latency_ms(model.logits, texts[:FLAGS.latency_sentences]),
             "batch64_examples_per_s": speed.throughput(model.logits, texts, 64)}
 
@@ -65,7 +66,7 @@ def bert_base_reference(teacher_dir: str, texts: list[str], labels: np.ndarray) 
 
     from bertdistill.bert import BertClassifier, BertConfig, BertEncoder
 
-    with open(os.path.join(teacher_dir, "config.json"), encoding="utf-8") as f:
+    with open(os.path.join(teacher_dir, CONFIG), encoding="utf-8") as f:
         model = BertClassifier(BertEncoder(BertConfig(vocab_size=json.load(f)["vocab_size"])), 2)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "bert_base.onnx")
@@ -85,20 +86,17 @@ def ratios(teacher: dict, student: dict) -> dict:
 
 
 def parameters_of(folder: str) -> int:
-    with open(os.path.join(folder, "export_info.json"), encoding="utf-8") as f:
-        count = json.load(f).get("parameters")
+    count = load_export_info(folder).get("parameters")
     if count is None:
         from safetensors.numpy import load_file
-        count = sum(a.size for a in load_file(os.path.join(folder, "model.safetensors")).values())
+        count = sum(a.size for a in load_file(os.path.join(folder, HF_WEIGHTS)).values())
     return int(count)
 
 
 def text_model(folder: str, model_file: str):
     """Raw text -> logits for an export folder: the BiLSTM's words or a BERT's WordPiece."""
-    with open(os.path.join(folder, "export_info.json"), encoding="utf-8") as f:
-        kind = json.load(f).get("model")
-    if kind == "bilstm_classifier":
-        return TextClassifier(folder, quantized="int8" in model_file, intra_op_threads=FLAGS.threads)
+    if load_export_info(folder).get(MODEL) not in BERT_KINDS:  # the BiLSTM
+        return TextClassifier(folder, quantized=model_file == MODEL_FILES["int8"], intra_op_threads=FLAGS.threads)
     return TeacherText(folder, os.path.join(folder, model_file))
 
 
@@ -109,8 +107,8 @@ def main(argv):
     folders = {"teacher": FLAGS.teacher_dir, **dict(item.split("=", 1) for item in FLAGS.students or [])}
     results = {}
     for name, folder in folders.items():
-        for model_file in ("model.onnx", "model.int8.onnx"):
-            key = f"{name}{'_int8' if 'int8' in model_file else ''}"
+        for precision, model_file in MODEL_FILES.items():
+            key = f"{name}{'_int8' if precision == 'int8' else ''}"
             results[key] = {"parameters": parameters_of(folder), "onnx_mb": size_mb(os.path.join(folder, model_file)),
                             **measure(text_model(folder, model_file), texts, labels)}
             print(key, json.dumps(results[key]), flush=True)

@@ -13,7 +13,9 @@ import os
 import numpy as np
 from absl import flags
 
-from bertdistill import data, errors, robustness
+from bertdistill import data, errors
+from bertdistill.files import atomic_output
+from bertdistill.metrics import accuracy, percent
 from bertdistill.predictor import Predictor
 from bertdistill.report import label_indices
 
@@ -38,17 +40,17 @@ def main(argv):
     logits = {folder: predictor.logits(texts) for folder, predictor in predictors.items()}
     wrong = {folder: logits[folder].argmax(1) != gold for folder in logits}
     results = {"dev_examples": len(texts),
-               "single": {folder: robustness.accuracy(logits[folder].argmax(1), gold) for folder in logits},
+               "single": {folder: percent(accuracy(logits[folder].argmax(1), gold)) for folder in logits},
                "errors": {folder: int(wrong[folder].sum()) for folder in wrong},
                "shared_errors": {f"{a} & {b}": int((wrong[a] & wrong[b]).sum())
                                  for a, b in itertools.combinations(FLAGS.model_dir, 2)},
-               "ensembles": {" + ".join(subset): robustness.accuracy(
-                   np.mean([logits[folder] for folder in subset], axis=0).argmax(1), gold)
+               "ensembles": {" + ".join(subset): percent(accuracy(
+                   np.mean([logits[folder] for folder in subset], axis=0).argmax(1), gold))
                    for size in range(2, len(FLAGS.model_dir) + 1)
                    for subset in itertools.combinations(FLAGS.model_dir, size)}}
     print(json.dumps(results, indent=2))
     if FLAGS.output:
-        with open(FLAGS.output, "w", encoding="utf-8") as f:
+        with atomic_output(FLAGS.output) as f:
             json.dump(results, f, indent=2)
 
 

@@ -27,7 +27,7 @@ from absl import app, flags
 
 from bertdistill import checkpoints, data, export, model_packages, optimization, pipeline, trainer
 from bertdistill.distribute import set_precision_policy
-from bertdistill.predictor import input_dtypes
+from bertdistill.export_format import MODEL_FILES, VOCAB, OnnxModel, attention_mask, pad
 from bertdistill.bert import BertClassifier
 from bertdistill.encoders import build_encoder
 from bertdistill.tokenization import Tokenizer
@@ -80,7 +80,7 @@ def train_throughput(setting: str, features) -> float:
 def onnx_inference(export_dir: str, tokenizer, dev) -> dict:
     """Dev examples/s at batch 64 (input order, and length-sorted batches as a server would
     group requests) and mean single-sentence latency in ms, tokenization included."""
-    classifier = export.OnnxClassifier(os.path.join(export_dir, "model.onnx"))
+    classifier = OnnxModel(os.path.join(export_dir, MODEL_FILES["float32"]), spin_wait=True)
     features = pipeline.convert_examples_to_features(dev, tokenizer, ["0", "1"], 128)
     by_length = sorted(range(len(dev)), key=lambda i: features.lengths[i])
     results = {}
@@ -89,8 +89,8 @@ def onnx_inference(export_dir: str, tokenizer, dev) -> dict:
         start = time.perf_counter()
         for first in range(0, len(ids), 64):
             rows = ids[first:first + 64]
-            batch = pipeline.pad_rows(rows, tokenizer.pad_id)
-            classifier.predict({"input_ids": batch, "attention_mask": pipeline.attention_mask(rows),
+            batch = pad(rows, tokenizer.pad_id)
+            classifier.predict({"input_ids": batch, "attention_mask": attention_mask(rows),
                                 "token_type_ids": np.zeros_like(batch)})
         results[f"onnx_dev_examples_per_s_{name}"] = len(dev) / (time.perf_counter() - start)
     start = time.perf_counter()
@@ -104,23 +104,13 @@ def onnx_inference(export_dir: str, tokenizer, dev) -> dict:
 def peer_protocol(export_dir: str, texts: list[str], threads: int, spinning: bool) -> dict:
     """Our export on peer_ort_bench.py's protocol: the texts in input order, batches of 64 padded to
     their longest, tokenization included; then the first 200 one at a time."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    session = ort.InferenceSession(os.path.join(export_dir, "model.onnx"), options,
-                                   providers=["CPUExecutionProvider"])
-    tokenizer = Tokenizer(os.path.join(export_dir, "vocab.txt"))
-    dtypes = input_dtypes(session)  # int64 ids (int32 in older exports)
+    model = OnnxModel(os.path.join(export_dir, MODEL_FILES["float32"]), threads, spin_wait=spinning)
+    tokenizer = Tokenizer(os.path.join(export_dir, VOCAB))
 
     def run(batch: list[str]) -> None:
         rows = tokenizer.encode_batch(batch, None, 128)[0]
-        ids = pipeline.pad_rows(rows, tokenizer.pad_id)
-        features = {"input_ids": ids, "attention_mask": pipeline.attention_mask(rows),
-                    "token_type_ids": np.zeros_like(ids)}
-        session.run(["logits"], {name: features[name].astype(dtype) for name, dtype in dtypes.items()})
+        ids = pad(rows, tokenizer.pad_id)
+        model.predict({"input_ids": ids, "attention_mask": attention_mask(rows), "token_type_ids": np.zeros_like(ids)})
 
     run(texts[:64])
     start = time.perf_counter()
@@ -172,7 +162,7 @@ def main(argv):
         print(json.dumps(compare_with_peer_ort(), indent=2))
         return
     processor = data.Sst2Processor()
-    tokenizer = Tokenizer(os.path.join(model_dir(), "vocab.txt"))
+    tokenizer = Tokenizer(os.path.join(model_dir(), VOCAB))
     train = processor.get_train_examples(FLAGS.data_dir)
     dev = processor.get_dev_examples(FLAGS.data_dir)
     features = pipeline.convert_examples_to_features(train[:20000], tokenizer, ["0", "1"], 128)

@@ -45,8 +45,8 @@ def main(argv):
     else:
         raise app.UsageError(f"{pretrained.source} has no MLM head: pass --random_mlm_head to time the path anyway")
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
-    vocab = Tokenizer(pretrained.vocab_file, do_lower_case).vocab
-    splitter = augment.WordSplitter(vocab, do_lower_case)
+    tokenizer = Tokenizer(pretrained.vocab_file, do_lower_case)
+    vocab, splitter = tokenizer.vocab, augment.WordSplitter(tokenizer)
     mlm = augment.MaskedLMCandidates(model, vocab, FLAGS.top_k)
     sentences = [e.text_a for e in data.get_processor("sst-2").get_train_examples(FLAGS.data_dir)[:FLAGS.sentences]]
     words = sum(len(c.candidates) for c in augment.tinybert_candidates(sentences, splitter))

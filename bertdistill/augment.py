@@ -28,6 +28,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from bertdistill.tokenization import CLS, MASK, SEP, UNK
+
 _CHUNK = 256  # query rows per similarity product: bounds memory to a few [256, vocabulary] arrays
 
 
@@ -39,7 +41,7 @@ class AugmentConfig:
     p_replace: float = 0.1
     p_ngram: float = 0.25
     max_ngram: int = 5
-    mask_token: str = "[MASK]"
+    mask_token: str = MASK
 
     def __post_init__(self) -> None:
         for name in ("p_mask", "p_replace", "p_ngram"):
@@ -321,17 +323,14 @@ def _is_special_or_piece(token: str) -> bool:
 
 class WordSplitter:
     """BERT's basic tokenization (clean-up, optional lower-casing and accent stripping, splits on
-    whitespace and punctuation) into words, and each word's WordPiece tokens: the same components
-    as `bertdistill.tokenization.Tokenizer`, word by word."""
+    whitespace and punctuation) into words, and each word's WordPiece tokens: the components of
+    `tokenizer` (a `bertdistill.tokenization.Tokenizer`: its normalizer, pre-tokenizer and
+    WordPiece model), word by word."""
 
-    def __init__(self, vocab: Mapping[str, int], do_lower_case: bool = True):
-        from tokenizers import models, normalizers, pre_tokenizers
-
-        self._normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                      strip_accents=None, lowercase=do_lower_case)
-        self._pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        self._wordpiece = models.WordPiece(dict(vocab), unk_token="[UNK]", max_input_chars_per_word=100)
-        self.vocab = vocab
+    def __init__(self, tokenizer):
+        backend = tokenizer.backend
+        self._normalizer, self._pre_tokenizer, self._wordpiece = backend.normalizer, backend.pre_tokenizer, backend.model
+        self.vocab = tokenizer.vocab
 
     def split(self, sentence: str) -> tuple[list[str], list[list[str]]]:
         """(words, WordPiece tokens of each word)."""
@@ -411,15 +410,15 @@ def masked_lm_row(pieces: Sequence[Sequence[str]], word: int, vocab: Mapping[str
     WordPiece tokens: `[CLS] sentence-with-[MASK] [SEP] sentence [SEP]`, segment ids 0 then 1,
     cut to `max_seq_length`; as (input_ids, token_type_ids, masked_position, original id), or
     None when the masked position does not fit."""
-    unk = vocab["[UNK]"]
+    unk = vocab[UNK]
     flat = [vocab.get(t, unk) for word_pieces in pieces for t in word_pieces]
     position = 1 + sum(len(p) for p in pieces[:word])
     if position >= max_seq_length:
         return None
-    first = [vocab["[CLS]"], *flat, vocab["[SEP]"]]
+    first = [vocab[CLS], *flat, vocab[SEP]]
     own = first[position]
-    first[position] = vocab["[MASK]"]
-    ids = (first + flat + [vocab["[SEP]"]])[:max_seq_length]
+    first[position] = vocab[MASK]
+    ids = (first + flat + [vocab[SEP]])[:max_seq_length]
     types = ([0] * len(first) + [1] * (len(flat) + 1))[:max_seq_length]
     return ids, types, position, own
 

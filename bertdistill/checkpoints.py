@@ -24,7 +24,7 @@ from bertdistill import model_packages
 from bertdistill.bert import TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertMaskedLM, checkpoint_variables
 from bertdistill.encoders import build_encoder, config_from_json_file
 from bertdistill.errors import ConfigError, MissingFileError, field, read_json, shorten
-from bertdistill.export_format import EXPORT_INFO, read_text_inputs
+from bertdistill.export_format import CONFIG, HF_WEIGHTS, LABELS, TOKENIZER_CONFIG, VOCAB, read_text_inputs
 from bertdistill.files import safetensors_file
 from bertdistill.tokenization import Tokenizer
 
@@ -204,13 +204,13 @@ def _write_hf_folder(model: keras.Model, folder: str, vocab_file: str, do_lower_
                         "config.json says; this model's %d up to %d give other outputs there (this toolkit reads "
                         "the folder correctly)", folder, *TRANSFORMERS_MPNET_BUCKETS,
                         config.relative_attention_num_buckets, config.relative_attention_max_distance)
-    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(folder, CONFIG), "w", encoding="utf-8") as f:
         json.dump({**config.to_dict(), "model_type": model_type, **extra_config}, f, indent=2)
     max_length = config.max_sequence_length if max_seq_length is None else min(max_seq_length,
                                                                                config.max_sequence_length)
-    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(folder, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
         json.dump(_tokenizer_config(model_type, do_lower_case, max_length), f, indent=2)
-    shutil.copyfile(vocab_file, os.path.join(folder, "vocab.txt"))
+    shutil.copyfile(vocab_file, os.path.join(folder, VOCAB))
     pooled_head = isinstance(model, BertClassifier) and model.pooling == "cls"
     tensors = {}
     for name, variable in checkpoint_variables(model).items():
@@ -224,7 +224,7 @@ def _write_hf_folder(model: keras.Model, folder: str, vocab_file: str, do_lower_
         save_file({name: tensors.pop(name) for name in ("classifier.weight", "classifier.bias")}, head_file)
     elif os.path.exists(head_file):  # a previous model's, which the loader would read
         os.remove(head_file)
-    save_file(tensors, os.path.join(folder, "model.safetensors"))
+    save_file(tensors, os.path.join(folder, HF_WEIGHTS))
 
 
 def _check_vocab(vocab_file: str, config: BertConfig, config_source: str) -> None:
@@ -249,10 +249,10 @@ HF_FOLDER_CONTENTS = "config.json, model.safetensors, vocab.txt"
 def _check_hf_folder(folder: str) -> None:
     """A folder that is not a Hugging Face BERT folder: say what was expected inside (and, for a
     run folder of this toolkit, to pass its export/)."""
-    if os.path.exists(os.path.join(folder, "config.json")):
+    if os.path.exists(os.path.join(folder, CONFIG)):
         return
     inner = os.path.join(folder, "export")
-    if os.path.exists(os.path.join(inner, "config.json")):
+    if os.path.exists(os.path.join(inner, CONFIG)):
         raise MissingFileError(f"{shorten(folder)} is a run folder, not a model folder: pass {shorten(inner)}")
     raise MissingFileError(f"{shorten(folder)} is not a model folder: expected {HF_FOLDER_CONTENTS} inside "
                            f"(a Hugging Face BERT folder or an export folder of this toolkit); "
@@ -263,15 +263,15 @@ def load_hf_folder(folder: str) -> Pretrained:
     """Loads a Hugging Face BERT or MPNet folder (`config.json`, `model.safetensors`, `vocab.txt`,
     and `HF_HEAD_FILE` when there is one) without PyTorch."""
     _check_hf_folder(folder)
-    config_file = _require(os.path.join(folder, "config.json"), "Hugging Face config")
-    weights_file = os.path.join(folder, "model.safetensors")
+    config_file = _require(os.path.join(folder, CONFIG), "Hugging Face config")
+    weights_file = os.path.join(folder, HF_WEIGHTS)
     if not os.path.exists(weights_file):
         hint = " (only pytorch_model.bin is there: convert it to safetensors)" if os.path.exists(
             os.path.join(folder, "pytorch_model.bin")) else ""
         raise MissingFileError(f"weights not found: {weights_file}{hint}; expected {HF_FOLDER_CONTENTS} in "
                                f"{folder}")
     config = config_from_json_file(config_file)
-    vocab_file = os.path.join(folder, "vocab.txt")
+    vocab_file = os.path.join(folder, VOCAB)
     _check_vocab(vocab_file, config, config_file)
     head_file = os.path.join(folder, HF_HEAD_FILE)  # a mean-pooled classifier's head, when there is one
     weights = {}
@@ -288,7 +288,7 @@ def load_hf_folder(folder: str) -> Pretrained:
 
 
 def _hf_do_lower_case(folder: str) -> bool | None:
-    path = os.path.join(folder, "tokenizer_config.json")
+    path = os.path.join(folder, TOKENIZER_CONFIG)
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as f:
@@ -342,7 +342,7 @@ def resolve_pretrained(init_checkpoint: str | None = None, bert_config_file: str
             if override != pretrained.config:
                 raise ConfigError(f"{bert_config_file} does not match {init_checkpoint}/config.json")
         if vocab_file:
-            _check_vocab(vocab_file, pretrained.config, os.path.join(init_checkpoint, "config.json"))
+            _check_vocab(vocab_file, pretrained.config, os.path.join(init_checkpoint, CONFIG))
             pretrained.vocab_file = vocab_file
         return pretrained
     if not os.path.exists(init_checkpoint + ".index") and not os.path.exists(init_checkpoint):
@@ -411,7 +411,7 @@ def load_teacher(model_path: str, *, bert_config_file: str | None = None, vocab_
     the config, and labels that do not fit the classifier.
     """
     pretrained = resolve_pretrained(model_path, bert_config_file, vocab_file)
-    labels_file = os.path.join(model_path, "labels.json")
+    labels_file = os.path.join(model_path, LABELS)
     if os.path.isdir(model_path) and os.path.exists(labels_file):
         own_labels = read_json(labels_file, "labels file")
         if not isinstance(own_labels, list) or not own_labels:
@@ -421,7 +421,7 @@ def load_teacher(model_path: str, *, bert_config_file: str | None = None, vocab_
             raise ConfigError(f"{labels_file} lists {own_labels}, but the task's labels are {list(labels)}")
         labels = own_labels
     if labels is None:
-        raise ConfigError(f"{model_path}: no labels.json; pass the task's labels")
+        raise ConfigError(f"{model_path}: no {LABELS}; pass the task's labels")
     head = pretrained.weights.get("output_weights")
     if head is None:
         raise ConfigError(f"{model_path} has no classifier weights (output_weights): it is not a fine-tuned teacher")
@@ -430,10 +430,7 @@ def load_teacher(model_path: str, *, bert_config_file: str | None = None, vocab_
     model = BertClassifier(build_encoder(pretrained.config), len(labels), pooling=pretrained.classifier_pooling or "cls")
     restore_weights(model, pretrained)
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
-    try:
-        text_inputs = read_text_inputs(model_path) if os.path.isdir(model_path) else None
-    except (ValueError, OSError) as e:
-        raise ConfigError(f"{model_path}/{EXPORT_INFO}: {e}; export the model again") from None
+    text_inputs = read_text_inputs(model_path) if os.path.isdir(model_path) else None  # an export: checked
     return Teacher(model, Tokenizer(pretrained.vocab_file, do_lower_case), list(labels), pretrained, text_inputs)
 
 

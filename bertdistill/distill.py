@@ -1,24 +1,46 @@
-"""Distillation losses as plain functions looked up by name, and the trainer task that fits a
+"""Every distillation loss, in one registry looked up by name, and the trainer task that fits a
 student to teacher logits stored beside the data (the BiLSTM case: teacher and student do not
 share inputs, so the teacher runs once, offline, in `generate_dataset.py`).
 
+Losses on logits (`LOGIT_LOSSES`, `distillation_terms(name, temperature=..., alpha=...)`: a
+function `(label_ids, teacher_logits, student_logits) -> {term: weighted value}`, the loss being
+the sum of the terms, each logged on its own):
+
 - `mse`: the squared L2 distance between student and teacher logits, summed over classes and
-  averaged over the batch (Tang et al., 2019).
+  averaged over the batch (Tang et al., 2019); term `mse_loss`.
 - `kd`: Hinton et al. (2015): `(1 - alpha) * T^2 * CE(softmax(t / T), softmax(s / T))
   + alpha * CE(labels, softmax(s))`; `alpha` is the weight of the hard-label loss and the
-  `T^2` keeps the soft term's gradients on the scale of the hard one's.
+  `T^2` keeps the soft term's gradients on the scale of the hard one's; terms `soft_loss`,
+  `hard_loss`.
+- `tinybert_prediction`: TinyBERT's prediction-layer loss (stage 2, `bertdistill.tinybert`), the
+  same mix with `alpha` its `hard_label_weight`, a term only when its weight is not 0 (so the
+  teacher's logits are not needed at weight 1, nor labels at weight 0); terms
+  `soft_cross_entropy`, `hard_cross_entropy`.
+
+Losses on intermediate features (`FEATURE_LOSSES`, `feature_loss(name, feature)`, TinyBERT's
+stage 1 and general distillation; which layers meet is data, `bertdistill/layer_map.py`).
+
+The temperature and the hard-label weight are checked in one place, `check_temperature`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 
 import keras
 from keras import ops
 
 from bertdistill.trainer import Task
 
-LOSS_TERMS = {"mse": ("mse_loss",), "kd": ("soft_loss", "hard_loss")}
+Terms = Callable[..., dict[str, object]]  # (label_ids, teacher_logits, student_logits) -> {term: value}
+
+
+def check_temperature(temperature: float, alpha: float, names: Sequence[str] = ("temperature", "alpha")) -> None:
+    """The check of a distillation's temperature (> 0) and hard-label weight (0..1), written once;
+    a ValueError naming them as `names` (e.g. flags: `("--temperature", "--hard_label_weight")`)."""
+    if not temperature > 0 or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"need {names[0]} > 0 and 0 <= {names[1]} <= 1; got {temperature}, {alpha}")
 
 
 def logits_mse(teacher_logits, student_logits):
@@ -40,20 +62,53 @@ def hard_cross_entropy(label_ids, student_logits):
         label_ids, ops.cast(student_logits, "float32"), from_logits=True))
 
 
-def distillation_terms(name: str, *, temperature: float = 1.0,
-                       alpha: float = 0.0) -> Callable[..., dict[str, object]]:
-    """`fn(label_ids, teacher_logits, student_logits) -> {term: weighted value}` for loss `name`
-    (terms as in `LOSS_TERMS`); the loss is the sum of the terms."""
-    if name == "mse":
-        return lambda labels, teacher, student: {"mse_loss": logits_mse(teacher, student)}
-    if name == "kd":
-        if temperature <= 0 or not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"kd needs temperature > 0 and 0 <= alpha <= 1; got {temperature}, {alpha}")
+def _mse_terms(temperature: float, alpha: float) -> Terms:
+    return lambda labels, teacher, student: {"mse_loss": logits_mse(teacher, student)}
 
-        return lambda labels, teacher, student: {
-            "soft_loss": (1.0 - alpha) * soft_cross_entropy(teacher, student, temperature),
-            "hard_loss": alpha * hard_cross_entropy(labels, student)}
-    raise ValueError(f"unknown distillation loss {name!r}; expected one of {tuple(LOSS_TERMS)}")
+
+def _kd_terms(temperature: float, alpha: float) -> Terms:
+    return lambda labels, teacher, student: {
+        "soft_loss": (1.0 - alpha) * soft_cross_entropy(teacher, student, temperature),
+        "hard_loss": alpha * hard_cross_entropy(labels, student)}
+
+
+def _tinybert_prediction_terms(temperature: float, alpha: float) -> Terms:
+    def terms(labels, teacher, student):
+        out = {}
+        if alpha < 1.0:
+            out["soft_cross_entropy"] = (1.0 - alpha) * soft_cross_entropy(teacher, student, temperature)
+        if alpha > 0.0:
+            out["hard_cross_entropy"] = alpha * hard_cross_entropy(labels, student)
+        return out
+
+    return terms
+
+
+@dataclasses.dataclass(frozen=True)
+class LogitLoss:
+    """A loss on logits: the names of its terms and `make(temperature, alpha) -> Terms`."""
+
+    terms: tuple[str, ...]
+    make: Callable[[float, float], Terms]
+
+
+LOGIT_LOSSES = {"mse": LogitLoss(("mse_loss",), _mse_terms),
+                "kd": LogitLoss(("soft_loss", "hard_loss"), _kd_terms),
+                "tinybert_prediction": LogitLoss(("soft_cross_entropy", "hard_cross_entropy"),
+                                                 _tinybert_prediction_terms)}
+LOSS_TERMS = {name: loss.terms for name, loss in LOGIT_LOSSES.items()}
+STORED_LOGITS_LOSSES = ("mse", "kd")  # what the BiLSTM's --distill_loss offers
+
+
+def distillation_terms(name: str, *, temperature: float = 1.0, alpha: float = 0.0,
+                       names: Sequence[str] = ("temperature", "alpha")) -> Terms:
+    """`fn(label_ids, teacher_logits, student_logits) -> {term: weighted value}` of the logit loss
+    `name` (terms as in `LOSS_TERMS`; the loss is their sum), after `check_temperature` (the
+    settings called `names` in its message)."""
+    if name not in LOGIT_LOSSES:
+        raise ValueError(f"unknown distillation loss {name!r}; expected one of {tuple(LOGIT_LOSSES)}")
+    check_temperature(temperature, alpha, names)
+    return LOGIT_LOSSES[name].make(temperature, alpha)
 
 
 class LogitsDistillationTask(Task):

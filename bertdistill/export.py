@@ -1,12 +1,13 @@
 """Export: float32 SavedModel with a serving signature (written by Keras' `ExportArchive`, so
 TensorFlow Serving's session-based loader runs it), ONNX through tf2onnx (for BERT models then
 onnxruntime's transformer optimizer and padding removal, `bertdistill.onnx_fusion`, beside the
-portable graph), INT8 through onnxruntime's dynamic quantization, and ONNX Runtime inference.
+portable graph) and INT8 through onnxruntime's dynamic quantization. The folder's format (file
+names, export_info.json) and the ONNX runner: `bertdistill.export_format`.
 
 The serving signature and the ONNX graph take the model's inputs by name (BERT: `input_ids`,
 `attention_mask`, `token_type_ids`; the BiLSTM: `input_ids`), [batch, sequence] with both axes
 dynamic (int32 in the SavedModel, int64 in ONNX), and return `logits` and `probabilities`
-(float32 [batch, num_labels]). File names: `bertdistill.export_format`.
+(float32 [batch, num_labels]).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 
@@ -24,10 +24,10 @@ import tensorflow as tf
 from absl import logging
 
 from bertdistill.distribute import precision_policy
-from bertdistill.export_format import (BERT_INPUTS, EXPORT_INFO, IDS_SIGNATURE, MODEL_FILES, ONNX_ID_DTYPE, OUTPUTS,
-                                       TEXT_PAIR, PORTABLE_ONNX, SAVED_MODEL, SIGNATURES_INFO, SINGLE_TEXT, text_inputs,
-                                       TEXT_OUTPUTS, TEXT_SIGNATURE)
-from bertdistill.predictor import input_dtypes
+from bertdistill.files import atomic_path
+from bertdistill.export_format import (BERT_INPUTS, IDS_SIGNATURE, LABELS, MODEL_FILES, ONNX_ID_DTYPE, OUTPUTS,
+                                       PORTABLE_ONNX, SAVED_MODEL, SIGNATURES_INFO, SINGLE_TEXT, TEXT_OUTPUTS, TEXT_PAIR,
+                                       TEXT_SIGNATURE, OnnxModel, text_inputs, write_export_info)
 
 INPUT_NAMES = BERT_INPUTS
 ONNX_OPSET = 17  # LayerNormalization is fused by onnxruntime's optimizer from opset 17 graphs
@@ -150,7 +150,7 @@ def optimize_transformer(onnx_path: str, sample: dict[str, np.ndarray], expected
     record = {"tool": "onnxruntime.transformers.optimizer", "model_type": "bert"}
     try:
         result = onnx_fusion.optimize_bert(onnx_path, optimized_path, num_heads, hidden_size)
-        error = float(np.abs(OnnxClassifier(optimized_path).predict(sample) - expected).max())
+        error = float(np.abs(OnnxModel(optimized_path).predict(sample) - expected).max())
     except Exception as e:  # noqa: BLE001 - any optimizer failure keeps the converted graph
         record.update(applied=False, reason=f"optimizer failed: {type(e).__name__}: {e}"[:300])
     else:
@@ -194,15 +194,11 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
     `write_files(tmp_folder)` adds (weights, config, vocab, labels). With `text`, the SavedModel
     also has the string signature (`export_saved_model`); `saved_model_signatures` in
     export_info lists each signature's inputs and outputs. The folder is built beside `folder` and swapped in only when
-    complete, so a failed export leaves a previous one intact.
+    complete (`files.atomic_path`), so a failed export leaves a previous one intact.
     """
     model = float32_twin(model)
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(folder))}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)  # default permissions (mkdtemp's 0700 would make the export private)
-    try:
+    with atomic_path(folder) as tmp:
+        os.mkdir(tmp)
         if write_files:
             write_files(tmp)
         signatures = export_saved_model(model, os.path.join(tmp, SAVED_MODEL), input_names, text)
@@ -210,7 +206,7 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
         export_onnx(model, onnx_path, input_names)
         sample = {name: sample[name] for name in input_names}
         expected = keras.ops.convert_to_numpy(model(sample, training=False))
-        actual = OnnxClassifier(onnx_path).predict(sample)
+        actual = OnnxModel(onnx_path).predict(sample)
         for source, logits in (("Keras", expected), ("ONNX", actual)):
             if not np.isfinite(logits).all():  # NaN - NaN would pass the tolerance check
                 raise RuntimeError(f"{source} logits on the parity sample are not finite "
@@ -230,10 +226,9 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
             extra["int8_quantization"] = quantize_onnx_int8(
                 onnx_path, os.path.join(tmp, MODEL_FILES["int8"]), int8_op_types,
                 nodes_to_exclude=float_ffn_outputs(onnx_path) if transformer else ())
-        with open(os.path.join(tmp, EXPORT_INFO), "w", encoding="utf-8") as f:
-            json.dump({**info, "inputs": list(input_names), "outputs": list(OUTPUTS), "onnx_opset": ONNX_OPSET,
-                       SIGNATURES_INFO: signatures, "onnx_max_abs_error": error, **extra, "tensorflow": tf.__version__,
-                       "keras": keras.__version__}, f, indent=2)
+        write_export_info(tmp, {**info, "inputs": list(input_names), "outputs": list(OUTPUTS), "onnx_opset": ONNX_OPSET,
+                                SIGNATURES_INFO: signatures, "onnx_max_abs_error": error, **extra,
+                                "tensorflow": tf.__version__, "keras": keras.__version__})
         # One permission for every file (the default: 0666/0777 less the umask); some writers
         # (safetensors: 0600, mkdtemp: 0700) make theirs private.
         umask = os.umask(0)
@@ -244,38 +239,6 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
                 if not os.path.islink(path):
                     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
         os.chmod(tmp, 0o777 & ~umask)
-        _swap_in(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _swap_in(new: str, folder: str) -> None:
-    old = None
-    if os.path.exists(folder):
-        old = tempfile.mkdtemp(prefix=".old-export-", dir=os.path.dirname(os.path.abspath(folder)))
-        os.rename(folder, os.path.join(old, "export"))
-    os.rename(new, folder)
-    if old:
-        shutil.rmtree(old)
-
-
-class OnnxClassifier:
-    """Runs an exported ONNX classifier with onnxruntime on the CPU."""
-
-    def __init__(self, onnx_path: str, intra_op_threads: int = 0):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = intra_op_threads
-        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    def predict(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits for a batch of integer features (fed in the dtype the graph takes)."""
-        feed = {name: np.asarray(features[name], dtype) for name, dtype in input_dtypes(self.session).items()}
-        return self.session.run(["logits"], feed)[0]
 
 
 def export_bert_classifier(model: keras.Model, folder: str, *, vocab_file: str, labels: list[str],
@@ -292,7 +255,7 @@ def export_bert_classifier(model: keras.Model, folder: str, *, vocab_file: str, 
 
     def write_files(tmp: str) -> None:
         checkpoints.save_hf_folder(model, tmp, vocab_file, labels, do_lower_case, info.get("max_seq_length"))
-        with open(os.path.join(tmp, "labels.json"), "w", encoding="utf-8") as f:
+        with open(os.path.join(tmp, LABELS), "w", encoding="utf-8") as f:
             json.dump(labels, f)
 
     config = model.encoder.config

@@ -20,6 +20,7 @@ from bertdistill.bert import BertClassifier
 from bertdistill.configs import FinetuneConfig
 from bertdistill.encoders import build_encoder
 from bertdistill.errors import FlagError, UserError, field
+from bertdistill.export_format import LABELS
 from bertdistill.tokenization import Tokenizer, check_casing
 
 
@@ -33,15 +34,12 @@ def check_pretrained(config: FinetuneConfig, pretrained: checkpoints.Pretrained)
     name = os.path.basename(os.path.dirname(pretrained.source)).lower()  # Google: .../uncased_L-12_H-768_A-12/
     if name.startswith(("uncased_", "cased_")) and name.startswith("uncased_") != config.do_lower_case:
         raise FlagError("do_lower_case", f"{casing}={config.do_lower_case} is inconsistent with {pretrained.source}")
-    if config.max_seq_length > pretrained.config.max_sequence_length:
-        raise FlagError("max_seq_length", f"{field('max_seq_length')}={config.max_seq_length} exceeds the "
-                        f"{pretrained.config.max_sequence_length} tokens {pretrained.source} takes (its "
-                        "max_position_embeddings)")
+    validation.max_seq_length_fits(config.max_seq_length, pretrained.config, pretrained.source)
 
 
 def check_labels(config: FinetuneConfig, pretrained: checkpoints.Pretrained, labels: list[str]) -> None:
     """A fine-tuned `init_checkpoint` (an export folder: labels.json) must classify the task's labels."""
-    path = os.path.join(pretrained.source, "labels.json")
+    path = os.path.join(pretrained.source, LABELS)
     if "output_weights" not in pretrained.weights or not os.path.isfile(path):
         return
     own = errors.read_json(path, "labels file")

@@ -16,17 +16,16 @@ folder's `export_info.json` under `int8_gate` (rewritten atomically), where `Pre
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from collections.abc import Callable, Sequence
 
 from absl import logging
 
-from bertdistill import robustness, speed
-from bertdistill.files import atomic_output
-from bertdistill.predictor import EXPORT_INFO, MODEL_FILES, Predictor, read_export_info
+from bertdistill import speed
+from bertdistill.export_format import INT8_GATE, MODEL_FILES, load_export_info, write_export_info
+from bertdistill.metrics import accuracy, percent
+from bertdistill.predictor import Predictor
 
-DEFAULT_MAX_DROP = 0.5
+DEFAULT_MAX_DROP = 0.5  # points; the default of every --int8_max_drop
 LATENCY_SENTENCES = 100
 SPEED_ROUNDS = 3
 SPEED_BATCH_SIZE = 64
@@ -45,10 +44,10 @@ Texts = Sequence[str] | Sequence[tuple[str, str]]  # texts, or (text, text_b) pa
 Measure = Callable[[str, Texts, Sequence[str], int], dict[str, Measurement]]
 
 
-def accuracy(predictor: Predictor, texts: Texts, labels: Sequence[str]) -> float:
-    """Percent of `texts` whose predicted label is the gold one (labels compared as strings)."""
+def dev_accuracy(predictor: Predictor, texts: Texts, labels: Sequence[str]) -> float:
+    """Accuracy in percent (`metrics.percent`) of `predictor` on `texts` (labels compared as strings)."""
     predicted = predictor.to_predictions(predictor.logits_of(texts))
-    return robustness.accuracy([p.label for p in predicted], [str(gold) for gold in labels])
+    return percent(accuracy([p.label for p in predicted], [str(gold) for gold in labels]))
 
 
 def measure_models(folder: str, texts: Texts, labels: Sequence[str], threads: int) -> dict[str, Measurement]:
@@ -58,7 +57,7 @@ def measure_models(folder: str, texts: Texts, labels: Sequence[str], threads: in
                   for precision in MODEL_FILES}
     timed = speed.compare({precision: predictor.logits_of for precision, predictor in predictors.items()}, texts,
                           rounds=SPEED_ROUNDS, latency_texts=LATENCY_SENTENCES, batch_size=SPEED_BATCH_SIZE)
-    return {precision: Measurement(accuracy(predictor, texts, labels), **timed[precision])
+    return {precision: Measurement(dev_accuracy(predictor, texts, labels), **timed[precision])
             for precision, predictor in predictors.items()}
 
 
@@ -85,9 +84,7 @@ def gate_verdict(float32: Measurement, int8: Measurement, max_drop: float) -> di
 
 def write_gate(folder: str, gate: dict) -> None:
     """Sets `int8_gate` in the folder's export_info.json (atomically)."""
-    info = read_export_info(folder)
-    with atomic_output(os.path.join(folder, EXPORT_INFO)) as out:
-        json.dump({**info, "int8_gate": gate}, out, indent=2)
+    write_export_info(folder, {**load_export_info(folder), INT8_GATE: gate})
 
 
 def run_int8_gate(folder: str, texts: Texts, labels: Sequence[str], *, max_drop: float = DEFAULT_MAX_DROP,
@@ -101,7 +98,7 @@ def run_int8_gate(folder: str, texts: Texts, labels: Sequence[str], *, max_drop:
     gate = {**gate_verdict(measured["float32"], measured["int8"], max_drop), "examples": len(texts),
             "speed": {"rounds": SPEED_ROUNDS, "latency_texts": min(LATENCY_SENTENCES, len(texts)),
                       "batch_size": SPEED_BATCH_SIZE},
-            "quantization": read_export_info(folder).get("int8_quantization")}
+            "quantization": load_export_info(folder).get("int8_quantization")}
     write_gate(folder, gate)
     logging.info("INT8 gate %s: recommended %s; %s (dev accuracy float32 %.2f, INT8 %.2f)",
                  "passed" if gate["passed"] else "failed", gate["recommended"], gate["reason"],

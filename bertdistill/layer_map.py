@@ -39,6 +39,7 @@ from keras import ops
 from bertdistill.bert import PACKAGE, BertConfig, BertEncoder, checkpoint_variables
 from bertdistill.distill import FEATURE_LOSSES, feature_loss
 from bertdistill.errors import ConfigError, field
+from bertdistill.files import atomic_output
 
 FEATURES = ("embeddings", "hidden", "attention")
 RULES = ("uniform", "last", "skip")
@@ -193,14 +194,17 @@ def validate_matches(matches: Sequence[Match], teacher: BertConfig, student: Ber
             "embeddings/hidden matches) or give the student the teacher's head count.")
 
 
+LAYER_MAP_FILE = "layer_map.json"  # the resolved map a run records beside its student
+
+
 def layer_map_to_json(matches: Sequence[Match]) -> list[dict]:
     """The matches as the JSON file format (read back by `resolve_layer_map`)."""
     return [dataclasses.asdict(match) for match in matches]
 
 
 def write_layer_map(matches: Sequence[Match], path: str) -> None:
-    """Writes the matches as a JSON layer map (e.g. to record the resolved map of a run)."""
-    with open(path, "w", encoding="utf-8") as f:
+    """Writes the matches as a JSON layer map (e.g. to record the resolved map of a run), atomically."""
+    with atomic_output(path) as f:
         json.dump(layer_map_to_json(matches), f, indent=1)
         f.write("\n")
 

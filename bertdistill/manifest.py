@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from absl import logging
 
 from bertdistill.errors import UserError, field, shorten
+from bertdistill.files import atomic_output, leftover_pid
 from bertdistill.locks import LOCK_NAME
 from bertdistill.validation import inside, real_path
 
@@ -168,12 +169,10 @@ def manifest_path(output_dir: str) -> str:
 
 
 def write_manifest(output_dir: str, manifest: Mapping) -> None:
-    """Writes `<output_dir>/run_manifest.json` atomically (tmp file + os.replace)."""
-    path = manifest_path(output_dir)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    """Writes `<output_dir>/run_manifest.json` atomically (`files.atomic_output`)."""
+    with atomic_output(manifest_path(output_dir)) as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
-    os.replace(path + ".tmp", path)
 
 
 def read_manifest(output_dir: str) -> dict | None:
@@ -235,7 +234,8 @@ def check_output_dir(output_dir: str, manifest: Mapping, *, overwrite: bool,
         raise UserError(f"{field('output_dir')}={shorten(output_dir)} is a file, not a folder; choose another "
                         f"{field('output_dir')}")
     os.makedirs(output_dir, exist_ok=True)
-    contents = [name for name in os.listdir(output_dir) if name not in (MANIFEST_NAME + ".tmp", LOCK_NAME)]
+    contents = [name for name in os.listdir(output_dir)
+                if name != LOCK_NAME and leftover_pid(name, MANIFEST_NAME) is None]
     if not contents:
         write_manifest(output_dir, manifest)
         return "created"

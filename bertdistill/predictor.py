@@ -16,7 +16,8 @@ The folder's `export_info.json` names the model kind and so the text encoding:
 
 export_info's `text_inputs` says whether the model reads one text or a sentence pair
 (`predict(texts, texts_b)`); a single text for a pair model, or a pair for a single-text
-model, is refused with a `UserError`. Rows are padded with 0 (as the training pipeline pads). Texts are encoded, sorted by length,
+model, is refused with a `UserError`. Rows are padded with the vocabulary's pad id
+(`export_format.pad`), as the training pipeline pads. Texts are encoded, sorted by length,
 run in batches of at most `batch_size` (cut early where padding would exceed `max_padding` x the
 real tokens) and put back in input order, so a list of mixed lengths costs little padding.
 The probabilities are the model's own `probabilities` output.
@@ -37,15 +38,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from bertdistill.errors import ConfigError, MissingFileError, UserError, field, read_json, shorten
-from bertdistill.export_format import (BERT_INPUTS, COLUMNS, EXPORT_INFO, MODEL_FILES, ONNX_TENSOR_DTYPES, OUTPUTS,
-                                       TEXT_PAIR, WORD_INPUTS, describe_texts, text_inputs)
-from bertdistill.words import WordVocab
+from bertdistill.export_format import (BERT_INPUTS, COLUMNS, CONFIG, EXPORT_INFO, LABELS, MAX_SEQ_LENGTH, MODEL,
+                                       MODEL_FILES, OUTPUTS, TEXT_PAIR, TOKENIZER_CONFIG, VOCAB, WORD_INPUTS,
+                                       WORD_KINDS, OnnxModel, bert_features, describe_texts, pad, read_export_info,
+                                       recommended_precision, run_folder_error, text_inputs)
+from bertdistill.words import PAD, WordVocab
 
-BERT_KINDS = ("bert_classifier", "tinybert")
-WORD_KINDS = ("bilstm_classifier",)
-MODEL_KINDS = BERT_KINDS + WORD_KINDS
-BERT_FILES = ("config.json", "vocab.txt", "labels.json")
-WORD_FILES = ("config.json", "labels.json", "vocab.txt")
+BERT_FILES = (CONFIG, VOCAB, LABELS)
+WORD_FILES = (CONFIG, LABELS, VOCAB)
 WORD_CONFIG_KEYS = {"vocab_size": int, "num_labels": int, "embedding_dim": int, "hidden_size": int, "dense_size": int,
                     "dropout": (int, float), "pooling": str, "do_lower_case": bool, "max_seq_length": int}
 DEFAULT_BATCH_SIZE = 32
@@ -65,71 +65,6 @@ class Prediction:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "probability": self.probability, "probabilities": dict(self.probabilities)}
-
-
-class OnnxModel:
-    """An exported ONNX classifier on the CPU: named integer inputs (int64; int32 in older
-    exports, fed in the dtype the graph takes) -> `logits` and `probabilities`.
-
-    `predict` returns the logits, like `bertdistill.export.OnnxClassifier` (which imports
-    TensorFlow and so cannot be used here); `run` returns both outputs. `threads`: intra-op
-    threads (0: all cores); `spin_wait`: let idle threads spin (lower latency on an idle machine,
-    much lower throughput on a shared one)."""
-
-    def __init__(self, onnx_path: str, threads: int = 0, spin_wait: bool = False):
-        import onnxruntime as ort
-
-        if not os.path.isfile(onnx_path):
-            raise MissingFileError(f"ONNX model not found: {shorten(onnx_path)}")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # ONNX Runtime's threads spin between calls by default, taking the cores from the tokenizer,
-        # the HTTP server and anything else running (serve.py's throughput without spinning:
-        # docs/speed.md, "ONNX Runtime thread spinning").
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
-        options.log_severity_level = 3  # errors only: warnings about unused initializers are noise
-        try:
-            self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own classes for bad files
-            raise ConfigError(f"{shorten(onnx_path)}: ONNX Runtime cannot load it ({shorten(str(e), 150)}); "
-                              "export the model again") from None
-        self.path = onnx_path
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.input_dtypes = input_dtypes(self.session)
-        unknown = [name for name, dtype in self.input_dtypes.items() if dtype is None]
-        if unknown:
-            raise ConfigError(f"{shorten(onnx_path)}: inputs {unknown} are not int32/int64 token ids: "
-                              "not a classifier exported by this toolkit; export the model again")
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        missing = [name for name in OUTPUTS if name not in self.output_names]
-        if missing:
-            raise ConfigError(f"{shorten(onnx_path)} has outputs {self.output_names}, not {list(OUTPUTS)}: "
-                              "not a classifier exported by this toolkit; export the model again")
-
-    def run(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """`logits` and `probabilities` (float32 [batch, num_labels]) for a batch of features."""
-        feed = {name: np.asarray(features[name], dtype) for name, dtype in self.input_dtypes.items()}
-        logits, probabilities = self.session.run(list(OUTPUTS), feed)
-        return {"logits": logits, "probabilities": probabilities}
-
-    def predict(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits for a batch of features."""
-        return self.run(features)["logits"]
-
-
-def input_dtypes(session) -> dict[str, type | None]:
-    """Each input of an ONNX Runtime session -> the numpy dtype of its token ids (None: not ids)."""
-    return {i.name: ONNX_TENSOR_DTYPES.get(i.type) for i in session.get_inputs()}
-
-
-def pad(rows: Sequence[Sequence[int]], value: int = 0) -> np.ndarray:
-    """int32 [len(rows), longest row], right-padded with `value`."""
-    batch = np.full((len(rows), max(map(len, rows), default=0)), value, np.int32)
-    for out, row in zip(batch, rows):
-        out[:len(row)] = row
-    return batch
 
 
 class TokenRow(list):
@@ -163,11 +98,7 @@ class WordPieceEncoder:
         return [TokenRow(row, row_types) for row, row_types in zip(ids, types)]
 
     def features(self, rows: Sequence[TokenRow]) -> dict[str, np.ndarray]:
-        ids = pad(rows, self.tokenizer.pad_id)
-        mask = np.zeros_like(ids)
-        for out, row in zip(mask, rows):
-            out[:len(row)] = 1
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": pad([row.type_ids for row in rows])}
+        return bert_features(rows, [row.type_ids for row in rows], self.tokenizer.pad_id)
 
 
 class WordEncoder:
@@ -184,47 +115,13 @@ class WordEncoder:
         return [self.vocab.encode(text, self.max_seq_length) for text in texts]
 
     def features(self, rows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
-        return {"input_ids": pad(rows)}
-
-
-def _missing_export(folder: str, expected: str) -> MissingFileError:
-    inner = os.path.join(folder, "export")
-    if os.path.isfile(os.path.join(inner, EXPORT_INFO)) or os.path.isfile(os.path.join(inner, "config.json")):
-        return MissingFileError(f"{shorten(folder)} is a run folder, not an export folder: pass {shorten(inner)}")
-    return MissingFileError(f"{shorten(folder)} is not an export folder of this toolkit: {expected}")
-
-
-def read_export_info(folder: str) -> dict:
-    """The `export_info.json` of an export folder (a `UserError` for anything else)."""
-    if not os.path.isdir(folder):
-        what = "is a file" if os.path.exists(folder) else "does not exist"
-        raise MissingFileError(f"{shorten(folder)} {what}: expected an export folder ({EXPORT_INFO}, model.onnx, ...)")
-    path = os.path.join(folder, EXPORT_INFO)
-    if not os.path.isfile(path):
-        raise _missing_export(folder, f"no {EXPORT_INFO} (expected {EXPORT_INFO}, model.onnx, vocab.txt, labels.json)")
-    info = read_json(path, "export info")
-    if not isinstance(info, dict):
-        raise ConfigError(f"{shorten(path)} must be a JSON object; export the model again")
-    if info.get("model") not in MODEL_KINDS:
-        raise ConfigError(f"{shorten(path)}: model {shorten(repr(info.get('model')), 60)} is not one the predictor "
-                          f"knows ({', '.join(MODEL_KINDS)}); export the model again")
-    return info
-
-
-def export_text_inputs(folder: str, info: dict | None = None) -> tuple[str, ...]:
-    """What the export folder's model reads (`export_format.SINGLE_TEXT` or `TEXT_PAIR`), from its
-    export_info (`info` when already read)."""
-    info = read_export_info(folder) if info is None else info
-    try:
-        return text_inputs(info)
-    except ValueError as e:
-        raise ConfigError(f"{shorten(folder)}/{EXPORT_INFO}: {e}; export the model again") from None
+        return {"input_ids": pad(rows, self.vocab.ids[PAD])}
 
 
 def _labels(folder: str) -> list[str]:
-    labels = read_json(os.path.join(folder, "labels.json"), "labels file")
+    labels = read_json(os.path.join(folder, LABELS), "labels file")
     if not isinstance(labels, list) or not labels or not all(isinstance(x, (str, int)) for x in labels):
-        raise ConfigError(f"{shorten(folder)}/labels.json must be a non-empty JSON list of labels")
+        raise ConfigError(f"{shorten(folder)}/{LABELS} must be a non-empty JSON list of labels")
     return labels
 
 
@@ -239,31 +136,29 @@ def read_word_export(folder: str) -> tuple[dict, list, WordVocab]:
                                f"({', '.join(WORD_FILES)})")
     missing = [name for name in WORD_FILES if not os.path.exists(os.path.join(folder, name))]
     if missing:
-        inner = os.path.join(folder, "export")
-        if os.path.exists(os.path.join(inner, "config.json")):
-            raise MissingFileError(f"{shorten(folder)} is a run folder, not an export folder: pass {shorten(inner)}")
-        raise MissingFileError(f"{shorten(folder)} is not a BiLSTM export folder: {', '.join(missing)} missing "
-                               f"(expected {', '.join(WORD_FILES)})")
-    config = read_json(os.path.join(folder, "config.json"), "model config")
+        raise run_folder_error(folder) or MissingFileError(
+            f"{shorten(folder)} is not a BiLSTM export folder: {', '.join(missing)} missing (expected "
+            f"{', '.join(WORD_FILES)})")
+    config = read_json(os.path.join(folder, CONFIG), "model config")
     if not isinstance(config, dict):
-        raise ConfigError(f"{folder}/config.json must be a JSON object")
+        raise ConfigError(f"{folder}/{CONFIG} must be a JSON object")
     for key, kind in WORD_CONFIG_KEYS.items():
         if key not in config:
-            raise ConfigError(f"{folder}/config.json: missing key {key!r}: export the model again")
+            raise ConfigError(f"{folder}/{CONFIG}: missing key {key!r}: export the model again")
         if isinstance(config[key], bool) != (kind is bool) or not isinstance(config[key], kind):
-            raise ConfigError(f"{folder}/config.json: key {key!r} has the wrong type "
+            raise ConfigError(f"{folder}/{CONFIG}: key {key!r} has the wrong type "
                               f"({shorten(repr(config[key]), 60)})")
     labels = _labels(folder)
     try:
-        vocab = WordVocab.load(os.path.join(folder, "vocab.txt"), config["do_lower_case"])
+        vocab = WordVocab.load(os.path.join(folder, VOCAB), config["do_lower_case"])
     except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{folder}/vocab.txt: {e}") from None
+        raise ConfigError(f"{folder}/{VOCAB}: {e}") from None
     if len(vocab) != config["vocab_size"]:
-        raise ConfigError(f"{folder}/vocab.txt has {len(vocab)} tokens; config.json says {config['vocab_size']}")
+        raise ConfigError(f"{folder}/{VOCAB} has {len(vocab)} tokens; {CONFIG} says {config['vocab_size']}")
     if len(labels) != config["num_labels"]:
-        raise ConfigError(f"{folder}/labels.json has {len(labels)} labels; config.json says {config['num_labels']}")
+        raise ConfigError(f"{folder}/{LABELS} has {len(labels)} labels; {CONFIG} says {config['num_labels']}")
     if config["max_seq_length"] < 1:
-        raise ConfigError(f"{folder}/config.json: max_seq_length must be positive, got {config['max_seq_length']}")
+        raise ConfigError(f"{folder}/{CONFIG}: max_seq_length must be positive, got {config['max_seq_length']}")
     return config, labels, vocab
 
 
@@ -277,48 +172,40 @@ def read_bert_export(folder: str, info: dict) -> tuple[dict, list, bool, int]:
     checked against each other and against `info` (its export_info)."""
     missing = [name for name in BERT_FILES if not os.path.isfile(os.path.join(folder, name))]
     if missing:
-        raise MissingFileError(f"{shorten(folder)} is not a complete {info['model']} export: {', '.join(missing)} "
+        raise MissingFileError(f"{shorten(folder)} is not a complete {info[MODEL]} export: {', '.join(missing)} "
                                f"missing (expected {', '.join(BERT_FILES)}); export the model again")
-    config = read_json(os.path.join(folder, "config.json"), "model config")
+    config = read_json(os.path.join(folder, CONFIG), "model config")
     if not isinstance(config, dict):
-        raise ConfigError(f"{folder}/config.json must be a JSON object")
+        raise ConfigError(f"{folder}/{CONFIG} must be a JSON object")
     for key in ("vocab_size", "max_position_embeddings"):
         if isinstance(config.get(key), bool) or not isinstance(config.get(key), int):
-            raise ConfigError(f"{folder}/config.json: missing or non-integer key {key!r}; export the model again")
+            raise ConfigError(f"{folder}/{CONFIG}: missing or non-integer key {key!r}; export the model again")
     labels = _labels(folder)
     id2label = config.get("id2label")
     if isinstance(id2label, dict) and len(id2label) != len(labels):
-        raise ConfigError(f"{folder}/labels.json has {len(labels)} labels; config.json's id2label has "
+        raise ConfigError(f"{folder}/{LABELS} has {len(labels)} labels; {CONFIG}'s id2label has "
                           f"{len(id2label)}")
     casing = [info.get("do_lower_case")]
-    tokenizer_config = os.path.join(folder, "tokenizer_config.json")
+    tokenizer_config = os.path.join(folder, TOKENIZER_CONFIG)
     if os.path.isfile(tokenizer_config):
         values = read_json(tokenizer_config, "tokenizer config")
         casing.append(values.get("do_lower_case") if isinstance(values, dict) else None)
     known = {value for value in casing if value is not None}
     if not known or not all(isinstance(value, bool) for value in known):
-        raise ConfigError(f"{folder}: no do_lower_case (true/false) in {EXPORT_INFO} or tokenizer_config.json; "
+        raise ConfigError(f"{folder}: no do_lower_case (true/false) in {EXPORT_INFO} or {TOKENIZER_CONFIG}; "
                           "export the model again")
     if len(known) > 1:
-        raise ConfigError(f"{folder}: {EXPORT_INFO} and tokenizer_config.json disagree on do_lower_case; "
+        raise ConfigError(f"{folder}: {EXPORT_INFO} and {TOKENIZER_CONFIG} disagree on do_lower_case; "
                           "export the model again")
-    tokens = _count_lines(os.path.join(folder, "vocab.txt"))
+    tokens = _count_lines(os.path.join(folder, VOCAB))
     if tokens != config["vocab_size"]:
-        raise ConfigError(f"{folder}/vocab.txt has {tokens} tokens; config.json says vocab_size "
+        raise ConfigError(f"{folder}/{VOCAB} has {tokens} tokens; {CONFIG} says vocab_size "
                           f"{config['vocab_size']}: the vocabulary does not belong to this model")
-    max_seq_length = info.get("max_seq_length")
-    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int):
-        raise ConfigError(f"{folder}/{EXPORT_INFO}: missing or non-integer max_seq_length; export the model again")
+    max_seq_length = info[MAX_SEQ_LENGTH]  # an integer (export_format.check_export_info)
     if not 2 <= max_seq_length <= config["max_position_embeddings"]:
         raise ConfigError(f"{folder}/{EXPORT_INFO}: max_seq_length {max_seq_length} is outside 2.."
                           f"{config['max_position_embeddings']} (the model's max_position_embeddings)")
     return config, labels, known.pop(), max_seq_length
-
-
-def recommended_precision(info: dict) -> str:
-    """"int8" when the export's INT8 gate (`bertdistill.int8_gate`) recommends `model.int8.onnx`, else "float32"."""
-    gate = info.get("int8_gate")
-    return "int8" if isinstance(gate, dict) and gate.get("recommended") == MODEL_FILES["int8"] else "float32"
 
 
 class Predictor:
@@ -339,7 +226,7 @@ class Predictor:
             raise UserError(f"threads must be 0 (all cores) or more, got {threads}")
         self.folder = folder
         self.info = read_export_info(folder)
-        self.kind = self.info["model"]
+        self.kind = self.info[MODEL]
         if self.kind in WORD_KINDS:
             self.config, labels, vocab = read_word_export(folder)
             self.max_seq_length = self.config["max_seq_length"]
@@ -347,16 +234,13 @@ class Predictor:
             self.encoder = WordEncoder(vocab, self.max_seq_length)
         else:
             self.config, labels, self.do_lower_case, self.max_seq_length = read_bert_export(folder, self.info)
-            self.encoder = WordPieceEncoder(os.path.join(folder, "vocab.txt"), self.do_lower_case,
+            self.encoder = WordPieceEncoder(os.path.join(folder, VOCAB), self.do_lower_case,
                                             self.max_seq_length)
-        self.text_inputs = export_text_inputs(folder, self.info)
+        self.text_inputs = text_inputs(self.info)
         self.pairs = self.text_inputs == TEXT_PAIR
-        if self.pairs and self.kind in WORD_KINDS:
-            raise ConfigError(f"{shorten(folder)}/{EXPORT_INFO}: a {self.kind} reads single texts, not pairs; "
-                              "export the model again")
         self.labels = [str(label) for label in labels]
         if "labels" in self.info and [str(x) for x in self.info["labels"] or []] != self.labels:
-            raise ConfigError(f"{folder}: labels.json {shorten(self.labels, 80)} and {EXPORT_INFO} "
+            raise ConfigError(f"{folder}: {LABELS} {shorten(self.labels, 80)} and {EXPORT_INFO} "
                               f"{shorten(self.info['labels'], 80)} disagree; export the model again")
         if quantized is None:
             self.precision = recommended_precision(self.info)

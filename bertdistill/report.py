@@ -19,8 +19,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from bertdistill import __version__, robustness, speed
-from bertdistill.files import atomic_output
-from bertdistill.predictor import MODEL_FILES, Predictor
+from bertdistill.files import atomic_output, atomic_path
+from bertdistill.metrics import accuracy, percent
+from bertdistill.export_format import INT8_GATE, MODEL_FILES
+from bertdistill.predictor import Predictor
 
 PRECISIONS = ("float32", "int8")
 
@@ -101,11 +103,11 @@ def build(models: Sequence[ReportModel], dev_texts: Sequence[str] | Sequence[tup
         entry = {"description": model.description, "role": model.role, "export_dir": model.export_dir,
                  "parameters": model_parameters(predictors[model.name, "float32"]),
                  "train_seconds": model.train_seconds,
-                 "int8_gate": predictors[model.name, "float32"].info.get("int8_gate"), "precisions": {}}
+                 "int8_gate": predictors[model.name, "float32"].info.get(INT8_GATE), "precisions": {}}
         for precision in PRECISIONS:
             if (model.name, precision) in predictors:
                 entry["precisions"][precision] = {
-                    "dev_accuracy": robustness.accuracy(logits[model.name, precision].argmax(1), gold[model.name]),
+                    "dev_accuracy": percent(accuracy(logits[model.name, precision].argmax(1), gold[model.name])),
                     "onnx_mb": export_size_mb(model.export_dir, precision)}
         results["models"][model.name] = entry
     teachers = [m.name for m in models if m.role == "teacher"]
@@ -114,7 +116,7 @@ def build(models: Sequence[ReportModel], dev_texts: Sequence[str] | Sequence[tup
         results["teachers"] = {
             "seeds": {name: results["models"][name]["precisions"]["float32"]["dev_accuracy"] for name in teachers},
             "summary": summarize([results["models"][n]["precisions"]["float32"]["dev_accuracy"] for n in teachers]),
-            "ensemble_dev_accuracy": robustness.accuracy(mean_logits.argmax(1), gold[teachers[0]])}
+            "ensemble_dev_accuracy": percent(accuracy(mean_logits.argmax(1), gold[teachers[0]]))}
     timed = speed.compare({f"{name}/{precision}": predictor.logits_of for (name, precision), predictor in predictors.items()},
                           dev_texts, rounds=settings.speed_rounds, latency_texts=settings.latency_texts,
                           batch_size=settings.batch_size)
@@ -218,7 +220,7 @@ def robustness_markdown(section: dict) -> list[str]:
         lines.append(f"| {name} | {entry['clean']:.2f} | "
                      + " | ".join(f"{entry['perturbations'][p][r]['drop']:.2f}" for p, r in keys) + " |")
     skipped = {p: reason for entry in section["models"].values() for p, reason in entry.get("skipped", {}).items()}
-    lines += [f"", *[f"Skipped `{p}`: {reason}" for p, reason in skipped.items()]] if skipped else []
+    lines += ["", *[f"Skipped `{p}`: {reason}" for p, reason in skipped.items()]] if skipped else []
     return lines
 
 
@@ -240,9 +242,9 @@ def figures(results: dict, folder: str) -> list[str]:
                   if (row := entry["precisions"].get(precision)) and "latency_ms" in row]
         if len(points) > 1:  # one model's precisions joined
             ax.plot([p[0] for p in points], [p[1] for p in points], color=color, alpha=0.4, linestyle="--")
-        for latency, accuracy, precision in points:
-            ax.scatter(latency, accuracy, color=color, marker=markers[precision], zorder=3)
-            ax.annotate(f"{name} {precision}", (latency, accuracy), fontsize=7, xytext=(4, 3),
+        for latency, dev_accuracy, precision in points:
+            ax.scatter(latency, dev_accuracy, color=color, marker=markers[precision], zorder=3)
+            ax.annotate(f"{name} {precision}", (latency, dev_accuracy), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")
     ax.set_xscale("log")
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2, 3, 5 ms rather than 2x10^0
@@ -257,7 +259,8 @@ def figures(results: dict, folder: str) -> list[str]:
     ax.legend(handles=[Line2D([], [], color="gray", marker=markers[p], linestyle="", label=p) for p in PRECISIONS],
               fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(paths[0], dpi=120)
+    with atomic_path(paths[0]) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
     section = results["robustness"]
@@ -280,13 +283,14 @@ def figures(results: dict, folder: str) -> list[str]:
     ax.set_title("Accuracy under each perturbation")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(paths[1], dpi=120)
+    with atomic_path(paths[1]) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return paths
 
 
 def write(results: dict, folder: str) -> list[str]:
-    """results.json and results.md (each written whole or not at all) and the figures."""
+    """results.json, results.md and the figures, each written whole or not at all."""
     os.makedirs(folder, exist_ok=True)
     with atomic_output(os.path.join(folder, "results.json")) as f:
         json.dump(results, f, indent=2)

@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from bertdistill.augment import NeighbourReplacer, Replacer
+from bertdistill.export_format import CONFIG, HF_WEIGHTS, VOCAB
+from bertdistill.metrics import accuracy, percent
 
 DEFAULT_RATES = (0.1, 0.2)
 LETTERS = string.ascii_lowercase
@@ -231,15 +233,6 @@ def perturb(sentences: Sequence[str], name: str, rate: float, seed: int, neighbo
     return [function(s, rate, rng_for(seed, name, rate, i)) for i, s in enumerate(sentences)]
 
 
-def accuracy(predicted: Sequence, labels: Sequence) -> float:
-    """Percent of `predicted` equal to `labels`."""
-    predicted, labels = np.asarray(predicted), np.asarray(labels)
-    if predicted.shape != labels.shape:
-        raise ValueError(f"{predicted.shape[0] if predicted.ndim else predicted.shape} predictions for "
-                         f"{len(labels)} labels")
-    return float(100.0 * np.mean(predicted == labels))
-
-
 def evaluate(predict_labels: Callable[[list[str]], np.ndarray], sentences: Sequence[str], labels: Sequence, *,
              seed: int, rates: Sequence[float] = DEFAULT_RATES, names: Sequence[str] | None = None,
              neighbours: Replacer | None = None) -> dict:
@@ -261,7 +254,7 @@ def evaluate(predict_labels: Callable[[list[str]], np.ndarray], sentences: Seque
     for name in names:
         for rate in rates:
             _check(name, rate)
-    clean = accuracy(predict_labels(sentences), labels)
+    clean = percent(accuracy(predict_labels(sentences), labels))
     results: dict[str, dict] = {}
     skipped: dict[str, str] = {}
     for name in names:
@@ -271,7 +264,7 @@ def evaluate(predict_labels: Callable[[list[str]], np.ndarray], sentences: Seque
         results[name] = {}
         for rate in rates:
             perturbed = perturb(sentences, name, rate, seed, neighbours)
-            score = accuracy(predict_labels(perturbed), labels)
+            score = percent(accuracy(predict_labels(perturbed), labels))
             changed = 100.0 * sum(a != b for a, b in zip(perturbed, sentences)) / len(sentences)
             results[name][str(rate)] = {"accuracy": score, "drop": clean - score, "changed": changed}
     return {"clean": clean, "examples": len(sentences), "perturbations": results, "skipped": skipped}
@@ -293,11 +286,11 @@ def load_neighbours(*, model_dir: str | None = None, word_vectors: str | None = 
     from bertdistill.files import safetensors_file
     from bertdistill.tokenization import load_vocab
 
-    weights = os.path.join(model_dir, "model.safetensors")
+    weights = os.path.join(model_dir, HF_WEIGHTS)
     if not os.path.isfile(weights):
-        raise MissingFileError(f"{model_dir} has no model.safetensors: expected a BERT model folder "
-                               "(config.json, model.safetensors, vocab.txt)")
-    vocab = load_vocab(os.path.join(model_dir, "vocab.txt"))
+        raise MissingFileError(f"{model_dir} has no {HF_WEIGHTS}: expected a BERT model folder "
+                               f"({CONFIG}, {HF_WEIGHTS}, {VOCAB})")
+    vocab = load_vocab(os.path.join(model_dir, VOCAB))
     with safetensors_file(weights) as f:
         name = next((name for name in EMBEDDING_NAMES if name in f.keys()), None)
         if name is None:

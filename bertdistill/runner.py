@@ -116,8 +116,8 @@ def prepare_run(run: RunConfig | None = None, *, data_files: Sequence[str | None
        folder) nothing is cleared or written: the folder may hold inputs (its `export/`) but not
        be one; `model_config` and `extra` (when given) must match its manifest, and a folder
        holding a trained model but no manifest is refused, and a missing folder is not created;
-    3. debris of killed runs is removed: temporary export folders and `*.tmp` files in the run
-       folder (`validation.clean_debris`), `.<file>.<pid>.tmp` beside output files.
+    3. debris of killed runs is removed: the writers' temporary folders (`.<name>.<pid>.tmp`,
+       `files.atomic_path`) in the run folder (`validation.clean_debris`) and beside output files.
 
     Returns "created", "resumed" or "overwritten" (the run folder, with `train`), "evaluating"
     (without `train`), "worker" (not the chief), or "files" (no run folder). Anything the run

@@ -20,7 +20,7 @@ from bertdistill.configs import (TINYBERT_STAGES, BiLstmConfig, BiLstmModelConfi
 from bertdistill.errors import FlagError, UserError
 from bertdistill.flags import (data_config, define_augmentation_flags, define_common_flags,
                                validate_augmentation_flags, validate_common_flags, validate_task_flags)
-from bertdistill.words import BILSTM_POOLINGS, SPECIAL_TOKENS
+from bertdistill.words import BILSTM_POOLINGS, WORD_SPECIAL_TOKENS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +139,14 @@ def validate_generate_dataset_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
         raise FlagError("word_vectors", "--replacement=word_vectors needs --word_vectors")
 
 
+def check_temperature_flags(fv: flags.FlagValues, weight: str) -> None:
+    """--temperature and the hard-label weight --<weight>, by `distill.check_temperature`."""
+    try:
+        distill.check_temperature(fv.temperature, fv[weight].value, ("--temperature", f"--{weight}"))
+    except ValueError as e:
+        raise FlagError("temperature", str(e)) from None
+
+
 # distil_lstm/main.py
 
 BILSTM_MODEL_ARGS = ("embedding_dim", "hidden_size", "dense_size", "dropout", "pooling")
@@ -151,8 +159,8 @@ def define_distil_lstm_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_enum("mode", None, ["train", "test", "distil"], "What to do.", **kw)
     flags.DEFINE_string("augmented_file", None, "Transfer set TSV for --mode=distil (default: "
                         "<data_dir>/augmented.tsv).", **kw)
-    flags.DEFINE_enum("distill_loss", "mse", list(distill.LOSS_TERMS), "mse on logits (Tang et al.) or kd (Hinton).",
-                      **kw)
+    flags.DEFINE_enum("distill_loss", "mse", list(distill.STORED_LOGITS_LOSSES),
+                      "mse on logits (Tang et al.) or kd (Hinton).", **kw)
     flags.DEFINE_float("temperature", 1.0, "Softmax temperature of the kd loss.", **kw)
     flags.DEFINE_float("alpha", 0.0, "Weight of the hard-label loss in the kd loss.", **kw)
     flags.DEFINE_integer("embedding_dim", 300, "Word embedding size.", **kw)
@@ -181,11 +189,10 @@ def validate_distil_lstm_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     for name in ("embedding_dim", "hidden_size", "dense_size", "min_count", "max_vocab_size"):
         validation.positive(name, fv[name].value)
     validation.in_range("dropout", fv.dropout, 0.0, 0.99)
-    validation.in_range("alpha", fv.alpha, 0.0, 1.0)
-    validation.positive("temperature", fv.temperature)
-    if fv.max_vocab_size <= len(SPECIAL_TOKENS):
+    check_temperature_flags(fv, "alpha")
+    if fv.max_vocab_size <= len(WORD_SPECIAL_TOKENS):
         raise FlagError("max_vocab_size", f"--max_vocab_size={fv.max_vocab_size} leaves no room for words "
-                        f"(the {len(SPECIAL_TOKENS)} special tokens count)")
+                        f"(the {len(WORD_SPECIAL_TOKENS)} special tokens count)")
     validate_task_flags(fv)
 
 
@@ -272,8 +279,7 @@ def validate_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     for name in ("teacher_model", "output_dir"):
         validation.require(name, fv[name].value)
     validate_common_flags(fv)
-    if fv.temperature <= 0 or not 0.0 <= fv.hard_label_weight <= 1.0:
-        raise FlagError("temperature", "need --temperature > 0 and 0 <= --hard_label_weight <= 1")
+    check_temperature_flags(fv, "hard_label_weight")
     for stage in tinybert_stages(fv):
         epochs, rate = tinybert_stage_settings(fv, stage)
         validation.positive(f"{stage}_epochs", epochs)

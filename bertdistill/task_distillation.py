@@ -64,10 +64,8 @@ def student_tokenizer(teacher: checkpoints.Teacher, pretrained: checkpoints.Pret
 
 def check_student(config: TaskDistillConfig, teacher: checkpoints.Teacher, student: BertConfig) -> None:
     """`max_seq_length` within both models' positions."""
-    for name, config_of in (("teacher", teacher.model.encoder.config), ("student", student)):
-        if config.max_seq_length > config_of.max_sequence_length:
-            raise FlagError("max_seq_length", f"{field('max_seq_length')}={config.max_seq_length} exceeds the "
-                            f"{name}'s {config_of.max_sequence_length} tokens (its max_position_embeddings)")
+    for name, config_of in (("the teacher", teacher.model.encoder.config), ("the student", student)):
+        validation.max_seq_length_fits(config.max_seq_length, config_of, name)
 
 
 class TaskDistillation(trainer.Task):
@@ -279,7 +277,7 @@ class IntermediateStage(trainer.Task):
     def finish_stage(self, chief: bool) -> None:
         """The layer map and the student's weights, for stage 2 (`intermediate/student.weights.h5`)."""
         if chief:
-            layer_map.write_layer_map(self.job.matches, os.path.join(self.folder, "layer_map.json"))
+            layer_map.write_layer_map(self.job.matches, os.path.join(self.folder, layer_map.LAYER_MAP_FILE))
             trainer.save_model_weights(self.job.student, os.path.join(self.folder, STAGE1_STUDENT))
 
 

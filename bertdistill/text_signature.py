@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from bertdistill.export_format import TEXT_PAIR, SINGLE_TEXT
-from bertdistill.tokenization import Tokenizer, load_vocab
+from bertdistill.tokenization import Tokenizer
 
 # Hugging Face's `_is_chinese_char` ranges (CJK Unified Ideographs and their extensions, compatibility ideographs).
 CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from bertdistill.bert import BertClassifier, BertConfig, BertEncoder
 from bertdistill.encoders import build_encoder
-from bertdistill.distill import hard_cross_entropy, soft_cross_entropy
+from bertdistill.distill import distillation_terms
 from bertdistill.layer_map import FeatureProjections, Match, copy_teacher_layers, intermediate_loss_terms
 from bertdistill.pipeline import TEACHER_PREFIX
 from bertdistill.trainer import Task
@@ -87,17 +87,17 @@ class IntermediateTask(Task):
 class PredictionTask(Task):
     """Stage 2: soft cross-entropy of the student's logits against the teacher's at temperature T,
     mixed with the gold-label cross-entropy by `hard_label_weight` w: (1 - w) * soft + w * hard
-    (w = 1: plain fine-tuning, no teacher). The student runs once per step.
+    (w = 1: plain fine-tuning, no teacher); the loss `tinybert_prediction` of
+    `bertdistill.distill`. The student runs once per step.
 
     The teacher's logits come from the batch (`y["teacher_logits"]`, a transfer set with logits)
-    or, when the batch has none, from `teacher` run on the same inputs.
+    or, when the batch has none, from `teacher` run on the same inputs (only when w < 1).
     """
 
     def __init__(self, student: BertClassifier, teacher: keras.Model | None, temperature: float = 1.0,
                  hard_label_weight: float = 0.0):
-        if temperature <= 0 or not 0.0 <= hard_label_weight <= 1.0:
-            raise ValueError(f"need temperature > 0 and 0 <= hard_label_weight <= 1; got {temperature}, "
-                             f"{hard_label_weight}")
+        self.terms = distillation_terms("tinybert_prediction", temperature=temperature, alpha=hard_label_weight,
+                                        names=("temperature", "hard_label_weight"))
         self.student, self.teacher, self.temperature = student, teacher, temperature
         self.hard_label_weight = hard_label_weight
         self.models = {"student": student}
@@ -112,11 +112,6 @@ class PredictionTask(Task):
 
     def loss_terms(self, x, y):
         student_logits = self.student(x, training=True)
-        terms = {}
-        if self.hard_label_weight < 1.0:
-            terms["soft_cross_entropy"] = (1.0 - self.hard_label_weight) * soft_cross_entropy(
-                self._teacher_logits(x, y), student_logits, self.temperature)
-        if self.hard_label_weight > 0.0:
-            labels = y["label_ids"] if isinstance(y, dict) else y
-            terms["hard_cross_entropy"] = self.hard_label_weight * hard_cross_entropy(labels, student_logits)
-        return terms
+        teacher_logits = self._teacher_logits(x, y) if self.hard_label_weight < 1.0 else None
+        labels = (y["label_ids"] if isinstance(y, dict) else y) if self.hard_label_weight > 0.0 else None
+        return self.terms(labels, teacher_logits, student_logits)

@@ -15,11 +15,12 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from transformers import BertTokenizer, MPNetTokenizer
 
-# pad, unk, cls, sep, mask of each family.
+# pad, unk, cls, sep, mask of each family: the toolkit's one list of special tokens (the BiLSTM's
+# word vocabulary takes BERT's [PAD], [UNK] and [MASK], `bertdistill.words`).
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MPNET_SPECIAL_TOKENS = ("<pad>", "[UNK]", "<s>", "</s>", "<mask>")
+PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
 
 
 def load_vocab(vocab_file: str) -> dict[str, int]:
@@ -50,6 +51,8 @@ class Tokenizer:
         missing = [t for t in special if t not in vocab]
         if missing:
             raise ValueError(f"{vocab_file}: vocabulary lacks the special tokens {missing}")
+        from transformers import BertTokenizer, MPNetTokenizer  # here: `bertdistill.words` reads the tokens above
+
         # transformers 5 takes the vocabulary itself (`vocab`); a `vocab_file` keyword is ignored.
         hf_class = MPNetTokenizer if self.family == "mpnet" else BertTokenizer
         self._hf = hf_class(vocab=vocab, do_lower_case=do_lower_case)
@@ -59,6 +62,11 @@ class Tokenizer:
         self.vocab_size = len(vocab)
         self.special_tokens = special
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (vocab[t] for t in special)
+
+    @property
+    def backend(self):
+        """The Rust tokenizer (`tokenizers.Tokenizer`: normalizer, pre-tokenizer, WordPiece model)."""
+        return self._hf.backend_tokenizer
 
     def tokenize(self, text: str) -> list[str]:
         """WordPiece tokens of `text`, without special tokens."""
@@ -78,7 +86,7 @@ class Tokenizer:
         if max_seq_length < (3 if texts_b is not None else 2):
             raise ValueError(f"max_seq_length {max_seq_length} leaves no room for text")
         # The Rust backend directly: transformers' __call__ adds Python overhead per example.
-        backend = self._hf.backend_tokenizer
+        backend = self.backend
         backend.enable_truncation(max_seq_length, strategy="longest_first")
         inputs = list(texts_a) if texts_b is None else list(zip(texts_a, texts_b))
         encodings = backend.encode_batch(inputs, add_special_tokens=True)

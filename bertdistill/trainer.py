@@ -59,7 +59,8 @@ from tensorboard.plugins.hparams import api as hparams_api
 
 from bertdistill.distribute import is_chief
 from bertdistill.errors import UserError, field
-from bertdistill.files import atomic_output
+from bertdistill.files import atomic_output, atomic_path
+from bertdistill.metrics import accuracy
 
 
 class TrainingDiverged(UserError):
@@ -254,12 +255,13 @@ def predict_logits(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
 
 
 def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of a classifier on labelled `(x, y)` batches.
+    """Accuracy (a fraction, `bertdistill.metrics.accuracy`) and mean cross-entropy of a classifier
+    on labelled `(x, y)` batches.
 
     Runs on this worker alone (no collective), so every worker computes the same numbers.
     """
     forward = _inference(model)
-    correct = total = 0
+    predicted, gold = [], []
     loss = 0.0
     for x, y in dataset:
         labels = _labels(y).numpy()
@@ -267,11 +269,12 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
         shifted = logits - logits.max(axis=-1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
         loss -= float(log_probs[np.arange(len(labels)), labels].sum())
-        correct += int((logits.argmax(-1) == labels).sum())
-        total += len(labels)
+        predicted.append(logits.argmax(-1))
+        gold.append(labels)
+    total = sum(map(len, gold))
     if not total:
         raise ValueError("the evaluation dataset is empty")
-    return {"accuracy": correct / total, "loss": loss / total}
+    return {"accuracy": accuracy(np.concatenate(predicted), np.concatenate(gold)), "loss": loss / total}
 
 
 def write_hparams(log_dir: str, hparams: Mapping[str, object]) -> None:
@@ -297,9 +300,8 @@ def _optimizer_state(model: keras.Model) -> list | None:
 
 def save_model_weights(model: keras.Model, path: str) -> None:
     """Writes `model`'s weights (no optimizer state) to a `.weights.h5` file, atomically."""
-    tmp = path.removesuffix(".weights.h5") + ".tmp.weights.h5"
-    keras.saving.save_weights(model, tmp, objects_to_skip=_optimizer_state(model))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        keras.saving.save_weights(model, tmp, objects_to_skip=_optimizer_state(model))
 
 
 def restore_best_weights(model: keras.Model, output_dir: str) -> bool:

@@ -15,32 +15,20 @@ through symlinks:
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
-import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from absl import logging
 
-from bertdistill import model_packages
-from bertdistill.errors import FlagError, MissingFileError, field, shorten
-from bertdistill.export_format import EXPORT_INFO, MODEL_FILES, SAVED_MODEL
-
-EXPORT_CONTENTS = f"{EXPORT_INFO}, {MODEL_FILES['float32']}, {SAVED_MODEL}/"
+from bertdistill import files, model_packages
+from bertdistill.errors import FlagError, MissingFileError, UserError, field, shorten
+from bertdistill.export_format import CONFIG, EXPORT_CONTENTS, EXPORT_INFO, HF_WEIGHTS, VOCAB, load_export_info
 # The GLUE TSV layout, as data.Sst2Processor reads it: header of each split.
 GLUE_HEADERS = {"train": ["sentence", "label"], "dev": ["sentence", "label"], "test": ["index", "sentence"]}
 GLUE_TASKS = ("sst-2", "sst2")
 OWN_FILE_TASKS = {"tsv": "tsv", "csv": "csv"}  # task -> extension (header set by the user's columns)
 # The bounds of every --seed flag: what NumPy, Python and TensorFlow all accept as a seed.
 SEED_BOUNDS = {"lower_bound": 0, "upper_bound": 2**32 - 1}
-
-# What a killed run leaves: export_folder's build folders (`.<name>.<pid>.tmp`) and the folders
-# it moves an old export into (`.old-export-*`), and `<file>.tmp` / `.<file>.<pid>.tmp` files.
-_BUILD_FOLDER = re.compile(r"^\..+\.(\d+)\.tmp$")
-_OLD_EXPORT = re.compile(r"^\.old-export-")
-
 
 def _show(value: object) -> str:
     return shorten(value, 200)
@@ -67,6 +55,18 @@ def in_range(name: str, value: float | int | None, low: float | int, high: float
     return value
 
 
+def max_seq_length_fits(max_seq_length: int, config, model: str) -> int:
+    """`max_seq_length`, or a FlagError naming `--max_seq_length` when it exceeds the tokens the
+    model `config` (a `BertConfig` or `MPNetConfig`) takes: `config.max_sequence_length`, its
+    max_position_embeddings (MPNet's positions start after its pad id). `model` names the model
+    in the message ("the teacher", a path). The check of every script that reads a model."""
+    limit = config.max_sequence_length
+    if max_seq_length > limit:
+        raise FlagError("max_seq_length", f"{field('max_seq_length')}={max_seq_length} exceeds the {limit} tokens "
+                                          f"{model} takes (max_position_embeddings={config.max_position_embeddings})")
+    return max_seq_length
+
+
 def writable_dir(name: str, path: str | None) -> str:
     """`path`, created if needed, after checking a file can be written in it."""
     require(name, path)
@@ -74,8 +74,9 @@ def writable_dir(name: str, path: str | None) -> str:
         raise FlagError(name, f"{field(name)}={_show(path)} is a file, not a folder; choose a folder")
     try:
         os.makedirs(path, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", suffix=".tmp", dir=path)
-        os.close(fd)
+        probe = files.temporary_path(os.path.join(path, "write-test"))  # the one leftover name
+        with open(probe, "w"):
+            pass
         os.remove(probe)
     except OSError as e:
         raise FlagError(name, f"{field(name)}={_show(path)} is not writable ({e.strerror or e}); choose a folder you "
@@ -102,14 +103,9 @@ def export_folder(name: str, path: str | None, required: Sequence[str] = ()) -> 
         raise FlagError(name, f"{field(name)}={_show(path)} is not an export folder of this toolkit: no {EXPORT_INFO} "
                               f"(expected {EXPORT_CONTENTS})")
     try:
-        with open(info_path, encoding="utf-8") as f:
-            info = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FlagError(name, f"{field(name)}={_show(path)}: {EXPORT_INFO} is not valid JSON ({shorten(e, 100)}); "
-                              "export the model again") from None
-    if not isinstance(info, dict):
-        raise FlagError(name, f"{field(name)}={_show(path)}: {EXPORT_INFO} is not a JSON object; export the model "
-                              "again")
+        info = load_export_info(path)
+    except UserError as e:
+        raise FlagError(name, f"{field(name)}={_show(path)}: {e}") from None
     missing = [item for item in required if not os.path.exists(os.path.join(path, item))]
     if missing:
         raise FlagError(name, f"{field(name)}={_show(path)} lacks {', '.join(missing)}: an export of another model "
@@ -178,30 +174,29 @@ def _alive(pid: int) -> bool:
 
 
 def clean_debris(output_dir: str, export_dir: str | None = None) -> list[str]:
-    """Removes what a killed run left at the top of `output_dir` and beside its export folder
-    (`export_dir`, default `<output_dir>/export`): temporary export folders (`.<name>.<pid>.tmp`
-    whose process is gone, `.old-export-*`) and `*.tmp` files. Returns the removed paths;
-    nothing else is touched."""
+    """Removes what killed writers left at the top of `output_dir` and beside its export folder
+    (`export_dir`, default `<output_dir>/export`): the temporary folders of `files.atomic_path`
+    (`.<name>.<pid>.tmp`) whose process is gone. Returns the removed paths; nothing else (other
+    names, symlinks, anything deeper) is touched."""
     folders = {os.path.abspath(output_dir),
                os.path.dirname(os.path.abspath(export_dir or os.path.join(output_dir, "export")))}
     removed = []
     for folder in sorted(folders):
-        if not os.path.isdir(folder):
-            continue
-        for entry in sorted(os.listdir(folder)):
-            path = os.path.join(folder, entry)
-            build = _BUILD_FOLDER.match(entry)
-            if build and _alive(int(build.group(1))):
-                continue  # another live process is writing it
-            if os.path.islink(path):
-                continue
-            if os.path.isdir(path):
-                if build or _OLD_EXPORT.match(entry):
-                    shutil.rmtree(path)
-                    removed.append(path)
-            elif entry.endswith(".tmp") and os.path.isfile(path):
-                os.remove(path)
-                removed.append(path)
+        if os.path.isdir(folder):
+            removed += _remove_leftovers(folder)
+    return removed
+
+
+def _remove_leftovers(folder: str, name: str | None = None) -> list[str]:
+    """Removes the leftovers of dead writers in `folder` (of the target `name`, when given)."""
+    removed = []
+    for entry in sorted(os.listdir(folder)):
+        pid = files.leftover_pid(entry, name)
+        path = os.path.join(folder, entry)
+        if pid is None or _alive(pid) or os.path.islink(path):
+            continue  # not a leftover, or another live process is writing it
+        files.remove(path)
+        removed.append(path)
     for path in removed:
         logging.warning("Removed %s, left by an interrupted run", path)
     return removed
@@ -282,23 +277,11 @@ def writable_output(name: str, path: str | None, *, folder: bool) -> str:
 
 
 def clean_file_debris(path: str) -> list[str]:
-    """Removes the temporary files a killed writer of the output file `path` left beside it
-    (`.<name>.<pid>.tmp` of a process that is gone, as `files.atomic_output` writes);
-    nothing else in that folder is touched. Returns the removed paths."""
+    """Removes what killed writers of the output `path` left beside it (`files.atomic_path`'s
+    `.<name>.<pid>.tmp` of a process that is gone); nothing else in that folder is touched.
+    Returns the removed paths."""
     folder, name = os.path.split(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        return []
-    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.tmp$")
-    removed = []
-    for entry in sorted(os.listdir(folder)):
-        match = pattern.match(entry)
-        full = os.path.join(folder, entry)
-        if match and not _alive(int(match.group(1))) and os.path.isfile(full) and not os.path.islink(full):
-            os.remove(full)
-            removed.append(full)
-    for removed_path in removed:
-        logging.warning("Removed %s, left by an interrupted run", removed_path)
-    return removed
+    return _remove_leftovers(folder, name) if os.path.isdir(folder) else []
 
 
 def non_empty(examples: Sequence, what: str) -> Sequence:
@@ -310,7 +293,7 @@ def non_empty(examples: Sequence, what: str) -> Sequence:
     return examples
 
 
-MODEL_FOLDER_CONTENTS = "config.json, model.safetensors, vocab.txt"
+MODEL_FOLDER_CONTENTS = f"{CONFIG}, {HF_WEIGHTS}, {VOCAB}"
 
 
 def model_path(name: str, path: str | None) -> str | None:
@@ -327,10 +310,10 @@ def model_path(name: str, path: str | None) -> str | None:
             raise FlagError(name, f"{field(name)}={path}: {e}") from None
         return path
     if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "config.json")):
+        if os.path.isfile(os.path.join(path, CONFIG)):
             return path
         inner = os.path.join(path, "export")
-        if os.path.isfile(os.path.join(inner, "config.json")):
+        if os.path.isfile(os.path.join(inner, CONFIG)):
             raise FlagError(name, f"{field(name)}={_show(path)} is a run folder, not a model folder: pass "
                                   f"{field(name)}={_show(inner)}")
         raise FlagError(name, f"{field(name)}={_show(path)} is not a model folder: expected {MODEL_FOLDER_CONTENTS} "

@@ -15,8 +15,10 @@ import collections
 import re
 from collections.abc import Iterable, Sequence
 
-PAD, UNK, MASK = "[PAD]", "[UNK]", "[MASK]"
-SPECIAL_TOKENS = (PAD, UNK, MASK)
+from bertdistill.files import atomic_output
+from bertdistill.tokenization import MASK, PAD, UNK
+
+WORD_SPECIAL_TOKENS = (PAD, UNK, MASK)  # ids 0, 1, 2 of every word vocabulary
 BILSTM_POOLINGS = ("max", "mean", "last")  # the BiLSTM's pooling over time (distil_lstm/model.py)
 _WORD = re.compile(r"\[mask\]|\w+(?:'\w+)?|'\w+|[^\w\s]", re.IGNORECASE)
 
@@ -31,8 +33,8 @@ class WordVocab:
     """Token <-> id mapping with the special tokens first."""
 
     def __init__(self, tokens: Sequence[str], do_lower_case: bool = True):
-        if tuple(tokens[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-            raise ValueError(f"a vocabulary must start with {SPECIAL_TOKENS}, got {list(tokens[:3])}")
+        if tuple(tokens[:len(WORD_SPECIAL_TOKENS)]) != WORD_SPECIAL_TOKENS:
+            raise ValueError(f"a vocabulary must start with {WORD_SPECIAL_TOKENS}, got {list(tokens[:3])}")
         self.tokens = list(tokens)
         self.ids = {token: i for i, token in enumerate(self.tokens)}
         if len(self.ids) != len(self.tokens):
@@ -47,14 +49,15 @@ class WordVocab:
               do_lower_case: bool = True) -> WordVocab:
         """The vocabulary of `texts` (see the module docstring for the order and limits)."""
         counts = collections.Counter(w for text in texts for w in tokenize(text, do_lower_case))
-        words = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIAL_TOKENS),
+        words = sorted((w for w, c in counts.items() if c >= min_count and w not in WORD_SPECIAL_TOKENS),
                        key=lambda w: (-counts[w], w))
         if max_size is not None:
-            words = words[:max(max_size - len(SPECIAL_TOKENS), 0)]
-        return cls([*SPECIAL_TOKENS, *words], do_lower_case)
+            words = words[:max(max_size - len(WORD_SPECIAL_TOKENS), 0)]
+        return cls([*WORD_SPECIAL_TOKENS, *words], do_lower_case)
 
     def save(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
+        """Writes `vocab.txt` (one token per line), atomically."""
+        with atomic_output(path) as f:
             f.writelines(token + "\n" for token in self.tokens)
 
     @classmethod

@@ -23,9 +23,10 @@ from bertdistill import data, distill, export, pipeline, trainer, transfer_set, 
 from bertdistill.augment import read_word_vectors
 from bertdistill.configs import BiLstmConfig, BiLstmModelConfig
 from bertdistill.errors import DataError, FlagError, MissingFileError, UserError, field
+from bertdistill.export_format import CONFIG, KERAS_WEIGHTS, LABELS, VOCAB
 from distil_lstm.model import INT8_OP_TYPES, build_bilstm_classifier
 from distil_lstm.predict import read_export_folder
-from distil_lstm.vocab import SPECIAL_TOKENS, WordVocab
+from distil_lstm.vocab import PAD, WORD_SPECIAL_TOKENS, WordVocab
 
 
 def word_features(examples: Sequence[data.InputExample], vocab: WordVocab | None, labels: Sequence[str],
@@ -40,7 +41,8 @@ def word_features(examples: Sequence[data.InputExample], vocab: WordVocab | None
         return None
     ids = vocab.encode_batch([e.text_a for e in examples], max_seq_length)
     return pipeline.Features(input_ids=ids, token_type_ids=ids.with_flat_values(0 * ids.flat_values),
-                             label_ids=pipeline.label_ids_of(examples, labels), guids=[e.guid for e in examples])
+                             label_ids=pipeline.label_ids_of(examples, labels), guids=[e.guid for e in examples],
+                             pad_id=vocab.ids[PAD])
 
 
 def load_student(folder: str) -> tuple[keras.Model, WordVocab, list[str], dict]:
@@ -48,7 +50,7 @@ def load_student(folder: str) -> tuple[keras.Model, WordVocab, list[str], dict]:
     config, labels, vocab = read_export_folder(folder)
     student = build_bilstm_classifier(config["vocab_size"], config["num_labels"],
                                       **{item.name: config[item.name] for item in dataclasses.fields(BiLstmModelConfig)})
-    student.load_weights(os.path.join(folder, "model.weights.h5"))
+    student.load_weights(os.path.join(folder, KERAS_WEIGHTS))
     return student, vocab, labels, config
 
 
@@ -142,17 +144,16 @@ class BiLstmTask(trainer.Task):
 
     def training_vocab(self, texts: list[str], *, reuse: bool, save: bool) -> WordVocab:
         config = self.config
-        path = os.path.join(config.run.output_dir, "vocab.txt")
+        path = os.path.join(config.run.output_dir, VOCAB)
         if reuse and os.path.exists(path):
             return WordVocab.load(path, config.do_lower_case)
         vocab = WordVocab.build(texts, min_count=config.min_count, max_size=config.max_vocab_size,
                                 do_lower_case=config.do_lower_case)
-        if len(vocab) <= len(SPECIAL_TOKENS):
+        if len(vocab) <= len(WORD_SPECIAL_TOKENS):
             raise DataError(f"the training texts give an empty vocabulary ({field('min_count')}={config.min_count}, "
                             f"{field('max_vocab_size')}={config.max_vocab_size}): every word would be [UNK]")
         if save:
-            vocab.save(path + ".tmp")
-            os.replace(path + ".tmp", path)
+            vocab.save(path)
         return vocab
 
     def initial_embeddings(self) -> np.ndarray | None:
@@ -223,9 +224,9 @@ class BiLstmTask(trainer.Task):
                         "max_seq_length": config.max_seq_length}
 
         def write_files(tmp: str) -> None:
-            trainer.save_model_weights(student, os.path.join(tmp, "model.weights.h5"))
-            self.vocab.save(os.path.join(tmp, "vocab.txt"))
-            for name, content in (("config.json", model_config), ("labels.json", self.labels)):
+            trainer.save_model_weights(student, os.path.join(tmp, KERAS_WEIGHTS))
+            self.vocab.save(os.path.join(tmp, VOCAB))
+            for name, content in ((CONFIG, model_config), (LABELS, self.labels)):
                 with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                     json.dump(content, f, indent=2)
 

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from bertdistill.pipeline import to_ragged
-from bertdistill.words import PAD, SPECIAL_TOKENS
+from bertdistill.words import PAD, WORD_SPECIAL_TOKENS
 from bertdistill.words import WordVocab as _WordVocab
 
 
@@ -34,7 +34,7 @@ class WordVocab(_WordVocab):
         found = 0
         for word, vector in zip(words, vectors):
             index = self.ids.get(word)
-            if index is not None and index >= len(SPECIAL_TOKENS):
+            if index is not None and index >= len(WORD_SPECIAL_TOKENS):
                 table[index] = vector
                 found += 1
         return table, found

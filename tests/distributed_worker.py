@@ -33,7 +33,7 @@ def main(strategy_name: str, output_dir: str, weights_path: str) -> None:
     rows = [[2, *rng.integers(5, 20, size=int(n)), 3] for n in rng.integers(1, 7, size=GLOBAL_BATCH * STEPS)]
     features = pipeline.Features(input_ids=pipeline.to_ragged(rows), token_type_ids=pipeline.to_ragged(
         [[0] * len(r) for r in rows]), label_ids=np.array([r[1] % 2 for r in rows], np.int32),
-        guids=[str(i) for i in range(len(rows))])
+        guids=[str(i) for i in range(len(rows))], pad_id=0)
     steps = pipeline.num_batches(features, batch_size=GLOBAL_BATCH, is_training=True)
     keras.utils.set_random_seed(1)
     with strategy.scope():

@@ -13,12 +13,14 @@ import keras
 import numpy as np
 
 from bertdistill import checkpoints, trainer
+from bertdistill.export_format import pad
 from bertdistill.bert import BertClassifier, BertEncoder
 from bertdistill.configs import (BiLstmConfig, BiLstmModelConfig, DataConfig, FinetuneConfig, RunConfig,
                                  TrainConfig)
 from bertdistill.finetune import FinetuneTask
 from bertdistill.runner import EXPORT_SAMPLE_SIZE
 from bertdistill.tokenization import Tokenizer
+from bertdistill.words import PAD
 from distil_lstm.task import BiLstmTask
 from tests.bert_fixtures import tiny_config, write_vocab
 
@@ -38,13 +40,6 @@ class TinyExport:
     def keras_probabilities(self, texts) -> np.ndarray:
         logits = keras.ops.convert_to_numpy(self.model(self.encode(texts), training=False))
         return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
-
-
-def _pad(rows) -> np.ndarray:
-    batch = np.zeros((len(rows), max(map(len, rows))), np.int32)
-    for out, row in zip(batch, rows):
-        out[:len(row)] = row
-    return batch
 
 
 def _write_data(folder, train_texts) -> DataConfig:
@@ -84,8 +79,7 @@ def build_bert(root) -> TinyExport:
     tokenizer = Tokenizer(vocab, True)
 
     def encode(texts):
-        ids = _pad(tokenizer.encode_batch(texts, max_seq_length=BERT_MAX_SEQ_LENGTH)[0])
-        return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int32), "token_type_ids": np.zeros_like(ids)}
+        return bert_features(*tokenizer.encode_batch(texts, max_seq_length=BERT_MAX_SEQ_LENGTH), tokenizer.pad_id)
 
     return TinyExport(str(root / "bert" / "export"), task.eval_model, encode)
 
@@ -101,7 +95,7 @@ def build_bilstm(root) -> TinyExport:
     _export(task, str(root / "lstm" / "export"), scale=4.0)
 
     def encode(texts):
-        return {"input_ids": _pad([task.vocab.encode(text, LSTM_MAX_SEQ_LENGTH) for text in texts])}
+        return {"input_ids": pad([task.vocab.encode(text, LSTM_MAX_SEQ_LENGTH) for text in texts], task.vocab.ids[PAD])}
 
     return TinyExport(str(root / "lstm" / "export"), task.eval_model, encode)
 

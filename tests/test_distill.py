@@ -44,6 +44,35 @@ def test_unknown_loss_and_bad_kd_arguments_are_refused():
         distill.distillation_terms("kd", temperature=0.0)
 
 
+def test_one_registry_and_one_temperature_check_for_every_task():
+    assert set(distill.LOGIT_LOSSES) == {"mse", "kd", "tinybert_prediction"}
+    assert set(distill.STORED_LOGITS_LOSSES) <= set(distill.LOGIT_LOSSES)
+    for temperature, alpha in ((0.0, 0.5), (-1.0, 0.5), (float("nan"), 0.5), (1.0, -0.1), (1.0, 1.5)):
+        with pytest.raises(ValueError, match=r"^need temperature > 0 and 0 <= alpha <= 1; got "):
+            distill.check_temperature(temperature, alpha)
+    with pytest.raises(ValueError, match=r"^need --temperature > 0 and 0 <= --hard_label_weight <= 1; got 0\.0"):
+        distill.check_temperature(0.0, 0.0, ("--temperature", "--hard_label_weight"))
+    from bertdistill import script_flags
+    from bertdistill.errors import FlagError
+
+    with pytest.raises(FlagError, match="need --temperature > 0 and 0 <= --alpha <= 1"):
+        script_flags.check_arguments("distil_lstm/main.py", ["--mode=distil", "--output_dir=/tmp/x", "--temperature=0"])
+
+
+@pytest.mark.parametrize("weight, terms", [(0.0, {"soft_cross_entropy"}),
+                                           (0.25, {"soft_cross_entropy", "hard_cross_entropy"}),
+                                           (1.0, {"hard_cross_entropy"})])
+def test_tinybert_prediction_has_a_term_only_where_its_weight_counts(weight, terms):
+    fn = distill.distillation_terms("tinybert_prediction", temperature=2.0, alpha=weight)
+    out = fn(LABELS if weight > 0 else None, TEACHER if weight < 1 else None, STUDENT)
+    assert set(out) == terms
+    kd = distill.distillation_terms("kd", temperature=2.0, alpha=weight)(LABELS, TEACHER, STUDENT)
+    if weight < 1:
+        assert float(out["soft_cross_entropy"]) == float(kd["soft_loss"])
+    if weight > 0:
+        assert float(out["hard_cross_entropy"]) == float(kd["hard_loss"])
+
+
 @pytest.mark.parametrize("loss", ["mse", "kd"])
 def test_distillation_task_moves_the_student_toward_the_teacher(tmp_path, loss):
     keras.utils.set_random_seed(0)

@@ -14,7 +14,7 @@ from onnx.reference import ReferenceEvaluator
 
 from bertdistill import export, int8_gate, onnx_fusion
 from bertdistill.bert import BertClassifier, BertEncoder
-from bertdistill.export_format import IDS_SIGNATURE, MODEL_FILES, PORTABLE_ONNX, SAVED_MODEL
+from bertdistill.export_format import IDS_SIGNATURE, MODEL_FILES, PORTABLE_ONNX, SAVED_MODEL, OnnxModel
 from bertdistill.predictor import Predictor
 from tests.bert_fixtures import tiny_batch, tiny_config
 from tests.export_fixtures import TEXTS, tiny_exports
@@ -46,7 +46,7 @@ def test_export_folder_has_the_default_permissions(exported):
 def test_keras_saved_model_and_onnx_agree_on_dynamic_shapes(exported):
     model, folder = exported
     serving = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_default"]
-    onnx = export.OnnxClassifier(str(folder / "model.onnx"))
+    onnx = OnnxModel(str(folder / "model.onnx"))
     for batch in (tiny_batch(), _batch(5, 11, seed=1), _batch(1, 3, seed=2)):
         expected = keras.ops.convert_to_numpy(model(batch, training=False))
         outputs = serving(**{k: tf.constant(v) for k, v in batch.items()})
@@ -58,8 +58,8 @@ def test_keras_saved_model_and_onnx_agree_on_dynamic_shapes(exported):
 def test_int8_model_is_smaller_and_mostly_agrees(exported):
     model, folder = exported
     batch = _batch(32, 10, seed=3)
-    float_logits = export.OnnxClassifier(str(folder / "model.onnx")).predict(batch)
-    int8_logits = export.OnnxClassifier(str(folder / "model.int8.onnx")).predict(batch)
+    float_logits = OnnxModel(str(folder / "model.onnx")).predict(batch)
+    int8_logits = OnnxModel(str(folder / "model.int8.onnx")).predict(batch)
     assert (int8_logits.argmax(-1) == float_logits.argmax(-1)).mean() >= 0.8
     assert os.path.getsize(folder / "model.int8.onnx") < os.path.getsize(folder / "model.onnx")
 
@@ -85,7 +85,7 @@ def test_mixed_precision_model_exports_float32(tmp_path):
     twin = export.float32_twin(model)
     assert twin.dtype_policy.name == "float32" and model.dtype_policy.name == "mixed_bfloat16"
     export.export_folder(model, str(tmp_path / "export"), sample=tiny_batch(), info={}, quantize=False)
-    logits = export.OnnxClassifier(str(tmp_path / "export" / "model.onnx")).predict(tiny_batch())
+    logits = OnnxModel(str(tmp_path / "export" / "model.onnx")).predict(tiny_batch())
     assert logits.dtype == np.float32
     np.testing.assert_allclose(logits, keras.ops.convert_to_numpy(twin(tiny_batch())), atol=1e-4)
 
@@ -200,7 +200,7 @@ def test_optimized_graph_matches_keras_and_records_its_fusions(optimized):
     assert record["rewrites"]["tensordot"] == 6 * LAYERS and record["rewrites"]["packed_nodes"] > 0
     ops = {node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node}
     assert {"MultiHeadAttention", "BiasGelu", "LayerNormalization", "NonZero"} <= ops and "Erf" not in ops
-    onnx_model = export.OnnxClassifier(str(folder / "model.onnx"))
+    onnx_model = OnnxModel(str(folder / "model.onnx"))
     # padding from none to most of the row, one row, a pair: the padding removal is exact
     for batch in (_batch(6, 12, seed=5), _batch(1, 3, seed=6), _batch(3, 2, seed=7), tiny_batch(),
                   {**_batch(8, 16, seed=8), "token_type_ids": (np.arange(16)[None] > 7).repeat(8, 0).astype(np.int32)}):
@@ -218,7 +218,7 @@ def test_portable_graph_runs_in_onnx_reference_as_onnx_runtime_runs_the_optimize
         graph = onnx.load(str(folder / name)).graph
         assert {i.type.tensor_type.elem_type for i in graph.input} == {onnx.TensorProto.INT64}, name
     batch = {name: ids.astype(np.int64) for name, ids in _batch(6, 12, seed=10).items()}
-    optimized_logits = export.OnnxClassifier(str(folder / "model.onnx")).session.run(["logits"], batch)[0]
+    optimized_logits = OnnxModel(str(folder / "model.onnx")).session.run(["logits"], batch)[0]
     np.testing.assert_allclose(ReferenceEvaluator(portable).run(["logits"], batch)[0], optimized_logits, atol=1e-4)
 
 
@@ -232,7 +232,7 @@ def test_int8_model_is_quantized_from_the_optimized_graph(optimized):
     assert all(int8_ops[name] == "MatMul" for name in excluded) and "/output_1/" in excluded[0]
     batch = _batch(16, 10, seed=9)
     expected = keras.ops.convert_to_numpy(model(batch, training=False))
-    int8_logits = export.OnnxClassifier(str(folder / "model.int8.onnx")).predict(batch)
+    int8_logits = OnnxModel(str(folder / "model.int8.onnx")).predict(batch)
     assert (int8_logits.argmax(-1) == expected.argmax(-1)).mean() >= 0.8
 
 

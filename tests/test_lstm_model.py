@@ -8,6 +8,7 @@ import pytest
 
 from bertdistill import export, pipeline
 from distil_lstm.model import INT8_OP_TYPES, MaskedPooling, build_bilstm_classifier
+from bertdistill.export_format import OnnxModel
 from bertdistill.words import tokenize
 from distil_lstm.vocab import WordVocab
 
@@ -111,13 +112,13 @@ def test_export_round_trip_keras_savedmodel_onnx(tmp_path):
     export.export_folder(model, str(folder), sample={"input_ids": ids}, info={}, input_names=("input_ids",),
                          int8_op_types=INT8_OP_TYPES)
     expected = model({"input_ids": ids}).numpy()
-    onnx_logits = export.OnnxClassifier(str(folder / "model.onnx")).predict({"input_ids": ids})
+    onnx_logits = OnnxModel(str(folder / "model.onnx")).predict({"input_ids": ids})
     np.testing.assert_allclose(onnx_logits, expected, atol=1e-4)
     served = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_default"](
         input_ids=tf.constant(ids))
     np.testing.assert_allclose(served["logits"].numpy(), expected, atol=1e-5)
     assert json.loads((folder / "export_info.json").read_text())["inputs"] == ["input_ids"]
-    int8 = export.OnnxClassifier(str(folder / "model.int8.onnx")).predict({"input_ids": ids})
+    int8 = OnnxModel(str(folder / "model.int8.onnx")).predict({"input_ids": ids})
     np.testing.assert_allclose(int8, expected, atol=0.02)
     graph = onnx.load(str(folder / "model.int8.onnx")).graph
     assert "DynamicQuantizeLSTM" in {node.op_type for node in graph.node}
@@ -128,7 +129,7 @@ def test_export_round_trip_keras_savedmodel_onnx(tmp_path):
 def test_predict_logits_keeps_input_order():
     features = pipeline.Features(input_ids=pipeline.to_ragged([[1, 2, 3], [4], [5, 6]]),
                                  token_type_ids=pipeline.to_ragged([[0, 0, 0], [0], [0, 0]]),
-                                 label_ids=np.zeros(3, np.int32), guids=["a", "b", "c"])
+                                 label_ids=np.zeros(3, np.int32), guids=["a", "b", "c"], pad_id=0)
     inputs = {name: keras.Input((None,), dtype="int32", name=name)
               for name in ("input_ids", "attention_mask", "token_type_ids")}
     total = keras.layers.Lambda(lambda t: keras.ops.sum(keras.ops.cast(t, "float32"), axis=1, keepdims=True))(

@@ -102,9 +102,3 @@ def test_num_batches_matches_one_pass(tokenizer, is_training, drop_remainder):
     features = pipeline.convert_examples_to_features(examples(150), tokenizer, ["0", "1"], 24)
     kwargs = dict(batch_size=8, is_training=is_training, max_seq_length=24, drop_remainder=drop_remainder)
     assert pipeline.num_batches(features, **kwargs) == sum(1 for _ in pipeline.make_dataset(features, **kwargs))
-
-
-def test_rows_are_padded_with_the_tokenizers_pad_id_and_masked_by_length():
-    rows = [[0, 7, 8, 2], [0, 2]]  # MPNet: <s> = 0 is a real token, <pad> = 1
-    np.testing.assert_array_equal(pipeline.pad_rows(rows, 1), [[0, 7, 8, 2], [0, 2, 1, 1]])
-    np.testing.assert_array_equal(pipeline.attention_mask(rows), [[1, 1, 1, 1], [1, 1, 0, 0]])

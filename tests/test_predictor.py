@@ -110,7 +110,7 @@ def test_folders_that_are_not_exports(exports, tmp_path):
         Predictor(str(run))
     folder = copy_export(exports, "bert", tmp_path)
     edit_json(folder / "export_info.json", lambda info: info.update(model="gpt"))
-    with pytest.raises(errors.ConfigError, match="model 'gpt' is not one the predictor knows"):
+    with pytest.raises(errors.ConfigError, match=r"export_info.json: key 'model' is 'gpt', not a model the predictor knows"):
         Predictor(str(folder))
 
 

@@ -76,10 +76,11 @@ def test_prepare_run_cleans_debris_and_evaluation_runs_check_the_model(fv, tmp_p
     prepare(fv)
     out = tmp_path / "out"
     (out / ".export.999999.tmp").mkdir()
-    (out / "eval_results.txt.tmp").write_text("half")
+    (out / ".eval_results.txt.999999.tmp").mkdir()
+    (out / ".eval_results.txt.999999.tmp" / "eval_results.txt").write_text("half")
     (out / "best").mkdir()
     assert prepare(fv) == "resumed"
-    assert not (out / ".export.999999.tmp").exists() and not (out / "eval_results.txt.tmp").exists()
+    assert not (out / ".export.999999.tmp").exists() and not (out / ".eval_results.txt.999999.tmp").exists()
     fv.learning_rate = 1.0  # evaluating a trained folder: training flags do not matter, the model does
     assert runner.prepare_run(run_of(fv), model_config={"hidden_size": 8}, inputs={}, train=False) == "evaluating"
     with pytest.raises(errors.UserError, match="holds another model: model_config.hidden_size: 8 -> 16"):
@@ -88,7 +89,8 @@ def test_prepare_run_cleans_debris_and_evaluation_runs_check_the_model(fv, tmp_p
     with pytest.raises(errors.UserError, match=r"holds a trained model \(best\) but no run_manifest"):
         runner.prepare_run(run_of(fv), model_config={"hidden_size": 8}, inputs={}, train=False)
     output = tmp_path / "aug.tsv"
-    (tmp_path / ".aug.tsv.999999.tmp").write_text("half")
+    (tmp_path / ".aug.tsv.999999.tmp").mkdir()
+    (tmp_path / ".aug.tsv.999999.tmp" / "aug.tsv").write_text("half")
     (tmp_path / ".other.tsv.999999.tmp").write_text("not ours")
     assert runner.prepare_run(run_of(fv), outputs={"output": str(output)}, inputs={}) == "files"
     assert not (tmp_path / ".aug.tsv.999999.tmp").exists() and (tmp_path / ".other.tsv.999999.tmp").exists()

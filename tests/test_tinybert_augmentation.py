@@ -29,7 +29,8 @@ def tiny(tmp_path_factory):
     model.head.output_bias.assign(np.random.default_rng(0).normal(size=len(TINY_VOCAB)).astype(np.float32))
     checkpoints.save_hf_masked_lm(model, str(root / "mlm"), vocab_file, do_lower_case=True)
     vocab = Tokenizer(vocab_file).vocab
-    return {"root": root, "model": model, "vocab": vocab, "splitter": augment.WordSplitter(vocab),
+    return {"root": root, "model": model, "vocab": vocab, "vocab_file": vocab_file,
+            "splitter": augment.WordSplitter(Tokenizer(vocab_file)),
             "mlm": augment.MaskedLMCandidates(model, vocab, top_k=5)}
 
 
@@ -171,7 +172,7 @@ def test_neighbours_without_mlm_and_title_case(tiny, tmp_path):
                                         neighbours=vectors, max_seq_length=16)[0]
     assert mixed.candidates[5] == ["movies", "pictures"]  # multi-piece: word vectors even with an MLM
     assert mixed.candidates[3] == tiny_top5(tiny, "the movie was great , films", 3)  # single piece: the MLM
-    cased = augment.tinybert_candidates(["The Movie was great"], augment.WordSplitter(tiny["vocab"], False),
+    cased = augment.tinybert_candidates(["The Movie was great"], augment.WordSplitter(Tokenizer(tiny["vocab_file"], False)),
                                         neighbours=vectors)[0]
     assert cased.words == ["The", "Movie", "was", "great"]
     assert cased.candidates == {1: ["Film", "Pictures"], 3: ["superb", "film"]}  # title-cased like the word
@@ -272,6 +273,6 @@ def test_sst2_sentences_split_like_the_tokenizer(tiny):
     except FileNotFoundError:
         pytest.skip("the offline default model is not installed")
     tokenizer = Tokenizer(default.vocab_file)
-    splitter = augment.WordSplitter(tokenizer.vocab)
+    splitter = augment.WordSplitter(tokenizer)
     for sentence in sentences:
         assert [p for word in splitter.split(sentence)[1] for p in word] == tokenizer.tokenize(sentence)

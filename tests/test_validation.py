@@ -121,14 +121,17 @@ def test_clean_debris_removes_only_debris(tmp_path):
     (out / "export" / "model.onnx").write_text("keep")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    debris = [out / f".export.{dead}.tmp", out / ".old-export-abc123", out / "test_results.tsv.tmp",
-              out / f".augmented.tsv.{dead}.tmp", out / "run_manifest.json.tmp"]
-    for path in debris[:2]:
-        (path / "saved_model").mkdir(parents=True)
+    debris = [out / f".export.{dead}.tmp", out / f".test_results.tsv.{dead}.tmp",
+              out / f".augmented.tsv.{dead}.tmp", out / f".run_manifest.json.{dead}.tmp"]
+    (debris[0] / "export" / "saved_model").mkdir(parents=True)  # a folder being built
+    (debris[0] / ".previous" / "saved_model").mkdir(parents=True)  # the export it was replacing
+    (debris[1] / "test_results.tsv").parent.mkdir()
+    (debris[1] / "test_results.tsv").write_text("partial")
     for path in debris[2:]:
-        path.write_text("partial")
+        path.write_text("partial")  # written by an earlier version, a file rather than a folder
     keep = [out / "eval_results.txt", out / "notes.tmp.txt", out / "checkpoints" / "ckpt.tmp",
-            out / "export" / "x.tmp", out / f".export.{os.getppid()}.tmp" / "f", out / "folder.tmp" / "f"]
+            out / "export" / "x.tmp", out / f".export.{os.getppid()}.tmp" / "f", out / "folder.tmp" / "f",
+            out / "results.tsv.tmp", out / f"export.{dead}.tmp" / "f", out / f".export.{dead}.tmp.txt"]
     for path in keep:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("keep")
@@ -142,10 +145,10 @@ def test_clean_debris_removes_only_debris(tmp_path):
 
 def test_clean_debris_beside_another_export_folder(tmp_path):
     (tmp_path / "exports").mkdir()
-    (tmp_path / "exports" / ".old-export-x").mkdir()
+    (tmp_path / "exports" / ".lstm.999999.tmp" / "lstm").mkdir(parents=True)
     (tmp_path / "out").mkdir()
     removed = validation.clean_debris(str(tmp_path / "out"), export_dir=str(tmp_path / "exports" / "lstm"))
-    assert removed == [str(tmp_path / "exports" / ".old-export-x")]
+    assert removed == [str(tmp_path / "exports" / ".lstm.999999.tmp")]
 
 
 def test_check_outputs_one_rule_for_every_output(tmp_path):
@@ -188,3 +191,20 @@ def test_non_finite_float_flags_are_refused():
             errors.check_finite(fv)
     fv(["prog", "--temperature=2"])
     errors.check_finite(fv)
+
+
+def test_max_seq_length_fits_the_models_position_table():
+    from bertdistill.bert import BertConfig
+    from bertdistill.mpnet import MPNetConfig
+
+    bert = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+                      max_position_embeddings=16)
+    assert validation.max_seq_length_fits(16, bert, "the teacher") == 16
+    with pytest.raises(FlagError, match=r"^--max_seq_length=17 exceeds the 16 tokens the teacher takes "
+                                        r"\(max_position_embeddings=16\)$"):
+        validation.max_seq_length_fits(17, bert, "the teacher")
+    mpnet = MPNetConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+                        max_position_embeddings=18)  # positions start after the pad id 1: 16 tokens
+    assert validation.max_seq_length_fits(16, mpnet, "m") == 16
+    with pytest.raises(FlagError, match="--max_seq_length=17 exceeds the 16 tokens m takes"):
+        validation.max_seq_length_fits(17, mpnet, "m")

@@ -108,11 +108,9 @@ def main(argv):
     validate_flags()
     keras.mixed_precision.set_global_policy("float32")
     pretrained = checkpoints.resolve_pretrained(FLAGS.model, FLAGS.bert_config_file, FLAGS.vocab_file)
-    if FLAGS.max_seq_length > pretrained.config.max_position_embeddings:
-        raise FlagError("max_seq_length", f"--max_seq_length={FLAGS.max_seq_length} exceeds the model's "
-                        f"max_position_embeddings={pretrained.config.max_position_embeddings}")
+    validation.max_seq_length_fits(FLAGS.max_seq_length, pretrained.config, f"the model {pretrained.source}")
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
-    splitter = augment.WordSplitter(Tokenizer(pretrained.vocab_file, do_lower_case).vocab, do_lower_case)
+    splitter = augment.WordSplitter(Tokenizer(pretrained.vocab_file, do_lower_case))
     processor = processor_from_flags(FLAGS)
     examples = transfer_set.read_originals(FLAGS.input, processor, processor.get_labels(),
                                            on_error=on_error(FLAGS))[:FLAGS.max_examples]

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import flags, logging
 
-from bertdistill import checkpoints, errors, layer_map, pipeline, runner, script_flags, validation
+from bertdistill import checkpoints, errors, layer_map, runner, script_flags, validation
 from bertdistill.bert import BertConfig, BertEncoder
 from bertdistill.encoders import build_encoder
 from bertdistill.distribute import is_chief, set_precision_policy
 from bertdistill.errors import FlagError, MissingFileError
+from bertdistill.export_format import bert_features
+from bertdistill.files import atomic_path
 from bertdistill.flags import define_common_flags, validate_common_flags
 from bertdistill.tinybert import IntermediateTask, parameter_count
 from bertdistill.tokenization import Tokenizer
@@ -76,7 +76,8 @@ def text_dataset(files: list[str], tokenizer: Tokenizer, *, batch_size: int, max
     def encode(lines):
         texts = [line.decode("utf-8", errors="replace") for line in lines.numpy()]
         ids, types = tokenizer.encode_batch(texts, None, max_seq_length)
-        return pipeline.pad_rows(ids, tokenizer.pad_id), pipeline.attention_mask(ids), pipeline.pad_rows(types)
+        features = bert_features(ids, types, tokenizer.pad_id)
+        return features["input_ids"], features["attention_mask"], features["token_type_ids"]
 
     def to_features(lines):
         ids, mask, types = tf.py_function(encode, [lines], [tf.int32, tf.int32, tf.int32])
@@ -107,6 +108,8 @@ def main(argv):
         logging.info("The student takes the teacher's vocabulary: vocab_size %d (%s says %d)",
                      pretrained.config.vocab_size, FLAGS.student_config, student_config.vocab_size)
         student_config = dataclasses.replace(student_config, vocab_size=pretrained.config.vocab_size)
+    for name, config in (("the teacher", pretrained.config), ("the student", student_config)):
+        validation.max_seq_length_fits(FLAGS.max_seq_length, config, name)
     matches = layer_map.resolve_layer_map(FLAGS.layer_map, pretrained.config, student_config)
     if FLAGS.student_init == "teacher_layers":
         layer_map.check_init_from_teacher(pretrained.config, student_config)
@@ -138,12 +141,9 @@ def main(argv):
                                                     shuffle_buffer=FLAGS.shuffle_buffer))
     if is_chief(strategy):
         folder = os.path.join(FLAGS.output_dir, "student")
-        tmp = folder + ".tmp"
-        checkpoints.save_hf_encoder(student, tmp, pretrained.vocab_file, do_lower_case)
-        layer_map.write_layer_map(matches, os.path.join(tmp, "layer_map.json"))
-        if os.path.exists(folder):
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        with atomic_path(folder) as tmp:
+            checkpoints.save_hf_encoder(student, tmp, pretrained.vocab_file, do_lower_case)
+            layer_map.write_layer_map(matches, os.path.join(tmp, layer_map.LAYER_MAP_FILE))
         logging.info("Student written to %s (use it as task_distill.py --student_model)", folder)
 
 
