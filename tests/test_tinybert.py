@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from bertdistill import checkpoints, layer_map, tinybert
-from bertdistill.distill import hard_cross_entropy, soft_cross_entropy
 from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
 from tests.scripts import error_lines, run_script
 
@@ -49,32 +48,46 @@ def run(workspace, output_dir, *args, check=True, student=None, **popen):
                       check=check, **popen)
 
 
+def np_log_softmax(z):
+    z = np.asarray(z, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def np_soft_cross_entropy(teacher, student, temperature):
+    """-sum_c softmax(t / T) log softmax(s / T), mean over the batch, times T^2 (docs/losses.md)."""
+    return -(np.exp(np_log_softmax(np.asarray(teacher) / temperature))
+             * np_log_softmax(np.asarray(student) / temperature)).sum(-1).mean() * temperature ** 2
+
+
 def test_prediction_task_takes_logits_from_the_batch_or_runs_the_teacher():
     keras.utils.set_random_seed(1)
     teacher = tinybert.distillation_classifier(tiny_config(), 2, "cls")
     student = tinybert.distillation_classifier(tiny_config(num_hidden_layers=1, hidden_dropout_prob=0.0,
                                                            attention_probs_dropout_prob=0.0), 2, "cls")
     x = tiny_batch()
+    labels = np.array([0, 1])
+    logits = np.asarray(student(x, training=True))  # no dropout: the logits the task computes
     stored = np.array([[3.0, -1.0], [0.5, 0.25]], np.float32)
     task = tinybert.PredictionTask(student, teacher, temperature=2.0)
-    from_batch = float(task.loss_terms(x, {"label_ids": np.array([0, 1]), "teacher_logits": stored})[
-        "soft_cross_entropy"])
-    expected = float(soft_cross_entropy(stored, student(x, training=True), 2.0))
-    np.testing.assert_allclose(from_batch, expected, rtol=1e-5)
-    online = float(task.loss_terms(x, np.array([0, 1]))["soft_cross_entropy"])
-    assert online != pytest.approx(from_batch)
+    from_batch = float(task.loss_terms(x, {"label_ids": labels, "teacher_logits": stored})["soft_cross_entropy"])
+    np.testing.assert_allclose(from_batch, np_soft_cross_entropy(stored, logits, 2.0), rtol=1e-5)
+    online = float(task.loss_terms(x, labels)["soft_cross_entropy"])  # no logits in the batch: the teacher runs
+    teacher_logits = np.asarray(teacher(x, training=False))
+    assert np.abs(teacher_logits - stored).max() > 0.1
+    np.testing.assert_allclose(online, np_soft_cross_entropy(teacher_logits, logits, 2.0), rtol=1e-5)
     with pytest.raises(ValueError, match="no teacher"):
-        tinybert.PredictionTask(student, None).loss_terms(x, np.array([0, 1]))
+        tinybert.PredictionTask(student, None).loss_terms(x, labels)
 
-    labels = np.array([0, 1])
     mixed = tinybert.PredictionTask(student, None, temperature=2.0, hard_label_weight=0.25).loss_terms(
         x, {"label_ids": labels, "teacher_logits": stored})
-    logits = student(x, training=True)
-    np.testing.assert_allclose(float(mixed["soft_cross_entropy"]), 0.75 * expected, rtol=1e-5)
-    np.testing.assert_allclose(float(mixed["hard_cross_entropy"]), 0.25 * float(hard_cross_entropy(labels, logits)),
+    hard = -np_log_softmax(logits)[np.arange(2), labels].mean()
+    np.testing.assert_allclose(float(mixed["soft_cross_entropy"]), 0.75 * np_soft_cross_entropy(stored, logits, 2.0),
                                rtol=1e-5)
+    np.testing.assert_allclose(float(mixed["hard_cross_entropy"]), 0.25 * hard, rtol=1e-5)
     gold = tinybert.PredictionTask(student, None, hard_label_weight=1.0).loss_terms(x, labels)
     assert set(gold) == {"hard_cross_entropy"}  # plain fine-tuning needs no teacher
+    np.testing.assert_allclose(float(gold["hard_cross_entropy"]), hard, rtol=1e-5)
 
 
 def test_student_from_teacher_layers_copies_them_and_the_head():
