@@ -3,9 +3,6 @@ the student's start from teacher layers), and tinybert/task_distill.py end to en
 teacher: dry run, both stages with export, stage switch, kill -9 and resume in each stage."""
 import json
 import re
-import signal
-import subprocess
-import time
 
 import keras
 import numpy as np
@@ -13,7 +10,7 @@ import pytest
 
 from bertdistill import checkpoints, layer_map, tinybert
 from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
-from tests.scripts import error_lines, run_script
+from tests.scripts import assert_killed, error_lines, killed_at_step, run_script
 
 SCRIPT = "tinybert/task_distill.py"
 WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "plot", "film", "a"]
@@ -144,31 +141,25 @@ def latest_step(folder) -> int:
     return int(found.group(1)) if found else 0
 
 
-def kill_when(process, condition, timeout: float = 150) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert process.poll() is None and time.time() < deadline, "the run ended before the kill point"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-
 def test_stage_switch_and_kill_and_resume_in_each_stage(workspace, tmp_path):
+    # 8 rows in bucketed batches of at most 4 (3 steps an epoch), a checkpoint every 2 steps and at
+    # each epoch's end: stage 1 has 6 steps, stage 2 has 12. Each stage's trainer counts its own
+    # steps, so with stage 1 done a kill at step 8 can only happen inside stage 2.
     out = tmp_path / "out"
-    args = ("--intermediate_epochs=8", "--prediction_epochs=8", "--do_export=false", "--log_every_steps=1")
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = run(workspace, out, *args, **quiet)
-    kill_when(first, lambda: latest_step(out / "intermediate") >= 4)
-    assert not (out / "intermediate" / "student.weights.h5").exists()  # killed inside stage 1
-    second = run(workspace, out, *args, **quiet)
-    kill_when(second, lambda: latest_step(out / "prediction") >= 4)
+    args = ("--intermediate_epochs=2", "--prediction_epochs=4", "--do_export=false", "--log_every_steps=1")
+    assert_killed(run(workspace, out, *args, check=False, env=killed_at_step(4)))
+    assert latest_step(out / "intermediate") == 4  # killed inside stage 1, right after its ckpt-4
+    assert not (out / "intermediate" / "student.weights.h5").exists() and not (out / "prediction").exists()
+    second = run(workspace, out, *args, check=False, env=killed_at_step(8))
+    assert_killed(second)
+    assert re.search(r"Resumed from .*/intermediate/checkpoints/ckpt-4\b", second.stderr)
     assert (out / "intermediate" / "student.weights.h5").exists()  # stage 1 finished in the second run
-    third = run(workspace, out, *args)
+    assert latest_step(out / "intermediate") == 6 and latest_step(out / "prediction") == 8
+    third = run(workspace, out, *args)  # without the kill hook
     resumed = dict(re.findall(r"Resumed from .*/(intermediate|prediction)/checkpoints/ckpt-(\d+)", third.stderr))
-    stage1_steps = latest_step(out / "intermediate")
-    assert int(resumed["intermediate"]) == stage1_steps  # stage 1 is finished: not redone
-    steps = [int(s) for s in re.findall(r"step (\d+)/\d+", third.stderr)]
-    assert steps[0] == int(resumed["prediction"]) + 1 >= 5  # stage 2 continues where it was killed
+    assert resumed == {"intermediate": "6", "prediction": "8"}  # stage 1 is finished: not redone
+    steps = [int(s) for s in re.findall(r"step (\d+)/12\b", third.stderr)]
+    assert steps == list(range(9, 13))  # stage 2 continues where it was killed, to its end
 
     single = tmp_path / "single"  # --stage=intermediate, then --stage=prediction on the same folder
     run(workspace, single, "--stage=intermediate", "--num_train_epochs=1", "--do_export=false")
