@@ -186,7 +186,11 @@ def test_random_initialisation_from_a_bert_config(workspace, tmp_path):
                  f"--vocab_file={workspace / 'vocab.txt'}", "--do_train", "--do_eval", "--num_train_epochs=1",
                  "--do_export=false", init=False)
     assert "training from a random initialisation" in result.stderr
-    assert 0.0 <= float(read_results(tmp_path / "out" / "eval_results.txt")["eval_accuracy"]) <= 1.0
+    results = read_results(tmp_path / "out" / "eval_results.txt")
+    accuracy = float(results["eval_accuracy"])
+    assert int(results["eval_examples"]) == 8 and min(abs(accuracy - k / 8) for k in range(9)) < 1e-6  # k of 8 rows
+    # Weights drawn with stddev 0.02 and two steps at 5e-5: logits near 0, so about ln 2 on two classes.
+    assert abs(float(results["eval_loss"]) - np.log(2)) < 0.05
 
 
 def test_mirrored_strategy_over_two_logical_cpus(workspace, tmp_path):
