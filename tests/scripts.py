@@ -40,7 +40,7 @@ def killed_at_step(step: int) -> dict[str, str]:
 
 def assert_killed(result: subprocess.CompletedProcess) -> None:
     """The run died of the SIGKILL of `killed_at_step` (it neither finished nor failed on its own)."""
-    assert result.returncode == -signal.SIGKILL, f"exit status {result.returncode}, not killed:\n{result.stderr[-3000:]}"
+    assert result.returncode == -signal.SIGKILL, f"exit status {result.returncode}:\n{result.stderr[-3000:]}"
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
