@@ -37,6 +37,15 @@ averaged over the steps since the previous point) every `log_every_steps` steps 
 every epoch, so also of every run; `validation/` gets `accuracy` and `loss` at each evaluation.
 Only the chief writes outputs; the other workers save their (collective) checkpoints to a
 temporary folder and restore from the chief's (shared file system).
+
+Test-only hook: when the environment variable `BERTDISTILL_TEST_KILL_AT_STEP=N` (an integer >= 1)
+is set, the process sends itself SIGKILL right after it has written (completely, state file
+included) the first checkpoint whose global step (`step` above: batches consumed by the run,
+earlier runs of the same folder included) is >= N; every Trainer of the process checks its own
+steps (TinyBERT's two stages count separately). Kill-and-resume tests use it to kill a real script
+at a known checkpoint instead of polling for one. Never set it outside tests, and do not pass it
+on to the run that resumes (that run would be killed too). A value that is not an integer >= 1 is
+a ValueError when the Trainer is created.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -61,6 +71,23 @@ from bertdistill.distribute import is_chief
 from bertdistill.errors import UserError, field
 from bertdistill.files import atomic_output, atomic_path
 from bertdistill.metrics import accuracy
+
+
+TEST_KILL_AT_STEP = "BERTDISTILL_TEST_KILL_AT_STEP"
+
+
+def _test_kill_at_step() -> int | None:
+    """The step of the test-only kill hook (module docstring), or None when it is not set."""
+    value = os.environ.get(TEST_KILL_AT_STEP)
+    if not value:
+        return None
+    try:
+        step = int(value)
+    except ValueError:
+        step = 0
+    if step < 1:
+        raise ValueError(f"{TEST_KILL_AT_STEP}={value!r}: expected an integer >= 1 (a test-only hook)")
+    return step
 
 
 class TrainingDiverged(UserError):
@@ -383,6 +410,7 @@ class Trainer:
                                          **{name: list(model.weights) for name, model in task.models.items()},
                                          **(extra_checkpoint_items or {}))
         self.manager = tf.train.CheckpointManager(checkpoint, self._write_dir, max_to_keep=max_checkpoints_to_keep)
+        self._kill_at_step = _test_kill_at_step()
         # train_step(iterator): one distributed step on next(iterator) -> (mean terms, grad norm, examples,
         # NaN or infinite input values).
         self.train_step = self._make_train_step()
@@ -460,6 +488,8 @@ class Trainer:
             raise UserError(f"could not write the checkpoint of step {step} in {self._write_dir} ({reason}); free "
                             "disk space and run the same command again: it resumes from "
                             f"{latest or 'the start'}") from None
+        if self._kill_at_step is not None and step >= self._kill_at_step:  # test-only (module docstring)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     # Summaries
 

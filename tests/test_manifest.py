@@ -1,8 +1,8 @@
 """Run manifest: new folder, resume, each difference named, foreign folders refused, overwrite."""
 import hashlib
+import io
 import json
 import os
-import time
 
 import pytest
 
@@ -38,13 +38,35 @@ def test_manifest_contents(data_dir):
     json.dumps(m)
 
 
-def test_hashing_5mb_is_fast(tmp_path):
+def test_a_data_file_is_hashed_once_in_bounded_chunks(tmp_path, data_dir, monkeypatch):
+    """What keeps hashing a large training file cheap: one pass, in chunks of at most 1 MiB (never
+    the whole file in memory), and one hash per distinct file of the manifest."""
     path = tmp_path / "big.tsv"
-    path.write_bytes(os.urandom(5 << 20))
-    start = time.perf_counter()
-    digest = manifest.file_sha256(str(path))
-    assert time.perf_counter() - start < 1.0
-    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    content = os.urandom((5 << 20) + 123)  # 5 whole chunks and a partial one
+    path.write_bytes(content)
+    opened, reads = [], []
+
+    class CountingFile(io.FileIO):
+        def read(self, size=-1):
+            reads.append(size)
+            return super().read(size)
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        assert mode == "rb", mode
+        opened.append(os.fspath(file))
+        return CountingFile(file, "r")
+
+    monkeypatch.setattr(manifest, "open", counting_open, raising=False)
+    assert manifest.file_sha256(str(path)) == hashlib.sha256(content).hexdigest()
+    assert opened == [str(path)]
+    assert reads == [1 << 20] * 7  # 5 full chunks, the partial one, the empty read at the end
+
+    hashed = []
+    file_sha256 = manifest.file_sha256
+    monkeypatch.setattr(manifest, "file_sha256", lambda p: hashed.append(p) or file_sha256(p))
+    train, dev = str(data_dir / "train.tsv"), str(data_dir / "dev.tsv")
+    built = manifest.build_manifest(flags=FLAGS, data_files=[train, dev, train, None], model_config=None)
+    assert hashed == [train, dev] and [entry["path"] for entry in built["data"]] == [train, dev]
 
 
 def test_missing_data_file_is_a_user_error(tmp_path):

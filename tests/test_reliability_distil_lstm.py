@@ -1,16 +1,13 @@
 """distil_lstm/main.py: bad input -> one line, exit 2, nothing created or damaged; a vocabulary is
 reused only by the run that made it; divergence stops at its step with no export; a run killed with
-SIGKILL and restarted ends with the weights and metrics of an uninterrupted run (dropout on)."""
-import re
-import subprocess
-
+SIGKILL inside an epoch and restarted ends with the weights and metrics of an uninterrupted run (dropout on)."""
 import pytest
 
 from bertdistill import transfer_set
 from tests.reliability import assert_user_error, fingerprint
-from tests.scripts import run_script
+from tests.scripts import killed_at_step, run_script
 from tests.test_distil_lstm import SMALL, data_dir  # noqa: F401
-from tests.test_reliability_run_classifier import assert_same_run, kill_after_a_checkpoint
+from tests.test_reliability_run_classifier import assert_killed_after, assert_same_run, resumed_step
 
 SCRIPT = "distil_lstm/main.py"
 
@@ -71,11 +68,10 @@ def test_divergence_stops_at_its_step_and_exports_nothing(data_dir, tmp_path):
 
 def test_killed_student_resumes_to_the_uninterrupted_result(data_dir, tmp_path):
     args = ("--mode=train", "--num_train_epochs=4", "--train_batch_size=2", "--save_checkpoints_steps=2",
-            "--dropout=0.3", "--do_export=false")  # 12 rows: 6 steps per epoch
+            "--dropout=0.3", "--do_export=false")  # 12 rows in bucketed batches of at most 2: 7 steps an epoch
     run(data_dir, tmp_path / "a", *args, check=True)
-    process = run(data_dir, tmp_path / "b", *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed = kill_after_a_checkpoint(process, tmp_path / "b" / "checkpoints", 6)
+    # Killed right after ckpt-8: the 1st batch of epoch 1, after epoch 0's evaluation.
+    assert_killed_after(run(data_dir, tmp_path / "b", *args, env=killed_at_step(8)), tmp_path / "b", 8)
     result = run(data_dir, tmp_path / "b", *args, check=True)
-    resumed = int(re.search(r"Resumed from .*ckpt-(\d+)", result.stderr).group(1))
-    assert killed <= resumed < 24
+    assert resumed_step(result) == 8
     assert_same_run(tmp_path / "a", tmp_path / "b")

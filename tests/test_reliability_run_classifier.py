@@ -1,12 +1,10 @@
 """bert_finetune/run_classifier.py: each class of bad input is one line on stderr, exit 2, no
 traceback and no output created or damaged; a reused --output_dir with other data is refused;
-a run killed with SIGKILL and restarted ends with the weights and metrics of an uninterrupted run."""
+a run killed with SIGKILL inside an epoch (by the trainer's test-only hook, at a known checkpoint)
+and restarted ends with the weights and metrics of an uninterrupted run."""
 import json
 import re
 import shutil
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ import tensorflow as tf
 
 from tests.reliability import assert_user_error, fingerprint
 from tests.test_run_classifier import CONFIG, SCRIPT, WORDS, latest_checkpoint_step, workspace  # noqa: F401
-from tests.scripts import run_script
+from tests.scripts import assert_killed, killed_at_step, run_script
 
 
 def run(workspace, output_dir, *args, check=False, init=True, **popen):
@@ -100,19 +98,20 @@ def assert_same_run(a, b):
         np.testing.assert_allclose(weights_b[name], value, atol=1e-5, err_msg=name)
 
 
-def kill_after_a_checkpoint(process, checkpoint_dir, steps_per_epoch: int) -> int:
-    """Waits for a checkpoint inside an epoch (not at its end), then SIGKILLs the run; returns its step."""
-    deadline = time.time() + 180
-    while (step := latest_checkpoint_step(checkpoint_dir)) < 2 or step % steps_per_epoch == 0:
-        assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    return step
+def assert_killed_after(result, output_dir, step: int) -> None:
+    """`result`, a run started with `killed_at_step(...)`, died right after its checkpoint of `step`
+    (the latest one), after epoch 0's evaluation had kept a best model."""
+    assert_killed(result)
+    assert latest_checkpoint_step(output_dir / "checkpoints") == step
+    assert json.loads((output_dir / "best" / "metrics.json").read_text())["epoch"] == 0
+
+
+def resumed_step(result) -> int:
+    return int(re.search(r"Resumed from .*ckpt-(\d+)", result.stderr).group(1))
 
 
 def test_killed_teacher_resumes_to_the_uninterrupted_result(workspace, tmp_path):
-    data = tmp_path / "data"  # 48 rows: 12 steps per epoch
+    data = tmp_path / "data"  # 48 rows in bucketed batches of at most 4: 14 steps an epoch
     data.mkdir()
     rng = np.random.default_rng(3)
     for split, count in (("train", 48), ("dev", 8)):
@@ -121,9 +120,9 @@ def test_killed_teacher_resumes_to_the_uninterrupted_result(workspace, tmp_path)
     args = ("--do_train", "--do_eval", "--num_train_epochs=3", "--save_checkpoints_steps=2", "--learning_rate=1e-3",
             f"--data_dir={data}")
     run(workspace, tmp_path / "a", *args, check=True)
-    process = run(workspace, tmp_path / "b", *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed = kill_after_a_checkpoint(process, tmp_path / "b" / "checkpoints", 12)
+    # Killed after the first checkpoint of a step >= 15: ckpt-16, the 2nd batch of epoch 1 (after
+    # epoch 0's evaluation), so the resumed run skips into an epoch and keeps epoch 0's best model.
+    assert_killed_after(run(workspace, tmp_path / "b", *args, env=killed_at_step(15)), tmp_path / "b", 16)
     result = run(workspace, tmp_path / "b", *args, check=True)
-    resumed = int(re.search(r"Resumed from .*ckpt-(\d+)", result.stderr).group(1))
-    assert resumed >= killed and resumed < 36
+    assert resumed_step(result) == 16
     assert_same_run(tmp_path / "a", tmp_path / "b")

@@ -3,18 +3,14 @@ the student's start from teacher layers), and tinybert/task_distill.py end to en
 teacher: dry run, both stages with export, stage switch, kill -9 and resume in each stage."""
 import json
 import re
-import signal
-import subprocess
-import time
 
 import keras
 import numpy as np
 import pytest
 
 from bertdistill import checkpoints, layer_map, tinybert
-from bertdistill.distill import hard_cross_entropy, soft_cross_entropy
 from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
-from tests.scripts import error_lines, run_script
+from tests.scripts import assert_killed, error_lines, killed_at_step, run_script
 
 SCRIPT = "tinybert/task_distill.py"
 WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "plot", "film", "a"]
@@ -49,32 +45,46 @@ def run(workspace, output_dir, *args, check=True, student=None, **popen):
                       check=check, **popen)
 
 
+def np_log_softmax(z):
+    z = np.asarray(z, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def np_soft_cross_entropy(teacher, student, temperature):
+    """-sum_c softmax(t / T) log softmax(s / T), mean over the batch, times T^2 (docs/losses.md)."""
+    return -(np.exp(np_log_softmax(np.asarray(teacher) / temperature))
+             * np_log_softmax(np.asarray(student) / temperature)).sum(-1).mean() * temperature ** 2
+
+
 def test_prediction_task_takes_logits_from_the_batch_or_runs_the_teacher():
     keras.utils.set_random_seed(1)
     teacher = tinybert.distillation_classifier(tiny_config(), 2, "cls")
     student = tinybert.distillation_classifier(tiny_config(num_hidden_layers=1, hidden_dropout_prob=0.0,
                                                            attention_probs_dropout_prob=0.0), 2, "cls")
     x = tiny_batch()
+    labels = np.array([0, 1])
+    logits = np.asarray(student(x, training=True))  # no dropout: the logits the task computes
     stored = np.array([[3.0, -1.0], [0.5, 0.25]], np.float32)
     task = tinybert.PredictionTask(student, teacher, temperature=2.0)
-    from_batch = float(task.loss_terms(x, {"label_ids": np.array([0, 1]), "teacher_logits": stored})[
-        "soft_cross_entropy"])
-    expected = float(soft_cross_entropy(stored, student(x, training=True), 2.0))
-    np.testing.assert_allclose(from_batch, expected, rtol=1e-5)
-    online = float(task.loss_terms(x, np.array([0, 1]))["soft_cross_entropy"])
-    assert online != pytest.approx(from_batch)
+    from_batch = float(task.loss_terms(x, {"label_ids": labels, "teacher_logits": stored})["soft_cross_entropy"])
+    np.testing.assert_allclose(from_batch, np_soft_cross_entropy(stored, logits, 2.0), rtol=1e-5)
+    online = float(task.loss_terms(x, labels)["soft_cross_entropy"])  # no logits in the batch: the teacher runs
+    teacher_logits = np.asarray(teacher(x, training=False))
+    assert np.abs(teacher_logits - stored).max() > 0.1
+    np.testing.assert_allclose(online, np_soft_cross_entropy(teacher_logits, logits, 2.0), rtol=1e-5)
     with pytest.raises(ValueError, match="no teacher"):
-        tinybert.PredictionTask(student, None).loss_terms(x, np.array([0, 1]))
+        tinybert.PredictionTask(student, None).loss_terms(x, labels)
 
-    labels = np.array([0, 1])
     mixed = tinybert.PredictionTask(student, None, temperature=2.0, hard_label_weight=0.25).loss_terms(
         x, {"label_ids": labels, "teacher_logits": stored})
-    logits = student(x, training=True)
-    np.testing.assert_allclose(float(mixed["soft_cross_entropy"]), 0.75 * expected, rtol=1e-5)
-    np.testing.assert_allclose(float(mixed["hard_cross_entropy"]), 0.25 * float(hard_cross_entropy(labels, logits)),
+    hard = -np_log_softmax(logits)[np.arange(2), labels].mean()
+    np.testing.assert_allclose(float(mixed["soft_cross_entropy"]), 0.75 * np_soft_cross_entropy(stored, logits, 2.0),
                                rtol=1e-5)
+    np.testing.assert_allclose(float(mixed["hard_cross_entropy"]), 0.25 * hard, rtol=1e-5)
     gold = tinybert.PredictionTask(student, None, hard_label_weight=1.0).loss_terms(x, labels)
     assert set(gold) == {"hard_cross_entropy"}  # plain fine-tuning needs no teacher
+    np.testing.assert_allclose(float(gold["hard_cross_entropy"]), hard, rtol=1e-5)
 
 
 def test_student_from_teacher_layers_copies_them_and_the_head():
@@ -131,31 +141,25 @@ def latest_step(folder) -> int:
     return int(found.group(1)) if found else 0
 
 
-def kill_when(process, condition, timeout: float = 150) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert process.poll() is None and time.time() < deadline, "the run ended before the kill point"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-
 def test_stage_switch_and_kill_and_resume_in_each_stage(workspace, tmp_path):
+    # 8 rows in bucketed batches of at most 4 (3 steps an epoch), a checkpoint every 2 steps and at
+    # each epoch's end: stage 1 has 6 steps, stage 2 has 12. Each stage's trainer counts its own
+    # steps, so with stage 1 done a kill at step 8 can only happen inside stage 2.
     out = tmp_path / "out"
-    args = ("--intermediate_epochs=8", "--prediction_epochs=8", "--do_export=false", "--log_every_steps=1")
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = run(workspace, out, *args, **quiet)
-    kill_when(first, lambda: latest_step(out / "intermediate") >= 4)
-    assert not (out / "intermediate" / "student.weights.h5").exists()  # killed inside stage 1
-    second = run(workspace, out, *args, **quiet)
-    kill_when(second, lambda: latest_step(out / "prediction") >= 4)
+    args = ("--intermediate_epochs=2", "--prediction_epochs=4", "--do_export=false", "--log_every_steps=1")
+    assert_killed(run(workspace, out, *args, check=False, env=killed_at_step(4)))
+    assert latest_step(out / "intermediate") == 4  # killed inside stage 1, right after its ckpt-4
+    assert not (out / "intermediate" / "student.weights.h5").exists() and not (out / "prediction").exists()
+    second = run(workspace, out, *args, check=False, env=killed_at_step(8))
+    assert_killed(second)
+    assert re.search(r"Resumed from .*/intermediate/checkpoints/ckpt-4\b", second.stderr)
     assert (out / "intermediate" / "student.weights.h5").exists()  # stage 1 finished in the second run
-    third = run(workspace, out, *args)
+    assert latest_step(out / "intermediate") == 6 and latest_step(out / "prediction") == 8
+    third = run(workspace, out, *args)  # without the kill hook
     resumed = dict(re.findall(r"Resumed from .*/(intermediate|prediction)/checkpoints/ckpt-(\d+)", third.stderr))
-    stage1_steps = latest_step(out / "intermediate")
-    assert int(resumed["intermediate"]) == stage1_steps  # stage 1 is finished: not redone
-    steps = [int(s) for s in re.findall(r"step (\d+)/\d+", third.stderr)]
-    assert steps[0] == int(resumed["prediction"]) + 1 >= 5  # stage 2 continues where it was killed
+    assert resumed == {"intermediate": "6", "prediction": "8"}  # stage 1 is finished: not redone
+    steps = [int(s) for s in re.findall(r"step (\d+)/12\b", third.stderr)]
+    assert steps == list(range(9, 13))  # stage 2 continues where it was killed, to its end
 
     single = tmp_path / "single"  # --stage=intermediate, then --stage=prediction on the same folder
     run(workspace, single, "--stage=intermediate", "--num_train_epochs=1", "--do_export=false")
