@@ -13,10 +13,10 @@ import keras
 import numpy as np
 
 from bertdistill import checkpoints, trainer
-from bertdistill.export_format import pad
 from bertdistill.bert import BertClassifier, BertEncoder
 from bertdistill.configs import (BiLstmConfig, BiLstmModelConfig, DataConfig, FinetuneConfig, RunConfig,
                                  TrainConfig)
+from bertdistill.export_format import bert_features, pad
 from bertdistill.finetune import FinetuneTask
 from bertdistill.runner import EXPORT_SAMPLE_SIZE
 from bertdistill.tokenization import Tokenizer
@@ -72,8 +72,8 @@ def build_bert(root) -> TinyExport:
     # A wide initialisation so that different texts get clearly different probabilities.
     start = BertClassifier(BertEncoder(tiny_config(initializer_range=0.5)), num_labels=2)
     checkpoints.save_hf_folder(start, str(root / "bert_start"), vocab, LABELS, True)
-    config = FinetuneConfig(run=RunConfig(output_dir=str(root / "bert")), data=_write_data(root / "bert_data", [t for t in TEXTS if t]),
-                            init_checkpoint=str(root / "bert_start"), max_seq_length=BERT_MAX_SEQ_LENGTH)
+    config = FinetuneConfig(run=RunConfig(output_dir=str(root / "bert")),
+                            data=_write_data(root / "bert_data", [t for t in TEXTS if t]), init_checkpoint=str(root / "bert_start"), max_seq_length=BERT_MAX_SEQ_LENGTH)
     task = FinetuneTask(config)
     _export(task, str(root / "bert" / "export"))
     tokenizer = Tokenizer(vocab, True)
@@ -95,7 +95,8 @@ def build_bilstm(root) -> TinyExport:
     _export(task, str(root / "lstm" / "export"), scale=4.0)
 
     def encode(texts):
-        return {"input_ids": pad([task.vocab.encode(text, LSTM_MAX_SEQ_LENGTH) for text in texts], task.vocab.ids[PAD])}
+        rows = [task.vocab.encode(text, LSTM_MAX_SEQ_LENGTH) for text in texts]
+        return {"input_ids": pad(rows, task.vocab.ids[PAD])}
 
     return TinyExport(str(root / "lstm" / "export"), task.eval_model, encode)
 
