@@ -51,7 +51,7 @@ from bertdistill.errors import FlagError
 from bertdistill.export_format import CONFIG, EXPORT_INFO, TEXT_PAIR
 from bertdistill.files import atomic_output
 from bertdistill.flags import define_data_flags, define_task_flags, processor_from_flags, task_flag_arguments
-from bertdistill.int8_gate import DEFAULT_MAX_DROP
+from bertdistill.export_format import DEFAULT_INT8_MAX_DROP
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "sst2"))
@@ -123,7 +123,7 @@ flags.DEFINE_integer("robustness_examples", None, "Dev examples perturbed in the
 flags.DEFINE_list("robustness_rates", None, "Perturbation rates in the report.")
 flags.DEFINE_integer("speed_rounds", None, "Interleaved timing rounds in the report (medians).")
 flags.DEFINE_integer("latency_texts", None, "Single-sentence calls per model and round.")
-flags.DEFINE_float("int8_max_drop", DEFAULT_MAX_DROP, "Each export's INT8 model is recommended for serving only if it loses at "
+flags.DEFINE_float("int8_max_drop", DEFAULT_INT8_MAX_DROP, "Each export's INT8 model is recommended for serving only if it loses at "
                    "most this many dev points.")
 flags.DEFINE_multi_string("stage_flag", [], "STAGE:--flag=value passed to one stage's script (repeatable).")
 flags.DEFINE_bool("overwrite_output_dir", False, "Delete --output_dir first and start over.")

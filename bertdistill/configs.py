@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 
 from bertdistill.errors import ConfigFieldError, field
-from bertdistill.int8_gate import DEFAULT_MAX_DROP
+from bertdistill.export_format import DEFAULT_INT8_MAX_DROP
 
 OWN_FILE_TASKS = ("tsv", "csv")
 
@@ -129,7 +129,7 @@ class ExportConfig:
     """`<output_dir>/export` after training, and the INT8 gate's largest accuracy drop (points)."""
 
     do_export: bool = True
-    int8_max_drop: float = DEFAULT_MAX_DROP
+    int8_max_drop: float = DEFAULT_INT8_MAX_DROP
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,6 +79,7 @@ MAX_SEQ_LENGTH = "max_seq_length"
 TEXT_INPUTS = "text_inputs"
 COLUMNS = "columns"
 INT8_GATE = "int8_gate"
+DEFAULT_INT8_MAX_DROP = 0.5  # dev points INT8 may lose and still be recommended; every int8_max_drop's default
 SIGNATURES_INFO = "saved_model_signatures"
 SINGLE_TEXT = ("text",)
 TEXT_PAIR = ("text", "text_b")

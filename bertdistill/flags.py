@@ -15,7 +15,7 @@ from bertdistill import data
 from bertdistill.configs import DataConfig
 from bertdistill.distribute import PRECISIONS, STRATEGIES
 from bertdistill.errors import FlagError
-from bertdistill.int8_gate import DEFAULT_MAX_DROP
+from bertdistill.export_format import DEFAULT_INT8_MAX_DROP
 from bertdistill.validation import SEED_BOUNDS
 
 
@@ -117,7 +117,7 @@ def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS, *, bert: bo
     flags.DEFINE_float("max_grad_norm", 1.0, "Clip the all-reduced gradients to this global norm (0: off).", **fv)
     flags.DEFINE_integer("early_stopping_patience", 0,
                          "Epochs without a better dev accuracy before stopping (0: off).", **fv)
-    flags.DEFINE_float("int8_max_drop", DEFAULT_MAX_DROP, "After the export: model.int8.onnx is the recommended serving model "
+    flags.DEFINE_float("int8_max_drop", DEFAULT_INT8_MAX_DROP, "After the export: model.int8.onnx is the recommended serving model "
                        "only if its dev accuracy is at most this many points below model.onnx's.", **fv)
 
 

@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 from absl import logging
 
 from bertdistill import speed
-from bertdistill.export_format import INT8_GATE, MODEL_FILES, load_export_info, write_export_info
+from bertdistill.export_format import (DEFAULT_INT8_MAX_DROP, INT8_GATE, MODEL_FILES, load_export_info,
+                                       write_export_info)
 from bertdistill.metrics import accuracy, percent
 from bertdistill.predictor import Predictor
 
-DEFAULT_MAX_DROP = 0.5  # points; the default of every --int8_max_drop
 LATENCY_SENTENCES = 100
 SPEED_ROUNDS = 3
 SPEED_BATCH_SIZE = 64
@@ -87,7 +87,8 @@ def write_gate(folder: str, gate: dict) -> None:
     write_export_info(folder, {**load_export_info(folder), INT8_GATE: gate})
 
 
-def run_int8_gate(folder: str, texts: Texts, labels: Sequence[str], *, max_drop: float = DEFAULT_MAX_DROP,
+def run_int8_gate(folder: str, texts: Texts, labels: Sequence[str], *,
+                  max_drop: float = DEFAULT_INT8_MAX_DROP,
                   threads: int = 0, measure: Measure = measure_models) -> dict:
     """Measures both ONNX models of `folder` on `texts` / `labels` (the dev set) with `measure`,
     records the verdict in export_info.json and returns it."""
@@ -106,7 +107,8 @@ def run_int8_gate(folder: str, texts: Texts, labels: Sequence[str], *, max_drop:
     return gate
 
 
-def run_int8_gate_on_examples(folder: str, examples: Sequence, *, max_drop: float = DEFAULT_MAX_DROP) -> dict:
+def run_int8_gate_on_examples(folder: str, examples: Sequence, *,
+                              max_drop: float = DEFAULT_INT8_MAX_DROP) -> dict:
     """`run_int8_gate` on a task's dev `InputExample`s (texts or sentence pairs)."""
     texts = [e.text_a if e.text_b is None else (e.text_a, e.text_b) for e in examples]
     return run_int8_gate(folder, texts, [e.label for e in examples], max_drop=max_drop)
