@@ -1,5 +1,5 @@
 """Accuracy of export folders on perturbed copies of a labelled dev set (typos, dropped or
-replaced words, casing, punctuation; `bertdistill/robustness.py`), with ONNX Runtime alone.
+replaced words, casing, punctuation; `bertdistill/data/robustness.py`), with ONNX Runtime alone.
 
     python evaluate_robustness.py --input=../shared/data/sst2 \\
         --model_dir=teacher=outputs/teacher/export,lstm=outputs/lstm_distil/export \\
@@ -33,11 +33,15 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from bertdistill import data, errors, robustness, validation  # noqa: E402
+from bertdistill import errors  # noqa: E402
+
+from bertdistill.data import data, robustness
+
+from bertdistill.training import validation
 from bertdistill.errors import ConfigError, DataError, FlagError, shorten  # noqa: E402
 from bertdistill.files import atomic_output  # noqa: E402
 from bertdistill.export_format import HF_WEIGHTS, MODEL_FILES, VOCAB  # noqa: E402
-from bertdistill.predictor import DEFAULT_BATCH_SIZE, Predictor  # noqa: E402
+from bertdistill.serving.predictor import DEFAULT_BATCH_SIZE, Predictor  # noqa: E402
 
 flags.DEFINE_list("model_dir", None, "Export folders, comma-separated: NAME=FOLDER or FOLDER (named after its "
                   "parent folder).")

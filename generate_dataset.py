@@ -8,12 +8,12 @@ with `--model=a,b`).
         --text_b_column=answer --label_column=verdict --model=outputs/teacher/export --output=outputs/augmented.tsv
 
 A folder `--input` is read as `--task_name` and its column flags say (those of run_classifier.py).
-Output (see `bertdistill/transfer_set.py`): a TSV with header `sentence label logit_<label>...`
+Output (see `bertdistill/distill/transfer_set.py`): a TSV with header `sentence label logit_<label>...`
 (pairs: `sentence sentence_b label logit_<label>...`); every original first, with its gold
 label, then its new sentences, labelled with the argmax of the (mean) logits. A pair's two
 texts are augmented independently by the same rule and paired up (`augment.pair_up`). Data that
 is not what a teacher's export says it reads (pairs or single texts) is refused. Several teachers must share vocabulary, lower-casing and labels;
-each runs over the same length-sorted batches. Rules and probabilities: `bertdistill/augment.py`.
+each runs over the same length-sorted batches. Rules and probabilities: `bertdistill/data/augment.py`.
 Word replacement is POS-guided when nltk and its tagger are installed, else nearest neighbours
 in `--word_vectors` when given, else in the (first) teacher's own input embeddings
 (`--replacement` chooses explicitly). The teachers are logged with the written row count.
@@ -33,11 +33,21 @@ import keras
 import numpy as np
 from absl import flags, logging
 
-from bertdistill import augment, data, errors, pipeline, runner, script_flags, transfer_set, validation
-from bertdistill.checkpoints import Teacher, load_teacher
+from bertdistill import errors
+
+from bertdistill.cli import script_flags
+
+from bertdistill.data import augment, data, pipeline
+
+from bertdistill.distill import transfer_set
+
+from bertdistill.tasks import runner
+
+from bertdistill.training import validation
+from bertdistill.models.checkpoints import Teacher, load_teacher
 from bertdistill.errors import FlagError, shorten
 from bertdistill.files import atomic_output
-from bertdistill.flags import on_error, processor_from_flags
+from bertdistill.cli.flags import on_error, processor_from_flags
 
 script_flags.define_generate_dataset_flags()
 FLAGS = flags.FLAGS

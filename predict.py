@@ -44,11 +44,13 @@ from typing import BinaryIO, TextIO  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
-from bertdistill import errors, validation  # noqa: E402
-from bertdistill.data import DataFormatError, split_lines  # noqa: E402
+from bertdistill import errors  # noqa: E402
+
+from bertdistill.training import validation
+from bertdistill.data.data import DataFormatError, split_lines  # noqa: E402
 from bertdistill.errors import FlagError, MissingFileError  # noqa: E402
 from bertdistill.export_format import COLUMNS, TEXT_PAIR, read_export_info, text_inputs  # noqa: E402
-from bertdistill.predictor import DEFAULT_BATCH_SIZE, Predictor  # noqa: E402
+from bertdistill.serving.predictor import DEFAULT_BATCH_SIZE, Predictor  # noqa: E402
 from bertdistill.files import atomic_output  # noqa: E402
 
 flags.DEFINE_string("model_dir", None, "An export folder (bert_finetune, tinybert or distil_lstm: <output_dir>/export).")

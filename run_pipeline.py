@@ -43,14 +43,25 @@ import sys
 import numpy as np
 from absl import flags, logging
 
-from bertdistill import (data, errors, layer_map, locks, manifest, model_packages, orchestration, report, robustness,
-                         script_flags, validation)
-from bertdistill.bert import BertConfig
-from bertdistill.encoders import config_from_json_file
+from bertdistill import errors
+
+from bertdistill.cli import script_flags
+
+from bertdistill.data import data, robustness
+
+from bertdistill.distill import layer_map
+
+from bertdistill.models import model_packages
+
+from bertdistill.pipeline import orchestration, report
+
+from bertdistill.training import locks, manifest, validation
+from bertdistill.models.bert import BertConfig
+from bertdistill.models.encoders import config_from_json_file
 from bertdistill.errors import FlagError
 from bertdistill.export_format import CONFIG, EXPORT_INFO, TEXT_PAIR
 from bertdistill.files import atomic_output
-from bertdistill.flags import define_data_flags, define_task_flags, processor_from_flags, task_flag_arguments
+from bertdistill.cli.flags import define_data_flags, define_task_flags, processor_from_flags, task_flag_arguments
 from bertdistill.export_format import DEFAULT_INT8_MAX_DROP
 
 REPO = os.path.dirname(os.path.abspath(__file__))

@@ -3,7 +3,7 @@
     python serve.py --model_dir=teacher=outputs/teacher/export --model_dir=lstm=outputs/lstm_distil/export --port=8501
     curl -s localhost:8501/v1/models/teacher:predict -d '{"instances": ["a gorgeous , witty film"]}'
 
-Endpoints, limits and micro-batching: see `bertdistill/serving.py`. A model is version 1 unless
+Endpoints, limits and micro-batching: see `bertdistill/serving/serving.py`. A model is version 1 unless
 `--model_dir=NAME@VERSION=EXPORT_DIR` says otherwise (several versions of one name may be served;
 a URL without a version means the highest). The address is taken first (a port in use or a bad
 `--host` stops here), then every model is loaded and checked, then the server listens, on
@@ -25,8 +25,8 @@ from absl import flags  # noqa: E402
 
 from bertdistill import errors  # noqa: E402
 from bertdistill.errors import FlagError  # noqa: E402
-from bertdistill.predictor import Predictor  # noqa: E402
-from bertdistill.serving import DEFAULT_VERSION, MODEL_NAME_PATTERN, Limits, create_app  # noqa: E402
+from bertdistill.serving.predictor import Predictor  # noqa: E402
+from bertdistill.serving.serving import DEFAULT_VERSION, MODEL_NAME_PATTERN, Limits, create_app  # noqa: E402
 
 flags.DEFINE_multi_string("model_dir", None, "NAME=EXPORT_DIR or NAME@VERSION=EXPORT_DIR, once per model version "
                           f"(served at /v1/models/NAME[/versions/VERSION]; version {DEFAULT_VERSION} by default).")

@@ -12,8 +12,8 @@ import time
 
 from absl import app, flags
 
-from bertdistill import data, pipeline
-from bertdistill.tokenization import Tokenizer
+from bertdistill.data import data, pipeline
+from bertdistill.data.tokenization import Tokenizer
 
 flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sst2"),
                     "Folder with the GLUE SST-2 train.tsv.")

@@ -36,9 +36,13 @@ def worker() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     import tempfile
 
-    from bertdistill import checkpoints, data, distribute, optimization, pipeline, trainer
-    from bertdistill.bert import BertClassifier, BertEncoder
-    from bertdistill.tokenization import Tokenizer
+    from bertdistill.data import data, pipeline
+
+    from bertdistill.models import checkpoints
+
+    from bertdistill.training import distribute, optimization, trainer
+    from bertdistill.models.bert import BertClassifier, BertEncoder
+    from bertdistill.data.tokenization import Tokenizer
 
     strategy = distribute.get_distribution_strategy("multi_worker_mirrored" if FLAGS.worker_count > 1 else "off")
     pretrained = checkpoints.resolve_pretrained()

@@ -16,11 +16,15 @@ import os
 import numpy as np
 from absl import app, flags
 
-from bertdistill import data, export, speed
+from bertdistill.data import data
+
+from bertdistill.export import export
+
+from bertdistill.serving import speed
 from bertdistill.export_format import (BERT_KINDS, CONFIG, HF_WEIGHTS, MODEL, MODEL_FILES, TOKENIZER_CONFIG, VOCAB,
                                        OnnxModel, load_export_info)
 from bertdistill.metrics import accuracy
-from bertdistill.predictor import WordPieceEncoder
+from bertdistill.serving.predictor import WordPieceEncoder
 from distil_lstm.predict import TextClassifier
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
@@ -64,7 +68,7 @@ def bert_base_reference(teacher_dir: str, texts: list[str], labels: np.ndarray) 
     """Speed and size of an untrained BERT-base-shaped classifier with the teacher's vocabulary."""
     import tempfile
 
-    from bertdistill.bert import BertClassifier, BertConfig, BertEncoder
+    from bertdistill.models.bert import BertClassifier, BertConfig, BertEncoder
 
     with open(os.path.join(teacher_dir, CONFIG), encoding="utf-8") as f:
         model = BertClassifier(BertEncoder(BertConfig(vocab_size=json.load(f)["vocab_size"])), 2)

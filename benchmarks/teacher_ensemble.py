@@ -13,11 +13,13 @@ import os
 import numpy as np
 from absl import flags
 
-from bertdistill import data, errors
+from bertdistill import errors
+
+from bertdistill.data import data
 from bertdistill.files import atomic_output
 from bertdistill.metrics import accuracy, percent
-from bertdistill.predictor import Predictor
-from bertdistill.report import label_indices
+from bertdistill.serving.predictor import Predictor
+from bertdistill.pipeline.report import label_indices
 
 flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sst2"),
                     "Folder with the GLUE SST-2 dev.tsv.")

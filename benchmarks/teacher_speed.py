@@ -25,12 +25,18 @@ import time
 import numpy as np
 from absl import app, flags
 
-from bertdistill import checkpoints, data, export, model_packages, optimization, pipeline, trainer
-from bertdistill.distribute import set_precision_policy
+from bertdistill.data import data, pipeline
+
+from bertdistill.export import export
+
+from bertdistill.models import checkpoints, model_packages
+
+from bertdistill.training import optimization, trainer
+from bertdistill.training.distribute import set_precision_policy
 from bertdistill.export_format import MODEL_FILES, VOCAB, OnnxModel, attention_mask, pad
-from bertdistill.bert import BertClassifier
-from bertdistill.encoders import build_encoder
-from bertdistill.tokenization import Tokenizer
+from bertdistill.models.bert import BertClassifier
+from bertdistill.models.encoders import build_encoder
+from bertdistill.data.tokenization import Tokenizer
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
 flags.DEFINE_string("data_dir", os.path.join(SHARED, "data", "sst2"), "GLUE SST-2 folder.")

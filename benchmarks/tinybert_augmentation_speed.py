@@ -17,9 +17,11 @@ import time
 import keras
 from absl import app, flags
 
-from bertdistill import augment, checkpoints, data
-from bertdistill.bert import BertEncoder, BertMaskedLM
-from bertdistill.tokenization import Tokenizer
+from bertdistill.data import augment, data
+
+from bertdistill.models import checkpoints
+from bertdistill.models.bert import BertEncoder, BertMaskedLM
+from bertdistill.data.tokenization import Tokenizer
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
 flags.DEFINE_string("data_dir", os.path.join(SHARED, "data", "sst2"), "GLUE SST-2 folder (train.tsv).")

@@ -1,6 +1,6 @@
 """Fine-tunes, evaluates, predicts with and exports a BERT classifier (the teacher).
 
-Flags mirror Google's run_classifier.py; see `bertdistill/flags.py` for the common ones.
+Flags mirror Google's run_classifier.py; see `bertdistill/cli/flags.py` for the common ones.
 
     python bert_finetune/run_classifier.py --task_name=sst-2 --do_train --do_eval \\
         --data_dir=../shared/data/sst2 --output_dir=outputs/teacher
@@ -17,8 +17,12 @@ from __future__ import annotations
 
 from absl import flags
 
-from bertdistill import errors, runner, script_flags
-from bertdistill.finetune import FinetuneTask
+from bertdistill import errors
+
+from bertdistill.cli import script_flags
+
+from bertdistill.tasks import runner
+from bertdistill.tasks.finetune import FinetuneTask
 
 script_flags.define_run_classifier_flags()
 FLAGS = flags.FLAGS

@@ -1,5 +1,5 @@
 """Typed configs of the training jobs. A script builds its config once from its flags
-(`bertdistill.script_flags`); a library user builds one directly. The library reads only these.
+(`bertdistill.cli.script_flags`); a library user builds one directly. The library reads only these.
 
 Field names are the scripts' flag names, so an error about a field (`errors.field`) reads as
 the flag in a script's error line. Every config is frozen: a run never changes its settings.
@@ -71,28 +71,6 @@ class DataConfig:
         if len(set(self.labels)) < 2 or len(set(self.labels)) != len(self.labels):
             raise ConfigFieldError("labels", f"{field('labels')}={','.join(self.labels)}: give at least two labels, "
                                              "each once")
-
-    def processor(self):
-        """The data processor (`bertdistill.data.DataProcessor`) of this task."""
-        from bertdistill import data
-
-        if not self.own_files:
-            return data.get_processor(self.task_name, on_error=self.on_error)
-        self.check_labels()
-
-        def column(name: str) -> str | int | None:
-            value = getattr(self, name)
-            if value is None or self.has_header:
-                return value
-            try:
-                return int(value)
-            except ValueError:
-                raise ConfigFieldError(name, f"{field(name)}={value!r}: without a header, columns are 0-based "
-                                             "indices") from None
-
-        return data.get_processor(self.task_name, labels=list(self.labels), text_a_column=column("text_a_column"),
-                                  text_b_column=column("text_b_column"), label_column=column("label_column"),
-                                  delimiter=self.delimiter, has_header=self.has_header, on_error=self.on_error)
 
     def split_file(self, split: str) -> str | None:
         """The file of `split` in `data_dir` (None without `data_dir`: tfds)."""

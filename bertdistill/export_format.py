@@ -3,7 +3,7 @@
 and the one ONNX runner (`OnnxModel`).
 
 An export folder holds `export_info.json` (what was exported and how, see
-`bertdistill.export.export_folder`), `saved_model/` (TensorFlow Serving), `model.onnx` (ONNX
+`bertdistill.export.export.export_folder`), `saved_model/` (TensorFlow Serving), `model.onnx` (ONNX
 Runtime; for BERT models its optimized graph with `com.microsoft` operators), `model.int8.onnx`,
 and a float32 ONNX graph with standard operators only, named by export_info's `onnx_portable`
 (`model.portable.onnx` beside an optimized `model.onnx`, else `model.onnx` itself); then the
@@ -46,7 +46,7 @@ OUTPUTS = ("logits", "probabilities")
 # SavedModel signatures: token ids (int32, as TensorFlow Serving clients send them) -> OUTPUTS.
 IDS_SIGNATURE = "serving_default"
 # BERT-family exports also have a string signature, the tokenizer inside the graph
-# (`bertdistill.text_signature`): SINGLE_TEXT (TEXT_PAIR for a pair model), string [batch]
+# (`bertdistill.export.text_signature`): SINGLE_TEXT (TEXT_PAIR for a pair model), string [batch]
 # -> TEXT_OUTPUTS (`label` string [batch]; `probabilities`, `logits` float32 [batch, num_labels]).
 TEXT_SIGNATURE = "serve_text"
 TEXT_OUTPUTS = ("label", "probabilities", "logits")
@@ -55,7 +55,7 @@ ONNX_ID_DTYPE = np.int64
 ONNX_TENSOR_DTYPES = {"tensor(int32)": np.int32, "tensor(int64)": np.int64}
 
 # ---------------------------------------------------------------------------------------------
-# export_info.json. Written by `bertdistill.export.export_folder` (the exporter's `info` plus what
+# export_info.json. Written by `bertdistill.export.export.export_folder` (the exporter's `info` plus what
 # it measured); `check_export_info` checks the keys readers rely on:
 #
 #   model           required: the model kind, one of MODEL_KINDS (it names the text encoding)
@@ -66,7 +66,7 @@ ONNX_TENSOR_DTYPES = {"tensor(int32)": np.int32, "tensor(int64)": np.int64}
 #   columns         the task's columns they came from ({"text": ..., "text_b": ..., "label": ...})
 #   inputs          the ONNX graph's input names (a list of strings)
 #   onnx_portable   the graph with standard operators only (PORTABLE_ONNX or model.onnx), or null
-#   int8_gate       the INT8 gate's record (`bertdistill.int8_gate`), its `recommended` file one of
+#   int8_gate       the INT8 gate's record (`bertdistill.export.int8_gate`), its `recommended` file one of
 #                   MODEL_FILES' values
 #   saved_model_signatures  {signature name: {"inputs": [...], "outputs": [...]}} of the SavedModel
 #
@@ -201,7 +201,7 @@ def write_export_info(folder: str, info: Mapping) -> None:
 
 
 def recommended_precision(info: Mapping) -> str:
-    """"int8" when the export's INT8 gate (`bertdistill.int8_gate`) recommends `model.int8.onnx`, else "float32"."""
+    """"int8" when the export's INT8 gate (`bertdistill.export.int8_gate`) recommends `model.int8.onnx`, else "float32"."""
     gate = info.get(INT8_GATE)
     return "int8" if isinstance(gate, dict) and gate.get("recommended") == MODEL_FILES["int8"] else "float32"
 

@@ -11,7 +11,7 @@ and moved onto the target only when complete, so a killed or failed run never le
 half-written result and the previous one stays. The written path keeps the target's own name
 (libraries that check a file's extension, such as Keras' `.weights.h5` or matplotlib's `.png`,
 write it unchanged). That temporary folder is the only thing a killed writer leaves behind:
-`leftover_pid` recognises the name, and `bertdistill.validation.clean_debris` /
+`leftover_pid` recognises the name, and `bertdistill.training.validation.clean_debris` /
 `clean_file_debris` remove it once its process is gone.
 """
 

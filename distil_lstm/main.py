@@ -7,7 +7,7 @@
 
 `train` fits on the task's train set; `distil` fits on a transfer set written by
 `generate_dataset.py` (`<data_dir>/augmented.tsv` unless `--augmented_file`) with the loss
-`--distill_loss` (see `bertdistill/distill.py`). Both keep the best model by dev accuracy and write
+`--distill_loss` (see `bertdistill/distill/distill.py`). Both keep the best model by dev accuracy and write
 `<output_dir>/export`: SavedModel, ONNX, INT8 ONNX, `vocab.txt`, `config.json`, `labels.json`
 and Keras weights (see `distil_lstm/predict.py` for raw text -> label). `test` evaluates that
 export folder (or `--model_dir`) on dev, or predicts the test set (`--eval_split=test`). The job
@@ -18,7 +18,11 @@ from __future__ import annotations
 
 from absl import flags
 
-from bertdistill import errors, runner, script_flags
+from bertdistill import errors
+
+from bertdistill.cli import script_flags
+
+from bertdistill.tasks import runner
 from distil_lstm.task import BiLstmTask
 
 script_flags.define_distil_lstm_flags()

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from bertdistill import PACKAGE
-from bertdistill.words import BILSTM_POOLINGS as POOLINGS
+from bertdistill.data.words import BILSTM_POOLINGS as POOLINGS
 
 INT8_OP_TYPES = ("MatMul", "Gemm", "LSTM", "Gather")  # the embedding table is most of the weights
 

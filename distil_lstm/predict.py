@@ -14,14 +14,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bertdistill.predictor import Predictor, read_word_export
+from bertdistill.serving.predictor import Predictor, read_word_export
 
 ONE_CALL = 1 << 30  # batch size: all texts of a call at once
 
 
 def read_export_folder(folder: str):
     """The model config, labels and vocabulary (`distil_lstm.vocab.WordVocab`) of a BiLSTM export
-    folder, checked against each other (`bertdistill.predictor.read_word_export`)."""
+    folder, checked against each other (`bertdistill.serving.predictor.read_word_export`)."""
     from distil_lstm.vocab import WordVocab  # TensorFlow: only for the training code that asks for it
 
     config, labels, vocab = read_word_export(folder)

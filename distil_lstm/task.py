@@ -1,6 +1,6 @@
 """The BiLSTM student as a `trainer.Task` driven by `runner.run` (`BiLstmConfig`): trained on
 gold labels (`train`), distilled from a transfer set's teacher logits (`distil`, the loss
-`distill_loss` of `bertdistill.distill`), or an export folder evaluated on dev or predicting
+`distill_loss` of `bertdistill.distill.distill`), or an export folder evaluated on dev or predicting
 the test set (`test`).
 
 Training keeps the best model by dev accuracy and exports `<output_dir>/export`: SavedModel,
@@ -19,8 +19,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bertdistill import data, distill, export, pipeline, trainer, transfer_set, validation
-from bertdistill.augment import read_word_vectors
+from bertdistill.data import data, pipeline
+
+from bertdistill.distill import distill, transfer_set
+
+from bertdistill.export import export
+
+from bertdistill.training import trainer, validation
+from bertdistill.data.augment import read_word_vectors
 from bertdistill.configs import BiLstmConfig, BiLstmModelConfig
 from bertdistill.errors import DataError, FlagError, MissingFileError, UserError, field
 from bertdistill.export_format import CONFIG, KERAS_WEIGHTS, LABELS, VOCAB
@@ -74,7 +80,7 @@ class BiLstmTask(trainer.Task):
         return "float32" if self.testing else self.config.run.mixed_precision
 
     def check(self) -> None:
-        self.processor = self.config.data.processor()
+        self.processor = data.processor_from_config(self.config.data)
         self.labels = self.processor.get_labels()
 
     def validate(self) -> trainer.RunPlan:

@@ -1,4 +1,4 @@
-"""Word-level vocabulary of the BiLSTM student for training (see `bertdistill/words.py`).
+"""Word-level vocabulary of the BiLSTM student for training (see `bertdistill/data/words.py`).
 
 Ids 0, 1, 2 are `[PAD]`, `[UNK]`, `[MASK]` (the augmented transfer set masks words); the rest
 are the training words by descending count (ties alphabetical), at least `min_count` times,
@@ -12,13 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from bertdistill.pipeline import to_ragged
-from bertdistill.words import PAD, WORD_SPECIAL_TOKENS
-from bertdistill.words import WordVocab as _WordVocab
+from bertdistill.data.pipeline import to_ragged
+from bertdistill.data.words import PAD, WORD_SPECIAL_TOKENS
+from bertdistill.data.words import WordVocab as _WordVocab
 
 
 class WordVocab(_WordVocab):
-    """`bertdistill.words.WordVocab` (tokenize, build, save, load, encode; no TensorFlow) plus what
+    """`bertdistill.data.words.WordVocab` (tokenize, build, save, load, encode; no TensorFlow) plus what
     training needs: ragged batches for the tf.data pipeline and an embedding table."""
 
     def encode_batch(self, texts: Sequence[str], max_length: int | None = None) -> tf.RaggedTensor:

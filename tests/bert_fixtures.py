@@ -1,7 +1,7 @@
 """Tiny BERT fixtures shared by tests: a config, a vocab file and a padded batch."""
 import numpy as np
 
-from bertdistill.bert import BertConfig
+from bertdistill.models.bert import BertConfig
 
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "was", "great", "bad",
               "not", "good", "fun", "dull", "film", "plot", "##s", "a", ".", ","]

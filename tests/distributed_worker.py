@@ -24,8 +24,10 @@ def main(strategy_name: str, output_dir: str, weights_path: str) -> None:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
 
-    from bertdistill import distribute, optimization, pipeline, trainer
-    from bertdistill.bert import BertClassifier, BertEncoder
+    from bertdistill.data import pipeline
+
+    from bertdistill.training import distribute, optimization, trainer
+    from bertdistill.models.bert import BertClassifier, BertEncoder
     from tests.bert_fixtures import tiny_config
 
     strategy = distribute.get_distribution_strategy(strategy_name)

@@ -12,15 +12,17 @@ import dataclasses
 import keras
 import numpy as np
 
-from bertdistill import checkpoints, trainer
-from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.models import checkpoints
+
+from bertdistill.training import trainer
+from bertdistill.models.bert import BertClassifier, BertEncoder
 from bertdistill.configs import (BiLstmConfig, BiLstmModelConfig, DataConfig, FinetuneConfig, RunConfig,
                                  TrainConfig)
 from bertdistill.export_format import bert_features, pad
-from bertdistill.finetune import FinetuneTask
-from bertdistill.runner import EXPORT_SAMPLE_SIZE
-from bertdistill.tokenization import Tokenizer
-from bertdistill.words import PAD
+from bertdistill.tasks.finetune import FinetuneTask
+from bertdistill.tasks.runner import EXPORT_SAMPLE_SIZE
+from bertdistill.data.tokenization import Tokenizer
+from bertdistill.data.words import PAD
 from distil_lstm.task import BiLstmTask
 from tests.bert_fixtures import tiny_config, write_vocab
 

@@ -10,7 +10,7 @@ import sys
 
 from tests.conftest import REPO
 
-# The trainer's test-only hook (bertdistill/trainer.py): the process SIGKILLs itself right after
+# The trainer's test-only hook (bertdistill/training/trainer.py): the process SIGKILLs itself right after
 # writing its first checkpoint of a step >= the value. Named here, not imported: no TensorFlow.
 KILL_AT_STEP = "BERTDISTILL_TEST_KILL_AT_STEP"
 

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from bertdistill.augment import (AugmentConfig, NeighbourReplacer, PosReplacer, augment_sentence, nltk_pos_tagger,
+from bertdistill.data.augment import (AugmentConfig, NeighbourReplacer, PosReplacer, augment_sentence, nltk_pos_tagger,
                           rng_for)
 
 SENTENCE = "the quick brown fox jumps over the lazy dog near a river bank"

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from bertdistill.bert import BertClassifier, BertConfig, BertEncoder, checkpoint_variables
+from bertdistill.models.bert import BertClassifier, BertConfig, BertEncoder, checkpoint_variables
 from tests.bert_fixtures import tiny_batch, tiny_config
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertdistill import checkpoints, model_packages
-from bertdistill.bert import BertClassifier, BertEncoder, checkpoint_variables
+from bertdistill.models import checkpoints, model_packages
+from bertdistill.models.bert import BertClassifier, BertEncoder, checkpoint_variables
 from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
 from tests.conftest import SHARED
 

@@ -7,11 +7,15 @@ import keras
 import numpy as np
 import pytest
 
-from bertdistill import checkpoints, pipeline, tinybert
-from bertdistill.bert import BertClassifier, BertEncoder
-from bertdistill.data import InputExample
-from bertdistill.mpnet import MPNetEncoder
-from bertdistill.tokenization import Tokenizer, piece_id_map
+from bertdistill.data import pipeline
+
+from bertdistill.distill import tinybert
+
+from bertdistill.models import checkpoints
+from bertdistill.models.bert import BertClassifier, BertEncoder
+from bertdistill.data.data import InputExample
+from bertdistill.models.mpnet import MPNetEncoder
+from bertdistill.data.tokenization import Tokenizer, piece_id_map
 from tests.bert_fixtures import tiny_config
 from tests.scripts import error_lines, run_script
 from tests.test_mpnet import MPNET_VOCAB, tiny_mpnet_config
@@ -99,7 +103,7 @@ def test_intermediate_task_feeds_the_teacher_its_own_ids(workspace):
     t = pipeline.convert_examples_to_features(examples, teacher.tokenizer, ["0", "1"], 16)
     s = pipeline.convert_examples_to_features(examples, Tokenizer(str(workspace / "bert_vocab.txt")), ["0", "1"], 16)
     x, y = next(iter(pipeline.make_dataset(s, batch_size=2, is_training=False, teacher_features=t)))
-    from bertdistill import layer_map
+    from bertdistill.distill import layer_map
     matches = layer_map.resolve_layer_map("uniform", online.encoder.config, student.encoder.config)
     projections = layer_map.FeatureProjections(matches, online.encoder.config, student.encoder.config)
     task = tinybert.IntermediateTask(online.encoder, student, student.encoder, matches, projections)
@@ -144,7 +148,7 @@ def test_refusals_in_one_line(workspace, tmp_path):
 
 
 def test_student_of_another_family_cannot_start_from_teacher_layers():
-    from bertdistill import layer_map
+    from bertdistill.distill import layer_map
 
     teacher = MPNetEncoder(tiny_mpnet_config())
     student = BertEncoder(tiny_config(vocab_size=len(MPNET_VOCAB)))

@@ -1,7 +1,7 @@
 """Data processors: SST-2 TSV and tfds, user TSV/CSV, validation errors with file:line, skip mode."""
 import pytest
 
-from bertdistill import data
+from bertdistill.data import data
 from tests.conftest import SHARED
 
 SST2 = SHARED / "data" / "sst2"

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from bertdistill import transfer_set
+from bertdistill.distill import transfer_set
 from bertdistill.export_format import IDS_SIGNATURE, SAVED_MODEL
 from tests.conftest import REPO
 from tests.serving_loader import run_signatures

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertdistill import distill, optimization, trainer
+from bertdistill.distill import distill
+
+from bertdistill.training import optimization, trainer
 
 TEACHER = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, -3.0]], np.float32)
 STUDENT = np.array([[1.0, 0.0, 0.0], [-0.5, 1.5, 0.3]], np.float32)
@@ -52,7 +54,7 @@ def test_one_registry_and_one_temperature_check_for_every_task():
             distill.check_temperature(temperature, alpha)
     with pytest.raises(ValueError, match=r"^need --temperature > 0 and 0 <= --hard_label_weight <= 1; got 0\.0"):
         distill.check_temperature(0.0, 0.0, ("--temperature", "--hard_label_weight"))
-    from bertdistill import script_flags
+    from bertdistill.cli import script_flags
     from bertdistill.errors import FlagError
 
     with pytest.raises(FlagError, match="need --temperature > 0 and 0 <= --alpha <= 1"):

@@ -6,13 +6,16 @@ import textwrap
 
 import pytest
 
-from bertdistill import data, errors
+from bertdistill import errors
+
+from bertdistill.data import data
 from tests.conftest import REPO
 
 SCRIPT = textwrap.dedent('''
     import json, os
     from absl import app, flags
-    from bertdistill import data, errors
+    from bertdistill import errors
+    from bertdistill.data import data
 
     flags.DEFINE_string("kind", "ok", "What to raise.")
     flags.DEFINE_integer("n", 1, "A number.")
@@ -183,7 +186,7 @@ def test_library_errors_name_config_fields():
 
 
 def test_importing_the_predictor_defines_no_flag():
-    code = ("from absl import flags; before = set(flags.FLAGS); import bertdistill.predictor; "
+    code = ("from absl import flags; before = set(flags.FLAGS); import bertdistill.serving.predictor; "
             "print(sorted(set(flags.FLAGS) - before))")
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
                             capture_output=True, text=True, timeout=120, check=True)

@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 from onnx.reference import ReferenceEvaluator
 
-from bertdistill import export, int8_gate, onnx_fusion
-from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.export import export, int8_gate, onnx_fusion
+from bertdistill.models.bert import BertClassifier, BertEncoder
 from bertdistill.export_format import IDS_SIGNATURE, MODEL_FILES, PORTABLE_ONNX, SAVED_MODEL, OnnxModel
-from bertdistill.predictor import Predictor
+from bertdistill.serving.predictor import Predictor
 from tests.bert_fixtures import tiny_batch, tiny_config
 from tests.export_fixtures import LABELS, TEXTS, tiny_exports
 from tests.serving_loader import run_signatures
@@ -374,7 +374,7 @@ def test_predictor_uses_float32_without_a_gate(bert_export):
 
 
 def test_gate_refuses_sentence_pairs_for_a_single_text_model(bert_export):
-    from bertdistill.data import InputExample
+    from bertdistill.data.data import InputExample
     from bertdistill.errors import UserError
 
     folder, *_ = bert_export

@@ -120,7 +120,7 @@ def test_padding_uses_the_given_pad_id_and_masks_by_length():
 
 
 def test_padding_with_an_mpnet_tokenizer(tmp_path):
-    from bertdistill.tokenization import Tokenizer
+    from bertdistill.data.tokenization import Tokenizer
 
     tokens = ["<s>", "<pad>", "</s>", "<unk>", "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "<mask>"]
     (tmp_path / "vocab.txt").write_text("\n".join(tokens) + "\n")

@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from bertdistill import files, validation
+from bertdistill import files
+
+from bertdistill.training import validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

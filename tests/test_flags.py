@@ -1,12 +1,12 @@
-"""bertdistill/flags.py and distribute.py: defaults, --flagfile, up-front validation naming the
+"""bertdistill/cli/flags.py and distribute.py: defaults, --flagfile, up-front validation naming the
 flag, the tsv/csv processor from flags, strategy and precision names, an unreachable TPU."""
 import keras
 import pytest
 from absl import flags
 
-from bertdistill import distribute
+from bertdistill.training import distribute
 from bertdistill.errors import FlagError, UserError
-from bertdistill.flags import define_common_flags, processor_from_flags, validate_common_flags
+from bertdistill.cli.flags import define_common_flags, processor_from_flags, validate_common_flags
 
 
 def parsed(*args, bert: bool = True) -> flags.FlagValues:
@@ -85,7 +85,7 @@ def test_strategy_and_precision_names_and_an_unreachable_tpu():
 
 
 def test_settings_leave_out_absl_flags():
-    from bertdistill import script_flags
+    from bertdistill.cli import script_flags
 
     values = flags.FlagValues()
     flags.DEFINE_integer("my_steps", 3, "", flag_values=values)
@@ -104,7 +104,7 @@ def test_a_config_built_from_default_flags_has_the_configs_defaults(script, buil
     """A library user's config and a script's (from the flags' defaults) train alike."""
     import dataclasses
 
-    from bertdistill import script_flags
+    from bertdistill.cli import script_flags
 
     def default(name):
         item = type(config).__dataclass_fields__[name]

@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from bertdistill import checkpoints, transfer_set
-from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.distill import transfer_set
+
+from bertdistill.models import checkpoints
+from bertdistill.models.bert import BertClassifier, BertEncoder
 from tests.bert_fixtures import TINY_VOCAB, tiny_config, write_vocab
 from tests.scripts import run_script
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from bertdistill import checkpoints
-from bertdistill.bert import BertClassifier
-from bertdistill.encoders import build_encoder
-from bertdistill.predictor import WordPieceEncoder
+from bertdistill.models import checkpoints
+from bertdistill.models.bert import BertClassifier
+from bertdistill.models.encoders import build_encoder
+from bertdistill.serving.predictor import WordPieceEncoder
 from tests.bert_fixtures import TINY_VOCAB, tiny_config
 from tests.export_fixtures import BERT_MAX_SEQ_LENGTH, tiny_exports
 from tests.test_mpnet import MPNET_VOCAB, tiny_mpnet_config

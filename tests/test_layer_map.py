@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertdistill.bert import BertClassifier, BertEncoder, checkpoint_variables
-from bertdistill.layer_map import (FeatureProjections, LayerMapError, Match, copy_teacher_layers, describe,
+from bertdistill.models.bert import BertClassifier, BertEncoder, checkpoint_variables
+from bertdistill.distill.layer_map import (FeatureProjections, LayerMapError, Match, copy_teacher_layers, describe,
                                    intermediate_loss_terms, resolve_layer_map, teacher_layers_for_init,
                                    write_layer_map)
 from tests.bert_fixtures import tiny_batch, tiny_config

@@ -1,4 +1,4 @@
-"""bertdistill/locks.py: one process per folder, the holder named, the lock gone with its process
+"""bertdistill/training/locks.py: one process per folder, the holder named, the lock gone with its process
 (kill -9), taken again by its holder at no cost, and the folder left as the lock found it."""
 import json
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bertdistill import locks
+from bertdistill.training import locks
 from bertdistill.errors import FlagError
 from tests.conftest import REPO
 

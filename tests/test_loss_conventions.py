@@ -10,7 +10,7 @@ tensors with a padded batch. The conversion factors are those of docs/losses.md:
 import numpy as np
 import pytest
 
-from bertdistill import distill, tinybert
+from bertdistill.distill import distill, tinybert
 
 # --- The reference, in NumPy -------------------------------------------------------------------
 # torch.nn.functional.log_softmax / softmax over the last axis, and torch.nn.MSELoss() (reduction

@@ -6,10 +6,12 @@ import numpy as np
 import onnx
 import pytest
 
-from bertdistill import export, pipeline
+from bertdistill.data import pipeline
+
+from bertdistill.export import export
 from distil_lstm.model import INT8_OP_TYPES, MaskedPooling, build_bilstm_classifier
 from bertdistill.export_format import OnnxModel
-from bertdistill.words import tokenize
+from bertdistill.data.words import tokenize
 from distil_lstm.vocab import WordVocab
 
 

@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from bertdistill import errors, locks, manifest
+from bertdistill import errors
+
+from bertdistill.training import locks, manifest
 from bertdistill.errors import MissingFileError, UserError
 
 FLAGS = {"learning_rate": 5e-05, "task_name": "sst-2", "num_train_epochs": 3.0, "do_eval": True}

@@ -9,12 +9,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from bertdistill import checkpoints, model_packages
-from bertdistill.bert import BertClassifier
-from bertdistill.encoders import build_encoder, config_from_dict
+from bertdistill.models import checkpoints, model_packages
+from bertdistill.models.bert import BertClassifier
+from bertdistill.models.encoders import build_encoder, config_from_dict
 from bertdistill.errors import ConfigError, MissingFileError
-from bertdistill.mpnet import MPNetConfig, MPNetEncoder, relative_position_buckets
-from bertdistill.tokenization import Tokenizer
+from bertdistill.models.mpnet import MPNetConfig, MPNetEncoder, relative_position_buckets
+from bertdistill.data.tokenization import Tokenizer
 from tests.conftest import SHARED
 
 GOLDEN = SHARED / "golden" / "mpnet_base_reference.json"
@@ -267,7 +267,7 @@ def test_all_mpnet_base_v2_reproduces_golden_activations():
 
 
 def test_mpnet_runs_under_mixed_bfloat16_with_float32_attention_scores(tiny_mpnet_folder):
-    from bertdistill.distribute import precision_policy
+    from bertdistill.training.distribute import precision_policy
 
     _, encoder = tiny_mpnet_folder
     batch = _inputs([[0, 6, 7, 8, 2], [0, 9, 2]], pad_id=1)

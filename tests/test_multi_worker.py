@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertdistill import checkpoints, locks, tinybert
+from bertdistill.distill import tinybert
+
+from bertdistill.models import checkpoints
+
+from bertdistill.training import locks
 from tests.bert_fixtures import tiny_config, write_vocab
 from tests.scripts import finish, run_script, worker_environments
 

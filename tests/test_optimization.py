@@ -1,12 +1,12 @@
-"""bertdistill/optimization.py: the schedule, AdamW (weight-decay exclusions, layer-wise learning
+"""bertdistill/training/optimization.py: the schedule, AdamW (weight-decay exclusions, layer-wise learning
 rates), no clipping and no second all-reduce in the optimizer, loss scaling under mixed_float16."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertdistill import optimization as training
-from bertdistill.distribute import precision_policy
+from bertdistill.training import optimization as training
+from bertdistill.training.distribute import precision_policy
 from tests.test_trainer import _weights, tiny_model
 
 

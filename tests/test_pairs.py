@@ -12,10 +12,14 @@ import time
 import numpy as np
 import pytest
 
-from bertdistill import checkpoints, errors, transfer_set
-from bertdistill.bert import BertClassifier, BertConfig, BertEncoder
-from bertdistill.predictor import Predictor
-from bertdistill.serving import ApiError, Limits, parse_request
+from bertdistill import errors
+
+from bertdistill.distill import transfer_set
+
+from bertdistill.models import checkpoints
+from bertdistill.models.bert import BertClassifier, BertConfig, BertEncoder
+from bertdistill.serving.predictor import Predictor
+from bertdistill.serving.serving import ApiError, Limits, parse_request
 from tests.bert_fixtures import TINY_VOCAB, write_vocab
 from tests.scripts import error_lines, free_port, run_script
 

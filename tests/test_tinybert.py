@@ -8,7 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from bertdistill import checkpoints, layer_map, tinybert
+from bertdistill.distill import layer_map, tinybert
+
+from bertdistill.models import checkpoints
 from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
 from tests.scripts import assert_killed, error_lines, killed_at_step, run_script
 

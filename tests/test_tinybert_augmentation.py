@@ -5,10 +5,16 @@ its output."""
 import numpy as np
 import pytest
 
-from bertdistill import augment, checkpoints, files, transfer_set
-from bertdistill.bert import BertClassifier, BertEncoder, BertMaskedLM, checkpoint_variables
-from bertdistill.data import DataFormatError
-from bertdistill.tokenization import Tokenizer
+from bertdistill import files
+
+from bertdistill.data import augment
+
+from bertdistill.distill import transfer_set
+
+from bertdistill.models import checkpoints
+from bertdistill.models.bert import BertClassifier, BertEncoder, BertMaskedLM, checkpoint_variables
+from bertdistill.data.data import DataFormatError
+from bertdistill.data.tokenization import Tokenizer
 from tests.bert_fixtures import TINY_VOCAB, tiny_batch, tiny_config, write_vocab
 from tests.conftest import REPO
 from tests.scripts import run_script

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from bertdistill.tokenization import Tokenizer
+from bertdistill.data.tokenization import Tokenizer
 from tests.bert_fixtures import TINY_VOCAB, write_vocab
 from tests.conftest import SHARED
 

@@ -1,4 +1,4 @@
-"""bertdistill/trainer.py: exact resume (dropout on), best-by-dev weights, early stopping,
+"""bertdistill/training/trainer.py: exact resume (dropout on), best-by-dev weights, early stopping,
 TensorBoard, mixed precision, divergence stop, progress lines, and the distributed maths
 (mirrored over two logical CPUs and two multi-worker processes on localhost against a
 single-process run, gradient clipping on).
@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bertdistill import errors, optimization, trainer
-from bertdistill.distribute import precision_policy
+from bertdistill import errors
+
+from bertdistill.training import optimization, trainer
+from bertdistill.training.distribute import precision_policy
 from tests.conftest import REPO
 from tests.scripts import finish, worker_environments
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from bertdistill import transfer_set
-from bertdistill.data import DataFormatError
+from bertdistill.distill import transfer_set
+from bertdistill.data.data import DataFormatError
 
 LABELS = ["0", "1"]
 

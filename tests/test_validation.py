@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bertdistill import validation
+from bertdistill.training import validation
 from bertdistill.errors import FlagError
 
 
@@ -194,8 +194,8 @@ def test_non_finite_float_flags_are_refused():
 
 
 def test_max_seq_length_fits_the_models_position_table():
-    from bertdistill.bert import BertConfig
-    from bertdistill.mpnet import MPNetConfig
+    from bertdistill.models.bert import BertConfig
+    from bertdistill.models.mpnet import MPNetConfig
 
     bert = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
                       max_position_embeddings=16)

@@ -4,7 +4,7 @@
         --model=path/to/bert-base-uncased --glove_embs=glove.42B.300d.txt
 
 Rule (as huawei-noah/Pretrained-Language-Model TinyBERT/data_augmentation.py; library code in
-`bertdistill/augment.py`): every alphabetic non-stopword word of a basic-tokenized sentence gets
+`bertdistill/data/augment.py`): every alphabetic non-stopword word of a basic-tokenized sentence gets
 up to `--top_k` candidates: a single-WordPiece word the MLM's best tokens (input `[CLS] masked
 [SEP] original [SEP]`), a multi-piece word (every word when the model has no MLM head, as the
 offline default all-MiniLM-L6-v2) its nearest neighbours in `--glove_embs`, else in the model's
@@ -22,7 +22,7 @@ text's k-th new sentence, or its original when that text has fewer (`augment.pai
 
 Output: a TSV with header `sentence<TAB>label` (pairs: `sentence<TAB>sentence_b<TAB>label`);
 every original, then its new examples, all with the original's label (the teacher's logits are
-added during distillation; read it with `bertdistill.transfer_set.read_labelled_sentences`).
+added during distillation; read it with `bertdistill.distill.transfer_set.read_labelled_sentences`).
 
 Shards: `--num_shards=N --shard_index=k` take the k-th contiguous slice of the originals; every
 original is augmented with its own seed (`--seed`, its index), so the shards' outputs after
@@ -38,11 +38,21 @@ import time
 import keras
 from absl import flags, logging
 
-from bertdistill import augment, checkpoints, errors, runner, transfer_set, validation
+from bertdistill import errors
+
+from bertdistill.data import augment
+
+from bertdistill.distill import transfer_set
+
+from bertdistill.models import checkpoints
+
+from bertdistill.tasks import runner
+
+from bertdistill.training import validation
 from bertdistill.errors import FlagError
 from bertdistill.files import atomic_output
-from bertdistill.flags import define_augmentation_flags, on_error, processor_from_flags, validate_augmentation_flags
-from bertdistill.tokenization import Tokenizer
+from bertdistill.cli.flags import define_augmentation_flags, on_error, processor_from_flags, validate_augmentation_flags
+from bertdistill.data.tokenization import Tokenizer
 
 flags.DEFINE_float("p", 0.4, "Per-word probability of replacing a word that has candidates.")
 flags.DEFINE_integer("top_k", 15, "Candidates per word (TinyBERT's M).")

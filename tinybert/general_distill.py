@@ -23,16 +23,26 @@ import keras
 import tensorflow as tf
 from absl import flags, logging
 
-from bertdistill import checkpoints, errors, layer_map, runner, script_flags, validation
-from bertdistill.bert import BertConfig, BertEncoder
-from bertdistill.encoders import build_encoder
-from bertdistill.distribute import is_chief, set_precision_policy
+from bertdistill import errors
+
+from bertdistill.cli import script_flags
+
+from bertdistill.distill import layer_map
+
+from bertdistill.models import checkpoints
+
+from bertdistill.tasks import runner
+
+from bertdistill.training import validation
+from bertdistill.models.bert import BertConfig, BertEncoder
+from bertdistill.models.encoders import build_encoder
+from bertdistill.training.distribute import is_chief, set_precision_policy
 from bertdistill.errors import FlagError, MissingFileError
 from bertdistill.export_format import bert_features
 from bertdistill.files import atomic_path
-from bertdistill.flags import define_common_flags, validate_common_flags
-from bertdistill.tinybert import IntermediateTask, parameter_count
-from bertdistill.tokenization import Tokenizer
+from bertdistill.cli.flags import define_common_flags, validate_common_flags
+from bertdistill.distill.tinybert import IntermediateTask, parameter_count
+from bertdistill.data.tokenization import Tokenizer
 
 define_common_flags(bert=False)
 errors.define_flags(flags.FLAGS)

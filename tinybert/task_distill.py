@@ -17,15 +17,19 @@ TensorBoard, best), so a killed run resumes in the right stage at the right step
 (`intermediate/student.weights.h5`, written when stage 1 ends). The best student is exported
 to `<output_dir>/export` like the teacher (SavedModel, ONNX, INT8 ONNX, Hugging Face files);
 the projections are training-only and dropped. `--dry_run` prints the resolved layer map and
-the parameter counts, and exits. The job and its stages: `bertdistill/task_distillation.py`.
+the parameter counts, and exits. The job and its stages: `bertdistill/tasks/task_distillation.py`.
 """
 
 from __future__ import annotations
 
 from absl import flags
 
-from bertdistill import errors, runner, script_flags
-from bertdistill.task_distillation import TaskDistillation
+from bertdistill import errors
+
+from bertdistill.cli import script_flags
+
+from bertdistill.tasks import runner
+from bertdistill.tasks.task_distillation import TaskDistillation
 
 script_flags.define_task_distill_flags()
 FLAGS = flags.FLAGS

@@ -1,0 +1,340 @@
+"""The flags of the scripts run_pipeline.py chains, the checks of their values, and the typed
+configs they make (`bertdistill.configs`), on any `FlagValues`: each script defines its flags on
+absl's `FLAGS` at import, checks them first thing in `main` and builds its config once
+(`finetune_config`, `bilstm_config`, `task_distill_config`); the library sees only the config.
+run_pipeline.py defines each stage's flags on a fresh `FlagValues`, parses the stage's
+arguments and runs the same checks before its first stage starts (`check_arguments`). The
+checks read no file: a stage's inputs may not exist before the stages before it ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from absl import flags
+
+from bertdistill import errors
+
+from bertdistill.distill import distill
+
+from bertdistill.training import validation
+from bertdistill.configs import (TINYBERT_STAGES, BiLstmConfig, BiLstmModelConfig, ExportConfig, FinetuneConfig,
+                                 RunConfig, StageConfig, TaskDistillConfig, TrainConfig)
+from bertdistill.errors import FlagError, UserError
+from bertdistill.cli.flags import (data_config, define_augmentation_flags, define_common_flags,
+                               validate_augmentation_flags, validate_common_flags, validate_task_flags)
+from bertdistill.data.words import BILSTM_POOLINGS, WORD_SPECIAL_TOKENS
+
+
+@dataclasses.dataclass(frozen=True)
+class ScriptFlags:
+    """A script's flag definitions and the checks of their values."""
+
+    define: Callable[[flags.FlagValues], None]
+    validate: Callable[[flags.FlagValues], None]
+
+
+# The configs every training script shares
+
+def settings(fv: flags.FlagValues) -> dict[str, object]:
+    """The values of the program's own flags (not absl's logging/debugging/help flags): what the
+    run manifest records."""
+    values = {}
+    for module, module_flags in fv.flags_by_module_dict().items():
+        if module.startswith("absl."):
+            continue
+        for flag in module_flags:
+            values[flag.name] = flag.value
+    return values
+
+
+def run_config(fv: flags.FlagValues) -> RunConfig:
+    """The run folder, strategy, precision and seed flags; the flags' values as the run's settings
+    (manifest) and every flag as its TensorBoard hparams."""
+    return RunConfig(output_dir=fv.output_dir, overwrite_output_dir=fv.overwrite_output_dir,
+                     distribution_strategy=fv.distribution_strategy, tpu=fv.tpu, mixed_precision=fv.mixed_precision,
+                     seed=fv.seed, settings=settings(fv), hparams=fv.flag_values_dict())
+
+
+def train_config(fv: flags.FlagValues) -> TrainConfig:
+    """The training flags (`TrainConfig`'s fields, same names)."""
+    return TrainConfig(**{item.name: fv[item.name].value for item in dataclasses.fields(TrainConfig)})
+
+
+def export_config(fv: flags.FlagValues, *, do_export: bool | None = None) -> ExportConfig:
+    """`--do_export` (or `do_export` when the script decides) and `--int8_max_drop`."""
+    return ExportConfig(do_export=fv.do_export if do_export is None else do_export, int8_max_drop=fv.int8_max_drop)
+
+
+# bert_finetune/run_classifier.py
+
+def define_run_classifier_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    define_common_flags(fv)
+    errors.define_flags(fv)
+    flags.DEFINE_bool("do_export", True, "Write <output_dir>/export (SavedModel, ONNX, INT8): after training by "
+                      "default; given without --do_train, exports the model trained in --output_dir.", flag_values=fv)
+    flags.DEFINE_enum("classifier_pooling", "cls", ["cls", "mean"],
+                      "Classify the [CLS] pooler output or the mean of the token states (an export "
+                      "folder's own choice is used unless this flag is given).", flag_values=fv)
+
+
+def run_classifier_exports(fv: flags.FlagValues) -> bool:
+    """Whether run_classifier.py exports: after training by default, or `--do_export` given alone."""
+    return fv.do_export and (fv.do_train or fv["do_export"].present)
+
+
+def validate_run_classifier_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    exporting = run_classifier_exports(fv)
+    if not (fv.do_train or fv.do_eval or fv.do_predict or exporting):
+        raise FlagError("do_train", "at least one of --do_train, --do_eval, --do_predict or --do_export must be set")
+    validation.require("output_dir", fv.output_dir)
+    validate_common_flags(fv, needs_eval=fv.do_eval)
+    validate_task_flags(fv)
+
+
+def finetune_config(fv: flags.FlagValues = flags.FLAGS) -> FinetuneConfig:
+    """run_classifier.py's config (after `validate_run_classifier_flags`)."""
+    return FinetuneConfig(
+        run=run_config(fv), data=data_config(fv), train=train_config(fv),
+        export=export_config(fv, do_export=run_classifier_exports(fv)), init_checkpoint=fv.init_checkpoint,
+        bert_config_file=fv.bert_config_file, vocab_file=fv.vocab_file, do_lower_case=fv.do_lower_case,
+        max_seq_length=fv.max_seq_length,
+        classifier_pooling=fv.classifier_pooling if fv["classifier_pooling"].present else None,
+        layerwise_lr_decay=fv.layerwise_lr_decay, do_train=fv.do_train, do_eval=fv.do_eval, do_predict=fv.do_predict)
+
+
+# generate_dataset.py
+
+GENERATE_MODEL_HELP = (
+    "Teachers, comma-separated: export folders of bert_finetune, Hugging Face folders or Google checkpoint "
+    "prefixes (with --bert_config_file and --vocab_file), sharing vocabulary, lower-casing and labels. "
+    "The transfer set gets the mean of their logits; replacement words from input embeddings "
+    "(--replacement=teacher_embeddings) come from the first teacher's.")
+
+
+def define_generate_dataset_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    flags.DEFINE_bool("no_augment", False, "Only label the original sentences.", flag_values=fv)
+    flags.DEFINE_float("p_mask", 0.1, "Per-word probability of [MASK].", flag_values=fv)
+    flags.DEFINE_float("p_replace", 0.1, "Per-word probability of a same-kind replacement.", flag_values=fv)
+    flags.DEFINE_float("p_ngram", 0.25, "Per-sentence probability of keeping only a random n-gram (n in 1..5).",
+                       flag_values=fv)
+    flags.DEFINE_enum("replacement", "auto", ["auto", "pos", "word_vectors", "teacher_embeddings"],
+                      "How a replacement word is chosen (auto: pos, else word_vectors, else teacher_embeddings).",
+                      flag_values=fv)
+    flags.DEFINE_string("word_vectors", None, "GloVe/word2vec text file for --replacement=word_vectors.",
+                        flag_values=fv)
+    define_augmentation_flags(
+        fv, model_help=GENERATE_MODEL_HELP,
+        augment_factor_help="Augmentation attempts per original (Tang et al.: 20).",
+        batch_size_help="Teacher inference batch size.", max_seq_length_help="Teacher's maximum WordPiece tokens.",
+        chunk_size=2048, several_models=True)
+    errors.define_flags(fv)
+
+
+def validate_generate_dataset_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    validation.require("model", fv.model)
+    if "" in fv.model:
+        raise FlagError("model", f"--model={','.join(fv.model)} has an empty entry: give comma-separated folders")
+    validate_augmentation_flags(fv, min_seq_length=3)
+    for name in ("p_mask", "p_replace", "p_ngram"):
+        validation.in_range(name, fv[name].value, 0.0, 1.0)
+    if fv.replacement == "word_vectors" and not fv.word_vectors:
+        raise FlagError("word_vectors", "--replacement=word_vectors needs --word_vectors")
+
+
+def check_temperature_flags(fv: flags.FlagValues, weight: str) -> None:
+    """--temperature and the hard-label weight --<weight>, by `distill.check_temperature`."""
+    try:
+        distill.check_temperature(fv.temperature, fv[weight].value, ("--temperature", f"--{weight}"))
+    except ValueError as e:
+        raise FlagError("temperature", str(e)) from None
+
+
+# distil_lstm/main.py
+
+BILSTM_MODEL_ARGS = ("embedding_dim", "hidden_size", "dense_size", "dropout", "pooling")
+
+
+def define_distil_lstm_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    define_common_flags(fv, bert=False)
+    errors.define_flags(fv)
+    kw = {"flag_values": fv}
+    flags.DEFINE_enum("mode", None, ["train", "test", "distil"], "What to do.", **kw)
+    flags.DEFINE_string("augmented_file", None, "Transfer set TSV for --mode=distil (default: "
+                        "<data_dir>/augmented.tsv).", **kw)
+    flags.DEFINE_enum("distill_loss", "mse", list(distill.STORED_LOGITS_LOSSES),
+                      "mse on logits (Tang et al.) or kd (Hinton).", **kw)
+    flags.DEFINE_float("temperature", 1.0, "Softmax temperature of the kd loss.", **kw)
+    flags.DEFINE_float("alpha", 0.0, "Weight of the hard-label loss in the kd loss.", **kw)
+    flags.DEFINE_integer("embedding_dim", 300, "Word embedding size.", **kw)
+    flags.DEFINE_integer("hidden_size", 300, "LSTM units per direction.", **kw)
+    flags.DEFINE_integer("dense_size", 400, "Units of the ReLU layer before the logits.", **kw)
+    flags.DEFINE_float("dropout", 0.1, "Dropout after the embeddings and the ReLU layer.", **kw)
+    flags.DEFINE_enum("pooling", "max", list(BILSTM_POOLINGS), "Pooling of the BiLSTM outputs over time.", **kw)
+    flags.DEFINE_integer("min_count", 1, "Minimum count of a word to enter the vocabulary.", **kw)
+    flags.DEFINE_integer("max_vocab_size", 50000, "Maximum vocabulary size, special tokens included.", **kw)
+    flags.DEFINE_string("word_vectors", None, "GloVe/word2vec text file initialising the embeddings (dimension "
+                        "must equal --embedding_dim).", **kw)
+    flags.DEFINE_enum("eval_split", "dev", ["dev", "test"], "--mode=test: accuracy on dev, or predictions for test.",
+                      **kw)
+    flags.DEFINE_string("model_dir", None, "--mode=test: an export folder (default: <output_dir>/export).", **kw)
+    flags.DEFINE_bool("do_export", True, "After training, write <output_dir>/export (SavedModel, ONNX, INT8).", **kw)
+    for name, value in (("learning_rate", 1e-3), ("train_batch_size", 50), ("eval_batch_size", 64),
+                        ("predict_batch_size", 64), ("max_seq_length", 64), ("num_train_epochs", 10.0)):
+        fv.set_default(name, value)
+
+
+def validate_distil_lstm_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    if not fv.mode:
+        raise FlagError("mode", "--mode is required: train, test or distil")
+    validation.require("output_dir", fv.output_dir)
+    validate_common_flags(fv, min_seq_length=1)
+    for name in ("embedding_dim", "hidden_size", "dense_size", "min_count", "max_vocab_size"):
+        validation.positive(name, fv[name].value)
+    validation.in_range("dropout", fv.dropout, 0.0, 0.99)
+    check_temperature_flags(fv, "alpha")
+    if fv.max_vocab_size <= len(WORD_SPECIAL_TOKENS):
+        raise FlagError("max_vocab_size", f"--max_vocab_size={fv.max_vocab_size} leaves no room for words "
+                        f"(the {len(WORD_SPECIAL_TOKENS)} special tokens count)")
+    validate_task_flags(fv)
+
+
+def bilstm_config(fv: flags.FlagValues = flags.FLAGS) -> BiLstmConfig:
+    """distil_lstm/main.py's config (after `validate_distil_lstm_flags`)."""
+    return BiLstmConfig(
+        run=run_config(fv), mode=fv.mode, data=data_config(fv), train=train_config(fv), export=export_config(fv),
+        model=BiLstmModelConfig(**{name: fv[name].value for name in BILSTM_MODEL_ARGS}),
+        do_lower_case=fv.do_lower_case, max_seq_length=fv.max_seq_length, augmented_file=fv.augmented_file,
+        distill_loss=fv.distill_loss, temperature=fv.temperature, alpha=fv.alpha, min_count=fv.min_count,
+        max_vocab_size=fv.max_vocab_size, word_vectors=fv.word_vectors, eval_split=fv.eval_split,
+        model_dir=fv.model_dir)
+
+
+# tinybert/task_distill.py
+
+
+def define_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    define_common_flags(fv, bert=False)
+    errors.define_flags(fv)
+    kw = {"flag_values": fv}
+    flags.DEFINE_string("teacher_model", None, "The fine-tuned teacher: an export folder of run_classifier.py.", **kw)
+    flags.DEFINE_string("student_config", None, "The student's bert_config.json / config.json (layers, hidden size, "
+                        "heads, intermediate size; the vocabulary, and so vocab_size, is the teacher's).", **kw)
+    flags.DEFINE_string("student_model", None, "The student's pretrained start instead of --student_config: a "
+                        "folder from general_distill.py, a Hugging Face BERT folder or a short name (minilm), with "
+                        "its own vocabulary (see --student_layers).", **kw)
+    flags.DEFINE_list("student_layers", None, "With --student_model: which of its transformer layers (1-based) the "
+                      "student keeps, e.g. 2,4,6 (default: all).", **kw)
+    flags.DEFINE_enum("student_init", "teacher_layers", ["teacher_layers", "random"],
+                      "Start of a --student_config student: the teacher's embeddings and mapped layers, or random.",
+                      **kw)
+    flags.DEFINE_string("augmented_file", None, "Training TSV from tinybert/data_augmentation.py or "
+                        "generate_dataset.py (default: the task's train split).", **kw)
+    flags.DEFINE_enum("stage", "both", [*TINYBERT_STAGES, "both"], "Which stage(s) to run.", **kw)
+    flags.DEFINE_float("intermediate_epochs", 10.0, "Stage 1 epochs (--stage=both).", **kw)
+    flags.DEFINE_float("prediction_epochs", 3.0, "Stage 2 epochs (--stage=both).", **kw)
+    flags.DEFINE_float("intermediate_learning_rate", 5e-5, "Stage 1 learning rate (constant; --stage=both).", **kw)
+    flags.DEFINE_float("prediction_learning_rate", 3e-5, "Stage 2 peak learning rate (--stage=both).", **kw)
+    flags.DEFINE_integer("intermediate_max_examples", None, "Stage 1 on a seeded random subset of this many "
+                         "training examples (time budget); stage 2 uses them all.", **kw)
+    flags.DEFINE_float("temperature", 1.0, "Softmax temperature of the prediction-layer loss.", **kw)
+    flags.DEFINE_float("hard_label_weight", 0.0, "Weight of the gold-label cross-entropy in stage 2 (1.0: no "
+                       "teacher).", **kw)
+    flags.DEFINE_string("layer_map", "uniform", "Layer map: uniform, last, skip, or a JSON file of matches.", **kw)
+    flags.DEFINE_bool("dry_run", False, "Print the resolved layer map and parameter counts, then exit.", **kw)
+    flags.DEFINE_bool("do_export", True, "Export the best student to <output_dir>/export.", **kw)
+    for name, value in (("save_checkpoints_steps", 500), ("eval_batch_size", 64), ("predict_batch_size", 64)):
+        fv.set_default(name, value)
+
+
+def tinybert_stages(fv: flags.FlagValues) -> list[str]:
+    """The stages `--stage` runs, in order."""
+    return list(TINYBERT_STAGES) if fv.stage == "both" else [fv.stage]
+
+
+def tinybert_stage_settings(fv: flags.FlagValues, stage: str) -> tuple[float, float]:
+    """(epochs, learning rate) of `stage`: the generic flags for a single stage, the per-stage ones for both."""
+    if fv.stage == "both":
+        for name in ("num_train_epochs", "learning_rate"):
+            if fv[name].present:
+                raise FlagError(name, f"--{name} applies to a single --stage; with --stage=both use "
+                                "--intermediate_epochs/--prediction_epochs and the per-stage learning rates")
+        return fv[f"{stage}_epochs"].value, fv[f"{stage}_learning_rate"].value
+    epochs = fv.num_train_epochs if fv["num_train_epochs"].present else fv[f"{stage}_epochs"].value
+    rate = fv.learning_rate if fv["learning_rate"].present else fv[f"{stage}_learning_rate"].value
+    return epochs, rate
+
+
+def student_layers(fv: flags.FlagValues) -> list[int] | None:
+    """--student_layers as 1-based layer numbers (checked against the model when it is loaded), or None."""
+    if fv.student_layers is None:
+        return None
+    if not fv.student_model:
+        raise FlagError("student_layers", "--student_layers picks layers of a --student_model")
+    try:
+        return [int(layer) for layer in fv.student_layers]
+    except ValueError:
+        raise FlagError("student_layers", f"--student_layers={','.join(fv.student_layers)}: expected layer "
+                                          "numbers, e.g. 2,4,6") from None
+
+
+def validate_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    for name in ("teacher_model", "output_dir"):
+        validation.require(name, fv[name].value)
+    validate_common_flags(fv)
+    check_temperature_flags(fv, "hard_label_weight")
+    for stage in tinybert_stages(fv):
+        epochs, rate = tinybert_stage_settings(fv, stage)
+        validation.positive(f"{stage}_epochs", epochs)
+        validation.positive(f"{stage}_learning_rate", rate)
+    if bool(fv.student_config) == bool(fv.student_model):
+        raise FlagError("student_config", "give exactly one of --student_config and --student_model")
+    student_layers(fv)
+    validate_task_flags(fv)
+
+
+def task_distill_config(fv: flags.FlagValues = flags.FLAGS) -> TaskDistillConfig:
+    """task_distill.py's config (after `validate_task_distill_flags`)."""
+    layers = student_layers(fv)
+    return TaskDistillConfig(
+        run=run_config(fv), teacher_model=fv.teacher_model,
+        stages={stage: StageConfig(*tinybert_stage_settings(fv, stage)) for stage in tinybert_stages(fv)},
+        data=data_config(fv), train=train_config(fv), export=export_config(fv), student_config=fv.student_config,
+        student_model=fv.student_model, student_layers=tuple(layers) if layers is not None else None,
+        student_init=fv.student_init, augmented_file=fv.augmented_file,
+        intermediate_max_examples=fv.intermediate_max_examples, temperature=fv.temperature,
+        hard_label_weight=fv.hard_label_weight, layer_map=fv.layer_map, max_seq_length=fv.max_seq_length,
+        dry_run=fv.dry_run)
+
+
+SCRIPTS = {
+    "bert_finetune/run_classifier.py": ScriptFlags(define_run_classifier_flags, validate_run_classifier_flags),
+    "generate_dataset.py": ScriptFlags(define_generate_dataset_flags, validate_generate_dataset_flags),
+    "distil_lstm/main.py": ScriptFlags(define_distil_lstm_flags, validate_distil_lstm_flags),
+    "tinybert/task_distill.py": ScriptFlags(define_task_distill_flags, validate_task_distill_flags),
+}
+
+
+def parse_arguments(script: str, args: Sequence[str]) -> flags.FlagValues:
+    """The flags of `script` (a key of `SCRIPTS`) parsed from `args` (`--flag=value` items) on a
+    fresh `FlagValues`; an unknown flag or a bad value raises as in the script (absl's flag
+    error, or a `FlagError` for NaN or infinity)."""
+    fv = flags.FlagValues()
+    SCRIPTS[script].define(fv)
+    fv([script, *args])
+    errors.check_finite(fv)
+    return fv
+
+
+def check_arguments(script: str, args: Sequence[str]) -> flags.FlagValues:
+    """`parse_arguments`, then the script's own checks of the values; a user error names the
+    flags as the script would (`errors.message`)."""
+    try:
+        fv = parse_arguments(script, args)
+        SCRIPTS[script].validate(fv)
+    except Exception as error:  # noqa: BLE001 - re-raised as is unless a user error
+        if not errors.is_user_error(error):
+            raise
+        raise UserError(errors.message(error, {})) from None
+    return fv

@@ -1,0 +1,3 @@
+"""The one-command chain: stage orchestration with resume, and the report (accuracy, INT8, speed,
+robustness tables and plot).
+"""
