@@ -55,9 +55,9 @@ def test_one_registry_and_one_temperature_check_for_every_task():
     with pytest.raises(ValueError, match=r"^need --temperature > 0 and 0 <= --hard_label_weight <= 1; got 0\.0"):
         distill.check_temperature(0.0, 0.0, ("--temperature", "--hard_label_weight"))
     from bertdistill.cli import script_flags
-    from bertdistill.errors import FlagError
+    from bertdistill.errors import UserError
 
-    with pytest.raises(FlagError, match="need --temperature > 0 and 0 <= --alpha <= 1"):
+    with pytest.raises(UserError, match="need --temperature > 0 and 0 <= --alpha <= 1"):
         script_flags.check_arguments("distil_lstm/main.py", ["--mode=distil", "--output_dir=/tmp/x", "--temperature=0"])
 
 

@@ -11,7 +11,7 @@ from bertdistill.training import locks
 from bertdistill.errors import FlagError
 from tests.conftest import REPO
 
-HOLDER = ("import sys; from bertdistill import locks; locks.lock_folder(sys.argv[1]); print('locked', flush=True); "
+HOLDER = ("import sys; from bertdistill.training import locks; locks.lock_folder(sys.argv[1]); print('locked', flush=True); "
           "sys.stdin.read()")
 
 

@@ -192,7 +192,7 @@ def test_kill_inside_a_stage_resumes_it(workspace, tmp_path):
 
 # A stand-in pipeline running one stand-in stage through the pipeline's own `run_command`: the
 # stage prints its pid (copied to the pipeline's stdout, as a stage's output is) and sleeps.
-PIPELINE = ("import sys; from bertdistill import orchestration; "
+PIPELINE = ("import sys; from bertdistill.pipeline import orchestration; "
             "sys.exit(orchestration.run_command(['-c', sys.argv[1]], sys.argv[2]))")
 STAGE = "import os, time; print(os.getpid(), flush=True); time.sleep(300)"
 

@@ -200,11 +200,12 @@ def test_max_seq_length_fits_the_models_position_table():
     bert = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
                       max_position_embeddings=16)
     assert validation.max_seq_length_fits(16, bert, "the teacher") == 16
-    with pytest.raises(FlagError, match=r"^--max_seq_length=17 exceeds the 16 tokens the teacher takes "
+    # The library names the config field; a script's error line shows it as the flag.
+    with pytest.raises(FlagError, match=r"^max_seq_length=17 exceeds the 16 tokens the teacher takes "
                                         r"\(max_position_embeddings=16\)$"):
         validation.max_seq_length_fits(17, bert, "the teacher")
     mpnet = MPNetConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
                         max_position_embeddings=18)  # positions start after the pad id 1: 16 tokens
     assert validation.max_seq_length_fits(16, mpnet, "m") == 16
-    with pytest.raises(FlagError, match="--max_seq_length=17 exceeds the 16 tokens m takes"):
+    with pytest.raises(FlagError, match="^max_seq_length=17 exceeds the 16 tokens m takes"):
         validation.max_seq_length_fits(17, mpnet, "m")
