@@ -339,7 +339,7 @@ def test_gate_measures_both_models_and_the_predictor_follows_it(bert_export):
     gate = int8_gate.run_int8_gate(folder, TEXTS, labels, max_drop=0.5)
     info = json.loads(open(os.path.join(folder, "export_info.json")).read())
     assert info["int8_gate"] == gate and {k: v for k, v in info.items() if k != "int8_gate"} == before
-    int8_labels = export.OnnxClassifier(os.path.join(folder, "model.int8.onnx")).predict(encode(TEXTS)).argmax(-1)
+    int8_labels = OnnxModel(os.path.join(folder, "model.int8.onnx")).predict(encode(TEXTS)).argmax(-1)
     np.testing.assert_array_equal(int8_labels, keras_labels)  # INT8 answers these texts as Keras does:
     assert (gate["float32_accuracy"], gate["int8_accuracy"], gate["drop"]) == (75.0, 75.0, 0.0)  # 6 of 8 both
     assert gate["accuracy_kept"] is True  # no point lost
