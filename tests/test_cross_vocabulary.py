@@ -81,6 +81,18 @@ def test_piece_map_and_alignment_follow_word_pieces(workspace):
     assert pipeline.misaligned(t_pair, s_pair, table) == 0  # <s> A </s></s> B </s> is one token longer
 
 
+def test_a_masked_word_is_each_vocabularys_own_mask_token(workspace):
+    """The transfer set writes a masked word as [MASK]: MPNet reads it as <mask>, one piece aligned
+    with BERT's [MASK] (not as the three pieces `[ mask ]` of the plain text)."""
+    teacher = Tokenizer(str(workspace / "mpnet_vocab.txt"))
+    student = Tokenizer(str(workspace / "bert_vocab.txt"))
+    assert teacher.encode("the [MASK] was fun")[0] == [0, 6, MPNET_VOCAB.index("<mask>"), 8, 13, 2]
+    assert student.encode("the [MASK] was fun")[0] == [2, 5, 4, 7, 12, 3]
+    examples = [InputExample("a", "the [MASK] was [MASK] .", None, "1"), InputExample("b", "[MASK] dull plot", None, "0")]
+    t, s = (pipeline.convert_examples_to_features(examples, tok, ["0", "1"], 16) for tok in (teacher, student))
+    assert pipeline.misaligned(t, s, piece_id_map(teacher, student)) is None
+
+
 def test_batches_carry_both_tokenizations_padded_with_their_own_ids(workspace):
     teacher = Tokenizer(str(workspace / "mpnet_vocab.txt"))
     student = Tokenizer(str(workspace / "bert_vocab.txt"))

@@ -42,7 +42,8 @@ def is_mpnet_vocab(vocab: dict[str, int]) -> bool:
 
 class Tokenizer:
     """WordPiece tokenizer of a BERT or an MPNet vocabulary; `do_lower_case` lower-cases and
-    strips accents (uncased models)."""
+    strips accents (uncased models). A masked word in a text is written `[MASK]` (the transfer
+    set, the perturbations) whatever the model: each family reads it as its own mask token."""
 
     def __init__(self, vocab_file: str, do_lower_case: bool = True):
         vocab = load_vocab(vocab_file)
@@ -68,6 +69,11 @@ class Tokenizer:
         """The Rust tokenizer (`tokenizers.Tokenizer`: normalizer, pre-tokenizer, WordPiece model)."""
         return self._hf.backend_tokenizer
 
+    def own_masks(self, texts: Sequence[str]) -> list[str]:
+        """`texts` with each `[MASK]` written as this vocabulary's mask token (MPNet's `<mask>`)."""
+        own = self.special_tokens[-1]
+        return list(texts) if own == MASK else [text.replace(MASK, own) for text in texts]
+
     def tokenize(self, text: str) -> list[str]:
         """WordPiece tokens of `text`, without special tokens."""
         return self._hf.tokenize(text)
@@ -88,7 +94,8 @@ class Tokenizer:
         # The Rust backend directly: transformers' __call__ adds Python overhead per example.
         backend = self.backend
         backend.enable_truncation(max_seq_length, strategy="longest_first")
-        inputs = list(texts_a) if texts_b is None else list(zip(texts_a, texts_b))
+        texts_a = self.own_masks(texts_a)
+        inputs = texts_a if texts_b is None else list(zip(texts_a, self.own_masks(texts_b)))
         encodings = backend.encode_batch(inputs, add_special_tokens=True)
         return [e.ids for e in encodings], [e.type_ids for e in encodings]
 
