@@ -34,31 +34,32 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from bertdistill import errors  # noqa: E402
+from bertdistill.cli import entry  # noqa: E402
 
 from bertdistill.data import data, robustness
 
 from bertdistill.training import validation
 from bertdistill.errors import ConfigError, DataError, FlagError, shorten  # noqa: E402
 from bertdistill.files import atomic_output  # noqa: E402
+from bertdistill.cli.shared_flags import define_flag  # noqa: E402
 from bertdistill.export_format import HF_WEIGHTS, MODEL_FILES, VOCAB  # noqa: E402
-from bertdistill.serving.predictor import DEFAULT_BATCH_SIZE, Predictor  # noqa: E402
+from bertdistill.serving.predictor import Predictor  # noqa: E402
 
-flags.DEFINE_list("model_dir", None, "Export folders, comma-separated: NAME=FOLDER or FOLDER (named after its "
+define_flag("model_dir", several="list", help="Export folders, comma-separated: NAME=FOLDER or FOLDER (named after its "
                   "parent folder).")
-flags.DEFINE_string("input", None, "A labelled TSV (header sentence<TAB>label) or a GLUE SST-2 folder (its dev.tsv).")
-flags.DEFINE_string("output", None, "The JSON results file.")
-flags.DEFINE_integer("seed", 12345, "Seed of the perturbations (the same seed, the same perturbed sentences).",
-                     **validation.SEED_BOUNDS)
+define_flag("input", help="A labelled TSV (header sentence<TAB>label) or a GLUE SST-2 folder (its dev.tsv).")
+define_flag("output", help="The JSON results file.")
+define_flag("seed", help="Seed of the perturbations (the same seed, the same perturbed sentences).")
 flags.DEFINE_list("rates", [str(rate) for rate in robustness.DEFAULT_RATES],
                   "Perturbation rates in (0, 1]: the probability that each word is touched.")
 flags.DEFINE_list("perturbations", None, f"A subset of {', '.join(robustness.PERTURBATIONS)} (default: all).")
-flags.DEFINE_bool("quantized", False, "Evaluate the INT8 models (model.int8.onnx).")
+define_flag("quantized", default=False, help="Evaluate the INT8 models (model.int8.onnx).")
 flags.DEFINE_string("neighbours_model", None, "word_neighbour: a BERT export or Hugging Face folder whose input "
                     "embeddings give each word's nearest neighbours.")
-flags.DEFINE_string("word_vectors", None, "word_neighbour: a GloVe/word2vec text file instead of --neighbours_model.")
+define_flag("word_vectors", help="word_neighbour: a GloVe/word2vec text file instead of --neighbours_model.")
 flags.DEFINE_integer("word_vectors_max_words", 200_000, "Read the first N vectors of --word_vectors.", lower_bound=1)
-flags.DEFINE_integer("threads", 0, "ONNX Runtime intra-op threads (0: all cores).", lower_bound=0)
-flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Texts per ONNX Runtime call.", lower_bound=1)
+define_flag("threads")
+define_flag("batch_size")
 FLAGS = flags.FLAGS
 
 
@@ -228,4 +229,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

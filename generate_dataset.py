@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from absl import flags, logging
 
-from bertdistill import errors
+from bertdistill.cli import entry
 
 from bertdistill.cli import script_flags
 
@@ -44,16 +44,17 @@ from bertdistill.distill import transfer_set
 from bertdistill.tasks import runner
 
 from bertdistill.training import validation
+from bertdistill.configs import TransferSetConfig
 from bertdistill.models.checkpoints import Teacher, load_teacher
 from bertdistill.errors import FlagError, shorten
 from bertdistill.files import atomic_output
-from bertdistill.cli.flags import on_error, processor_from_flags
 
 script_flags.define_generate_dataset_flags()
 FLAGS = flags.FLAGS
 
 
-def make_replacer(kind: str, teacher: Teacher, corpus: list[str]) -> augment.Replacer | None:
+def make_replacer(kind: str, word_vectors: str | None, teacher: Teacher,
+                  corpus: list[str]) -> augment.Replacer | None:
     """The word replacer `--replacement` asks for (see the module docstring)."""
     tagger = augment.nltk_pos_tagger() if kind in ("auto", "pos") else None
     if kind == "pos" and tagger is None:
@@ -62,11 +63,11 @@ def make_replacer(kind: str, teacher: Teacher, corpus: list[str]) -> augment.Rep
         logging.info("Word replacement: POS-guided (nltk)")
         return augment.PosReplacer(tagger, [sentence.split() for sentence in corpus])
     words = {w for sentence in corpus for w in sentence.split()}
-    if kind == "word_vectors" or (kind == "auto" and FLAGS.word_vectors):
-        if not FLAGS.word_vectors:
+    if kind == "word_vectors" or (kind == "auto" and word_vectors):
+        if not word_vectors:
             raise FlagError("word_vectors", "--replacement=word_vectors needs --word_vectors")
-        logging.info("Word replacement: nearest neighbours in %s", FLAGS.word_vectors)
-        replacer = augment.NeighbourReplacer.from_word_vectors_file(FLAGS.word_vectors, vocabulary=words)
+        logging.info("Word replacement: nearest neighbours in %s", word_vectors)
+        replacer = augment.NeighbourReplacer.from_word_vectors_file(word_vectors, vocabulary=words)
     else:
         logging.info("Word replacement: nearest neighbours in the input embeddings of %s", teacher.pretrained.source)
         embeddings = teacher.pretrained.weights["bert/embeddings/word_embeddings"]
@@ -76,21 +77,23 @@ def make_replacer(kind: str, teacher: Teacher, corpus: list[str]) -> augment.Rep
 
 
 def expand(examples: list[data.InputExample], first_index: int, seen: set[tuple[str, str | None]],
-           config: augment.AugmentConfig, replacer: augment.Replacer | None) -> list[data.InputExample]:
+           config: TransferSetConfig, replacer: augment.Replacer | None) -> list[data.InputExample]:
     """Each original, then its new examples (no label) that are not in `seen` (the keys, `key`, of
     all originals and earlier new examples), which it updates. A pair's texts are augmented one
     after the other with the original's generator, then paired up (`augment.pair_up`)."""
+    rules = augment.AugmentConfig(p_mask=config.p_mask, p_replace=config.p_replace, p_ngram=config.p_ngram)
+    seed, factor = config.augmentation.seed, config.augmentation.augment_factor
     out = []
     for offset, example in enumerate(examples):
         out.append(example)
-        if FLAGS.no_augment:
+        if config.no_augment:
             continue
-        rng = augment.rng_for(FLAGS.seed, first_index + offset)
-        new_a = augment.augment_sentence(example.text_a, FLAGS.augment_factor, rng, config, replacer)
+        rng = augment.rng_for(seed, first_index + offset)
+        new_a = augment.augment_sentence(example.text_a, factor, rng, rules, replacer)
         if example.text_b is None:
             new = [(text, None) for text in new_a]
         else:
-            new_b = augment.augment_sentence(example.text_b, FLAGS.augment_factor, rng, config, replacer)
+            new_b = augment.augment_sentence(example.text_b, factor, rng, rules, replacer)
             new = augment.pair_up(example.text_a, example.text_b, new_a, new_b)
         for text_a, text_b in new:
             if key(text_a, text_b) not in seen:
@@ -104,13 +107,14 @@ def key(text_a: str, text_b: str | None) -> tuple[str, str | None]:
     return " ".join(text_a.split()), None if text_b is None else " ".join(text_b.split())
 
 
-def label_with_teachers(teachers: list[Teacher], examples: list[data.InputExample]) -> np.ndarray:
+def label_with_teachers(teachers: list[Teacher], examples: list[data.InputExample], *, max_seq_length: int,
+                        batch_size: int) -> np.ndarray:
     """The mean of the teachers' float32 logits [len(examples), num_labels]: the examples are
     encoded once (the teachers share a tokenizer) and each teacher runs over the same
     length-sorted batches of the shared pipeline."""
     features = pipeline.convert_examples_to_features(examples, teachers[0].tokenizer, teachers[0].labels,
-                                                     FLAGS.max_seq_length)
-    total = sum(pipeline.predict_logits(t.model, features, batch_size=FLAGS.batch_size) for t in teachers)
+                                                     max_seq_length)
+    total = sum(pipeline.predict_logits(t.model, features, batch_size=batch_size) for t in teachers)
     return total / len(teachers)
 
 
@@ -127,68 +131,74 @@ def check_same_inputs(first: Teacher, other: Teacher) -> None:
                         "averaged, so they must share vocabulary, lower-casing, labels and text inputs")
 
 
-def load_teachers(paths: list[str], labels: list[str]) -> list[Teacher]:
+def load_teachers(config: TransferSetConfig, labels: list[str]) -> list[Teacher]:
     """The `--model` teachers, each checked against `--max_seq_length` and the first (`check_same_inputs`)
     as soon as it is loaded."""
+    run = config.augmentation
     teachers = []
-    for path in paths:
-        teacher = load_teacher(path, bert_config_file=FLAGS.bert_config_file, vocab_file=FLAGS.vocab_file,
+    for path in config.models:
+        teacher = load_teacher(path, bert_config_file=run.bert_config_file, vocab_file=run.vocab_file,
                                labels=None if os.path.isdir(path) else labels)
-        validation.max_seq_length_fits(FLAGS.max_seq_length, teacher.pretrained.config, f"the teacher {shorten(path)}")
+        validation.max_seq_length_fits(run.max_seq_length, teacher.pretrained.config, f"the teacher {shorten(path)}")
         if teachers:
             check_same_inputs(teachers[0], teacher)
         teachers.append(teacher)
     return teachers
 
 
-def inputs() -> dict[str, str | None]:
+def inputs(config: TransferSetConfig) -> dict[str, str | None]:
     """{flag: path} of everything the run reads."""
-    return {"input": FLAGS.input, **{f"model {i}": path for i, path in enumerate(FLAGS.model)},
-            "bert_config_file": FLAGS.bert_config_file, "vocab_file": FLAGS.vocab_file,
-            "word_vectors": FLAGS.word_vectors}
+    run = config.augmentation
+    return {"input": run.input, **{f"model {i}": path for i, path in enumerate(config.models)},
+            "bert_config_file": run.bert_config_file, "vocab_file": run.vocab_file, "word_vectors": config.word_vectors}
 
 
-def validate_flags() -> None:
-    """Refuses flag values that cannot be meant, naming the flag, before anything is loaded."""
+def checked_config() -> TransferSetConfig:
+    """The run's config, its flag values refused when they cannot be meant (naming the flag) before
+    anything is loaded."""
     script_flags.validate_generate_dataset_flags(FLAGS)
-    validation.check_outputs({"output": FLAGS.output}, inputs().values())
-    for path in FLAGS.model:
+    config = script_flags.transfer_set_config(FLAGS)
+    validation.check_outputs({"output": config.augmentation.output}, inputs(config).values())
+    for path in config.models:
         validation.model_path("model", path)
-    if FLAGS.word_vectors and not os.path.isfile(FLAGS.word_vectors):
-        raise FlagError("word_vectors", f"--word_vectors={FLAGS.word_vectors} does not exist")
+    if config.word_vectors and not os.path.isfile(config.word_vectors):
+        raise FlagError("word_vectors", f"--word_vectors={config.word_vectors} does not exist")
+    return config
 
 
 def main(argv):
     del argv
-    validate_flags()
-    config = augment.AugmentConfig(p_mask=FLAGS.p_mask, p_replace=FLAGS.p_replace, p_ngram=FLAGS.p_ngram)
+    config = checked_config()
+    run = config.augmentation
     keras.mixed_precision.set_global_policy("float32")
-    processor = processor_from_flags(FLAGS)
-    teachers = load_teachers(FLAGS.model, processor.get_labels())
+    processor = data.processor_from_config(run.data)
+    teachers = load_teachers(config, processor.get_labels())
     teacher = teachers[0]
-    examples = transfer_set.read_originals(FLAGS.input, processor, teacher.labels,
-                                           on_error=on_error(FLAGS))[:FLAGS.max_examples]
-    transfer_set.check_text_inputs(examples, teacher.text_inputs, f"--input={FLAGS.input}",
-                                   f"the teacher {shorten(FLAGS.model[0])}")
+    examples = transfer_set.read_originals(run.input, processor, teacher.labels,
+                                           on_error=run.data.on_error)[:run.max_examples]
+    transfer_set.check_text_inputs(examples, teacher.text_inputs, f"--input={run.input}",
+                                   f"the teacher {shorten(config.models[0])}")
     pairs = examples[0].text_b is not None
-    runner.prepare_run(outputs={"output": FLAGS.output}, inputs=inputs())
+    runner.prepare_run(outputs={"output": run.output}, inputs=inputs(config))
     corpus = [text for e in examples for text in (e.text_a, e.text_b) if text is not None]
-    replacer = None if FLAGS.no_augment or FLAGS.p_replace == 0 else make_replacer(FLAGS.replacement, teacher, corpus)
-    start, end = transfer_set.shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)
-    logging.info("Shard %d/%d: originals %d..%d of %d", FLAGS.shard_index, FLAGS.num_shards, start, end, len(examples))
+    replacer = (None if config.no_augment or config.p_replace == 0
+                else make_replacer(config.replacement, config.word_vectors, teacher, corpus))
+    start, end = transfer_set.shard_bounds(len(examples), run.num_shards, run.shard_index)
+    logging.info("Shard %d/%d: originals %d..%d of %d", run.shard_index, run.num_shards, start, end, len(examples))
     # A new example belongs to the first original that yields it: replay the earlier shards'
     # augmentation (cheap next to labelling) so that every shard drops the same duplicates.
     seen = {key(e.text_a, e.text_b) for e in examples}
     expand(examples[:start], 0, seen, config, replacer)
 
     began, rows = time.time(), 0
-    with atomic_output(FLAGS.output) as out:
+    with atomic_output(run.output) as out:
         out.write(transfer_set.header(teacher.labels, pairs))
         progress = keras.utils.Progbar(end - start, unit_name="original")
-        for chunk_start in range(start, end, FLAGS.chunk_size):
-            chunk = examples[chunk_start:min(chunk_start + FLAGS.chunk_size, end)]
+        for chunk_start in range(start, end, run.chunk_size):
+            chunk = examples[chunk_start:min(chunk_start + run.chunk_size, end)]
             expanded = expand(chunk, chunk_start, seen, config, replacer)
-            logits = label_with_teachers(teachers, expanded)
+            logits = label_with_teachers(teachers, expanded, max_seq_length=run.max_seq_length,
+                                         batch_size=run.batch_size)
             predicted = [teacher.labels[i] for i in logits.argmax(axis=1)]
             out.write(transfer_set.format_rows(
                 [e.text_a for e in expanded], [e.label or p for e, p in zip(expanded, predicted)], logits,
@@ -197,9 +207,9 @@ def main(argv):
             progress.add(len(chunk))
     seconds = time.time() - began
     logging.info("Wrote %s: %d rows from %d originals in %.1f s (%.1f examples/s), labelled by the mean of %d "
-                 "teacher(s): %s", FLAGS.output, rows, end - start, seconds, rows / max(seconds, 1e-9), len(teachers),
-                 ", ".join(FLAGS.model))
+                 "teacher(s): %s", run.output, rows, end - start, seconds, rows / max(seconds, 1e-9), len(teachers),
+                 ", ".join(config.models))
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

@@ -45,15 +45,17 @@ from typing import BinaryIO, TextIO  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from bertdistill import errors  # noqa: E402
+from bertdistill.cli import entry  # noqa: E402
 
 from bertdistill.training import validation
 from bertdistill.data.data import DataFormatError, split_lines  # noqa: E402
 from bertdistill.errors import FlagError, MissingFileError  # noqa: E402
 from bertdistill.export_format import COLUMNS, TEXT_PAIR, read_export_info, text_inputs  # noqa: E402
-from bertdistill.serving.predictor import DEFAULT_BATCH_SIZE, Predictor  # noqa: E402
+from bertdistill.serving.predictor import Predictor  # noqa: E402
 from bertdistill.files import atomic_output  # noqa: E402
+from bertdistill.cli.shared_flags import define_flag  # noqa: E402
 
-flags.DEFINE_string("model_dir", None, "An export folder (bert_finetune, tinybert or distil_lstm: <output_dir>/export).")
+define_flag("model_dir")
 flags.DEFINE_string("input_file", None, "A file of texts (see --input_format); default: the arguments, else stdin, "
                     "one text per line.")
 flags.DEFINE_enum("input_format", "table", ["table", "lines"], "--input_file is a TSV/CSV table (see --text_column, "
@@ -61,19 +63,17 @@ flags.DEFINE_enum("input_format", "table", ["table", "lines"], "--input_file is 
                   "a row (blank lines too).")
 flags.DEFINE_string("text_column", None, "A table's text column: a header name or a 0-based index (default: the "
                     "only column, else 'sentence' or 'text').")
-flags.DEFINE_string("text_b_column", None, "A table's second text column, for a model that reads sentence pairs "
-                    "(default: the column it was trained on): a header name or a 0-based index.")
+define_flag("text_b_column", help="A table's second text column, for a model that reads sentence pairs "
+            "(default: the column it was trained on): a header name or a 0-based index.")
 flags.DEFINE_string("id_column", None, "A table's id column, copied to the output: a header name or a 0-based index "
                     "(default: a column named 'index', 'id' or 'idx', if any).")
-flags.DEFINE_bool("has_header", True, "The table starts with a header line.")
-flags.DEFINE_string("delimiter", None, "The table's delimiter (default: ',' for .csv, else a tab).")
+define_flag("has_header", help="The table starts with a header line.")
+define_flag("delimiter", help="The table's delimiter (default: ',' for .csv, else a tab).")
 flags.DEFINE_string("output_file", None, "Write here instead of stdout (atomically).")
 flags.DEFINE_enum("output_format", "tsv", ["tsv", "jsonl"], "TSV with a header, or one JSON object per line.")
-flags.DEFINE_bool("quantized", None, "Use the INT8 model (model.int8.onnx); --noquantized: the float32 one "
-                  "(model.onnx); default: the one the export's INT8 gate recommends (model.onnx without a gate).")
-flags.DEFINE_integer("threads", 0, "ONNX Runtime intra-op threads (0: all cores).", lower_bound=0)
-flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Texts per ONNX Runtime call (texts are sorted by length "
-                     "first).", lower_bound=1)
+define_flag("quantized")
+define_flag("threads")
+define_flag("batch_size", help="Texts per ONNX Runtime call (texts are sorted by length first).")
 FLAGS = flags.FLAGS
 
 CHUNK = 2048  # texts predicted (and written) at a time: bounded memory for the outputs, progress between chunks
@@ -318,4 +318,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

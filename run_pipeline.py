@@ -44,6 +44,7 @@ import numpy as np
 from absl import flags, logging
 
 from bertdistill import errors
+from bertdistill.cli import entry
 
 from bertdistill.cli import script_flags
 
@@ -61,8 +62,8 @@ from bertdistill.models.encoders import config_from_json_file
 from bertdistill.errors import FlagError
 from bertdistill.export_format import CONFIG, EXPORT_INFO, TEXT_PAIR
 from bertdistill.files import atomic_output
+from bertdistill.cli.shared_flags import define_flag
 from bertdistill.cli.flags import define_data_flags, define_task_flags, processor_from_flags, task_flag_arguments
-from bertdistill.export_format import DEFAULT_INT8_MAX_DROP
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "sst2"))
@@ -101,19 +102,18 @@ PRESETS = {
                                tinybert=90.0, report=5.0)),
 }
 
-flags.DEFINE_string("output_dir", "outputs/pipeline", "Every stage's folder, the logs and the report.")
-flags.DEFINE_string("data_dir", None, "The task's folder (train and dev files); for SST-2 default "
-                    "../shared/data/sst2 when present, else tfds glue/sst2.")
+define_flag("output_dir", default="outputs/pipeline", help="Every stage's folder, the logs and the report.")
+define_flag("data_dir", help="The task's folder (train and dev files); for SST-2 default ../shared/data/sst2 when "
+            "present, else tfds glue/sst2.")
 define_task_flags()
 define_data_flags()
-flags.DEFINE_string("init_checkpoint", None, "The teacher's start: a short name (minilm, mpnet), a Hugging Face "
-                    "folder, export folder or Google "
-                    "checkpoint; default: the offline all-MiniLM-L6-v2).")
+define_flag("init_checkpoint", help="The teacher's start: a short name (minilm, mpnet), a Hugging Face folder, "
+            "export folder or Google checkpoint (default: the preset's).")
 flags.DEFINE_enum("preset", "smoke", list(PRESETS), "smoke: a subsample, 13 minutes measured on 2 cores; full: the README's "
                   "numbers (~1 h 50 min with one teacher); large: the full recipe with the 12-layer MPNet teacher "
                   "(hours).")
 flags.DEFINE_list("stages", list(STAGE_NAMES), f"Stages to run, in order: {', '.join(STAGE_NAMES)}.")
-flags.DEFINE_integer("seed", 12345, "Seed of every stage (teacher k gets seed + k - 1).", **validation.SEED_BOUNDS)
+define_flag("seed", help="Seed of every stage (teacher k gets seed + k - 1).")
 flags.DEFINE_integer("num_teachers", None, "Teachers (seeds) fine-tuned; the transfer set gets their mean logits.")
 flags.DEFINE_float("teacher_epochs", None, "Teacher fine-tuning epochs (best-by-dev over the epochs is kept).")
 flags.DEFINE_float("teacher_learning_rate", None, "Teacher fine-tuning peak learning rate.")
@@ -122,22 +122,22 @@ flags.DEFINE_enum("teacher_precision", None, ["float32", "mixed_float16", "mixed
 flags.DEFINE_enum("student_precision", None, ["float32", "mixed_float16", "mixed_bfloat16"],
                   "TinyBERT stages' precision, the teacher's forward pass in stage 1 included (exports are float32).")
 flags.DEFINE_integer("max_train_examples", None, "A seeded subsample of the train set (0: all).")
-flags.DEFINE_integer("augment_factor", None, "New sentences per train sentence in the transfer set.")
+define_flag("augment_factor", default=None, help="New sentences per train sentence in the transfer set.")
 flags.DEFINE_float("lstm_epochs", None, "BiLSTM gold-label epochs (early stopping patience 3).")
 flags.DEFINE_float("lstm_distil_epochs", None, "BiLSTM distillation epochs on the transfer set.")
-flags.DEFINE_float("intermediate_epochs", None, "TinyBERT stage 1 epochs.")
-flags.DEFINE_float("prediction_epochs", None, "TinyBERT stage 2 epochs.")
-flags.DEFINE_integer("intermediate_max_examples", None, "TinyBERT stage 1 on a subset of the transfer set (0: all).")
-flags.DEFINE_string("student_config", STUDENT_CONFIG, "TinyBERT student config (student init: teacher layers; "
+define_flag("intermediate_epochs", default=None)
+define_flag("prediction_epochs", default=None)
+define_flag("intermediate_max_examples", help="TinyBERT stage 1 on a subset of the transfer set (0: all).")
+define_flag("student_config", default=STUDENT_CONFIG, help="TinyBERT student config (student init: teacher layers; "
                     "default: 3 layers, 384 wide, or the teacher's width when the teacher is not 384 wide).")
 flags.DEFINE_integer("robustness_examples", None, "Dev examples perturbed in the report (0: all).")
 flags.DEFINE_list("robustness_rates", None, "Perturbation rates in the report.")
 flags.DEFINE_integer("speed_rounds", None, "Interleaved timing rounds in the report (medians).")
 flags.DEFINE_integer("latency_texts", None, "Single-sentence calls per model and round.")
-flags.DEFINE_float("int8_max_drop", DEFAULT_INT8_MAX_DROP, "Each export's INT8 model is recommended for serving only if it loses at "
-                   "most this many dev points.")
+define_flag("int8_max_drop", help="Each export's INT8 model is recommended for serving only if it loses at most "
+            "this many dev points.")
 flags.DEFINE_multi_string("stage_flag", [], "STAGE:--flag=value passed to one stage's script (repeatable).")
-flags.DEFINE_bool("overwrite_output_dir", False, "Delete --output_dir first and start over.")
+define_flag("overwrite_output_dir")
 FLAGS = flags.FLAGS
 
 
@@ -492,4 +492,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

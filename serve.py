@@ -24,22 +24,22 @@ import sys  # noqa: E402
 from absl import flags  # noqa: E402
 
 from bertdistill import errors  # noqa: E402
+from bertdistill.cli import entry  # noqa: E402
 from bertdistill.errors import FlagError  # noqa: E402
+from bertdistill.cli.shared_flags import define_flag  # noqa: E402
 from bertdistill.serving.predictor import Predictor  # noqa: E402
 from bertdistill.serving.serving import DEFAULT_VERSION, MODEL_NAME_PATTERN, Limits, create_app  # noqa: E402
 
-flags.DEFINE_multi_string("model_dir", None, "NAME=EXPORT_DIR or NAME@VERSION=EXPORT_DIR, once per model version "
+define_flag("model_dir", several="repeated", help="NAME=EXPORT_DIR or NAME@VERSION=EXPORT_DIR, once per model version "
                           f"(served at /v1/models/NAME[/versions/VERSION]; version {DEFAULT_VERSION} by default).")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface).")
 flags.DEFINE_integer("port", 8501, "Port (TensorFlow Serving's REST port by default).", lower_bound=0, upper_bound=65535)
-flags.DEFINE_bool("quantized", None, "Serve the INT8 models (model.int8.onnx); --noquantized: the float32 ones "
-                  "(model.onnx); default: each export's recommended model (its INT8 gate; model.onnx without one).")
-flags.DEFINE_integer("threads", 0, "ONNX Runtime intra-op threads per model (0: all cores).", lower_bound=0)
+define_flag("quantized", help="Serve the INT8 models (model.int8.onnx); --noquantized: the float32 ones "
+            "(model.onnx); default: each export's recommended model (its INT8 gate; model.onnx without one).")
+define_flag("threads", help="ONNX Runtime intra-op threads per model (0: all cores).")
 flags.DEFINE_bool("micro_batching", True, "Run concurrent requests together (else one request at a time).")
-flags.DEFINE_integer("max_batch_size", 32, "Instances per batched model call (also the predictor's batch size).",
-                     lower_bound=1)
-flags.DEFINE_float("batch_timeout_ms", 2.0, "How long a batch waits for more requests after its first.",
-                   lower_bound=0)
+define_flag("max_batch_size")
+define_flag("batch_timeout_ms")
 flags.DEFINE_integer("max_instances", 256, "Instances per request (more: 413).", lower_bound=1)
 flags.DEFINE_integer("max_text_length", 10_000, "Characters per text (more: 413).", lower_bound=1)
 flags.DEFINE_integer("max_body_bytes", 1 << 20, "Bytes per request body (more: 413).", lower_bound=1)
@@ -125,4 +125,4 @@ def main(argv):
     uvicorn.Server(config).run(sockets=[sock])
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

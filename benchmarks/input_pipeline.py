@@ -12,14 +12,15 @@ import time
 
 from absl import app, flags
 
+from bertdistill.cli.shared_flags import define_flag
 from bertdistill.data import data, pipeline
 from bertdistill.data.tokenization import Tokenizer
 
-flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sst2"),
-                    "Folder with the GLUE SST-2 train.tsv.")
-flags.DEFINE_string("vocab_file", None, "vocab.txt; default: the offline default model's.")
-flags.DEFINE_integer("batch_size", 32, "Batch size.")
-flags.DEFINE_integer("max_seq_length", 128, "Maximum sequence length.")
+define_flag("data_dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sst2"),
+            help="Folder with the GLUE SST-2 train.tsv.")
+define_flag("vocab_file", help="vocab.txt; default: the offline default model's.")
+define_flag("batch_size", default=32, help="Batch size.")
+define_flag("max_seq_length")
 flags.DEFINE_integer("epochs", 3, "tf.data passes to time (the first includes warm-up).")
 FLAGS = flags.FLAGS
 

@@ -18,11 +18,13 @@ import time
 
 from absl import app, flags
 
+from bertdistill.cli.shared_flags import define_flag
+
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
-flags.DEFINE_string("data_dir", os.path.join(SHARED, "data", "sst2"), "GLUE SST-2 folder.")
+define_flag("data_dir", default=os.path.join(SHARED, "data", "sst2"), help="GLUE SST-2 folder.")
 flags.DEFINE_list("workers", ["1", "2"], "Worker counts to time.")
 flags.DEFINE_integer("steps", 30, "Timed steps (after 5 warm-up steps).")
-flags.DEFINE_integer("threads", 0, "Intra-op threads per worker (0: cores / workers).")
+define_flag("threads", help="Intra-op threads per worker (0: cores / workers).")
 flags.DEFINE_integer("worker_count", 0, "Internal: run as one of this many workers.")
 FLAGS = flags.FLAGS
 

@@ -27,6 +27,7 @@ import time
 import numpy as np
 from absl import app, flags
 
+from bertdistill.cli.shared_flags import define_flag
 from bertdistill.export_format import EXPORT_INFO, MODEL, load_export_info
 from bertdistill.files import atomic_output
 
@@ -43,8 +44,8 @@ flags.DEFINE_list("concurrency", ["1", "8", "32"], "Client concurrencies.")
 flags.DEFINE_list("precisions", ["float32", "int8"], "float32 and/or int8.")
 flags.DEFINE_list("batching", ["on", "off"], "Micro-batching on and/or off.")
 flags.DEFINE_integer("server_threads", 0, "serve.py --threads (ONNX Runtime intra-op threads; 0: all cores).")
-flags.DEFINE_integer("max_batch_size", 32, "serve.py --max_batch_size.")
-flags.DEFINE_float("batch_timeout_ms", 2.0, "serve.py --batch_timeout_ms.")
+define_flag("max_batch_size", help="serve.py --max_batch_size.")
+define_flag("batch_timeout_ms", help="serve.py --batch_timeout_ms.")
 flags.DEFINE_string("python", sys.executable, "Python that runs serve.py.")
 flags.DEFINE_string("output_json", None, "Also write the results here.")
 flags.DEFINE_string("note", "", "A line printed above the table (e.g. what else ran on the machine).")

@@ -16,6 +16,7 @@ import os
 import numpy as np
 from absl import app, flags
 
+from bertdistill.cli.shared_flags import define_flag
 from bertdistill.data import data
 
 from bertdistill.export import export
@@ -28,11 +29,11 @@ from bertdistill.serving.predictor import WordPieceEncoder
 from distil_lstm.predict import TextClassifier
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
-flags.DEFINE_string("data_dir", os.path.join(SHARED, "data", "sst2"), "GLUE SST-2 folder.")
+define_flag("data_dir", default=os.path.join(SHARED, "data", "sst2"), help="GLUE SST-2 folder.")
 flags.DEFINE_string("teacher_dir", None, "Teacher export folder (bert_finetune).")
 flags.DEFINE_list("students", None, "NAME=EXPORT_FOLDER of each student (BiLSTM or BERT).")
 flags.DEFINE_integer("latency_sentences", 300, "Dev sentences timed one at a time.")
-flags.DEFINE_integer("threads", 0, "ONNX Runtime intra-op threads (0: all cores).")
+define_flag("threads")
 flags.DEFINE_bool("bert_base_reference", False, "Also time an untrained BERT-base-shaped teacher (speed only).")
 FLAGS = flags.FLAGS
 

@@ -13,7 +13,9 @@ import os
 import numpy as np
 from absl import flags
 
+from bertdistill.cli.shared_flags import define_flag
 from bertdistill import errors
+from bertdistill.cli import entry
 
 from bertdistill.data import data
 from bertdistill.files import atomic_output
@@ -21,10 +23,11 @@ from bertdistill.metrics import accuracy, percent
 from bertdistill.serving.predictor import Predictor
 from bertdistill.pipeline.report import label_indices
 
-flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sst2"),
-                    "Folder with the GLUE SST-2 dev.tsv.")
-flags.DEFINE_list("model_dir", None, "Two or more export folders of teachers with the same labels.", required=True)
-flags.DEFINE_string("output", None, "Optional JSON file for the results.")
+define_flag("data_dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sst2"),
+            help="Folder with the GLUE SST-2 dev.tsv.")
+define_flag("model_dir", several="list", help="Two or more export folders of teachers with the same labels.",
+            required=True)
+define_flag("output", help="Optional JSON file for the results.")
 FLAGS = flags.FLAGS
 
 
@@ -57,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

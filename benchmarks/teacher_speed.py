@@ -25,6 +25,7 @@ import time
 import numpy as np
 from absl import app, flags
 
+from bertdistill.cli.shared_flags import define_flag
 from bertdistill.data import data, pipeline
 
 from bertdistill.export import export
@@ -39,7 +40,7 @@ from bertdistill.models.encoders import build_encoder
 from bertdistill.data.tokenization import Tokenizer
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
-flags.DEFINE_string("data_dir", os.path.join(SHARED, "data", "sst2"), "GLUE SST-2 folder.")
+define_flag("data_dir", default=os.path.join(SHARED, "data", "sst2"), help="GLUE SST-2 folder.")
 flags.DEFINE_string("export_dir", None, "Teacher export folder for ONNX inference (default: export the "
                                         "offline default model to a temp folder).")
 flags.DEFINE_list("settings", ["float32", "mixed_bfloat16"],
@@ -53,7 +54,7 @@ flags.DEFINE_integer("onnx_threads", 0, "--peer_ort: ONNX Runtime intra-op threa
                      "the peer's setting).", lower_bound=0)
 flags.DEFINE_bool("onnx_spinning", True, "--peer_ort: let our ONNX Runtime threads spin (the peer's setting).")
 FLAGS = flags.FLAGS
-flags.DEFINE_string("init_checkpoint", "minilm", "The model timed: a short name (minilm, mpnet) or a Hugging Face "
+define_flag("init_checkpoint", default="minilm", help="The model timed: a short name (minilm, mpnet) or a Hugging Face "
                     "folder; the peers get the same folder.")
 
 

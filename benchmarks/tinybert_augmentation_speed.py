@@ -17,6 +17,7 @@ import time
 import keras
 from absl import app, flags
 
+from bertdistill.cli.shared_flags import define_flag
 from bertdistill.data import augment, data
 
 from bertdistill.models import checkpoints
@@ -24,13 +25,13 @@ from bertdistill.models.bert import BertEncoder, BertMaskedLM
 from bertdistill.data.tokenization import Tokenizer
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
-flags.DEFINE_string("data_dir", os.path.join(SHARED, "data", "sst2"), "GLUE SST-2 folder (train.tsv).")
+define_flag("data_dir", default=os.path.join(SHARED, "data", "sst2"), help="GLUE SST-2 folder (train.tsv).")
 flags.DEFINE_string("model", None, "Hugging Face folder or export folder (default: the offline all-MiniLM-L6-v2).")
 flags.DEFINE_bool("random_mlm_head", False, "Use a randomly initialised MLM head on the model's encoder (speed only).")
 flags.DEFINE_integer("sentences", 200, "First K training sentences.")
-flags.DEFINE_integer("batch_size", 256, "Rows per forward pass on the batched path.")
-flags.DEFINE_integer("top_k", 15, "Candidates per word.")
-flags.DEFINE_integer("max_seq_length", 128, "Tokens per MLM row.")
+define_flag("batch_size", default=256, help="Rows per forward pass on the batched path.")
+define_flag("top_k")
+define_flag("max_seq_length", help="Tokens per MLM row.")
 FLAGS = flags.FLAGS
 
 

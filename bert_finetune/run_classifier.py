@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from bertdistill import errors
+from bertdistill.cli import entry
 
 from bertdistill.cli import script_flags
 
@@ -35,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

@@ -214,3 +214,74 @@ class TaskDistillConfig:
     layer_map: str = "uniform"
     max_seq_length: int = 128
     dry_run: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentationConfig:
+    """What the two augmentation jobs share: the originals of `input` (a TSV, or a task folder's
+    train split read as `data` says; the first `max_examples`), the contiguous shard `shard_index`
+    of `num_shards`, `augment_factor` attempts per original seeded per example from `seed` (a
+    shard's rows do not depend on the sharding), `chunk_size` originals at a time, the model's
+    batches of `batch_size` rows of at most `max_seq_length` tokens; `output`: the TSV written."""
+
+    input: str
+    output: str
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    bert_config_file: str | None = None
+    vocab_file: str | None = None
+    augment_factor: int = 20
+    batch_size: int = 256
+    max_seq_length: int = 128
+    seed: int = 12345
+    num_shards: int = 1
+    shard_index: int = 0
+    max_examples: int | None = None
+    chunk_size: int = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferSetConfig:
+    """generate_dataset.py: the originals augmented (Tang et al.: masking with probability
+    `p_mask`, a same-kind word with `p_replace` chosen by `replacement`, an n-gram with `p_ngram`;
+    `no_augment`: originals only), each labelled by the mean logits of the `models`."""
+
+    augmentation: AugmentationConfig
+    models: tuple[str, ...]
+    no_augment: bool = False
+    p_mask: float = 0.1
+    p_replace: float = 0.1
+    p_ngram: float = 0.25
+    replacement: str = "auto"
+    word_vectors: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyBertAugmentationConfig:
+    """tinybert/data_augmentation.py: each word replaced with probability `p` by one of its
+    `top_k` candidates (the masked LM of `model`, else nearest neighbours in `glove_embs`' first
+    `glove_max_words` vectors or in the model's input embeddings)."""
+
+    augmentation: AugmentationConfig
+    model: str | None = None
+    p: float = 0.4
+    top_k: int = 15
+    glove_embs: str | None = None
+    glove_max_words: int = 100000
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneralDistillConfig:
+    """tinybert/general_distill.py: `max_steps` batches of `corpus` sentences (a seeded shuffle
+    window of `shuffle_buffer` lines) teaching a student of `student_config` (start: `student_init`)
+    the hidden states and attention of `teacher_model` by `layer_map`."""
+
+    run: RunConfig
+    student_config: str
+    corpus: tuple[str, ...]
+    train: TrainConfig = TrainConfig(learning_rate=1e-4, num_train_epochs=1.0, save_checkpoints_steps=500)
+    teacher_model: str | None = None
+    student_init: str = "teacher_layers"
+    layer_map: str = "uniform"
+    max_steps: int = 1000
+    shuffle_buffer: int = 10000
+    max_seq_length: int = 128

@@ -6,29 +6,24 @@ flags: a message refers to a field as `field("max_seq_length")`, which reads `ma
 in `str(error)` and `--max_seq_length` (or the flag a script maps it to) in the line a script
 prints; a `ConfigFieldError` is about one field and carries its name.
 
-`run(main)` is the scripts' drop-in for `absl.app.run(main)`: it defines `--verbose_errors`,
-parses the flags, and prints a user error as
+A script prints such an error as
 
     error: <what, where, what to do>
 
-on one line of stderr and exits with status 2, without a traceback; `--verbose_errors` or the
-environment variable `BERTDISTILL_VERBOSE_ERRORS=1` also prints the traceback. Flag parsing
-errors (an unknown flag, a bad value, NaN or infinity in a float flag: `check_finite`) are
-reported the same way. Any other exception is a bug:
-it keeps its traceback and exits with status 1. Messages quote at most ~200 characters of the
-offending input: use `shorten`. Only `run` and the functions it uses touch absl; importing this
-module defines no flag.
+on one line of stderr (`report`) and exits with status 2 (`EXIT_USER_ERROR`), without a
+traceback unless asked (`bertdistill.cli.entry.run`, the scripts' drop-in for
+`absl.app.run`). Any other exception is a bug: it keeps its traceback and exits with status 1.
+Messages quote at most ~200 characters of the offending input: use `shorten`. This module does
+not import absl.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 
 EXIT_USER_ERROR = 2
 QUOTE_LIMIT = 200
@@ -185,19 +180,6 @@ def detail(error: BaseException) -> str:
     return message(error, _KEEP)
 
 
-def _verbose(argv: Sequence[str] | None = None) -> bool:
-    if os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes"):
-        return True
-    if argv is not None:  # flags not parsed yet
-        return any(arg in ("--verbose_errors", "--verbose_errors=true", "--verbose_errors=1") for arg in argv)
-    from absl import flags
-
-    try:
-        return bool(flags.FLAGS.verbose_errors)
-    except (AttributeError, flags.Error):
-        return False
-
-
 def report(error: BaseException, *, verbose: bool = False, flag_names: Mapping[str, str] | None = None) -> None:
     """Prints `error: <message>` (after the traceback when `verbose`) on stderr."""
     sys.stdout.flush()
@@ -205,65 +187,6 @@ def report(error: BaseException, *, verbose: bool = False, flag_names: Mapping[s
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
     sys.stderr.write(f"error: {message(error, flag_names)}\n")
     sys.stderr.flush()
-
-
-def define_flags(flag_values=None) -> None:
-    """Defines `--verbose_errors` on `flag_values` (default: absl's FLAGS); idempotent. The
-    scripts' flag definitions and `run` call it; importing this module does not."""
-    from absl import flags
-
-    flag_values = flags.FLAGS if flag_values is None else flag_values
-    if "verbose_errors" not in flag_values:
-        flags.DEFINE_bool("verbose_errors", False,
-                          f"Print the traceback of user errors too (or set {VERBOSE_ENV}=1).", flag_values=flag_values)
-
-
-def check_finite(flag_values=None) -> None:
-    """Refuses NaN and infinity in every float flag of `flag_values` (default: absl's FLAGS; no
-    float flag means them)."""
-    from absl import flags
-
-    flag_values = flags.FLAGS if flag_values is None else flag_values
-    for name in flag_values:
-        flag = flag_values[name]
-        if isinstance(flag.parser, flags.FloatParser) and flag.value is not None and not math.isfinite(flag.value):
-            raise FlagError(name, f"--{name}={flag.value} must be a finite number")
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    from absl import flags
-
-    try:
-        args = flags.FLAGS(argv)
-        check_finite(flags.FLAGS)
-        return args
-    except (flags.Error, FlagError) as error:
-        if isinstance(error, flags.Error):
-            error.args = (f"{one_line(str(error))}; pass --helpshort to list the flags",)
-        report(error, verbose=_verbose(argv), flag_names={})
-        sys.exit(EXIT_USER_ERROR)
-
-
-def run(main: Callable[[list[str]], object], argv: list[str] | None = None, *,
-        flag_names: Mapping[str, str] | None = None) -> None:
-    """`absl.app.run(main, argv)` with `--verbose_errors` defined and one-line user errors (exit
-    status 2), config fields shown as flags (`flag_names`: {field: flag} where they differ);
-    bugs keep their traceback."""
-    from absl import app
-
-    define_flags()
-    flag_names = dict(flag_names or {})
-
-    def guarded_main(args):
-        try:
-            return main(args)
-        except Exception as error:  # noqa: BLE001 - re-raised unless a user error
-            if not is_user_error(error):
-                raise
-            report(error, verbose=_verbose(), flag_names=flag_names)
-            sys.exit(EXIT_USER_ERROR)
-
-    app.run(guarded_main, argv, flags_parser=_parse_flags)
 
 
 def read_json(path: str, what: str = "JSON file") -> object:

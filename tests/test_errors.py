@@ -1,4 +1,4 @@
-"""errors.run: user errors give one `error:` line and status 2, bugs a traceback and status 1."""
+"""entry.run: user errors give one `error:` line and status 2, bugs a traceback and status 1."""
 import os
 import subprocess
 import sys
@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from bertdistill import errors
+from bertdistill.cli import entry
 
 from bertdistill.data import data
 from tests.conftest import REPO
@@ -15,6 +16,7 @@ SCRIPT = textwrap.dedent('''
     import json, os
     from absl import app, flags
     from bertdistill import errors
+    from bertdistill.cli import entry
     from bertdistill.data import data
 
     flags.DEFINE_string("kind", "ok", "What to raise.")
@@ -61,7 +63,7 @@ SCRIPT = textwrap.dedent('''
         print("ran")
 
     if __name__ == "__main__":
-        errors.run(main, flag_names={"teacher": "teacher_model"})
+        entry.run(main, flag_names={"teacher": "teacher_model"})
 ''')
 
 
@@ -171,8 +173,8 @@ def test_read_json_names_the_file(tmp_path):
 
 
 def test_define_flags_is_idempotent():
-    errors.define_flags()
-    errors.define_flags()
+    entry.define_flags()
+    entry.define_flags()
 
 
 def test_library_errors_name_config_fields():

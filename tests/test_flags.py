@@ -99,6 +99,8 @@ def test_settings_leave_out_absl_flags():
     ("distil_lstm/main.py", "bilstm_config", ["--mode=train", "--output_dir=out"]),
     ("tinybert/task_distill.py", "task_distill_config", ["--teacher_model=t", "--student_config=s.json",
                                                          "--output_dir=out"]),
+    ("tinybert/general_distill.py", "general_distill_config", ["--student_config=s.json", "--corpus=c.txt",
+                                                               "--output_dir=out"]),
 ])
 def test_a_config_built_from_default_flags_has_the_configs_defaults(script, build, required):
     """A library user's config and a script's (from the flags' defaults) train alike."""
@@ -118,3 +120,66 @@ def test_a_config_built_from_default_flags_has_the_configs_defaults(script, buil
     assert (config.run.output_dir, config.run.seed, config.run.mixed_precision) == ("out", 12345, "float32")
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.run = None
+
+
+@pytest.mark.parametrize("script, build, own", [
+    ("generate_dataset.py", "transfer_set_config", ["--model=t"]),
+    ("tinybert/data_augmentation.py", "tinybert_augmentation_config", []),
+])
+def test_an_augmentation_config_built_from_default_flags_has_the_configs_defaults(script, build, own):
+    import dataclasses
+
+    from bertdistill.cli import script_flags
+
+    config = getattr(script_flags, build)(script_flags.check_arguments(script, ["--input=in", "--output=out.tsv",
+                                                                                 *own]))
+    chunk_size = 2048 if script == "generate_dataset.py" else 1024  # each script's own default
+    assert config.augmentation == type(config.augmentation)(input="in", output="out.tsv", chunk_size=chunk_size)
+    for item in dataclasses.fields(config):  # the script's own settings: the config's defaults
+        if item.default is not dataclasses.MISSING:
+            assert getattr(config, item.name) == item.default, item.name
+
+
+def defined_flag_names() -> dict[str, list[str]]:
+    """Each flag name given literally to an absl `DEFINE_*` call in the project's code (tests
+    aside), with where."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    sites: dict[str, list[str]] = {}
+    for path in root.rglob("*.py"):
+        relative = path.relative_to(root)
+        if relative.parts[0] in ("tests", ".venv", "build") or relative.parts[0].startswith("."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr.startswith("DEFINE") and node.args and isinstance(node.args[0], ast.Constant):
+                sites.setdefault(node.args[0].value, []).append(f"{relative}:{node.lineno}")
+    return sites
+
+
+def test_each_flag_is_defined_once():
+    from bertdistill.cli.shared_flags import SHARED_FLAGS
+
+    sites = defined_flag_names()
+    assert "mixed_precision" in sites and "port" in sites  # the scan sees the library's and the scripts' flags
+    assert {name: where for name, where in sites.items() if len(where) > 1} == {}
+    assert sorted(set(sites) & set(SHARED_FLAGS)) == []
+
+
+def test_a_shared_flag_takes_a_scripts_own_help_default_and_several_values_form():
+    from bertdistill.cli.shared_flags import define_flag
+
+    fv = flags.FlagValues()
+    define_flag("seed", fv, help="Seed of the perturbations.")
+    define_flag("augment_factor", fv, default=None)
+    define_flag("model_dir", fv, several="list")
+    define_flag("seed", fv)  # a second call is a no-op
+    fv(["prog", "--model_dir=a/export,b/export"])
+    assert (fv["seed"].help, fv.seed, fv.augment_factor, fv.model_dir) == (
+        "Seed of the perturbations.", 12345, None, ["a/export", "b/export"])
+    with pytest.raises(flags.IllegalFlagValueError):
+        fv(["prog", "--seed=-1"])  # the catalogue's bounds hold for every script
+    with pytest.raises(ValueError, match="--threads takes one value"):
+        define_flag("threads", fv, several="repeated")

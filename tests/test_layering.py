@@ -2,7 +2,7 @@
 
 Order, bottom to top: the base modules at the package root (errors, files, configs, metrics,
 export_format), then data -> models -> training -> distill -> serving -> export -> tasks ->
-pipeline -> cli. The exporter checks what it wrote with serving's predictor, so export sits above
+pipeline -> cli; only cli reads absl flags. The exporter checks what it wrote with serving's predictor, so export sits above
 serving; a task owns its whole job, export included, so tasks sit above export.
 """
 
@@ -76,3 +76,20 @@ def test_packages_say_what_they_own():
     for name in LAYERS[1:]:
         doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text()))
         assert doc and len(doc.split()) >= 8, f"bertdistill/{name}/__init__.py needs a docstring saying what it owns"
+
+
+def absl_flag_imports(path: pathlib.Path) -> set[str]:
+    """The absl flag and app modules `path` imports (absl's logging is fine anywhere)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name in ("absl.flags", "absl.app")}
+        elif isinstance(node, ast.ImportFrom) and node.module in ("absl", "absl.flags", "absl.app"):
+            found |= {f"absl.{alias.name}" for alias in node.names if alias.name in ("flags", "app")} | (
+                {node.module} if node.module != "absl" else set())
+    return found
+
+
+def test_only_cli_reads_flags():
+    readers = {name: sorted(absl_flag_imports(path)) for name, path in MODULES.items() if absl_flag_imports(path)}
+    assert readers and all(layer(name) == "cli" for name in readers), readers

@@ -180,7 +180,7 @@ def test_check_outputs_one_rule_for_every_output(tmp_path):
 def test_non_finite_float_flags_are_refused():
     from absl import flags
 
-    from bertdistill import errors
+    from bertdistill.cli import entry
 
     fv = flags.FlagValues()
     flags.DEFINE_float("temperature", 1.0, "", flag_values=fv)
@@ -188,9 +188,9 @@ def test_non_finite_float_flags_are_refused():
     for value in ("nan", "inf", "-inf"):
         fv(["prog", f"--temperature={value}"])
         with pytest.raises(FlagError, match=r"^--temperature=.* must be a finite number$"):
-            errors.check_finite(fv)
+            entry.check_finite(fv)
     fv(["prog", "--temperature=2"])
-    errors.check_finite(fv)
+    entry.check_finite(fv)
 
 
 def test_max_seq_length_fits_the_models_position_table():

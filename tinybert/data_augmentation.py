@@ -38,9 +38,11 @@ import time
 import keras
 from absl import flags, logging
 
-from bertdistill import errors
+from bertdistill.cli import entry
 
-from bertdistill.data import augment
+from bertdistill.cli import script_flags
+
+from bertdistill.data import augment, data
 
 from bertdistill.distill import transfer_set
 
@@ -49,59 +51,48 @@ from bertdistill.models import checkpoints
 from bertdistill.tasks import runner
 
 from bertdistill.training import validation
+from bertdistill.configs import TinyBertAugmentationConfig
 from bertdistill.errors import FlagError
 from bertdistill.files import atomic_output
-from bertdistill.cli.flags import define_augmentation_flags, on_error, processor_from_flags, validate_augmentation_flags
 from bertdistill.data.tokenization import Tokenizer
 
-flags.DEFINE_float("p", 0.4, "Per-word probability of replacing a word that has candidates.")
-flags.DEFINE_integer("top_k", 15, "Candidates per word (TinyBERT's M).")
-flags.DEFINE_string("glove_embs", None, "GloVe/word2vec text file for the neighbours (default: the model's "
-                    "input embeddings).")
-flags.DEFINE_integer("glove_max_words", 100000, "Read only the first N word vectors (the reference: 100,000).")
-define_augmentation_flags(
-    model_help="BERT with its MLM head: a Hugging Face folder (BertForMaskedLM / BertForPreTraining), a Google "
-               "checkpoint prefix (with --bert_config_file and --vocab_file) or one of our export folders. Default: "
-               "the offline all-MiniLM-L6-v2 (no MLM head: neighbours only).",
-    augment_factor_help="Replacement passes per original (TinyBERT's N; 20 for SST-2).",
-    batch_size_help="Masked rows per MLM forward pass (1: one pass per word, the reference).",
-    max_seq_length_help="WordPiece tokens per MLM row ([CLS] masked [SEP] original [SEP]).", chunk_size=1024)
-errors.define_flags(flags.FLAGS)
+script_flags.define_tinybert_augmentation_flags()
 FLAGS = flags.FLAGS
 
 
-def inputs() -> dict[str, str | None]:
+def inputs(config: TinyBertAugmentationConfig) -> dict[str, str | None]:
     """{flag: path} of everything the run reads."""
-    return {"input": FLAGS.input, "model": FLAGS.model, "bert_config_file": FLAGS.bert_config_file,
-            "vocab_file": FLAGS.vocab_file, "glove_embs": FLAGS.glove_embs}
+    return {"input": config.augmentation.input, "model": config.model,
+            "bert_config_file": config.augmentation.bert_config_file, "vocab_file": config.augmentation.vocab_file,
+            "glove_embs": config.glove_embs}
 
 
-def validate_flags() -> None:
-    """Refuses flag values that cannot be meant, naming the flag, before anything is loaded."""
-    validate_augmentation_flags(FLAGS, min_seq_length=5)
-    validation.check_outputs({"output": FLAGS.output}, inputs().values())
-    validation.in_range("p", FLAGS.p, 0.0, 1.0)
-    for name in ("top_k", "glove_max_words"):
-        validation.positive(name, FLAGS[name].value)
-    if FLAGS.glove_embs and not os.path.isfile(FLAGS.glove_embs):
-        raise FlagError("glove_embs", f"--glove_embs={FLAGS.glove_embs} does not exist")
-    validation.model_path("model", FLAGS.model)
+def checked_config() -> TinyBertAugmentationConfig:
+    """The run's config, its flag values refused when they cannot be meant (naming the flag) before
+    anything is loaded."""
+    script_flags.validate_tinybert_augmentation_flags(FLAGS)
+    config = script_flags.tinybert_augmentation_config(FLAGS)
+    validation.check_outputs({"output": config.augmentation.output}, inputs(config).values())
+    if config.glove_embs and not os.path.isfile(config.glove_embs):
+        raise FlagError("glove_embs", f"--glove_embs={config.glove_embs} does not exist")
+    return config
 
 
-def build_candidate_sources(pretrained: checkpoints.Pretrained, vocab: dict[str, int]):
-    """(MaskedLMCandidates or None, NeighbourReplacer or None) for the model and flags."""
+def build_candidate_sources(config: TinyBertAugmentationConfig, pretrained: checkpoints.Pretrained,
+                            vocab: dict[str, int]):
+    """(MaskedLMCandidates or None, NeighbourReplacer or None) for the model and the config."""
     mlm = None
     if checkpoints.has_mlm_head(pretrained):
         logging.info("Single-piece words: the masked LM of %s, top %d, %d rows per pass",
-                     pretrained.source, FLAGS.top_k, FLAGS.batch_size)
-        mlm = augment.MaskedLMCandidates(checkpoints.load_masked_lm(pretrained), vocab, FLAGS.top_k)
+                     pretrained.source, config.top_k, config.augmentation.batch_size)
+        mlm = augment.MaskedLMCandidates(checkpoints.load_masked_lm(pretrained), vocab, config.top_k)
     else:
         logging.info("%s has no masked-LM head (cls/predictions): every word gets word-vector neighbours",
                      pretrained.source)
-    if FLAGS.glove_embs:
-        logging.info("Neighbours: %s (first %d vectors)", FLAGS.glove_embs, FLAGS.glove_max_words)
-        neighbours = augment.NeighbourReplacer.from_word_vectors_file(FLAGS.glove_embs, k=FLAGS.top_k,
-                                                                      max_words=FLAGS.glove_max_words)
+    if config.glove_embs:
+        logging.info("Neighbours: %s (first %d vectors)", config.glove_embs, config.glove_max_words)
+        neighbours = augment.NeighbourReplacer.from_word_vectors_file(config.glove_embs, k=config.top_k,
+                                                                      max_words=config.glove_max_words)
     elif "bert/embeddings/word_embeddings" not in pretrained.weights:
         raise FlagError("model", f"{pretrained.source} has no weights: give --model a pretrained checkpoint or "
                         "--glove_embs")
@@ -109,43 +100,44 @@ def build_candidate_sources(pretrained: checkpoints.Pretrained, vocab: dict[str,
         logging.info("Neighbours: the model's input embeddings (whole-word tokens; multi-piece words keep their "
                      "place: pass --glove_embs to replace them)")
         neighbours = augment.NeighbourReplacer.from_token_embeddings(
-            vocab, pretrained.weights["bert/embeddings/word_embeddings"], k=FLAGS.top_k)
+            vocab, pretrained.weights["bert/embeddings/word_embeddings"], k=config.top_k)
     return mlm, neighbours
 
 
 def main(argv):
     del argv
-    validate_flags()
+    config = checked_config()
+    run = config.augmentation
     keras.mixed_precision.set_global_policy("float32")
-    pretrained = checkpoints.resolve_pretrained(FLAGS.model, FLAGS.bert_config_file, FLAGS.vocab_file)
-    validation.max_seq_length_fits(FLAGS.max_seq_length, pretrained.config, f"the model {pretrained.source}")
+    pretrained = checkpoints.resolve_pretrained(config.model, run.bert_config_file, run.vocab_file)
+    validation.max_seq_length_fits(run.max_seq_length, pretrained.config, f"the model {pretrained.source}")
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
     splitter = augment.WordSplitter(Tokenizer(pretrained.vocab_file, do_lower_case))
-    processor = processor_from_flags(FLAGS)
-    examples = transfer_set.read_originals(FLAGS.input, processor, processor.get_labels(),
-                                           on_error=on_error(FLAGS))[:FLAGS.max_examples]
+    processor = data.processor_from_config(run.data)
+    examples = transfer_set.read_originals(run.input, processor, processor.get_labels(),
+                                           on_error=run.data.on_error)[:run.max_examples]
     pairs = examples[0].text_b is not None
-    runner.prepare_run(outputs={"output": FLAGS.output}, inputs=inputs())
-    start, end = transfer_set.shard_bounds(len(examples), FLAGS.num_shards, FLAGS.shard_index)
-    logging.info("Shard %d/%d: originals %d..%d of %d", FLAGS.shard_index, FLAGS.num_shards, start, end, len(examples))
-    mlm, neighbours = build_candidate_sources(pretrained, splitter.vocab)
+    runner.prepare_run(outputs={"output": run.output}, inputs=inputs(config))
+    start, end = transfer_set.shard_bounds(len(examples), run.num_shards, run.shard_index)
+    logging.info("Shard %d/%d: originals %d..%d of %d", run.shard_index, run.num_shards, start, end, len(examples))
+    mlm, neighbours = build_candidate_sources(config, pretrained, splitter.vocab)
 
     began, rows = time.time(), 0
-    with atomic_output(FLAGS.output) as out:
+    with atomic_output(run.output) as out:
         out.write(transfer_set.plain_header(pairs))
-        for chunk_start in range(start, end, FLAGS.chunk_size):
-            chunk = examples[chunk_start:min(chunk_start + FLAGS.chunk_size, end)]
+        for chunk_start in range(start, end, run.chunk_size):
+            chunk = examples[chunk_start:min(chunk_start + run.chunk_size, end)]
             texts = [e.text_a for e in chunk] + ([e.text_b for e in chunk] if pairs else [])
             candidates = augment.tinybert_candidates(texts, splitter, mlm=mlm, neighbours=neighbours,
-                                                     batch_size=FLAGS.batch_size, max_seq_length=FLAGS.max_seq_length)
+                                                     batch_size=run.batch_size, max_seq_length=run.max_seq_length)
             rows_a, rows_b, labels = [], [], []
             for offset, example in enumerate(chunk):
-                rng = augment.rng_for(FLAGS.seed, chunk_start + offset)
-                new_a = augment.tinybert_augment_sentence(example.text_a, candidates[offset], FLAGS.augment_factor,
-                                                          FLAGS.p, rng)
+                rng = augment.rng_for(run.seed, chunk_start + offset)
+                new_a = augment.tinybert_augment_sentence(example.text_a, candidates[offset], run.augment_factor,
+                                                          config.p, rng)
                 if pairs:
                     new_b = augment.tinybert_augment_sentence(example.text_b, candidates[len(chunk) + offset],
-                                                              FLAGS.augment_factor, FLAGS.p, rng)
+                                                              run.augment_factor, config.p, rng)
                     new = [(example.text_a, example.text_b),
                            *augment.pair_up(example.text_a, example.text_b, new_a, new_b)]
                 else:
@@ -160,8 +152,8 @@ def main(argv):
             logging.info("Augmented %d/%d originals: %d rows, %.1f originals/s", done, end - start, rows,
                          done / max(seconds, 1e-9))
     seconds = time.time() - began
-    logging.info("Wrote %s: %d rows from %d originals in %.1f s", FLAGS.output, rows, end - start, seconds)
+    logging.info("Wrote %s: %d rows from %d originals in %.1f s", run.output, rows, end - start, seconds)
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

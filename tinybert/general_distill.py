@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 from absl import flags, logging
 
-from bertdistill import errors
+from bertdistill.cli import entry
 
 from bertdistill.cli import script_flags
 
@@ -40,25 +40,11 @@ from bertdistill.training.distribute import is_chief, set_precision_policy
 from bertdistill.errors import FlagError, MissingFileError
 from bertdistill.export_format import bert_features
 from bertdistill.files import atomic_path
-from bertdistill.cli.flags import define_common_flags, validate_common_flags
 from bertdistill.distill.tinybert import IntermediateTask, parameter_count
 from bertdistill.data.tokenization import Tokenizer
 
-define_common_flags(bert=False)
-errors.define_flags(flags.FLAGS)
-flags.DEFINE_string("teacher_model", None, "The pre-trained teacher: a Hugging Face folder (default: the offline "
-                    "all-MiniLM-L6-v2).")
-flags.DEFINE_string("student_config", None, "The student's bert_config.json / config.json.")
-flags.DEFINE_enum("student_init", "teacher_layers", ["teacher_layers", "random"],
-                  "Start from the teacher's embeddings and mapped layers (same width only), or random.")
-flags.DEFINE_list("corpus", None, "Plain-text corpus files (comma-separated; globs allowed).")
-flags.DEFINE_integer("max_steps", 1000, "Training steps (batches).")
-flags.DEFINE_integer("shuffle_buffer", 10000, "Lines in the seeded shuffle window.")
-flags.DEFINE_string("layer_map", "uniform", "Layer map: uniform, last, skip, or a JSON file of matches.")
+script_flags.define_general_distill_flags()
 FLAGS = flags.FLAGS
-FLAGS.set_default("learning_rate", 1e-4)
-FLAGS.set_default("save_checkpoints_steps", 500)
-FLAGS.set_default("num_train_epochs", 1.0)
 
 
 def corpus_files(patterns: list[str]) -> list[str]:
@@ -102,32 +88,27 @@ def text_dataset(files: list[str], tokenizer: Tokenizer, *, batch_size: int, max
 
 def main(argv):
     del argv
-    for name in ("student_config", "corpus", "output_dir"):
-        if not FLAGS[name].value:
-            raise FlagError(name, f"--{name} is required")
-    validate_common_flags(FLAGS)
-    if FLAGS.max_steps <= 0 or FLAGS.shuffle_buffer <= 0:
-        raise FlagError("max_steps", "--max_steps and --shuffle_buffer must be positive")
-    validation.model_path("teacher_model", FLAGS.teacher_model)
-    run = script_flags.run_config(FLAGS)
+    script_flags.validate_general_distill_flags(FLAGS)
+    config = script_flags.general_distill_config(FLAGS)
+    run = config.run
     strategy = runner.start(run)
-    files = corpus_files(FLAGS.corpus)
-    pretrained = checkpoints.resolve_pretrained(FLAGS.teacher_model)
-    student_config = BertConfig.from_json_file(FLAGS.student_config)
+    files = corpus_files(list(config.corpus))
+    pretrained = checkpoints.resolve_pretrained(config.teacher_model)
+    student_config = BertConfig.from_json_file(config.student_config)
     if student_config.vocab_size != pretrained.config.vocab_size:
         logging.info("The student takes the teacher's vocabulary: vocab_size %d (%s says %d)",
-                     pretrained.config.vocab_size, FLAGS.student_config, student_config.vocab_size)
+                     pretrained.config.vocab_size, config.student_config, student_config.vocab_size)
         student_config = dataclasses.replace(student_config, vocab_size=pretrained.config.vocab_size)
-    for name, config in (("the teacher", pretrained.config), ("the student", student_config)):
-        validation.max_seq_length_fits(FLAGS.max_seq_length, config, name)
-    matches = layer_map.resolve_layer_map(FLAGS.layer_map, pretrained.config, student_config)
-    if FLAGS.student_init == "teacher_layers":
+    for name, model_config in (("the teacher", pretrained.config), ("the student", student_config)):
+        validation.max_seq_length_fits(config.max_seq_length, model_config, name)
+    matches = layer_map.resolve_layer_map(config.layer_map, pretrained.config, student_config)
+    if config.student_init == "teacher_layers":
         layer_map.check_init_from_teacher(pretrained.config, student_config)
-    set_precision_policy(FLAGS.mixed_precision)
-    keras.utils.set_random_seed(FLAGS.seed)
+    set_precision_policy(run.mixed_precision)
+    keras.utils.set_random_seed(run.seed)
     runner.prepare_run(run, data_files=files, model_config=student_config.to_dict(),
-                       inputs={"teacher_model": FLAGS.teacher_model, "student_config": FLAGS.student_config,
-                               "layer_map": layer_map.layer_map_file(FLAGS.layer_map)},
+                       inputs={"teacher_model": config.teacher_model, "student_config": config.student_config,
+                               "layer_map": layer_map.layer_map_file(config.layer_map)},
                        ignore_settings=("max_steps",), chief=is_chief(strategy))
     do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
     tokenizer = Tokenizer(pretrained.vocab_file, do_lower_case)
@@ -135,7 +116,7 @@ def main(argv):
         teacher = build_encoder(pretrained.config, output_hidden_states=True, output_attentions=True)
         checkpoints.restore_weights(teacher, pretrained)
         student = BertEncoder(student_config, output_hidden_states=True, output_attentions=True)
-        if FLAGS.student_init == "teacher_layers":
+        if config.student_init == "teacher_layers":
             layer_map.copy_teacher_layers(teacher, student,
                                           layer_map.teacher_layers_for_init(matches, pretrained.config, student_config))
         projections = layer_map.FeatureProjections(matches, pretrained.config, student_config)
@@ -143,14 +124,14 @@ def main(argv):
                  parameter_count(teacher), parameter_count(student), files,
                  layer_map.describe(matches, pretrained.config, student_config))
     runner.train(
-        IntermediateTask(teacher, student, student, matches, projections), strategy, script_flags.train_config(FLAGS),
+        IntermediateTask(teacher, student, student, matches, projections), strategy, config.train,
         run, eval_dataset=None,
-        steps_per_epoch=FLAGS.max_steps, num_train_epochs=1.0,
-        train_dataset_fn=lambda epoch: text_dataset(files, tokenizer, batch_size=FLAGS.train_batch_size,
-                                                    max_seq_length=FLAGS.max_seq_length, seed=FLAGS.seed,
-                                                    shuffle_buffer=FLAGS.shuffle_buffer))
+        steps_per_epoch=config.max_steps, num_train_epochs=1.0,
+        train_dataset_fn=lambda epoch: text_dataset(files, tokenizer, batch_size=config.train.train_batch_size,
+                                                    max_seq_length=config.max_seq_length, seed=run.seed,
+                                                    shuffle_buffer=config.shuffle_buffer))
     if is_chief(strategy):
-        folder = os.path.join(FLAGS.output_dir, "student")
+        folder = os.path.join(run.output_dir, "student")
         with atomic_path(folder) as tmp:
             checkpoints.save_hf_encoder(student, tmp, pretrained.vocab_file, do_lower_case)
             layer_map.write_layer_map(matches, os.path.join(tmp, layer_map.LAYER_MAP_FILE))
@@ -158,4 +139,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

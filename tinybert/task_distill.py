@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from bertdistill import errors
+from bertdistill.cli import entry
 
 from bertdistill.cli import script_flags
 
@@ -42,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

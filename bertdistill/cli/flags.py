@@ -15,8 +15,7 @@ from bertdistill.data import data
 from bertdistill.configs import DataConfig
 from bertdistill.training.distribute import PRECISIONS, STRATEGIES
 from bertdistill.errors import FlagError
-from bertdistill.export_format import DEFAULT_INT8_MAX_DROP
-from bertdistill.training.validation import SEED_BOUNDS
+from bertdistill.cli.shared_flags import define_flag
 
 
 def define_data_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -48,11 +47,11 @@ def define_task_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_list("labels", None, "--task_name=tsv|csv: the label values, comma-separated (e.g. neg,pos).", **fv)
     flags.DEFINE_string("text_a_column", "sentence", "--task_name=tsv|csv: column of the text (a header name, "
                         "or a 0-based index with --nohas_header).", **fv)
-    flags.DEFINE_string("text_b_column", None, "--task_name=tsv|csv: column of the second text of a pair.", **fv)
+    define_flag("text_b_column", flag_values, help="--task_name=tsv|csv: column of the second text of a pair.")
     flags.DEFINE_string("label_column", "label", "--task_name=tsv|csv: column of the label.", **fv)
-    flags.DEFINE_string("delimiter", None, "--task_name=tsv|csv: field delimiter (default: tab for tsv, comma "
-                        "for csv).", **fv)
-    flags.DEFINE_bool("has_header", True, "--task_name=tsv|csv: the files start with a header line.", **fv)
+    define_flag("delimiter", flag_values, help="--task_name=tsv|csv: field delimiter (default: tab for tsv, comma "
+                "for csv).")
+    define_flag("has_header", flag_values, help="--task_name=tsv|csv: the files start with a header line.")
 
 
 def task_flag_arguments(fv: flags.FlagValues = flags.FLAGS) -> list[str]:
@@ -80,21 +79,19 @@ def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS, *, bert: bo
         return
     fv = {"flag_values": flag_values}
     define_task_flags(flag_values)
-    flags.DEFINE_string("data_dir", None, "Folder with the task's train/dev/test files (SST-2: tfds when unset).",
-                        **fv)
+    define_flag("data_dir", flag_values)
     define_data_flags(flag_values)
     if bert:
         flags.DEFINE_bool("do_train", False, "Train.", **fv)
         flags.DEFINE_bool("do_eval", False, "Evaluate on the dev set.", **fv)
         flags.DEFINE_bool("do_predict", False, "Predict the test set.", **fv)
-        flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt (default: the checkpoint's).", **fv)
-        flags.DEFINE_string("bert_config_file", None, "bert_config.json of the pre-trained model (alone, with "
-                            "--vocab_file: a randomly initialised model of that shape).", **fv)
-        flags.DEFINE_string("init_checkpoint", None, "Google TF checkpoint prefix, Hugging Face folder or export "
-                            "folder (default: offline model).", **fv)
+        define_flag("vocab_file", flag_values)
+        define_flag("bert_config_file", flag_values, help="bert_config.json of the pre-trained model (alone, with "
+                    "--vocab_file: a randomly initialised model of that shape).")
+        define_flag("init_checkpoint", flag_values)
         flags.DEFINE_float("layerwise_lr_decay", 1.0, "LR factor per layer below the top (1.0: off).", **fv)
     flags.DEFINE_bool("do_lower_case", True, "Lower-case the input (uncased models).", **fv)
-    flags.DEFINE_integer("max_seq_length", 128, "Maximum tokens per example (after tokenization).", **fv)
+    define_flag("max_seq_length", flag_values)
     flags.DEFINE_integer("train_batch_size", 32, "Training batch size (global, over all replicas).", **fv)
     flags.DEFINE_integer("eval_batch_size", 8, "Evaluation batch size.", **fv)
     flags.DEFINE_integer("predict_batch_size", 8, "Prediction batch size.", **fv)
@@ -105,20 +102,19 @@ def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS, *, bert: bo
                          **fv)
     flags.DEFINE_integer("log_every_steps", 100, "Steps between progress lines (when stdout is not a terminal) "
                          "and TensorBoard training summaries.", **fv)
-    flags.DEFINE_string("output_dir", None, "Checkpoints, TensorBoard logs, results and exports.", **fv)
-    flags.DEFINE_bool("overwrite_output_dir", False, "Delete what --output_dir holds and start over.", **fv)
+    define_flag("output_dir", flag_values)
+    define_flag("overwrite_output_dir", flag_values)
     flags.DEFINE_enum("mixed_precision", "float32", PRECISIONS,
                       "Precision policy: mixed_bfloat16 on CPU/TPU, mixed_float16 on GPU.", **fv)
     flags.DEFINE_enum("distribution_strategy", "off", STRATEGIES, "tf.distribute strategy.", **fv)
     flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --distribution_strategy=tpu.", **fv)
     flags.DEFINE_bool("use_xla", False, "Compile the per-replica train step with XLA.", **fv)
-    flags.DEFINE_integer("seed", 12345, "Random seed: initialisation, dropout, data order.", **SEED_BOUNDS, **fv)
+    define_flag("seed", flag_values)
     flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on LayerNorm or biases).", **fv)
     flags.DEFINE_float("max_grad_norm", 1.0, "Clip the all-reduced gradients to this global norm (0: off).", **fv)
     flags.DEFINE_integer("early_stopping_patience", 0,
                          "Epochs without a better dev accuracy before stopping (0: off).", **fv)
-    flags.DEFINE_float("int8_max_drop", DEFAULT_INT8_MAX_DROP, "After the export: model.int8.onnx is the recommended serving model "
-                       "only if its dev accuracy is at most this many points below model.onnx's.", **fv)
+    define_flag("int8_max_drop", flag_values)
 
 
 def validate_common_flags(fv: flags.FlagValues = flags.FLAGS, *, min_seq_length: int = 3,
@@ -184,18 +180,16 @@ def define_augmentation_flags(flag_values: flags.FlagValues = flags.FLAGS, *, mo
     if "augment_factor" in flag_values:
         return
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("input", None, "Training TSV (`sentence<TAB>label`, or `sentence<TAB>sentence_b<TAB>label` "
-                        "for pairs) or a task's data folder (its train split, read as --task_name and its column "
-                        "flags say).", **fv)
-    flags.DEFINE_string("output", None, "TSV to write (atomically: a temporary file renamed at the end).", **fv)
+    define_flag("input", flag_values, help="Training TSV (`sentence<TAB>label`, or `sentence<TAB>sentence_b<TAB>label` "
+                "for pairs) or a task's data folder (its train split, read as --task_name and its column flags say).")
+    define_flag("output", flag_values, help="TSV to write (atomically: a temporary file renamed at the end).")
     (flags.DEFINE_list if several_models else flags.DEFINE_string)("model", None, model_help, **fv)
-    flags.DEFINE_string("bert_config_file", None, "bert_config.json of a Google checkpoint --model.", **fv)
-    flags.DEFINE_string("vocab_file", None, "vocab.txt of a Google checkpoint --model.", **fv)
-    flags.DEFINE_integer("augment_factor", 20, augment_factor_help, **fv)
-    flags.DEFINE_integer("batch_size", 256, batch_size_help, **fv)
-    flags.DEFINE_integer("max_seq_length", 128, max_seq_length_help, **fv)
-    flags.DEFINE_integer("seed", 12345, "Augmentation seed (per example: results do not depend on sharding).",
-                         **SEED_BOUNDS, **fv)
+    define_flag("bert_config_file", flag_values, help="bert_config.json of a Google checkpoint --model.")
+    define_flag("vocab_file", flag_values, help="vocab.txt of a Google checkpoint --model.")
+    define_flag("augment_factor", flag_values, help=augment_factor_help)
+    define_flag("batch_size", flag_values, help=batch_size_help, default=256)
+    define_flag("max_seq_length", flag_values, help=max_seq_length_help)
+    define_flag("seed", flag_values, help="Augmentation seed (per example: results do not depend on sharding).")
     flags.DEFINE_integer("num_shards", 1, "Split the originals into this many contiguous shards.", **fv)
     flags.DEFINE_integer("shard_index", 0, "The shard to produce (0-based).", **fv)
     flags.DEFINE_integer("max_examples", None, "Use only the first N originals (before sharding).", **fv)
@@ -216,8 +210,7 @@ def validate_augmentation_flags(fv: flags.FlagValues = flags.FLAGS, *, min_seq_l
                         f"(--num_shards={fv.num_shards})")
     if fv.augment_factor < 0:
         raise FlagError("augment_factor", f"--augment_factor={fv.augment_factor} must be >= 0 (0: originals only)")
-    for name in ("batch_size", "chunk_size"):
-        validation.positive(name, fv[name].value)
+    validation.positive("chunk_size", fv.chunk_size)
     if fv.max_examples is not None:
         validation.positive("max_examples", fv.max_examples)
     if fv.max_seq_length < min_seq_length:

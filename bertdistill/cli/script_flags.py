@@ -15,13 +15,16 @@ from collections.abc import Callable, Sequence
 from absl import flags
 
 from bertdistill import errors
+from bertdistill.cli import entry
 
 from bertdistill.distill import distill
 
 from bertdistill.training import validation
-from bertdistill.configs import (TINYBERT_STAGES, BiLstmConfig, BiLstmModelConfig, ExportConfig, FinetuneConfig,
-                                 RunConfig, StageConfig, TaskDistillConfig, TrainConfig)
+from bertdistill.configs import (TINYBERT_STAGES, AugmentationConfig, BiLstmConfig, BiLstmModelConfig, ExportConfig,
+                                 FinetuneConfig, GeneralDistillConfig, RunConfig, StageConfig, TaskDistillConfig,
+                                 TinyBertAugmentationConfig, TrainConfig, TransferSetConfig)
 from bertdistill.errors import FlagError, UserError
+from bertdistill.cli.shared_flags import define_flag
 from bertdistill.cli.flags import (data_config, define_augmentation_flags, define_common_flags,
                                validate_augmentation_flags, validate_common_flags, validate_task_flags)
 from bertdistill.data.words import BILSTM_POOLINGS, WORD_SPECIAL_TOKENS
@@ -71,9 +74,9 @@ def export_config(fv: flags.FlagValues, *, do_export: bool | None = None) -> Exp
 
 def define_run_classifier_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     define_common_flags(fv)
-    errors.define_flags(fv)
-    flags.DEFINE_bool("do_export", True, "Write <output_dir>/export (SavedModel, ONNX, INT8): after training by "
-                      "default; given without --do_train, exports the model trained in --output_dir.", flag_values=fv)
+    entry.define_flags(fv)
+    define_flag("do_export", fv, help="Write <output_dir>/export (SavedModel, ONNX, INT8): after training by "
+                "default; given without --do_train, exports the model trained in --output_dir.")
     flags.DEFINE_enum("classifier_pooling", "cls", ["cls", "mean"],
                       "Classify the [CLS] pooler output or the mean of the token states (an export "
                       "folder's own choice is used unless this flag is given).", flag_values=fv)
@@ -122,14 +125,13 @@ def define_generate_dataset_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_enum("replacement", "auto", ["auto", "pos", "word_vectors", "teacher_embeddings"],
                       "How a replacement word is chosen (auto: pos, else word_vectors, else teacher_embeddings).",
                       flag_values=fv)
-    flags.DEFINE_string("word_vectors", None, "GloVe/word2vec text file for --replacement=word_vectors.",
-                        flag_values=fv)
+    define_flag("word_vectors", fv, help="GloVe/word2vec text file for --replacement=word_vectors.")
     define_augmentation_flags(
         fv, model_help=GENERATE_MODEL_HELP,
         augment_factor_help="Augmentation attempts per original (Tang et al.: 20).",
         batch_size_help="Teacher inference batch size.", max_seq_length_help="Teacher's maximum WordPiece tokens.",
         chunk_size=2048, several_models=True)
-    errors.define_flags(fv)
+    entry.define_flags(fv)
 
 
 def validate_generate_dataset_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -141,6 +143,55 @@ def validate_generate_dataset_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
         validation.in_range(name, fv[name].value, 0.0, 1.0)
     if fv.replacement == "word_vectors" and not fv.word_vectors:
         raise FlagError("word_vectors", "--replacement=word_vectors needs --word_vectors")
+
+
+def augmentation_config(fv: flags.FlagValues) -> AugmentationConfig:
+    """The flags both augmentation scripts share (`define_augmentation_flags`) as a config."""
+    return AugmentationConfig(
+        input=fv.input, output=fv.output, data=data_config(fv), bert_config_file=fv.bert_config_file,
+        vocab_file=fv.vocab_file, augment_factor=fv.augment_factor, batch_size=fv.batch_size,
+        max_seq_length=fv.max_seq_length, seed=fv.seed, num_shards=fv.num_shards, shard_index=fv.shard_index,
+        max_examples=fv.max_examples, chunk_size=fv.chunk_size)
+
+
+def transfer_set_config(fv: flags.FlagValues = flags.FLAGS) -> TransferSetConfig:
+    """generate_dataset.py's config (after `validate_generate_dataset_flags`)."""
+    return TransferSetConfig(
+        augmentation=augmentation_config(fv), models=tuple(fv.model), no_augment=fv.no_augment, p_mask=fv.p_mask,
+        p_replace=fv.p_replace, p_ngram=fv.p_ngram, replacement=fv.replacement, word_vectors=fv.word_vectors)
+
+
+# tinybert/data_augmentation.py
+
+def define_tinybert_augmentation_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    flags.DEFINE_float("p", 0.4, "Per-word probability of replacing a word that has candidates.", flag_values=fv)
+    define_flag("top_k", fv)
+    flags.DEFINE_string("glove_embs", None, "GloVe/word2vec text file for the neighbours (default: the model's "
+                        "input embeddings).", flag_values=fv)
+    flags.DEFINE_integer("glove_max_words", 100000, "Read only the first N word vectors (the reference: 100,000).",
+                         flag_values=fv)
+    define_augmentation_flags(
+        fv, model_help="BERT with its MLM head: a Hugging Face folder (BertForMaskedLM / BertForPreTraining), a "
+                       "Google checkpoint prefix (with --bert_config_file and --vocab_file) or one of our export "
+                       "folders. Default: the offline all-MiniLM-L6-v2 (no MLM head: neighbours only).",
+        augment_factor_help="Replacement passes per original (TinyBERT's N; 20 for SST-2).",
+        batch_size_help="Masked rows per MLM forward pass (1: one pass per word, the reference).",
+        max_seq_length_help="WordPiece tokens per MLM row ([CLS] masked [SEP] original [SEP]).", chunk_size=1024)
+    entry.define_flags(fv)
+
+
+def validate_tinybert_augmentation_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    validate_augmentation_flags(fv, min_seq_length=5)
+    validation.in_range("p", fv.p, 0.0, 1.0)
+    for name in ("top_k", "glove_max_words"):
+        validation.positive(name, fv[name].value)
+    validation.model_path("model", fv.model)
+
+
+def tinybert_augmentation_config(fv: flags.FlagValues = flags.FLAGS) -> TinyBertAugmentationConfig:
+    """tinybert/data_augmentation.py's config (after `validate_tinybert_augmentation_flags`)."""
+    return TinyBertAugmentationConfig(augmentation=augmentation_config(fv), model=fv.model, p=fv.p, top_k=fv.top_k,
+                                      glove_embs=fv.glove_embs, glove_max_words=fv.glove_max_words)
 
 
 def check_temperature_flags(fv: flags.FlagValues, weight: str) -> None:
@@ -158,14 +209,13 @@ BILSTM_MODEL_ARGS = ("embedding_dim", "hidden_size", "dense_size", "dropout", "p
 
 def define_distil_lstm_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     define_common_flags(fv, bert=False)
-    errors.define_flags(fv)
+    entry.define_flags(fv)
     kw = {"flag_values": fv}
     flags.DEFINE_enum("mode", None, ["train", "test", "distil"], "What to do.", **kw)
-    flags.DEFINE_string("augmented_file", None, "Transfer set TSV for --mode=distil (default: "
-                        "<data_dir>/augmented.tsv).", **kw)
+    define_flag("augmented_file", fv, help="Transfer set TSV for --mode=distil (default: <data_dir>/augmented.tsv).")
     flags.DEFINE_enum("distill_loss", "mse", list(distill.STORED_LOGITS_LOSSES),
                       "mse on logits (Tang et al.) or kd (Hinton).", **kw)
-    flags.DEFINE_float("temperature", 1.0, "Softmax temperature of the kd loss.", **kw)
+    define_flag("temperature", fv, help="Softmax temperature of the kd loss.")
     flags.DEFINE_float("alpha", 0.0, "Weight of the hard-label loss in the kd loss.", **kw)
     flags.DEFINE_integer("embedding_dim", 300, "Word embedding size.", **kw)
     flags.DEFINE_integer("hidden_size", 300, "LSTM units per direction.", **kw)
@@ -174,12 +224,12 @@ def define_distil_lstm_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_enum("pooling", "max", list(BILSTM_POOLINGS), "Pooling of the BiLSTM outputs over time.", **kw)
     flags.DEFINE_integer("min_count", 1, "Minimum count of a word to enter the vocabulary.", **kw)
     flags.DEFINE_integer("max_vocab_size", 50000, "Maximum vocabulary size, special tokens included.", **kw)
-    flags.DEFINE_string("word_vectors", None, "GloVe/word2vec text file initialising the embeddings (dimension "
-                        "must equal --embedding_dim).", **kw)
+    define_flag("word_vectors", fv, help="GloVe/word2vec text file initialising the embeddings (dimension "
+                "must equal --embedding_dim).")
     flags.DEFINE_enum("eval_split", "dev", ["dev", "test"], "--mode=test: accuracy on dev, or predictions for test.",
                       **kw)
-    flags.DEFINE_string("model_dir", None, "--mode=test: an export folder (default: <output_dir>/export).", **kw)
-    flags.DEFINE_bool("do_export", True, "After training, write <output_dir>/export (SavedModel, ONNX, INT8).", **kw)
+    define_flag("model_dir", fv, help="--mode=test: an export folder (default: <output_dir>/export).")
+    define_flag("do_export", fv)
     for name, value in (("learning_rate", 1e-3), ("train_batch_size", 50), ("eval_batch_size", 64),
                         ("predict_batch_size", 64), ("max_seq_length", 64), ("num_train_epochs", 10.0)):
         fv.set_default(name, value)
@@ -216,34 +266,31 @@ def bilstm_config(fv: flags.FlagValues = flags.FLAGS) -> BiLstmConfig:
 
 def define_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     define_common_flags(fv, bert=False)
-    errors.define_flags(fv)
+    entry.define_flags(fv)
     kw = {"flag_values": fv}
-    flags.DEFINE_string("teacher_model", None, "The fine-tuned teacher: an export folder of run_classifier.py.", **kw)
-    flags.DEFINE_string("student_config", None, "The student's bert_config.json / config.json (layers, hidden size, "
-                        "heads, intermediate size; the vocabulary, and so vocab_size, is the teacher's).", **kw)
+    define_flag("teacher_model", fv)
+    define_flag("student_config", fv, help="The student's bert_config.json / config.json (layers, hidden size, "
+                "heads, intermediate size; the vocabulary, and so vocab_size, is the teacher's).")
     flags.DEFINE_string("student_model", None, "The student's pretrained start instead of --student_config: a "
                         "folder from general_distill.py, a Hugging Face BERT folder or a short name (minilm), with "
                         "its own vocabulary (see --student_layers).", **kw)
     flags.DEFINE_list("student_layers", None, "With --student_model: which of its transformer layers (1-based) the "
                       "student keeps, e.g. 2,4,6 (default: all).", **kw)
-    flags.DEFINE_enum("student_init", "teacher_layers", ["teacher_layers", "random"],
-                      "Start of a --student_config student: the teacher's embeddings and mapped layers, or random.",
-                      **kw)
-    flags.DEFINE_string("augmented_file", None, "Training TSV from tinybert/data_augmentation.py or "
-                        "generate_dataset.py (default: the task's train split).", **kw)
+    define_flag("student_init", fv)
+    define_flag("augmented_file", fv, help="Training TSV from tinybert/data_augmentation.py or "
+                "generate_dataset.py (default: the task's train split).")
     flags.DEFINE_enum("stage", "both", [*TINYBERT_STAGES, "both"], "Which stage(s) to run.", **kw)
-    flags.DEFINE_float("intermediate_epochs", 10.0, "Stage 1 epochs (--stage=both).", **kw)
-    flags.DEFINE_float("prediction_epochs", 3.0, "Stage 2 epochs (--stage=both).", **kw)
+    define_flag("intermediate_epochs", fv, help="Stage 1 epochs (--stage=both).")
+    define_flag("prediction_epochs", fv, help="Stage 2 epochs (--stage=both).")
     flags.DEFINE_float("intermediate_learning_rate", 5e-5, "Stage 1 learning rate (constant; --stage=both).", **kw)
     flags.DEFINE_float("prediction_learning_rate", 3e-5, "Stage 2 peak learning rate (--stage=both).", **kw)
-    flags.DEFINE_integer("intermediate_max_examples", None, "Stage 1 on a seeded random subset of this many "
-                         "training examples (time budget); stage 2 uses them all.", **kw)
-    flags.DEFINE_float("temperature", 1.0, "Softmax temperature of the prediction-layer loss.", **kw)
+    define_flag("intermediate_max_examples", fv)
+    define_flag("temperature", fv, help="Softmax temperature of the prediction-layer loss.")
     flags.DEFINE_float("hard_label_weight", 0.0, "Weight of the gold-label cross-entropy in stage 2 (1.0: no "
                        "teacher).", **kw)
-    flags.DEFINE_string("layer_map", "uniform", "Layer map: uniform, last, skip, or a JSON file of matches.", **kw)
+    define_flag("layer_map", fv)
     flags.DEFINE_bool("dry_run", False, "Print the resolved layer map and parameter counts, then exit.", **kw)
-    flags.DEFINE_bool("do_export", True, "Export the best student to <output_dir>/export.", **kw)
+    define_flag("do_export", fv, help="Export the best student to <output_dir>/export.")
     for name, value in (("save_checkpoints_steps", 500), ("eval_batch_size", 64), ("predict_batch_size", 64)):
         fv.set_default(name, value)
 
@@ -308,9 +355,47 @@ def task_distill_config(fv: flags.FlagValues = flags.FLAGS) -> TaskDistillConfig
         dry_run=fv.dry_run)
 
 
+# tinybert/general_distill.py
+
+def define_general_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    define_common_flags(fv, bert=False)
+    entry.define_flags(fv)
+    define_flag("teacher_model", fv, help="The pre-trained teacher: a Hugging Face folder (default: the offline "
+                "all-MiniLM-L6-v2).")
+    define_flag("student_config", fv)
+    define_flag("student_init", fv)
+    flags.DEFINE_list("corpus", None, "Plain-text corpus files (comma-separated; globs allowed).", flag_values=fv)
+    flags.DEFINE_integer("max_steps", 1000, "Training steps (batches).", flag_values=fv)
+    flags.DEFINE_integer("shuffle_buffer", 10000, "Lines in the seeded shuffle window.", flag_values=fv)
+    define_flag("layer_map", fv)
+    train = GeneralDistillConfig.__dataclass_fields__["train"].default
+    for name in ("learning_rate", "save_checkpoints_steps", "num_train_epochs"):
+        fv.set_default(name, getattr(train, name))
+
+
+def validate_general_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    for name in ("student_config", "corpus", "output_dir"):
+        validation.require(name, fv[name].value)
+    validate_common_flags(fv)
+    for name in ("max_steps", "shuffle_buffer"):
+        validation.positive(name, fv[name].value)
+    validation.model_path("teacher_model", fv.teacher_model)
+
+
+def general_distill_config(fv: flags.FlagValues = flags.FLAGS) -> GeneralDistillConfig:
+    """tinybert/general_distill.py's config (after `validate_general_distill_flags`)."""
+    return GeneralDistillConfig(
+        run=run_config(fv), student_config=fv.student_config, corpus=tuple(fv.corpus), train=train_config(fv),
+        teacher_model=fv.teacher_model, student_init=fv.student_init, layer_map=fv.layer_map,
+        max_steps=fv.max_steps, shuffle_buffer=fv.shuffle_buffer, max_seq_length=fv.max_seq_length)
+
+
 SCRIPTS = {
     "bert_finetune/run_classifier.py": ScriptFlags(define_run_classifier_flags, validate_run_classifier_flags),
     "generate_dataset.py": ScriptFlags(define_generate_dataset_flags, validate_generate_dataset_flags),
+    "tinybert/data_augmentation.py": ScriptFlags(define_tinybert_augmentation_flags,
+                                                 validate_tinybert_augmentation_flags),
+    "tinybert/general_distill.py": ScriptFlags(define_general_distill_flags, validate_general_distill_flags),
     "distil_lstm/main.py": ScriptFlags(define_distil_lstm_flags, validate_distil_lstm_flags),
     "tinybert/task_distill.py": ScriptFlags(define_task_distill_flags, validate_task_distill_flags),
 }
@@ -323,7 +408,7 @@ def parse_arguments(script: str, args: Sequence[str]) -> flags.FlagValues:
     fv = flags.FlagValues()
     SCRIPTS[script].define(fv)
     fv([script, *args])
-    errors.check_finite(fv)
+    entry.check_finite(fv)
     return fv
 
 
