@@ -303,40 +303,53 @@ def encoder_inputs() -> dict[str, keras.KerasTensor]:
             for name in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class BertEncoder(keras.Model):
-    """The BERT encoder as a functional model.
+class TransformerEncoder(keras.Model):
+    """What the project's encoders share, as a functional model: the three inputs
+    (`encoder_inputs`), the family's embeddings (`embeddings_class`, called by `embed`), an
+    optional position bias shared by every layer (`position_bias`), the transformer layers, the
+    pooler, the outputs (`encoder_outputs`), the config (`config_class`) and serialization.
 
-    Outputs a dict: `sequence_output` [B, T, H], `pooled_output` [B, H] (tanh dense over
-    [CLS]); with `output_hidden_states`, `hidden_states` (embedding output then each layer's
-    output, L + 1 tensors); with `output_attentions`, `attention_scores` and
+    Outputs a dict: `sequence_output` [B, T, H], `pooled_output` [B, H] (tanh dense over the
+    first token); with `output_hidden_states`, `hidden_states` (embedding output then each
+    layer's output, L + 1 tensors); with `output_attentions`, `attention_scores` and
     `attention_probs` (L tensors of [B, heads, T, T], float32).
     """
 
+    config_class: type[BertConfig] = BertConfig
+    embeddings_class: type[BertEmbeddings] = BertEmbeddings
+
     def __init__(self, config: BertConfig | dict, output_hidden_states: bool = False,
                  output_attentions: bool = False, **kwargs):
-        config = config if isinstance(config, BertConfig) else BertConfig.from_dict(config)
+        config = config if isinstance(config, self.config_class) else self.config_class.from_dict(config)
         inputs = encoder_inputs()
-        embeddings = BertEmbeddings(config, name="embeddings")
+        embeddings = self.embeddings_class(config, name="embeddings")
+        relative_bias = self.position_bias(config)
         layers = [TransformerLayer(config, name=f"layer_{i}") for i in range(config.num_hidden_layers)]
         pooler = _dense(config.hidden_size, config, "pooler", activation="tanh")
 
-        x = embeddings(inputs["input_ids"], inputs["token_type_ids"])
-        outputs = encoder_outputs(x, inputs["attention_mask"], layers, pooler, output_hidden_states,
-                                  output_attentions)
+        outputs = encoder_outputs(self.embed(embeddings, inputs), inputs["attention_mask"], layers, pooler,
+                                  output_hidden_states, output_attentions,
+                                  position_bias=None if relative_bias is None else relative_bias(inputs["input_ids"]))
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         self.config = config
         self.output_hidden_states = output_hidden_states
         self.output_attentions = output_attentions
         self.embeddings = embeddings
+        if relative_bias is not None:
+            self.relative_bias = relative_bias
         self.transformer_layers = layers
         self.pooler = pooler
 
-    def checkpoint_variables(self) -> dict[str, keras.Variable]:
-        """Google checkpoint names of the encoder's weights."""
-        return {**encoder_checkpoint_variables(self),
-                "bert/embeddings/token_type_embeddings": self.embeddings.token_type_embeddings.embeddings}
+    @staticmethod
+    def embed(embeddings: BertEmbeddings, inputs: dict[str, keras.KerasTensor]) -> keras.KerasTensor:
+        """The embeddings' output for the encoder's inputs."""
+        return embeddings(inputs["input_ids"], inputs["token_type_ids"])
+
+    @staticmethod
+    def position_bias(config: BertConfig) -> keras.layers.Layer | None:
+        """The layer of the bias added to every layer's attention scores (None: no bias)."""
+        return None
 
     def get_config(self):
         return {"config": self.config.to_dict(), "output_hidden_states": self.output_hidden_states,
@@ -345,6 +358,16 @@ class BertEncoder(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BertEncoder(TransformerEncoder):
+    """The BERT encoder (word, position and token-type embeddings; no position bias)."""
+
+    def checkpoint_variables(self) -> dict[str, keras.Variable]:
+        """Google checkpoint names of the encoder's weights."""
+        return {**encoder_checkpoint_variables(self),
+                "bert/embeddings/token_type_embeddings": self.embeddings.token_type_embeddings.embeddings}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

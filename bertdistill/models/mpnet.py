@@ -26,8 +26,7 @@ import keras
 from keras import ops
 
 from bertdistill import PACKAGE
-from bertdistill.models.bert import (BertConfig, BertEmbeddings, TransformerLayer, _dense, encoder_checkpoint_variables,
-                              encoder_inputs, encoder_outputs)
+from bertdistill.models.bert import BertConfig, BertEmbeddings, TransformerEncoder, encoder_checkpoint_variables
 from bertdistill.errors import ConfigError
 
 
@@ -122,41 +121,23 @@ class MPNetEmbeddings(BertEmbeddings):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class MPNetEncoder(keras.Model):
-    """The MPNet encoder as a functional model, with the inputs and outputs of `BertEncoder`."""
+class MPNetEncoder(TransformerEncoder):
+    """The MPNet encoder, with the inputs and outputs of `BertEncoder`: its own embeddings and the
+    relative position bias shared by every layer."""
 
-    def __init__(self, config: MPNetConfig | dict, output_hidden_states: bool = False,
-                 output_attentions: bool = False, **kwargs):
-        config = config if isinstance(config, MPNetConfig) else MPNetConfig.from_dict(config)
-        inputs = encoder_inputs()
-        embeddings = MPNetEmbeddings(config, name="embeddings")
-        relative_bias = RelativePositionBias(config, dtype="float32", name="relative_attention_bias")
-        layers = [TransformerLayer(config, name=f"layer_{i}") for i in range(config.num_hidden_layers)]
-        pooler = _dense(config.hidden_size, config, "pooler", activation="tanh")
+    config_class = MPNetConfig
+    embeddings_class = MPNetEmbeddings
 
-        x = embeddings(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
-        outputs = encoder_outputs(x, inputs["attention_mask"], layers, pooler, output_hidden_states,
-                                  output_attentions, position_bias=relative_bias(inputs["input_ids"]))
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+    @staticmethod
+    def embed(embeddings: MPNetEmbeddings, inputs: dict[str, keras.KerasTensor]) -> keras.KerasTensor:
+        return embeddings(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
 
-        self.config = config
-        self.output_hidden_states = output_hidden_states
-        self.output_attentions = output_attentions
-        self.embeddings = embeddings
-        self.relative_bias = relative_bias
-        self.transformer_layers = layers
-        self.pooler = pooler
+    @staticmethod
+    def position_bias(config: MPNetConfig) -> RelativePositionBias:
+        return RelativePositionBias(config, dtype="float32", name="relative_attention_bias")
 
     def checkpoint_variables(self) -> dict[str, keras.Variable]:
         """The encoder's weights under the BERT checkpoint names they correspond to (MPNet's own
         Hugging Face names map to these in `bertdistill.models.checkpoints`), plus the bias table."""
         return {**encoder_checkpoint_variables(self),
                 "bert/encoder/relative_attention_bias": self.relative_bias.embeddings}
-
-    def get_config(self):
-        return {"config": self.config.to_dict(), "output_hidden_states": self.output_hidden_states,
-                "output_attentions": self.output_attentions, "name": self.name, "trainable": self.trainable}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
