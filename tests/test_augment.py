@@ -255,6 +255,16 @@ def test_from_token_embeddings():
         assert replacer.neighbours(token) == []
 
 
+def test_an_mpnet_vocabularys_special_tokens_are_never_replacement_words():
+    """MPNet's <s>, </s>, <pad>, <unk>, <mask> have letters but are no words: a neighbour drawn
+    from them would put `</s>` into the transfer set's text."""
+    tokens = ["<s>", "<pad>", "</s>", "<unk>", "good", "great", "<mask>"]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    embeddings = np.tile(np.array([[1.0, 0.0]], np.float32), (len(tokens), 1))  # every token equally near
+    replacer = NeighbourReplacer.from_token_embeddings(vocab, embeddings, k=10)
+    assert replacer.neighbours("good") == ["great"]
+
+
 TAGS = {"the": "DT", "a": "DT", "this": "DT", "dog": "NN", "cat": "NN", "movie": "NN", "runs": "VB"}
 
 

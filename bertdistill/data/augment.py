@@ -105,6 +105,12 @@ def read_word_vectors(path: str, *, max_words: int | None = None,
     return words, np.stack(vectors)
 
 
+def is_special_token(token: str) -> bool:
+    """A vocabulary's special or unused token, never a word: bracketed (BERT's `[CLS]`,
+    `[unused3]`) or angle-bracketed (MPNet's `<s>`, `</s>`, `<pad>`, `<unk>`, `<mask>`)."""
+    return len(token) > 2 and ((token[0], token[-1]) in (("[", "]"), ("<", ">")))
+
+
 class NeighbourReplacer:
     """Replacement = one of the k nearest words by cosine similarity in an embedding space, uniformly."""
 
@@ -133,11 +139,10 @@ class NeighbourReplacer:
 
     @classmethod
     def from_token_embeddings(cls, vocab: Mapping[str, int], embeddings: np.ndarray, k: int = 10) -> NeighbourReplacer:
-        """A BERT teacher's own input embeddings, whole-word tokens only: no `##` pieces, no
-        bracketed tokens (`[PAD]`, `[unused12]`), at least one letter."""
+        """A teacher's own input embeddings, whole-word tokens only: no `##` pieces, no special
+        tokens (`[PAD]`, `[unused12]`, MPNet's `</s>`: `is_special_token`), at least one letter."""
         words = [token for token in vocab
-                 if not token.startswith("##") and not (token.startswith("[") and token.endswith("]"))
-                 and any(c.isalpha() for c in token)]
+                 if not token.startswith("##") and not is_special_token(token) and any(c.isalpha() for c in token)]
         return cls(words, np.asarray(embeddings)[[vocab[word] for word in words]], k)
 
     def precompute(self, words: Iterable[str]) -> None:
@@ -318,7 +323,7 @@ def is_valid_word(word: str) -> bool:
 
 
 def _is_special_or_piece(token: str) -> bool:
-    return token.startswith("##") or (token.startswith("[") and token.endswith("]"))
+    return token.startswith("##") or is_special_token(token)
 
 
 class WordSplitter:
