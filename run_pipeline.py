@@ -137,6 +137,9 @@ flags.DEFINE_integer("latency_texts", None, "Single-sentence calls per model and
 define_flag("int8_max_drop", help="Each export's INT8 model is recommended for serving only if it loses at most "
             "this many dev points.")
 flags.DEFINE_multi_string("stage_flag", [], "STAGE:--flag=value passed to one stage's script (repeatable).")
+flags.DEFINE_string("compare_with", None, "Another finished pipeline run (its --output_dir): the report shows its models "
+                    "beside this run's, named FOLDER:STAGE, measured in the same process (e.g. the MiniLM chain "
+                    "beside --preset=large). With a complete run, add --stages=report to remake the report.")
 define_flag("overwrite_output_dir")
 FLAGS = flags.FLAGS
 
@@ -199,6 +202,12 @@ def validate() -> None:
         if family(stage.name) == "tinybert" and not PRESETS[FLAGS.preset]["students"][stage.name]:
             check_student(stage)
     validation.writable_dir("output_dir", FLAGS.output_dir)
+    if FLAGS.compare_with:
+        if os.path.abspath(FLAGS.compare_with) == os.path.abspath(FLAGS.output_dir):
+            raise FlagError("compare_with", "--compare_with names this run's own --output_dir: give another run")
+        if not reference_models(FLAGS.compare_with):
+            raise FlagError("compare_with", f"--compare_with={FLAGS.compare_with}: no exported model (no "
+                                            f"<stage>/export/{EXPORT_INFO}); give the --output_dir of a finished run")
 
 
 def teacher_config() -> BertConfig | None:
@@ -440,8 +449,26 @@ def models_of(output_dir: str, teachers: list[str]) -> list[report.ReportModel]:
     return models
 
 
+def reference_models(run_dir: str) -> list[report.ReportModel]:
+    """The exported models of another pipeline run, in the chain's order, named
+    `<its folder name>:<stage>`, with the description its own report gave them."""
+    label = os.path.basename(os.path.normpath(run_dir))
+    described = {}
+    results_file = os.path.join(run_dir, "report", "results.json")
+    if os.path.isfile(results_file):
+        described = {name: entry.get("description", "") for name, entry in
+                     errors.read_json(results_file, "--compare_with's report").get("models", {}).items()}
+    order = {name: i for i, name in enumerate(STAGE_NAMES)}
+    stages = sorted((name for name in os.listdir(run_dir) if os.path.isfile(os.path.join(run_dir, name, "export",
+                                                                                          EXPORT_INFO))),
+                    key=lambda name: (order.get(family(name), len(order)), name)) if os.path.isdir(run_dir) else []
+    return [report.ReportModel(f"{label}:{name}", os.path.join(run_dir, name, "export"), "reference",
+                               described.get(name) or name,
+                               (orchestration.read_record(run_dir, name) or {}).get("seconds")) for name in stages]
+
+
 def make_report(output_dir: str, teachers: list[str]) -> None:
-    models = models_of(output_dir, teachers)
+    models = models_of(output_dir, teachers) + (reference_models(FLAGS.compare_with) if FLAGS.compare_with else [])
     missing = [t for t in teachers if not os.path.isdir(os.path.join(t, "export"))]
     if missing:
         raise errors.UserError(f"the report needs the teachers' exports; missing: {', '.join(missing)}",
@@ -455,6 +482,7 @@ def make_report(output_dir: str, teachers: list[str]) -> None:
                   "stages": {stage.name: record for stage in build_stages(output_dir)[:-1]
                              if (record := orchestration.read_record(output_dir, stage.name))},
                   "transfer_set_teachers": [os.path.basename(t) for t in teachers],
+                  "compare_with": os.path.abspath(FLAGS.compare_with) if FLAGS.compare_with else None,
                   "skipped_stages": skipped_stages()}
     neighbours = robustness.load_neighbours(model_dir=os.path.join(teachers[0], "export"))
     results = report.build(models, [e.text_a if e.text_b is None else (e.text_a, e.text_b) for e in dev],

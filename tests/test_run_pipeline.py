@@ -278,3 +278,36 @@ def test_a_student_that_cannot_start_from_the_teachers_layers_is_refused_before_
     lines = error_lines(result)
     assert len(lines) == 1 and "--student_config=" in lines[0] and "hidden_size 16 (teacher) vs 32" in lines[0]
     assert not (tmp_path / "run" / "pipeline").exists()
+
+
+def test_report_shows_another_runs_models_beside_this_runs(workspace, finished, tmp_path):
+    """--compare_with: another finished run's exports are rows `<its folder>:<stage>` of the report,
+    their accuracies counted from their exports, timed in the same rounds (speed-up still over this
+    run's teacher_1)."""
+    import shutil
+
+    output_dir, _ = finished
+    other = tmp_path / "minilm"
+    shutil.copytree(output_dir, other, ignore=shutil.ignore_patterns(locks.LOCK_NAME))
+    (other / "bilstm_gold" / "export" / "export_info.json").unlink()  # a stage without an export is left out
+    run_script(SCRIPT, *arguments(workspace, output_dir, "--stages=report", f"--compare_with={other}"))
+    results = json.loads((output_dir / "report" / "results.json").read_text())
+    references = [name for name in results["models"] if name.startswith("minilm:")]
+    assert references == ["minilm:teacher_1", "minilm:teacher_2", "minilm:bilstm_distil", "minilm:tinybert"]
+    texts, gold = dev_set(workspace)
+    for name in references:
+        entry = results["models"][name]
+        expected = counted_accuracy(other / name.split(":")[1] / "export", "float32", texts, gold)
+        assert entry["role"] == "reference" and entry["precisions"]["float32"]["dev_accuracy"] == pytest.approx(
+            expected), name
+        assert entry["precisions"]["float32"]["latency_ms"] > 0 and entry["precisions"]["int8"]["latency_ms"] > 0
+    assert results["speedup_reference"] == "teacher_1/float32"
+    assert set(results["teachers"]["seeds"]) == {"teacher_1", "teacher_2"}  # the other run's are not this run's seeds
+    markdown = (output_dir / "report" / "results.md").read_text()
+    assert "| minilm:tinybert |" in markdown and f"are the models of another run ({other})" in markdown
+    refused = run_script(SCRIPT, *arguments(workspace, output_dir, "--stages=report", f"--compare_with={tmp_path}"),
+                         check=False)
+    assert refused.returncode == 2 and error_lines(refused) == [
+        f"error: --compare_with={tmp_path}: no exported model (no <stage>/export/export_info.json); give the "
+        "--output_dir of a finished run"]
+    run_script(SCRIPT, *arguments(workspace, output_dir, "--stages=report"))  # the report without them again

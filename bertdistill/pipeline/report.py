@@ -36,7 +36,7 @@ class ReportModel:
     """One trained model of the run: its export folder and how it was made."""
     name: str
     export_dir: str
-    role: str  # "teacher" or "student"
+    role: str  # "teacher", "student" or "reference" (a model of another run, for comparison)
     description: str
     train_seconds: float | None = None
 
@@ -196,6 +196,9 @@ def markdown(results: dict) -> str:
                       f"mean {summary['mean']:.2f} ± {summary['std']:.2f} (sample std over {summary['runs']} seeds); "
                       f"ensemble (mean logits) {results['teachers']['ensemble_dev_accuracy']:.2f}."]
     provenance = results["provenance"]
+    if provenance.get("compare_with"):
+        lines += ["", f"Rows `{os.path.basename(provenance['compare_with'])}:*` are the models of another run "
+                      f"({provenance['compare_with']}), measured here in the same rounds."]
     if provenance.get("transfer_set_teachers"):
         lines += ["", f"The transfer set is labelled by {' + '.join(provenance['transfer_set_teachers'])}"
                       f"{' (mean logits)' if len(provenance['transfer_set_teachers']) > 1 else ''}."]
