@@ -109,9 +109,9 @@ define_task_flags()
 define_data_flags()
 define_flag("init_checkpoint", help="The teacher's start: a short name (minilm, mpnet), a Hugging Face folder, "
             "export folder or Google checkpoint (default: the preset's).")
-flags.DEFINE_enum("preset", "smoke", list(PRESETS), "smoke: a subsample, 13 minutes measured on 2 cores; full: the README's "
-                  "numbers (~1 h 50 min with one teacher); large: the full recipe with the 12-layer MPNet teacher "
-                  "(hours).")
+flags.DEFINE_enum("preset", "smoke", list(PRESETS), "smoke: a 2,000-sentence subsample (minutes); full: the README's "
+                  "recipe (hours); large: the full recipe with the 12-layer MPNet teacher (many hours). Measured "
+                  "times: docs/results.md.")
 flags.DEFINE_list("stages", list(STAGE_NAMES), f"Stages to run, in order: {', '.join(STAGE_NAMES)}.")
 define_flag("seed", help="Seed of every stage (teacher k gets seed + k - 1).")
 flags.DEFINE_integer("num_teachers", None, "Teachers (seeds) fine-tuned; the transfer set gets their mean logits.")
