@@ -1,0 +1,107 @@
+"""INT8 accuracy (and speed) of a transformer export by which weight MatMuls stay in float32.
+
+    python benchmarks/int8_float_layers.py --model_dir=outputs/large/teacher_1/export \
+        --keep_float=ffn_outputs:2 --keep_float=none --keep_float=value,attention_output --accuracy_only
+
+Each `--keep_float` is one setting: comma-separated parts, each `ffn_outputs:N` (the feed-forward
+output projections of the first N layers, what the export leaves in float32 with N =
+`INT8_FLOAT_FFN_LAYERS`) or a layer name (every weight MatMul under a layer whose name starts
+with it: `query`, `key`, `value`, `attention_output`, `intermediate`, `output`, `classifier`);
+`none` quantizes every weight MatMul. Each setting
+quantizes the export's `model.onnx` again (in a temporary folder beside links to the export's
+other files) and measures SST-2 dev accuracy, and unless `--accuracy_only` both models' speed as
+the INT8 gate does (interleaved in one process). The export is not changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import onnx
+from absl import app, flags
+
+from bertdistill.cli.shared_flags import define_flag
+
+from bertdistill.data import data
+from bertdistill.export.export import float_ffn_outputs, quantize_onnx_int8
+from bertdistill.export.int8_gate import dev_accuracy, gate_verdict, measure_models
+from bertdistill.export_format import MODEL_FILES, load_export_info
+from bertdistill.files import atomic_output
+from bertdistill.serving.predictor import Predictor
+
+define_flag("model_dir", help="A transformer export folder (its model.onnx optimized by onnxruntime).")
+define_flag("data_dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sst2"),
+            help="GLUE SST-2 folder (dev.tsv).")
+flags.DEFINE_multi_string("keep_float", ["ffn_outputs:2"], "One setting: the weight MatMuls kept in float32 "
+                          "(see the module docstring); repeat for several settings.")
+flags.DEFINE_bool("accuracy_only", False, "Measure INT8 dev accuracy only (no timing).")
+define_flag("threads")
+define_flag("output", help="Also write the results here (JSON).")
+FLAGS = flags.FLAGS
+
+
+def weight_matmuls(onnx_path: str) -> list[str]:
+    """Names of the MatMul and Gemm nodes with a weight (an initializer) input, in graph order."""
+    model = onnx.load(onnx_path, load_external_data=False)
+    weights = {tensor.name for tensor in model.graph.initializer}
+    return [node.name for node in model.graph.node
+            if node.op_type in ("MatMul", "Gemm") and any(name in weights for name in node.input)]
+
+
+def kept_float(setting: str, onnx_path: str) -> list[str]:
+    """The node names a `--keep_float` setting leaves in float32."""
+    kept: list[str] = []
+    for part in filter(None, setting.split(",")):
+        if part == "none":
+            continue
+        if part.startswith("ffn_outputs:"):
+            kept += float_ffn_outputs(onnx_path, int(part.split(":", 1)[1]))
+        else:
+            matches = [name for name in weight_matmuls(onnx_path)
+                       if any(segment.startswith(part) for segment in name.split("/"))]
+            if not matches:
+                raise ValueError(f"--keep_float={setting}: no weight MatMul lies under a layer named {part}*")
+            kept += matches
+    return list(dict.fromkeys(kept))
+
+
+def main(argv):
+    del argv
+    info = load_export_info(FLAGS.model_dir)
+    texts, labels = zip(*[(e.text_a, e.label) for e in data.Sst2Processor().get_dev_examples(FLAGS.data_dir)])
+    onnx_path = os.path.join(FLAGS.model_dir, MODEL_FILES["float32"])
+    float32_accuracy = (info.get("int8_gate") or {}).get("float32_accuracy")
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in os.listdir(FLAGS.model_dir):
+            if name != MODEL_FILES["int8"]:
+                os.symlink(os.path.abspath(os.path.join(FLAGS.model_dir, name)), os.path.join(folder, name))
+        for setting in FLAGS.keep_float:
+            kept = kept_float(setting, onnx_path)
+            quantize_onnx_int8(onnx_path, os.path.join(folder, MODEL_FILES["int8"]), nodes_to_exclude=kept)
+            if FLAGS.accuracy_only:
+                if float32_accuracy is None:
+                    float32_accuracy = dev_accuracy(Predictor(folder, quantized=False, threads=FLAGS.threads),
+                                                    texts, labels)
+                int8 = dev_accuracy(Predictor(folder, quantized=True, threads=FLAGS.threads), texts, labels)
+                row = {"float32_accuracy": float32_accuracy, "int8_accuracy": int8, "drop": float32_accuracy - int8}
+            else:
+                measured = measure_models(folder, texts, labels, FLAGS.threads)
+                row = gate_verdict(measured["float32"], measured["int8"],
+                                   (info.get("int8_gate") or {}).get("max_drop", 0.5))
+            results.append({"keep_float": setting, "float_matmuls": len(kept), "excluded": kept, **row})
+            timing = "" if FLAGS.accuracy_only else (
+                f"; latency {row['int8_latency_ms']:.2f} vs {row['float32_latency_ms']:.2f} ms, "
+                f"{row['int8_examples_per_s']:.0f} vs {row['float32_examples_per_s']:.0f} examples/s")
+            print(f"keep float {setting} ({len(kept)} MatMuls): INT8 {row['int8_accuracy']:.2f} (float32 "
+                  f"{row['float32_accuracy']:.2f}, drop {row['drop']:.2f}){timing}", flush=True)
+    if FLAGS.output:
+        with atomic_output(FLAGS.output) as out:
+            json.dump({"model_dir": FLAGS.model_dir, "results": results}, out, indent=1)
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("model_dir")
+    app.run(main)
