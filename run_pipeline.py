@@ -77,7 +77,7 @@ PRESETS = {
                   teacher_precision="float32", student_precision="float32", augment_factor=4, lstm_epochs=3.0,
                   lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=1.0,
                   intermediate_max_examples=0, robustness_examples=300, robustness_rates=["0.1"], speed_rounds=2,
-                  latency_texts=100,
+                  latency_texts=100, teacher_int8_keep_float=None,
                   students={"tinybert": []},
                   minutes=dict(data=0.1, teacher=3.0, transfer=0.8, bilstm_gold=0.6, bilstm_distil=1.0,
                                tinybert=4.5, report=1.5)),
@@ -85,7 +85,7 @@ PRESETS = {
                  teacher_precision="float32", student_precision="float32", augment_factor=2, lstm_epochs=10.0,
                  lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=2.0,
                  intermediate_max_examples=67349, robustness_examples=0, robustness_rates=["0.1", "0.2"],
-                 speed_rounds=3, latency_texts=200, students={"tinybert": []},
+                 speed_rounds=3, latency_texts=200, teacher_int8_keep_float=None, students={"tinybert": []},
                  minutes=dict(data=0.1, teacher=30.0, transfer=7.0, bilstm_gold=13.0, bilstm_distil=14.0,
                               tinybert=40.0, report=3.0)),
     # The 12-layer MPNet teacher (all-mpnet-base-v2), fine-tuned in bfloat16 on the CPU's AMX units.
@@ -95,6 +95,8 @@ PRESETS = {
                   lstm_distil_epochs=3.0, intermediate_epochs=1.0, prediction_epochs=2.0,
                   intermediate_max_examples=67349, robustness_examples=0, robustness_rates=["0.1", "0.2"],
                   speed_rounds=3, latency_texts=200,
+                  # INT8 within 0.5 point of float32 (docs/results.md, "INT8 settings on the MPNet teacher").
+                  teacher_int8_keep_float="intermediate",
                   # Students from the pretrained MiniLM with its own vocabulary: all 6 layers, and 2, 4, 6.
                   students={"tinybert_6l": ["--student_model=minilm"],
                             "tinybert_3l": ["--student_model=minilm", "--student_layers=2,4,6"]},
@@ -121,6 +123,8 @@ flags.DEFINE_enum("teacher_precision", None, ["float32", "mixed_float16", "mixed
                   "Teacher fine-tuning precision (exports are float32).")
 flags.DEFINE_enum("student_precision", None, ["float32", "mixed_float16", "mixed_bfloat16"],
                   "TinyBERT stages' precision, the teacher's forward pass in stage 1 included (exports are float32).")
+flags.DEFINE_string("teacher_int8_keep_float", None, "The teacher export's --int8_keep_float (the weight "
+                    "MatMuls its INT8 model keeps in float32; default: the exporter's).")
 flags.DEFINE_integer("max_train_examples", None, "A seeded subsample of the train set (0: all).")
 define_flag("augment_factor", default=None, help="New sentences per train sentence in the transfer set.")
 flags.DEFINE_float("lstm_epochs", None, "BiLSTM gold-label epochs (early stopping patience 3).")
@@ -360,6 +364,8 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
     teacher_start = teacher_init()
     init = [f"--init_checkpoint={teacher_start}"] if teacher_start else []
     gate = f"--int8_max_drop={FLAGS.int8_max_drop}"
+    keep_float = setting("teacher_int8_keep_float")
+    teacher_int8 = [f"--int8_keep_float={keep_float}"] if keep_float else []
     for k, folder in enumerate(teachers):
         stages.append(script_stage(
             f"teacher_{k + 1}", "bert_finetune/run_classifier.py", *task, "--do_train", "--do_eval",
@@ -367,7 +373,7 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
             "--eval_batch_size=64", f"--learning_rate={setting('teacher_learning_rate')}",
             f"--mixed_precision={setting('teacher_precision')}", f"--num_train_epochs={setting('teacher_epochs')}",
             "--warmup_proportion=0.1", "--save_checkpoints_steps=500", "--classifier_pooling=mean",
-            f"--seed={seed + k}", gate, *init, *extra.get("teacher", []),
+            f"--seed={seed + k}", gate, *teacher_int8, *init, *extra.get("teacher", []),
             nominal_minutes=minutes["teacher"], description=f"seed {seed + k}"))
     exports = [os.path.join(folder, "export") for folder in teachers]
     stages.append(script_stage(

@@ -3,11 +3,10 @@
     python benchmarks/int8_float_layers.py --model_dir=outputs/large/teacher_1/export \
         --keep_float=ffn_outputs:2 --keep_float=none --keep_float=value,attention_output --accuracy_only
 
-Each `--keep_float` is one setting: comma-separated parts, each `ffn_outputs:N` (the feed-forward
-output projections of the first N layers, what the export leaves in float32 with N =
-`INT8_FLOAT_FFN_LAYERS`) or a layer name (every weight MatMul under a layer whose name starts
-with it: `query`, `key`, `value`, `attention_output`, `intermediate`, `output`, `classifier`);
-`none` quantizes every weight MatMul. Each setting
+Each `--keep_float` is one setting of the exporters' `--int8_keep_float` (comma-separated parts,
+each `ffn_outputs:N`, the feed-forward output projections of the first N layers, or a layer name:
+`query`, `key`, `value`, `attention_output`, `intermediate`, `output`, `pooler`, `classifier`; `none`
+quantizes every weight MatMul). Each setting
 quantizes the export's `model.onnx` again (in a temporary folder beside links to the export's
 other files) and measures SST-2 dev accuracy, and unless `--accuracy_only` both models' speed as
 the INT8 gate does (interleaved in one process). `--agreement_texts=N` also measures, on the first
@@ -21,15 +20,14 @@ import json
 import os
 import tempfile
 
-import onnx
 from absl import app, flags
 
 from bertdistill.cli.shared_flags import define_flag
 
 from bertdistill.data import data
-from bertdistill.export.export import float_ffn_outputs, quantize_onnx_int8
+from bertdistill.export.export import kept_float_matmuls, quantize_onnx_int8
 from bertdistill.export.int8_gate import dev_accuracy, gate_verdict, measure_models
-from bertdistill.export_format import MODEL_FILES, load_export_info
+from bertdistill.export_format import MODEL_FILES, keep_float_parts, load_export_info
 from bertdistill.files import atomic_output
 from bertdistill.serving.predictor import Predictor
 
@@ -46,33 +44,13 @@ define_flag("output", help="Also write the results here (JSON).")
 FLAGS = flags.FLAGS
 
 
-def weight_matmuls(onnx_path: str) -> list[str]:
-    """Names of the MatMul and Gemm nodes with a weight (an initializer) input, in graph order."""
-    model = onnx.load(onnx_path, load_external_data=False)
-    weights = {tensor.name for tensor in model.graph.initializer}
-    return [node.name for node in model.graph.node
-            if node.op_type in ("MatMul", "Gemm") and any(name in weights for name in node.input)]
-
-
-def kept_float(setting: str, onnx_path: str) -> list[str]:
-    """The node names a `--keep_float` setting leaves in float32."""
-    kept: list[str] = []
-    for part in filter(None, setting.split(",")):
-        if part == "none":
-            continue
-        if part.startswith("ffn_outputs:"):
-            kept += float_ffn_outputs(onnx_path, int(part.split(":", 1)[1]))
-        else:
-            matches = [name for name in weight_matmuls(onnx_path)
-                       if any(segment.startswith(part) for segment in name.split("/"))]
-            if not matches:
-                raise ValueError(f"--keep_float={setting}: no weight MatMul lies under a layer named {part}*")
-            kept += matches
-    return list(dict.fromkeys(kept))
-
-
 def main(argv):
     del argv
+    for setting in FLAGS.keep_float:
+        try:
+            keep_float_parts(setting)
+        except ValueError as e:
+            raise app.UsageError(f"--keep_float={setting}: {e}") from None
     info = load_export_info(FLAGS.model_dir)
     texts, labels = zip(*[(e.text_a, e.label) for e in data.Sst2Processor().get_dev_examples(FLAGS.data_dir)])
     onnx_path = os.path.join(FLAGS.model_dir, MODEL_FILES["float32"])
@@ -85,7 +63,7 @@ def main(argv):
             if name != MODEL_FILES["int8"]:
                 os.symlink(os.path.abspath(os.path.join(FLAGS.model_dir, name)), os.path.join(folder, name))
         for setting in FLAGS.keep_float:
-            kept = kept_float(setting, onnx_path)
+            kept = kept_float_matmuls(onnx_path, setting)
             quantize_onnx_int8(onnx_path, os.path.join(folder, MODEL_FILES["int8"]), nodes_to_exclude=kept)
             if FLAGS.accuracy_only:
                 if float32_accuracy is None:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 
 from bertdistill.errors import ConfigFieldError, field
-from bertdistill.export_format import DEFAULT_INT8_MAX_DROP
+from bertdistill.export_format import DEFAULT_INT8_MAX_DROP, INT8_KEEP_FLOAT
 
 OWN_FILE_TASKS = ("tsv", "csv")
 
@@ -104,10 +104,12 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
-    """`<output_dir>/export` after training, and the INT8 gate's largest accuracy drop (points)."""
+    """`<output_dir>/export` after training, the INT8 gate's largest accuracy drop (points) and the
+    weight MatMuls a transformer's INT8 model keeps in float32 (`export_format.INT8_KEEP_FLOAT`)."""
 
     do_export: bool = True
     int8_max_drop: float = DEFAULT_INT8_MAX_DROP
+    int8_keep_float: str = INT8_KEEP_FLOAT
 
 
 @dataclasses.dataclass(frozen=True)

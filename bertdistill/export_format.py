@@ -80,6 +80,12 @@ TEXT_INPUTS = "text_inputs"
 COLUMNS = "columns"
 INT8_GATE = "int8_gate"
 DEFAULT_INT8_MAX_DROP = 0.5  # dev points INT8 may lose and still be recommended; every int8_max_drop's default
+# The weight MatMuls a transformer's INT8 model keeps in float32 (`int8_keep_float`): comma-separated
+# parts, each `ffn_outputs:N` (the feed-forward output projections of the first N layers), a layer
+# name of INT8_LAYER_NAMES (every weight MatMul under a layer so named) or `none`. The default was
+# chosen on the MiniLM teacher for accuracy, answers changed and speed (docs/results.md).
+INT8_KEEP_FLOAT = "ffn_outputs:2"
+INT8_LAYER_NAMES = ("query", "key", "value", "attention_output", "intermediate", "output", "pooler", "classifier")
 SIGNATURES_INFO = "saved_model_signatures"
 SINGLE_TEXT = ("text",)
 TEXT_PAIR = ("text", "text_b")
@@ -102,6 +108,20 @@ def text_inputs(info: Mapping) -> tuple[str, ...]:
 def describe_texts(inputs: tuple[str, ...]) -> str:
     """"sentence pairs (text, text_b)" or "single texts", for messages."""
     return "sentence pairs (text, text_b)" if inputs == TEXT_PAIR else "single texts"
+
+
+def keep_float_parts(setting: str) -> list[str]:
+    """The parts of an `int8_keep_float` setting (INT8_KEEP_FLOAT); ValueError naming the first part
+    that is none of `none`, `ffn_outputs:N` or a name of INT8_LAYER_NAMES."""
+    parts = [part.strip() for part in setting.split(",") if part.strip()]
+    if not parts:
+        raise ValueError(f"'{setting}' names nothing (none quantizes every weight MatMul)")
+    for part in parts:
+        layers = part[len("ffn_outputs:"):] if part.startswith("ffn_outputs:") else None
+        if not (part == "none" or part in INT8_LAYER_NAMES or (layers is not None and layers.isdigit())):
+            raise ValueError(f"'{part}' is none of none, ffn_outputs:N (N >= 0) or a layer name "
+                             f"({', '.join(INT8_LAYER_NAMES)})")
+    return parts
 
 
 def _schema_problem(info: Mapping) -> tuple[str, str] | None:

@@ -14,7 +14,8 @@ from onnx.reference import ReferenceEvaluator
 
 from bertdistill.export import export, int8_gate, onnx_fusion
 from bertdistill.models.bert import BertClassifier, BertEncoder
-from bertdistill.export_format import IDS_SIGNATURE, MODEL_FILES, PORTABLE_ONNX, SAVED_MODEL, OnnxModel
+from bertdistill.export_format import (IDS_SIGNATURE, INT8_KEEP_FLOAT, INT8_LAYER_NAMES, MODEL_FILES, PORTABLE_ONNX,
+                                       SAVED_MODEL, OnnxModel)
 from bertdistill.serving.predictor import Predictor
 from tests.bert_fixtures import tiny_batch, tiny_config
 from tests.export_fixtures import LABELS, TEXTS, tiny_exports
@@ -227,13 +228,40 @@ def test_int8_model_is_quantized_from_the_optimized_graph(optimized):
     ops = {node.op_type for node in onnx.load(str(folder / "model.int8.onnx")).graph.node}
     assert "MultiHeadAttention" in ops and ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
     excluded = json.loads((folder / "export_info.json").read_text())["int8_quantization"]["nodes_to_exclude"]
-    assert len(excluded) == min(LAYERS, export.INT8_FLOAT_FFN_LAYERS)  # the first FFN output projections
+    assert INT8_KEEP_FLOAT == "ffn_outputs:2" and len(excluded) == min(LAYERS, 2)  # the first FFN output projections
     int8_ops = {node.name: node.op_type for node in onnx.load(str(folder / "model.int8.onnx")).graph.node}
     assert all(int8_ops[name] == "MatMul" for name in excluded) and "/output_1/" in excluded[0]
     batch = _batch(16, 10, seed=9)
     expected = keras.ops.convert_to_numpy(model(batch, training=False))
     int8_logits = OnnxModel(str(folder / "model.int8.onnx")).predict(batch)
     assert (int8_logits.argmax(-1) == expected.argmax(-1)).mean() >= 0.8
+
+
+def test_each_int8_keep_float_layer_name_names_weight_matmuls_of_the_graph(optimized):
+    model, folder = optimized
+    path = str(folder / "model.onnx")
+    all_weights = export.weight_matmuls(onnx.load(path))
+    kept = {name: export.kept_float_matmuls(path, name) for name in INT8_LAYER_NAMES}
+    per_layer = {"query": LAYERS, "key": LAYERS, "value": LAYERS, "attention_output": LAYERS,
+                 "intermediate": LAYERS, "output": LAYERS, "pooler": int(model.pooling == "cls"), "classifier": 1}
+    assert {name: len(nodes) for name, nodes in kept.items()} == per_layer
+    assert sorted(sum(kept.values(), [])) == sorted(all_weights)  # every weight MatMul has one name
+    assert export.kept_float_matmuls(path, "none") == []
+    assert export.kept_float_matmuls(path, "ffn_outputs:1,output") == kept["output"]  # in graph order, once
+
+
+def test_export_keeps_the_int8_keep_float_matmuls_in_float32(tmp_path):
+    config = tiny_config(hidden_size=HIDDEN, num_attention_heads=HEADS, num_hidden_layers=LAYERS,
+                         intermediate_size=128)
+    model = _trained_looking(BertClassifier(BertEncoder(config), num_labels=2))
+    folder = tmp_path / "export"
+    export.export_folder(model, str(folder), sample=_batch(4, 9, seed=4), info={}, transformer=(HEADS, HIDDEN),
+                         int8_keep_float="intermediate")
+    excluded = json.loads((folder / "export_info.json").read_text())["int8_quantization"]["nodes_to_exclude"]
+    assert len(excluded) == LAYERS and all("/intermediate" in name for name in excluded)
+    int8_ops = {node.name: node.op_type for node in onnx.load(str(folder / "model.int8.onnx")).graph.node}
+    assert all(int8_ops[name] == "MatMul" for name in excluded)
+    assert sum(op in ("MatMulInteger", "DynamicQuantizeMatMul") for op in int8_ops.values()) > 0
 
 
 def test_optimizer_failure_keeps_the_converted_graph(tmp_path, monkeypatch):

@@ -183,3 +183,18 @@ def test_a_shared_flag_takes_a_scripts_own_help_default_and_several_values_form(
         fv(["prog", "--seed=-1"])  # the catalogue's bounds hold for every script
     with pytest.raises(ValueError, match="--threads takes one value"):
         define_flag("threads", fv, several="repeated")
+
+
+@pytest.mark.parametrize("script, required", [
+    ("bert_finetune/run_classifier.py", ["--do_train", "--output_dir=out"]),
+    ("tinybert/task_distill.py", ["--teacher_model=t", "--student_config=s.json", "--output_dir=out"]),
+])
+def test_int8_keep_float_is_checked_before_any_work_and_reaches_the_export_config(script, required):
+    from bertdistill.cli import script_flags
+
+    with pytest.raises(UserError, match="--int8_keep_float=intermediate,ffn_output: 'ffn_output' is none of"):
+        script_flags.check_arguments(script, [*required, "--int8_keep_float=intermediate,ffn_output"])
+    with pytest.raises(UserError, match="'ffn_outputs:two' is none of"):
+        script_flags.check_arguments(script, [*required, "--int8_keep_float=ffn_outputs:two"])
+    fv = script_flags.check_arguments(script, [*required, "--int8_keep_float=value, ffn_outputs:3"])
+    assert script_flags.export_config(fv).int8_keep_float == "value, ffn_outputs:3"

@@ -237,22 +237,30 @@ def test_bad_flags_fail_in_one_line_before_any_work(workspace, tmp_path, flag, m
 
 
 def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
-    """--preset=large: the teacher stage fine-tunes `mpnet` in bfloat16 at 2e-5, and two TinyBERT
-    stages start from the pretrained MiniLM (all layers; layers 2, 4, 6) with its own vocabulary."""
+    """--preset=large: the teacher stage fine-tunes `mpnet` in bfloat16 at 2e-5 (its INT8 keeping the
+    FFN input projections in float32), and two TinyBERT stages start from the pretrained MiniLM (all
+    layers; layers 2, 4, 6) with its own vocabulary."""
     code = ("import json, sys; from absl import flags; import run_pipeline as rp; "
             "flags.FLAGS(sys.argv); print(json.dumps({s.name: s.command for s in rp.build_stages(sys.argv[-1])}))")
-    result = subprocess.run([sys.executable, "-c", code, "run_pipeline.py", "--preset=large",
-                             f"--output_dir={tmp_path}", str(tmp_path)],
-                            cwd=str(REPO), capture_output=True, text=True, timeout=120, check=True)
-    commands = json.loads(result.stdout.splitlines()[-1])
+
+    def commands_of(*args):
+        result = subprocess.run([sys.executable, "-c", code, "run_pipeline.py", *args, f"--output_dir={tmp_path}",
+                                 str(tmp_path)], cwd=str(REPO), capture_output=True, text=True, timeout=120, check=True)
+        return json.loads(result.stdout.splitlines()[-1])
+
+    commands = commands_of("--preset=large")
     assert [name for name in commands if name.startswith(("teacher", "tinybert"))] == \
         ["teacher_1", "tinybert_6l", "tinybert_3l"]
     teacher = commands["teacher_1"]
-    assert {"--init_checkpoint=mpnet", "--mixed_precision=mixed_bfloat16", "--learning_rate=2e-05"} <= set(teacher)
+    assert {"--init_checkpoint=mpnet", "--mixed_precision=mixed_bfloat16", "--learning_rate=2e-05",
+            "--int8_keep_float=intermediate"} <= set(teacher)
     assert "--student_model=minilm" in commands["tinybert_6l"] and not any(
         flag.startswith(("--student_layers", "--student_config")) for flag in commands["tinybert_6l"])
     assert {"--student_model=minilm", "--student_layers=2,4,6"} <= set(commands["tinybert_3l"])
     assert f"--teacher_model={tmp_path / 'teacher_1' / 'export'}" in commands["tinybert_3l"]
+    # the other presets keep the exporter's default (their teacher stages' commands are unchanged)
+    assert not any(flag.startswith("--int8_keep_float") for flag in commands_of("--preset=full")["teacher_1"])
+    assert "--int8_keep_float=none" in commands_of("--preset=full", "--teacher_int8_keep_float=none")["teacher_1"]
 
 
 def test_a_pipeline_folder_in_use_is_refused_in_one_line_and_kept(workspace, tmp_path):

@@ -28,6 +28,7 @@ from bertdistill.cli.shared_flags import define_flag
 from bertdistill.cli.flags import (data_config, define_augmentation_flags, define_common_flags,
                                validate_augmentation_flags, validate_common_flags, validate_task_flags)
 from bertdistill.data.words import BILSTM_POOLINGS, WORD_SPECIAL_TOKENS
+from bertdistill.export_format import INT8_KEEP_FLOAT, keep_float_parts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +67,17 @@ def train_config(fv: flags.FlagValues) -> TrainConfig:
 
 
 def export_config(fv: flags.FlagValues, *, do_export: bool | None = None) -> ExportConfig:
-    """`--do_export` (or `do_export` when the script decides) and `--int8_max_drop`."""
-    return ExportConfig(do_export=fv.do_export if do_export is None else do_export, int8_max_drop=fv.int8_max_drop)
+    """`--do_export` (or `do_export` when the script decides), `--int8_max_drop` and the transformer
+    scripts' `--int8_keep_float`."""
+    return ExportConfig(do_export=fv.do_export if do_export is None else do_export, int8_max_drop=fv.int8_max_drop,
+                        int8_keep_float=fv.int8_keep_float if "int8_keep_float" in fv else INT8_KEEP_FLOAT)
+
+
+def validate_int8_keep_float(fv: flags.FlagValues) -> None:
+    try:
+        keep_float_parts(fv.int8_keep_float)
+    except ValueError as e:
+        raise FlagError("int8_keep_float", f"--int8_keep_float={fv.int8_keep_float}: {e}") from None
 
 
 # bert_finetune/run_classifier.py
@@ -77,6 +87,7 @@ def define_run_classifier_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     entry.define_flags(fv)
     define_flag("do_export", fv, help="Write <output_dir>/export (SavedModel, ONNX, INT8): after training by "
                 "default; given without --do_train, exports the model trained in --output_dir.")
+    define_flag("int8_keep_float", fv)
     flags.DEFINE_enum("classifier_pooling", "cls", ["cls", "mean"],
                       "Classify the [CLS] pooler output or the mean of the token states (an export "
                       "folder's own choice is used unless this flag is given).", flag_values=fv)
@@ -93,6 +104,7 @@ def validate_run_classifier_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
         raise FlagError("do_train", "at least one of --do_train, --do_eval, --do_predict or --do_export must be set")
     validation.require("output_dir", fv.output_dir)
     validate_common_flags(fv, needs_eval=fv.do_eval)
+    validate_int8_keep_float(fv)
     validate_task_flags(fv)
 
 
@@ -291,6 +303,7 @@ def define_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     define_flag("layer_map", fv)
     flags.DEFINE_bool("dry_run", False, "Print the resolved layer map and parameter counts, then exit.", **kw)
     define_flag("do_export", fv, help="Export the best student to <output_dir>/export.")
+    define_flag("int8_keep_float", fv)
     for name, value in (("save_checkpoints_steps", 500), ("eval_batch_size", 64), ("predict_batch_size", 64)):
         fv.set_default(name, value)
 
@@ -338,6 +351,7 @@ def validate_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     if bool(fv.student_config) == bool(fv.student_model):
         raise FlagError("student_config", "give exactly one of --student_config and --student_model")
     student_layers(fv)
+    validate_int8_keep_float(fv)
     validate_task_flags(fv)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from absl import flags
 
-from bertdistill.export_format import DEFAULT_INT8_MAX_DROP
+from bertdistill.export_format import DEFAULT_INT8_MAX_DROP, INT8_KEEP_FLOAT, INT8_LAYER_NAMES
 from bertdistill.serving.predictor import DEFAULT_BATCH_SIZE
 from bertdistill.training.validation import SEED_BOUNDS
 
@@ -73,6 +73,10 @@ SHARED_FLAGS: dict[str, FlagSpec] = {
                                           "training examples (time budget); stage 2 uses them all."),
     # Export and serving
     "do_export": FlagSpec(_BOOL, True, "After training, write <output_dir>/export (SavedModel, ONNX, INT8)."),
+    "int8_keep_float": FlagSpec(_STRING, INT8_KEEP_FLOAT, "The weight MatMuls the INT8 model (model.int8.onnx) "
+                                "keeps in float32: comma-separated parts, each ffn_outputs:N (the feed-forward "
+                                f"output projections of the first N layers), a layer name ({', '.join(INT8_LAYER_NAMES)})"
+                                " or none."),
     "int8_max_drop": FlagSpec(_FLOAT, DEFAULT_INT8_MAX_DROP, "After the export: model.int8.onnx is the "
                               "recommended serving model only if its dev accuracy is at most this many points "
                               "below model.onnx's."),

@@ -17,28 +17,31 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+if TYPE_CHECKING:
+    import onnx
+
 from bertdistill.training.distribute import precision_policy
 from bertdistill.files import atomic_path
-from bertdistill.export_format import (BERT_INPUTS, IDS_SIGNATURE, LABELS, MODEL_FILES, ONNX_ID_DTYPE, OUTPUTS,
-                                       PORTABLE_ONNX, SAVED_MODEL, SIGNATURES_INFO, SINGLE_TEXT, TEXT_OUTPUTS, TEXT_PAIR,
-                                       TEXT_SIGNATURE, OnnxModel, text_inputs, write_export_info)
+from bertdistill.export_format import (BERT_INPUTS, IDS_SIGNATURE, INT8_KEEP_FLOAT, LABELS, MODEL_FILES,
+                                       ONNX_ID_DTYPE, OUTPUTS, PORTABLE_ONNX, SAVED_MODEL, SIGNATURES_INFO, SINGLE_TEXT,
+                                       TEXT_OUTPUTS, TEXT_PAIR, TEXT_SIGNATURE, OnnxModel, keep_float_parts,
+                                       text_inputs, write_export_info)
 
 INPUT_NAMES = BERT_INPUTS
 ONNX_OPSET = 17  # LayerNormalization is fused by onnxruntime's optimizer from opset 17 graphs
 INT8_OP_TYPES = ("MatMul", "Gemm")
 # Dynamic INT8 weights, one scale per output channel, full int8 range (reduce_range is for CPUs
-# without VNNI); a transformer keeps the feed-forward output projections of its first
-# INT8_FLOAT_FFN_LAYERS layers in float32: the setting chosen among those compared on the SST-2
-# teacher for accuracy, answers changed and speed (docs/results.md, "INT8 settings on the teacher").
+# without VNNI); a transformer keeps the weight MatMuls that its `int8_keep_float` setting names
+# in float32 (`export_format.INT8_KEEP_FLOAT`).
 INT8_PER_CHANNEL = True
 INT8_REDUCE_RANGE = False
-INT8_FLOAT_FFN_LAYERS = 2
 
 
 def input_signature(input_names: Sequence[str] = INPUT_NAMES,
@@ -128,14 +131,29 @@ def quantize_onnx_int8(onnx_path: str, out_path: str, op_types: Sequence[str] = 
             "nodes_to_exclude": list(nodes_to_exclude)}
 
 
-def float_ffn_outputs(onnx_path: str, layers: int = INT8_FLOAT_FFN_LAYERS) -> list[str]:
-    """The MatMuls INT8 leaves in float32 in a transformer: the feed-forward output projections of
-    its first `layers` layers (found in onnxruntime's optimized graph; none in an unoptimized one)."""
+def weight_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul and Gemm nodes with a weight (an initializer) input, in graph order."""
+    weights = {tensor.name for tensor in model.graph.initializer}
+    return [node.name for node in model.graph.node
+            if node.op_type in INT8_OP_TYPES and any(name in weights for name in node.input)]
+
+
+def kept_float_matmuls(onnx_path: str, setting: str = INT8_KEEP_FLOAT) -> list[str]:
+    """The weight MatMuls that the `int8_keep_float` setting leaves in float32 in the transformer
+    graph at `onnx_path` (FFN outputs are found in onnxruntime's optimized graph only)."""
     import onnx
 
     from bertdistill.export import onnx_fusion
 
-    return onnx_fusion.ffn_output_matmuls(onnx.load(onnx_path))[:layers]
+    model = onnx.load(onnx_path, load_external_data=False)
+    kept: list[str] = []
+    for part in keep_float_parts(setting):
+        if part.startswith("ffn_outputs:"):
+            kept += onnx_fusion.ffn_output_matmuls(model)[:int(part.split(":", 1)[1])]
+        elif part != "none":
+            kept += [name for name in weight_matmuls(model)
+                     if any(segment.startswith(part) for segment in name.split("/"))]
+    return list(dict.fromkeys(kept))
 
 
 def optimize_transformer(onnx_path: str, sample: dict[str, np.ndarray], expected: np.ndarray, *, num_heads: int,
@@ -181,15 +199,15 @@ def float32_twin(model: keras.Model) -> keras.Model:
 def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarray], info: dict,
                   write_files: Callable[[str], None] | None = None, quantize: bool = True,
                   int8_op_types: Sequence[str] = INT8_OP_TYPES, tolerance: float = 1e-4,
-                  input_names: Sequence[str] = INPUT_NAMES,
-                  transformer: tuple[int, int] | None = None, text: TextSignature | None = None) -> None:
+                  input_names: Sequence[str] = INPUT_NAMES, transformer: tuple[int, int] | None = None,
+                  text: TextSignature | None = None, int8_keep_float: str = INT8_KEEP_FLOAT) -> None:
     """Writes a self-contained export folder, atomically.
 
     Contents: `saved_model/`, `model.onnx` (checked against Keras on `sample` within
     `tolerance`; for a `transformer` = (num_heads, hidden_size), onnxruntime's optimized graph
     when it passes the same check, see `optimize_transformer`, and then the converted graph as
     `model.portable.onnx`), `model.int8.onnx` when `quantize` (weights of `int8_op_types`, from
-    `model.onnx`), `export_info.json` (`info` plus names, opset, `onnx_portable`: the graph with
+    `model.onnx`; a transformer's keeps those that `int8_keep_float` names in float32), `export_info.json` (`info` plus names, opset, `onnx_portable`: the graph with
     standard operators only, `onnx_optimizer`, `int8_quantization`), and whatever
     `write_files(tmp_folder)` adds (weights, config, vocab, labels). With `text`, the SavedModel
     also has the string signature (`export_saved_model`); `saved_model_signatures` in
@@ -225,7 +243,7 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
         if quantize:
             extra["int8_quantization"] = quantize_onnx_int8(
                 onnx_path, os.path.join(tmp, MODEL_FILES["int8"]), int8_op_types,
-                nodes_to_exclude=float_ffn_outputs(onnx_path) if transformer else ())
+                nodes_to_exclude=kept_float_matmuls(onnx_path, int8_keep_float) if transformer else ())
         write_export_info(tmp, {**info, "inputs": list(input_names), "outputs": list(OUTPUTS), "onnx_opset": ONNX_OPSET,
                                 SIGNATURES_INFO: signatures, "onnx_max_abs_error": error, **extra,
                                 "tensorflow": tf.__version__, "keras": keras.__version__})
@@ -242,7 +260,8 @@ def export_folder(model: keras.Model, folder: str, *, sample: dict[str, np.ndarr
 
 
 def export_bert_classifier(model: keras.Model, folder: str, *, vocab_file: str, labels: list[str],
-                           do_lower_case: bool, sample: dict[str, np.ndarray], info: dict) -> None:
+                           do_lower_case: bool, sample: dict[str, np.ndarray], info: dict,
+                           int8_keep_float: str = INT8_KEEP_FLOAT) -> None:
     """`export_folder` for a `BertClassifier`, with the Hugging Face files
     (`checkpoints.save_hf_folder`; tokenizer_config's `model_max_length` is `info["max_seq_length"]`
     when given) and `labels.json`: the folder is usable again as a `--init_checkpoint`, a
@@ -264,5 +283,5 @@ def export_bert_classifier(model: keras.Model, folder: str, *, vocab_file: str, 
         pair = text_inputs(info) == TEXT_PAIR
         text = TextSignature(TextEncoding(vocab_file, do_lower_case, int(info["max_seq_length"]), pair), labels)
     export_folder(model, folder, sample=sample, write_files=write_files, text=text,
-                  transformer=(config.num_attention_heads, config.hidden_size),
+                  transformer=(config.num_attention_heads, config.hidden_size), int8_keep_float=int8_keep_float,
                   info={"labels": labels, "do_lower_case": do_lower_case, "parameters": model.count_params(), **info})

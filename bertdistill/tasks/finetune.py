@@ -181,4 +181,5 @@ class FinetuneTask(trainer.ClassifierTask):
             self.eval_model, folder, vocab_file=self.tokenizer.vocab_file, labels=self.labels,
             do_lower_case=config.do_lower_case, sample=sample,
             info={"model": "bert_classifier", "task_name": config.data.task_name, **self.processor.input_record(),
-                  "max_seq_length": config.max_seq_length, "best": trainer.read_best(config.run.output_dir)})
+                  "max_seq_length": config.max_seq_length, "best": trainer.read_best(config.run.output_dir)},
+            int8_keep_float=config.export.int8_keep_float)

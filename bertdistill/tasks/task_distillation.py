@@ -237,7 +237,8 @@ class TaskDistillation(trainer.Task):
             info={"model": "tinybert", "task_name": config.data.task_name, **self.processor.input_record(),
                   "max_seq_length": config.max_seq_length, "teacher": os.path.abspath(config.teacher_model),
                   "best": trainer.read_best(self.stage_dir["prediction"]), "stages": list(config.stages),
-                  "layer_map": layer_map.layer_map_to_json(self.matches)})
+                  "layer_map": layer_map.layer_map_to_json(self.matches)},
+            int8_keep_float=config.export.int8_keep_float)
 
 
 class IntermediateStage(trainer.Task):

@@ -33,7 +33,7 @@ FORMAT_VERSION = 1
 IGNORED_FLAGS = frozenset({
     "do_train", "do_eval", "do_predict", "do_export", "eval_batch_size", "predict_batch_size", "eval_split",
     "model_dir", "overwrite_output_dir", "verbose_errors", "skip_bad_rows", "log_every_steps",
-    "save_checkpoints_steps", "int8_max_drop",
+    "save_checkpoints_steps", "int8_max_drop", "int8_keep_float",
     # Training longer (or stopping differently) continues the same run; the trainer counts steps.
     "num_train_epochs", "early_stopping_patience"})
 NOT_COMPARED = ("code", "created")
