@@ -189,8 +189,9 @@ def report(error: BaseException, *, verbose: bool = False, flag_names: Mapping[s
     sys.stderr.flush()
 
 
-def read_json(path: str, what: str = "JSON file") -> object:
-    """Loads a JSON file; a missing or malformed file is a `ConfigError` naming it."""
+def read_json(path: str, what: str = "JSON file", hint: str = "fix or replace it") -> object:
+    """Loads a JSON file; a missing or malformed file is one error naming it, `what` it should be
+    and `hint` (what to do)."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -198,4 +199,12 @@ def read_json(path: str, what: str = "JSON file") -> object:
         raise MissingFileError(f"{what} not found: {shorten(path)}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         detail = f"{e.msg} at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
-        raise ConfigError(f"{shorten(path)}: {what} is not valid JSON ({detail}): fix or replace it") from None
+        raise ConfigError(f"{shorten(path)}: {what} is not valid JSON ({detail}): {hint}") from None
+
+
+def read_json_object(path: str, what: str, hint: str = "fix or replace it") -> dict:
+    """`read_json` of a file that must hold a JSON object."""
+    value = read_json(path, what, hint)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{shorten(path)}: {what} is not a JSON object: {hint}")
+    return value

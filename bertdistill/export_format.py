@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from bertdistill.errors import ConfigError, MissingFileError, shorten
+from bertdistill.errors import ConfigError, MissingFileError, read_json_object, shorten
 from bertdistill.files import atomic_output
 
 # File names.
@@ -191,14 +191,7 @@ def load_export_info(folder: str) -> dict:
         raise run_folder_error(folder) or MissingFileError(
             f"{shorten(folder)} is not an export folder of this toolkit: no {EXPORT_INFO} (expected {EXPORT_INFO}, "
             f"{MODEL_FILES['float32']}, {VOCAB}, {LABELS})")
-    try:
-        with open(path, encoding="utf-8") as f:
-            info = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{shorten(path)} is not valid JSON ({shorten(e, 100)}); export the model again") from None
-    if not isinstance(info, dict):
-        raise ConfigError(f"{shorten(path)} is not a JSON object; export the model again")
-    return info
+    return read_json_object(path, "the export's information", "export the model again")
 
 
 def read_export_info(folder: str) -> dict:

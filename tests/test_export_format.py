@@ -90,10 +90,10 @@ def test_folders_that_are_not_exports(tmp_path):
     with pytest.raises(errors.MissingFileError, match=r"run is a run folder, not an export folder: pass .*run/export$"):
         export_format.read_export_info(str(tmp_path / "run"))
     (tmp_path / "run" / "export" / "export_info.json").write_text("{")
-    with pytest.raises(errors.ConfigError, match=r"export_info.json is not valid JSON \(.*\); export the model again"):
+    with pytest.raises(errors.ConfigError, match=r"export_info.json: the export's information is not valid JSON \(Expecting .* at line 1 column 2\): export the model again$"):
         export_format.load_export_info(str(tmp_path / "run" / "export"))
     (tmp_path / "run" / "export" / "export_info.json").write_text("[]")
-    with pytest.raises(errors.ConfigError, match="export_info.json is not a JSON object"):
+    with pytest.raises(errors.ConfigError, match="export_info.json: the export's information is not a JSON object: export the model again$"):
         export_format.read_export_info(str(tmp_path / "run" / "export"))
     assert export_format.read_text_inputs(str(tmp_path)) is None  # a Hugging Face folder: unknown
 

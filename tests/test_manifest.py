@@ -148,7 +148,8 @@ def test_corrupt_manifest_is_a_user_error(tmp_path, data_dir):
     out = tmp_path / "out"
     out.mkdir()
     (out / manifest.MANIFEST_NAME).write_text("{half")
-    with pytest.raises(UserError, match="not a valid run manifest"):
+    with pytest.raises(UserError, match=r"run_manifest.json: the run manifest is not valid JSON \(.* at line 1 column 2\): "
+                                        r"pass overwrite_output_dir to start over or choose another output_dir"):
         manifest.check_output_dir(str(out), build(data_dir), overwrite=False)
 
 

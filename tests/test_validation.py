@@ -72,7 +72,7 @@ def test_export_folder(run_folder, tmp_path):
     with pytest.raises(FlagError, match=r"model_dir=.* lacks model.weights.h5"):
         validation.export_folder("model_dir", str(run_folder / "export"), ["model.weights.h5"])
     (run_folder / "export" / "export_info.json").write_text("{")
-    with pytest.raises(FlagError, match="model_dir=.*export_info.json is not valid JSON"):
+    with pytest.raises(FlagError, match="model_dir=.*export_info.json: the export's information is not valid JSON"):
         validation.export_folder("model_dir", str(run_folder / "export"))
 
 

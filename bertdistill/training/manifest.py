@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from absl import logging
 
-from bertdistill.errors import UserError, field, shorten
+from bertdistill.errors import UserError, field, read_json_object, shorten
 from bertdistill.files import atomic_output, leftover_pid
 from bertdistill.training.locks import LOCK_NAME
 from bertdistill.training.validation import inside, real_path
@@ -180,14 +180,7 @@ def read_manifest(output_dir: str) -> dict | None:
     path = manifest_path(output_dir)
     if not os.path.exists(path):
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{shorten(path)} is not a valid run manifest ({shorten(e, 100)}): {OVERWRITE_HINT}") from None
-    if not isinstance(manifest, dict):
-        raise UserError(f"{shorten(path)} is not a valid run manifest (not a JSON object): {OVERWRITE_HINT}")
-    return manifest
+    return read_json_object(path, "the run manifest", OVERWRITE_HINT)
 
 
 def _check_clearable(output_dir: str, inputs: Iterable[str]) -> None:
