@@ -32,11 +32,15 @@ LABELS = ["neg", "pos", "mixed"]
 MAX_SEQ_LENGTH = 10
 # Accents, case, punctuation runs, CJK (known and unknown ideographs), control, format and
 # non-ASCII space characters, a long text (truncated), words at and over WordPiece's 100
-# characters, the empty string, a sigma at the end of a word, a ligature (not NFKC-folded).
+# characters, the empty string, a sigma at the end of a word, a ligature (not NFKC-folded),
+# special tokens written in the text.
 TRICKY = ["Thé MOVIE was Great!", "naïve café", "", "  ", "the film, the plot... not good?!", "中文 the movie 好",
           "don't", "a\tfilm\nwas\u00a0fun", "film\u200bplot", "ΣΑΣ the", "x" * 100, "x" * 101, "ﬁlm", "İstanbul",
           "\x00the\x01movie", "the movie was great the movie was bad the plot was dull and the film was not good",
-          "films plots", "中文中文中文中文中文中文中文", "FUN fun Fun", "¿que? ¡no!"]
+          "films plots", "中文中文中文中文中文中文中文", "FUN fun Fun", "¿que? ¡no!",
+          # special tokens written in the text are one token each, as written (not lower-cased):
+          # BERT's and MPNet's, and [MASK] as each vocabulary's own mask
+          "a [MASK] film", "the[SEP]film [CLS]", "<s>the</s> <mask>film <pad>", "[UNK] [mask] <MASK>x", "[[MASK]]"]
 
 
 def _write(path, tokens) -> str:

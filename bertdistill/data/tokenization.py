@@ -74,6 +74,13 @@ class Tokenizer:
         own = self.special_tokens[-1]
         return list(texts) if own == MASK else [text.replace(MASK, own) for text in texts]
 
+    def literal_tokens(self) -> dict[str, int]:
+        """The strings that are one token where a text holds them as written (matched before
+        normalization, case-sensitive): the vocabulary's special tokens, as Hugging Face's tokenizer
+        matches them, and `[MASK]` (`own_masks`); with their ids."""
+        added = self.backend.get_added_tokens_decoder()
+        return {**{token.content: index for index, token in added.items()}, MASK: self.mask_id}
+
     def tokenize(self, text: str) -> list[str]:
         """WordPiece tokens of `text`, without special tokens."""
         return self._hf.tokenize(text)

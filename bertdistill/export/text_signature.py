@@ -2,9 +2,13 @@
 graph (tensorflow-text), `label`, `probabilities` and `logits` out, so a TensorFlow Serving client
 sends text instead of re-implementing the tokenizer.
 
-The graph reproduces `bertdistill.data.tokenization.Tokenizer` (Hugging Face's BertNormalizer,
-BertPreTokenizer, WordPiece and post-processor, read from the tokenizer itself) step by step:
+The graph reproduces `bertdistill.data.tokenization.Tokenizer` (Hugging Face's added-token
+matching, BertNormalizer, BertPreTokenizer, WordPiece and post-processor, read from the tokenizer
+itself) step by step:
 
+0. the special tokens written in the text (`Tokenizer.literal_tokens`: `[SEP]`, `<s>`, `[MASK]`,
+   ...) are split out as written, longest first, and become their ids; the text between them
+   goes through the steps below;
 1. clean text: `\\t \\n \\r` and every separator (`\\p{Z}`) become a space; NUL, U+FFFD and the
    other control / format / private-use characters (`\\p{C}`) are removed;
 2. every CJK ideograph is surrounded by spaces;
@@ -30,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -149,12 +154,32 @@ class TextEncoder(tf.Module):
                                           tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
         # Words are at most max_chars characters (longer ones are replaced by the unknown token
         # first), so at most 4 bytes each.
+        literals = tokenizer.literal_tokens()
+        self.literal_pattern = "|".join(re.escape(token) for token in sorted(literals, key=len, reverse=True))
+        self.literals = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(list(literals), list(literals.values()), tf.string, tf.int64),
+            default_value=-1)
         self.wordpiece = tf_text.WordpieceTokenizer(self.table, suffix_indicator=self.settings["prefix"],
                                                     max_bytes_per_word=4 * self.settings["max_chars"] + 4,
                                                     token_out_type=tf.int64, unknown_token=self.settings["unk_token"])
 
     def pieces(self, texts: tf.Tensor) -> tf.RaggedTensor:
-        """int64 WordPiece ids [batch, (tokens)] of a string vector, without special tokens."""
+        """int64 token ids [batch, (tokens)] of a string vector, without the template's special
+        tokens: the special tokens written in a text as their ids, the rest in WordPiece pieces."""
+        import tensorflow_text as tf_text
+
+        if self.settings["clean_text"]:  # regex_split stops at a NUL; cleaning removes both characters
+            texts = tf.strings.regex_replace(texts, r"\x{0}", "\uE000")
+        segments = tf_text.regex_split(texts, self.literal_pattern, self.literal_pattern)
+        literal_ids = self.literals.lookup(segments.flat_values)
+        is_literal = literal_ids >= 0
+        literal_rows = tf.RaggedTensor.from_row_lengths(tf.boolean_mask(literal_ids, is_literal),
+                                                        tf.cast(is_literal, tf.int64))
+        words = self.word_pieces(tf.where(is_literal, "", segments.flat_values))
+        return segments.with_flat_values(tf.concat([literal_rows, words], axis=1)).merge_dims(1, 2)
+
+    def word_pieces(self, texts: tf.Tensor) -> tf.RaggedTensor:
+        """int64 WordPiece ids [batch, (tokens)] of a string vector without special tokens."""
         import tensorflow_text as tf_text
 
         texts = normalize(texts, self.settings)
@@ -204,7 +229,8 @@ def add_text_signature(archive, name: str, classify, encoding: TextEncoding, lab
     is written (from `encoding.vocab_file`, or a repaired copy written to `asset_folder`, which
     must last until then)."""
     encoder = TextEncoder(encoding, asset_folder)
-    archive.track(encoder.table)
+    for table in (encoder.table, encoder.literals):
+        archive.track(table)
     label_names = tf.constant([str(label) for label in labels])
 
     def serve(inputs):
