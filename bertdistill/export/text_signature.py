@@ -152,13 +152,13 @@ class TextEncoder(tf.Module):
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.TextFileInitializer(asset, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
                                           tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
-        # Words are at most max_chars characters (longer ones are replaced by the unknown token
-        # first), so at most 4 bytes each.
         literals = tokenizer.literal_tokens()
         self.literal_pattern = "|".join(re.escape(token) for token in sorted(literals, key=len, reverse=True))
         self.literals = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(list(literals), list(literals.values()), tf.string, tf.int64),
             default_value=-1)
+        # Words are at most max_chars characters (longer ones are replaced by the unknown token
+        # first), so at most 4 bytes each.
         self.wordpiece = tf_text.WordpieceTokenizer(self.table, suffix_indicator=self.settings["prefix"],
                                                     max_bytes_per_word=4 * self.settings["max_chars"] + 4,
                                                     token_out_type=tf.int64, unknown_token=self.settings["unk_token"])
