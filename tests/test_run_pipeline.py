@@ -288,6 +288,15 @@ def test_a_student_that_cannot_start_from_the_teachers_layers_is_refused_before_
     assert not (tmp_path / "run" / "pipeline").exists()
 
 
+def test_a_teacher_int8_setting_that_names_no_layer_is_refused_before_any_stage(workspace, tmp_path):
+    result = run_script(SCRIPT, *arguments(workspace, tmp_path / "run", "--teacher_int8_keep_float=intermediat"),
+                        check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = error_lines(result)
+    assert len(lines) == 1 and "stage teacher_1: --int8_keep_float=intermediat: 'intermediat' is none of" in lines[0]
+    assert not (tmp_path / "run" / "pipeline").exists()
+
+
 def test_report_shows_another_runs_models_beside_this_runs(workspace, finished, tmp_path):
     """--compare_with: another finished run's exports are rows `<its folder>:<stage>` of the report,
     their accuracies counted from their exports, timed in the same rounds (speed-up still over this
