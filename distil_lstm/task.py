@@ -27,6 +27,7 @@ from bertdistill.export import export
 
 from bertdistill.training import trainer, validation
 from bertdistill.data.augment import read_word_vectors
+from bertdistill.models.word_vectors import model_word_vectors, vector_size
 from bertdistill.configs import BiLstmConfig, BiLstmModelConfig
 from bertdistill.errors import DataError, FlagError, MissingFileError, UserError, field
 from bertdistill.export_format import CONFIG, KERAS_WEIGHTS, LABELS, VOCAB
@@ -109,8 +110,13 @@ class BiLstmTask(trainer.Task):
         self.examples = {"train": train_examples, "dev": dev_examples}
         for split, examples in self.examples.items():
             word_features(examples, None, self.labels, config.max_seq_length, split=split)  # pairs refused early
-        if config.word_vectors and not os.path.isfile(config.word_vectors):
-            raise FlagError("word_vectors", f"{field('word_vectors')}={config.word_vectors} does not exist")
+        if config.word_vectors:
+            if not os.path.isfile(config.word_vectors):  # a model
+                validation.model_path("word_vectors", config.word_vectors)
+            size = vector_size(config.word_vectors)
+            if size != config.model.embedding_dim:
+                raise FlagError("embedding_dim", f"{field('word_vectors')}={config.word_vectors} gives {size}-d vectors; "
+                                                 f"{field('embedding_dim')}={config.model.embedding_dim}")
         return trainer.RunPlan(
             data_files=[train_file, data_config.split_file("dev")],
             model_config={**config.model.to_dict(), "labels": self.labels},
@@ -163,14 +169,15 @@ class BiLstmTask(trainer.Task):
         return vocab
 
     def initial_embeddings(self) -> np.ndarray | None:
-        """The embedding table from `word_vectors` (None: random initialisation)."""
+        """The embedding table from `word_vectors`, a GloVe/word2vec file or a model
+        (`bertdistill.models.word_vectors`); None: random initialisation."""
         config = self.config
         if not config.word_vectors:
             return None
-        words, vectors = read_word_vectors(config.word_vectors, vocabulary=set(self.vocab.tokens))
-        if vectors.shape[1] != config.model.embedding_dim:
-            raise FlagError("word_vectors", f"{config.word_vectors} has {vectors.shape[1]}-d vectors; "
-                                            f"{field('embedding_dim')}={config.model.embedding_dim}")
+        if os.path.isfile(config.word_vectors):
+            words, vectors = read_word_vectors(config.word_vectors, vocabulary=set(self.vocab.tokens))
+        else:  # a model: its input embeddings
+            words, vectors = model_word_vectors(config.word_vectors, self.vocab.tokens[len(WORD_SPECIAL_TOKENS):])
         table, found = self.vocab.embedding_matrix(words, vectors, seed=config.run.seed)
         logging.info("Word vectors for %d of %d vocabulary words from %s", found, len(self.vocab), config.word_vectors)
         return table

@@ -104,6 +104,23 @@ def test_distil_on_the_transfer_set_and_resume(data_dir, tmp_path, loss):
         assert json.loads((out / "export" / "export_info.json").read_text())["best"] == info["best"]
 
 
+def test_word_vectors_from_a_model(data_dir, tmp_path):
+    """--word_vectors=<a BERT folder>: every vocabulary word the model's word pieces cover starts
+    from them (the vectors themselves: tests/test_word_vectors.py)."""
+    from bertdistill.models import checkpoints
+    from bertdistill.models.bert import BertClassifier, BertEncoder
+    from tests.bert_fixtures import tiny_config, write_vocab
+
+    model = tmp_path / "bert"
+    checkpoints.save_hf_folder(BertClassifier(BertEncoder(tiny_config(hidden_size=8)), 2), str(model),
+                               write_vocab(tmp_path / "vocab.txt"), ["0", "1"], True)
+    out = tmp_path / "out"
+    result = run(data_dir, out, "--mode=train", "--num_train_epochs=1", f"--word_vectors={model}")
+    words = (out / "vocab.txt").read_text().splitlines()
+    assert f"Word vectors for {len(words) - 3} of {len(words)} vocabulary words from {model}" in result.stderr
+    assert (out / "export" / "model.onnx").exists()
+
+
 def test_distil_errors_are_clear(data_dir, tmp_path):
     missing = run(data_dir, tmp_path / "a", "--mode=distil", f"--augmented_file={tmp_path / 'none.tsv'}", check=False)
     assert missing.returncode and "no transfer set at" in missing.stderr

@@ -35,6 +35,12 @@ def _run_folder_as_model(data_dir, out):
     return ["--mode=test", f"--model_dir={out.parent / 'run'}"]
 
 
+def _vectors_of_another_size(data_dir, out):
+    glove = out.parent / "glove.txt"
+    glove.write_text("good 0.1 0.2 0.3\n")
+    return ["--mode=train", f"--word_vectors={glove}"]
+
+
 CASES = [
     ("flag value", lambda d, o: ["--mode=train", "--dropout=1.5"], ["--dropout=1.5", "between 0.0 and 0.99"]),
     ("output is an input", lambda d, o: ["--mode=train", f"--output_dir={d}"], ["--output_dir=", "is also an input"]),
@@ -42,6 +48,9 @@ CASES = [
     ("skip mode, no valid row", _all_bad_transfer_set, ["bad.tsv: no valid rows: all 2 rows are bad",
                                                          "bad.tsv:2: unknown label"]),
     ("run folder as model", _run_folder_as_model, ["is a run folder, not an export folder: pass", "export"]),
+    ("word vectors of another size", _vectors_of_another_size, ["--embedding_dim=8", "gives 3-d vectors"]),
+    ("word vectors missing", lambda d, o: ["--mode=train", f"--word_vectors={o.parent / 'none'}"],
+     ["--word_vectors=", "does not exist"]),
 ]
 
 

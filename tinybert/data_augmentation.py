@@ -54,7 +54,6 @@ from bertdistill.training import validation
 from bertdistill.configs import TinyBertAugmentationConfig
 from bertdistill.errors import FlagError
 from bertdistill.files import atomic_output
-from bertdistill.data.tokenization import Tokenizer
 
 script_flags.define_tinybert_augmentation_flags()
 FLAGS = flags.FLAGS
@@ -111,8 +110,7 @@ def main(argv):
     keras.mixed_precision.set_global_policy("float32")
     pretrained = checkpoints.resolve_pretrained(config.model, run.bert_config_file, run.vocab_file)
     validation.max_seq_length_fits(run.max_seq_length, pretrained.config, f"the model {pretrained.source}")
-    do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
-    splitter = augment.WordSplitter(Tokenizer(pretrained.vocab_file, do_lower_case))
+    splitter = augment.WordSplitter(pretrained.tokenizer())
     processor = data.processor_from_config(run.data)
     examples = transfer_set.read_originals(run.input, processor, processor.get_labels(),
                                            on_error=run.data.on_error)[:run.max_examples]

@@ -110,8 +110,7 @@ def main(argv):
                        inputs={"teacher_model": config.teacher_model, "student_config": config.student_config,
                                "layer_map": layer_map.layer_map_file(config.layer_map)},
                        ignore_settings=("max_steps",), chief=is_chief(strategy))
-    do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
-    tokenizer = Tokenizer(pretrained.vocab_file, do_lower_case)
+    tokenizer = pretrained.tokenizer()
     with strategy.scope():
         teacher = build_encoder(pretrained.config, output_hidden_states=True, output_attentions=True)
         checkpoints.restore_weights(teacher, pretrained)
@@ -133,7 +132,7 @@ def main(argv):
     if is_chief(strategy):
         folder = os.path.join(run.output_dir, "student")
         with atomic_path(folder) as tmp:
-            checkpoints.save_hf_encoder(student, tmp, pretrained.vocab_file, do_lower_case)
+            checkpoints.save_hf_encoder(student, tmp, pretrained.vocab_file, tokenizer.do_lower_case)
             layer_map.write_layer_map(matches, os.path.join(tmp, layer_map.LAYER_MAP_FILE))
         logging.info("Student written to %s (use it as task_distill.py --student_model)", folder)
 

@@ -236,8 +236,9 @@ def define_distil_lstm_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_enum("pooling", "max", list(BILSTM_POOLINGS), "Pooling of the BiLSTM outputs over time.", **kw)
     flags.DEFINE_integer("min_count", 1, "Minimum count of a word to enter the vocabulary.", **kw)
     flags.DEFINE_integer("max_vocab_size", 50000, "Maximum vocabulary size, special tokens included.", **kw)
-    define_flag("word_vectors", fv, help="GloVe/word2vec text file initialising the embeddings (dimension "
-                "must equal --embedding_dim).")
+    define_flag("word_vectors", fv, help="Initial word embeddings: a GloVe/word2vec text file, or a BERT-family "
+                "model (minilm, mpnet, a Hugging Face or export folder) whose input embeddings give each word the "
+                "mean of its word pieces' vectors. Their dimension must equal --embedding_dim.")
     flags.DEFINE_enum("eval_split", "dev", ["dev", "test"], "--mode=test: accuracy on dev, or predictions for test.",
                       **kw)
     define_flag("model_dir", fv, help="--mode=test: an export folder (default: <output_dir>/export).")

@@ -43,6 +43,10 @@ class Pretrained:
     do_lower_case: bool | None = None  # None when the source does not say
     classifier_pooling: str | None = None  # set by our own export folders
 
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer: its vocabulary and casing (lower case where the source does not say)."""
+        return Tokenizer(self.vocab_file, True if self.do_lower_case is None else self.do_lower_case)
+
 
 @dataclasses.dataclass
 class LoadReport:
@@ -429,9 +433,8 @@ def load_teacher(model_path: str, *, bert_config_file: str | None = None, vocab_
         raise ConfigError(f"{model_path}: the classifier has {head.shape[0]} outputs for {len(labels)} labels {labels}")
     model = BertClassifier(build_encoder(pretrained.config), len(labels), pooling=pretrained.classifier_pooling or "cls")
     restore_weights(model, pretrained)
-    do_lower_case = True if pretrained.do_lower_case is None else pretrained.do_lower_case
     text_inputs = read_text_inputs(model_path) if os.path.isdir(model_path) else None  # an export: checked
-    return Teacher(model, Tokenizer(pretrained.vocab_file, do_lower_case), list(labels), pretrained, text_inputs)
+    return Teacher(model, pretrained.tokenizer(), list(labels), pretrained, text_inputs)
 
 
 _MLM_HEAD_WEIGHTS = ("cls/predictions/transform/dense/kernel", "cls/predictions/transform/dense/bias",
