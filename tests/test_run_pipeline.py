@@ -239,7 +239,7 @@ def test_bad_flags_fail_in_one_line_before_any_work(workspace, tmp_path, flag, m
 def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
     """--preset=large: the teacher stage fine-tunes `mpnet` in bfloat16 at 2e-5 (its INT8 keeping the
     FFN input projections in float32), and two TinyBERT stages start from the pretrained MiniLM (all
-    layers; layers 2, 4, 6) with its own vocabulary."""
+    layers; layers 2, 4, 6) with its own vocabulary and run stage 2 only."""
     code = ("import json, sys; from absl import flags; import run_pipeline as rp; "
             "flags.FLAGS(sys.argv); print(json.dumps({s.name: s.command for s in rp.build_stages(sys.argv[-1])}))")
 
@@ -257,6 +257,10 @@ def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
     assert "--student_model=minilm" in commands["tinybert_6l"] and not any(
         flag.startswith(("--student_layers", "--student_config")) for flag in commands["tinybert_6l"])
     assert {"--student_model=minilm", "--student_layers=2,4,6"} <= set(commands["tinybert_3l"])
+    for name in ("tinybert_6l", "tinybert_3l"):  # stage 2 only, so no stage-1 flags
+        assert "--stage=prediction" in commands[name] and not any(
+            flag.startswith("--intermediate_") for flag in commands[name])
+    assert not any(flag.startswith("--stage=") for flag in commands_of("--preset=full")["tinybert"])
     assert f"--teacher_model={tmp_path / 'teacher_1' / 'export'}" in commands["tinybert_3l"]
     # the other presets keep the exporter's default (their teacher stages' commands are unchanged)
     assert not any(flag.startswith("--int8_keep_float") for flag in commands_of("--preset=full")["teacher_1"])
