@@ -252,3 +252,21 @@ def test_bad_flags_fail_before_any_work(setup, flag, value, flag_name):
     lines = error_lines(result)
     assert len(lines) == 1 and f"--{flag_name}" in lines[0], result.stderr[-2000:]
     assert not output.exists()
+
+
+def test_neighbours_from_an_mpnet_folder(tmp_path):
+    """An MPNet folder (the large preset's teacher) names its embedding table `mpnet.embeddings...`;
+    its special tokens (`<s>`, `</s>`, `<mask>`, ...) are never neighbours."""
+    from bertdistill.models import checkpoints
+    from bertdistill.models.bert import BertClassifier
+    from bertdistill.models.mpnet import MPNetEncoder
+    from tests.test_mpnet import MPNET_VOCAB, tiny_mpnet_config
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(MPNET_VOCAB) + "\n", encoding="utf-8")
+    model = BertClassifier(MPNetEncoder(tiny_mpnet_config()), 2, pooling="mean")
+    checkpoints.save_hf_folder(model, str(tmp_path / "mpnet"), str(vocab), ["0", "1"], True)
+    neighbours = robustness.load_neighbours(model_dir=str(tmp_path / "mpnet"), k=3)
+    found = neighbours.neighbours("film")
+    assert len(found) == 3 and set(found) <= set(MPNET_VOCAB) - {"film"}
+    assert not any(word.startswith(("<", "[", "##")) or word == "." for word in found)

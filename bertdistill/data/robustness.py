@@ -39,8 +39,9 @@ DEFAULT_RATES = (0.1, 0.2)
 LETTERS = string.ascii_lowercase
 PUNCTUATION_MARKS = (",", ".", "!", "?", ";")
 NEIGHBOUR_K = 10
-# The input-embedding table in a Hugging Face BERT folder or an export folder's model.safetensors.
-EMBEDDING_NAMES = ("bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight")
+# The input-embedding table in a Hugging Face BERT or MPNet folder or an export folder's model.safetensors.
+EMBEDDING_NAMES = ("bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight",
+                   "mpnet.embeddings.word_embeddings.weight")
 NO_NEIGHBOURS = "no neighbour source given (a BERT model's input embeddings or word vectors)"
 
 _KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
@@ -272,7 +273,7 @@ def evaluate(predict_labels: Callable[[list[str]], np.ndarray], sentences: Seque
 
 def load_neighbours(*, model_dir: str | None = None, word_vectors: str | None = None, k: int = NEIGHBOUR_K,
                     max_words: int | None = None) -> NeighbourReplacer | None:
-    """The nearest-neighbour space of `word_neighbour`: the input embeddings of a BERT model
+    """The nearest-neighbour space of `word_neighbour`: the input embeddings of a BERT or MPNet model
     folder (Hugging Face or export: `vocab.txt` + `model.safetensors`, whole-word tokens only),
     or a GloVe/word2vec text file (its first `max_words` vectors when given); None without either.
     Reads only the embedding table (no TensorFlow)."""
