@@ -70,8 +70,8 @@ def make_replacer(kind: str, word_vectors: str | None, teacher: Teacher,
         replacer = augment.NeighbourReplacer.from_word_vectors_file(word_vectors, vocabulary=words)
     else:
         logging.info("Word replacement: nearest neighbours in the input embeddings of %s", teacher.pretrained.source)
-        embeddings = teacher.pretrained.weights["bert/embeddings/word_embeddings"]
-        replacer = augment.NeighbourReplacer.from_token_embeddings(teacher.tokenizer.vocab, embeddings)
+        replacer = augment.NeighbourReplacer.from_token_embeddings(teacher.tokenizer.vocab,
+                                                                   teacher.pretrained.input_embeddings())
     replacer.precompute(words)
     return replacer
 

@@ -92,14 +92,14 @@ def build_candidate_sources(config: TinyBertAugmentationConfig, pretrained: chec
         logging.info("Neighbours: %s (first %d vectors)", config.glove_embs, config.glove_max_words)
         neighbours = augment.NeighbourReplacer.from_word_vectors_file(config.glove_embs, k=config.top_k,
                                                                       max_words=config.glove_max_words)
-    elif "bert/embeddings/word_embeddings" not in pretrained.weights:
+    elif pretrained.input_embeddings() is None:
         raise FlagError("model", f"{pretrained.source} has no weights: give --model a pretrained checkpoint or "
                         "--glove_embs")
     else:
         logging.info("Neighbours: the model's input embeddings (whole-word tokens; multi-piece words keep their "
                      "place: pass --glove_embs to replace them)")
         neighbours = augment.NeighbourReplacer.from_token_embeddings(
-            vocab, pretrained.weights["bert/embeddings/word_embeddings"], k=config.top_k)
+            vocab, pretrained.input_embeddings(), k=config.top_k)
     return mlm, neighbours
 
 

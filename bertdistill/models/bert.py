@@ -51,6 +51,7 @@ _IGNORED_CONFIG_KEYS = {"architectures", "model_type", "transformers_version", "
                         "add_cross_attention", "chunk_size_feed_forward", "tie_word_embeddings",
                         "classifier_pooling"}
 POOLINGS = ("cls", "mean")
+WORD_EMBEDDINGS = "bert/embeddings/word_embeddings"  # the input-embedding table's Google checkpoint name
 _FIELD_TYPES = {"int": int, "float": (int, float), "str": str}
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string"}
 
@@ -288,7 +289,7 @@ def encoder_checkpoint_variables(encoder: keras.Model) -> dict[str, keras.Variab
     LayerNorm, the transformer layers and the pooler."""
     emb = encoder.embeddings
     return {
-        "bert/embeddings/word_embeddings": emb.word_embeddings.embeddings,
+        WORD_EMBEDDINGS: emb.word_embeddings.embeddings,
         "bert/embeddings/position_embeddings": emb.position_embeddings.embeddings,
         "bert/embeddings/LayerNorm/gamma": emb.layer_norm.gamma,
         "bert/embeddings/LayerNorm/beta": emb.layer_norm.beta,

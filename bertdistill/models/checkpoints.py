@@ -21,7 +21,8 @@ import numpy as np
 from absl import logging
 
 from bertdistill.models import model_packages
-from bertdistill.models.bert import TRANSPOSED_IN_CHECKPOINT, BertClassifier, BertConfig, BertMaskedLM, checkpoint_variables
+from bertdistill.models.bert import (TRANSPOSED_IN_CHECKPOINT, WORD_EMBEDDINGS, BertClassifier, BertConfig, BertMaskedLM,
+                                     checkpoint_variables)
 from bertdistill.models.encoders import build_encoder, config_from_json_file
 from bertdistill.errors import ConfigError, MissingFileError, field, read_json, shorten
 from bertdistill.export_format import CONFIG, HF_WEIGHTS, LABELS, TOKENIZER_CONFIG, VOCAB, read_text_inputs
@@ -46,6 +47,10 @@ class Pretrained:
     def tokenizer(self) -> Tokenizer:
         """The model's tokenizer: its vocabulary and casing (lower case where the source does not say)."""
         return Tokenizer(self.vocab_file, True if self.do_lower_case is None else self.do_lower_case)
+
+    def input_embeddings(self) -> np.ndarray | None:
+        """The input-embedding table [vocab_size, hidden_size], None when the source has no weights."""
+        return self.weights.get(WORD_EMBEDDINGS)
 
 
 @dataclasses.dataclass

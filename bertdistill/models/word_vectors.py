@@ -17,14 +17,12 @@ from bertdistill.models import model_packages
 from bertdistill.models.checkpoints import resolve_pretrained
 from bertdistill.models.encoders import config_from_json_file
 
-WORD_EMBEDDINGS = "bert/embeddings/word_embeddings"
-
 
 def model_word_vectors(source: str, words: Iterable[str]) -> tuple[list[str], np.ndarray]:
     """The words of `words` that get a vector and their float32 vectors [n, hidden_size], from
     `source`: a short name (`minilm`, `mpnet`), a Hugging Face folder or an export folder."""
     pretrained = resolve_pretrained(source)
-    table = pretrained.weights.get(WORD_EMBEDDINGS)
+    table = pretrained.input_embeddings()
     if table is None:
         raise ConfigError(f"{pretrained.source} has no input-embedding table: it cannot give word vectors")
     tokenizer = pretrained.tokenizer()
