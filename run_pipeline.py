@@ -71,6 +71,17 @@ STUDENT_CONFIG = os.path.join(REPO, "tinybert", "configs", "student_3l_384.json"
 STAGE_NAMES = ("data", "teacher", "transfer", "bilstm_gold", "bilstm_distil", "tinybert", "report")
 DERIVED_STUDENT_CONFIG = "student_config.json"  # in --output_dir: the default student with the teacher's sizes
 
+
+def stage_export(stage: str) -> str:
+    """In a preset's student flags: the export folder of an earlier stage of the same run."""
+    return os.path.join("{output_dir}", stage, "export")
+
+
+def student_flags(flags_of: list[str], output_dir: str) -> list[str]:
+    """A preset's student flags with `stage_export` placeholders in `output_dir`."""
+    return [flag.format(output_dir=output_dir) for flag in flags_of]
+
+
 # Each preset's recipe; a flag given on the command line wins over its preset value.
 PRESETS = {
     "smoke": dict(max_train_examples=2000, num_teachers=1, teacher_epochs=2.0, teacher=None, teacher_learning_rate=5e-5,
@@ -97,11 +108,12 @@ PRESETS = {
                   speed_rounds=3, latency_texts=200,
                   # INT8 within 0.5 point of float32 (docs/results.md, "INT8 settings on the MPNet teacher").
                   teacher_int8_keep_float="intermediate",
-                  # Students from the pretrained MiniLM with its own vocabulary: all 6 layers, and 2, 4, 6;
-                  # stage 2 only: stage 1 matches attention head by head, and the heads of two models
-                  # pretrained apart do not correspond (docs/results.md, "The large chain").
+                  # Students with the MiniLM's own vocabulary: all 6 layers of the pretrained MiniLM, then
+                  # layers 2, 4, 6 of that distilled 6-layer student; stage 2 only: stage 1 matches
+                  # attention head by head, and the heads of two models pretrained apart do not
+                  # correspond (docs/results.md, "The large chain").
                   students={"tinybert_6l": ["--student_model=minilm", "--stage=prediction"],
-                            "tinybert_3l": ["--student_model=minilm", "--student_layers=2,4,6",
+                            "tinybert_3l": [f"--student_model={stage_export('tinybert_6l')}", "--student_layers=2,4,6",
                                             "--stage=prediction"]},
                   minutes=dict(data=0.1, teacher=150.0, transfer=25.0, bilstm_gold=13.0, bilstm_distil=14.0,
                                tinybert=90.0, report=5.0)),
@@ -400,7 +412,8 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
         stage1 = "--stage=prediction" not in student
         stages.append(script_stage(
             name, "tinybert/task_distill.py", *task, f"--teacher_model={exports[0]}",
-            *(student or [f"--student_config={student_config_file(output_dir)}"]), f"--data_dir={data_dir}",
+            *(student_flags(student, output_dir) or [f"--student_config={student_config_file(output_dir)}"]),
+            f"--data_dir={data_dir}",
             f"--augmented_file={transfer}", f"--output_dir={os.path.join(output_dir, name)}",
             *([f"--intermediate_epochs={setting('intermediate_epochs')}"] if stage1 else []),
             f"--prediction_epochs={setting('prediction_epochs')}",
@@ -450,8 +463,10 @@ def models_of(output_dir: str, teachers: list[str]) -> list[report.ReportModel]:
               for k, t in enumerate(teachers)]
     students = [("bilstm_gold", "BiLSTM, gold labels"), ("bilstm_distil", "BiLSTM distilled on the transfer set")]
     for name, flags_of in PRESETS[FLAGS.preset]["students"].items():
-        start = " ".join(flags_of).replace("--student_model=", "from ").replace("--student_layers=", "layers ")
-        students.append((name, f"TinyBERT, stage 1 + 2 on the transfer set{', ' + start if start else ''}"))
+        stages = "stage 2" if "--stage=prediction" in flags_of else "stage 1 + 2"
+        start = " ".join(flag for flag in student_flags(flags_of, ".") if flag != "--stage=prediction").replace(
+            "--student_model=", "from ").replace("--student_layers=", "layers ")
+        students.append((name, f"TinyBERT, {stages} on the transfer set{', ' + start if start else ''}"))
     for name, description in students:
         export_dir = os.path.join(output_dir, name, "export")
         if os.path.isfile(os.path.join(export_dir, EXPORT_INFO)):

@@ -145,6 +145,21 @@ def test_mpnet_teacher_into_pretrained_bert_student_layers(workspace, tmp_path, 
     assert json.loads((out / "intermediate" / "layer_map.json").read_text())
 
 
+def test_a_student_starts_from_layers_of_another_students_export(workspace, tmp_path):
+    """The large preset's 3-layer student: a choice of layers of an earlier student's export folder
+    (with its vocabulary), stage 2 only."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    transfer = f"--augmented_file={workspace / 'transfer.tsv'}"
+    run(workspace, first, "--stage=prediction", transfer)
+    run(workspace, second, "--stage=prediction", transfer, f"--student_model={first / 'export'}",
+        "--student_layers=1,4")
+    config = json.loads((second / "export" / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["num_hidden_layers"] == 2 and config["hidden_size"] == 8
+    assert (second / "export" / "vocab.txt").read_text() == (workspace / "bert_vocab.txt").read_text()
+    start = checkpoints.select_layers(checkpoints.resolve_pretrained(str(first / "export")), [1, 4])
+    assert start.config.num_hidden_layers == 2
+
+
 def test_refusals_in_one_line(workspace, tmp_path):
     cases = [
         (["--student_layers=2,9", f"--augmented_file={workspace / 'transfer.tsv'}"], "--student_layers"),

@@ -238,8 +238,9 @@ def test_bad_flags_fail_in_one_line_before_any_work(workspace, tmp_path, flag, m
 
 def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
     """--preset=large: the teacher stage fine-tunes `mpnet` in bfloat16 at 2e-5 (its INT8 keeping the
-    FFN input projections in float32), and two TinyBERT stages start from the pretrained MiniLM (all
-    layers; layers 2, 4, 6) with its own vocabulary and run stage 2 only."""
+    FFN input projections in float32); two TinyBERT stages with the MiniLM's own vocabulary run stage 2
+    only: the 6-layer one from the pretrained MiniLM, the 3-layer one from layers 2, 4, 6 of the
+    6-layer student's export, in this run's folder."""
     code = ("import json, sys; from absl import flags; import run_pipeline as rp; "
             "flags.FLAGS(sys.argv); print(json.dumps({s.name: s.command for s in rp.build_stages(sys.argv[-1])}))")
 
@@ -256,7 +257,8 @@ def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
             "--int8_keep_float=intermediate"} <= set(teacher)
     assert "--student_model=minilm" in commands["tinybert_6l"] and not any(
         flag.startswith(("--student_layers", "--student_config")) for flag in commands["tinybert_6l"])
-    assert {"--student_model=minilm", "--student_layers=2,4,6"} <= set(commands["tinybert_3l"])
+    assert {f"--student_model={tmp_path / 'tinybert_6l' / 'export'}", "--student_layers=2,4,6"} <= set(
+        commands["tinybert_3l"])
     for name in ("tinybert_6l", "tinybert_3l"):  # stage 2 only, so no stage-1 flags
         assert "--stage=prediction" in commands[name] and not any(
             flag.startswith("--intermediate_") for flag in commands[name])
