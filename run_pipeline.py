@@ -17,8 +17,8 @@ Stages, each one of the toolkit's scripts in `<output_dir>/<stage>`:
   bilstm_gold    distil_lstm/main.py --mode=train (gold labels: the baseline)
   bilstm_distil  distil_lstm/main.py --mode=distil (the transfer set)
   tinybert       tinybert/task_distill.py: stage 1 (teacher_1 online) + stage 2 (the transfer set);
-                 --preset=large: tinybert_6l and tinybert_3l, students from the pretrained MiniLM (all
-                 its layers; layers 2, 4, 6) with its own vocabulary, stage 2 only
+                 --preset=large: tinybert_6l from the pretrained MiniLM (its own vocabulary), then
+                 tinybert_3l from layers 2, 4, 6 of that 6-layer student, stage 2 only
   report         <output_dir>/report/: results.json, results.md, accuracy_vs_latency.png, robustness.png
 
 A sentence-pair task (--text_b_column) skips what reads single sentences only, each with a line
