@@ -257,8 +257,8 @@ def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
             "--int8_keep_float=intermediate"} <= set(teacher)
     assert "--student_model=minilm" in commands["tinybert_6l"] and not any(
         flag.startswith(("--student_layers", "--student_config")) for flag in commands["tinybert_6l"])
-    assert {f"--student_model={tmp_path / 'tinybert_6l' / 'export'}", "--student_layers=2,4,6"} <= set(
-        commands["tinybert_3l"])
+    assert {f"--student_model={tmp_path / 'tinybert_6l' / 'export'}", "--student_layers=2,4,6",
+            "--prediction_learning_rate=1e-4"} <= set(commands["tinybert_3l"])
     for name in ("tinybert_6l", "tinybert_3l"):  # stage 2 only, so no stage-1 flags
         assert "--stage=prediction" in commands[name] and not any(
             flag.startswith("--intermediate_") for flag in commands[name])
