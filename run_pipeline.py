@@ -466,7 +466,8 @@ def models_of(output_dir: str, teachers: list[str]) -> list[report.ReportModel]:
     for name, flags_of in PRESETS[FLAGS.preset]["students"].items():
         stages = "stage 2" if "--stage=prediction" in flags_of else "stage 1 + 2"
         start = " ".join(flag for flag in student_flags(flags_of, ".") if flag != "--stage=prediction").replace(
-            "--student_model=", "from ").replace("--student_layers=", "layers ")
+            "--student_model=", "from ").replace("--student_layers=", "layers ").replace(
+            "--prediction_learning_rate=", "learning rate ")
         students.append((name, f"TinyBERT, {stages} on the transfer set{', ' + start if start else ''}"))
     for name, description in students:
         export_dir = os.path.join(output_dir, name, "export")
