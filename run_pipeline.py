@@ -82,6 +82,11 @@ def student_flags(flags_of: list[str], output_dir: str) -> list[str]:
     return [flag.format(output_dir=output_dir) for flag in flags_of]
 
 
+def runs_stage_1(flags_of: list[str]) -> bool:
+    """Whether a preset's TinyBERT student runs stage 1 (intermediate layers) before stage 2."""
+    return "--stage=prediction" not in flags_of
+
+
 # Each preset's recipe; a flag given on the command line wins over its preset value.
 PRESETS = {
     "smoke": dict(max_train_examples=2000, num_teachers=1, teacher_epochs=2.0, teacher=None, teacher_learning_rate=5e-5,
@@ -410,17 +415,18 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
         nominal_minutes=minutes["bilstm_distil"]))
     subset = setting("intermediate_max_examples")
     for name, student in PRESETS[FLAGS.preset]["students"].items():
-        stage1 = "--stage=prediction" not in student
-        stages.append(script_stage(
+        stage1 = runs_stage_1(student)
+        stages.append(script_stage(  # the student's own flags after the preset's settings: they win
             name, "tinybert/task_distill.py", *task, f"--teacher_model={exports[0]}",
-            *(student_flags(student, output_dir) or [f"--student_config={student_config_file(output_dir)}"]),
             f"--data_dir={data_dir}",
             f"--augmented_file={transfer}", f"--output_dir={os.path.join(output_dir, name)}",
             *([f"--intermediate_epochs={setting('intermediate_epochs')}"] if stage1 else []),
             f"--prediction_epochs={setting('prediction_epochs')}",
             *([f"--intermediate_max_examples={subset}"] if subset and stage1 else []),
             "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
-            f"--mixed_precision={setting('student_precision')}", f"--seed={seed}", gate, *extra.get("tinybert", []),
+            f"--mixed_precision={setting('student_precision')}", f"--seed={seed}",
+            *(student_flags(student, output_dir) or [f"--student_config={student_config_file(output_dir)}"]),
+            gate, *extra.get("tinybert", []),
             nominal_minutes=minutes["tinybert"], description="stage 1 + stage 2" if stage1 else "stage 2"))
     stages.append(orchestration.Stage(
         "report", function=lambda: make_report(output_dir, teachers), nominal_minutes=minutes["report"],
@@ -453,6 +459,11 @@ def selected(stages: list[orchestration.Stage], output_dir: str) -> list[orchest
     return chosen
 
 
+# How a student's own flags read in its report description.
+FLAG_WORDS = {"--student_model=": "from ", "--student_layers=": "layers ", "--prediction_learning_rate=": "learning rate ",
+              "--prediction_epochs=": "epochs "}
+
+
 def models_of(output_dir: str, teachers: list[str]) -> list[report.ReportModel]:
     """The report's models: every teacher and each student stage that has an export."""
     def seconds(stage: str) -> float | None:
@@ -464,10 +475,10 @@ def models_of(output_dir: str, teachers: list[str]) -> list[report.ReportModel]:
               for k, t in enumerate(teachers)]
     students = [("bilstm_gold", "BiLSTM, gold labels"), ("bilstm_distil", "BiLSTM distilled on the transfer set")]
     for name, flags_of in PRESETS[FLAGS.preset]["students"].items():
-        stages = "stage 2" if "--stage=prediction" in flags_of else "stage 1 + 2"
-        start = " ".join(flag for flag in student_flags(flags_of, ".") if flag != "--stage=prediction").replace(
-            "--student_model=", "from ").replace("--student_layers=", "layers ").replace(
-            "--prediction_learning_rate=", "learning rate ")
+        stages = "stage 1 + 2" if runs_stage_1(flags_of) else "stage 2"
+        start = " ".join(flag for flag in student_flags(flags_of, ".") if flag != "--stage=prediction")
+        for flag, words in FLAG_WORDS.items():
+            start = start.replace(flag, words)
         students.append((name, f"TinyBERT, {stages} on the transfer set{', ' + start if start else ''}"))
     for name, description in students:
         export_dir = os.path.join(output_dir, name, "export")
