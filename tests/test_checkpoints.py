@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bertdistill.errors import ConfigError
 from bertdistill.models import checkpoints, model_packages
 from bertdistill.models.bert import BertClassifier, BertEncoder, checkpoint_variables
 from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
@@ -131,3 +132,23 @@ def test_offline_default_reproduces_golden_activations():
         np.testing.assert_allclose(out["attention_probs"][0][i, 0, 0, :n], case["attention_layer0_head0_row0"], **tol)
         np.testing.assert_allclose(out["attention_probs"][-1][i, 11, 0, :n], case["attention_last_head11_row0"], **tol)
         np.testing.assert_allclose(out["pooled_output"][i, :16], case["pooler_output_first16"], **tol)
+
+
+def test_a_classifiers_labels_decide_whether_its_head_is_kept(tiny_sources):
+    """`labels.json` read and checked in one place: a malformed one is named; a head is kept only
+    for the same labels (in order) and pooling."""
+    _, folder = tiny_sources
+    hf = folder / "hf"
+    pretrained = checkpoints.resolve_pretrained(str(hf))
+    (hf / "labels.json").unlink(missing_ok=True)
+    assert checkpoints.read_labels(str(hf)) is None
+    assert not checkpoints.classifier_head_fits(str(hf), pretrained, ["neg", "pos"], "cls")
+    (hf / "labels.json").write_text(json.dumps(["neg", "pos"]))
+    assert checkpoints.classifier_head_fits(str(hf), pretrained, ["neg", "pos"], "cls")
+    assert not checkpoints.classifier_head_fits(str(hf), pretrained, ["pos", "neg"], "cls")
+    assert not checkpoints.classifier_head_fits(str(hf), pretrained, ["neg", "pos"], "mean")
+    with pytest.raises(ConfigError, match="but the task's labels are"):
+        checkpoints.load_teacher(str(hf), labels=["a", "b"])
+    (hf / "labels.json").write_text("{}")
+    with pytest.raises(ConfigError, match="labels.json must be a non-empty JSON list"):
+        checkpoints.read_labels(str(hf))

@@ -147,17 +147,25 @@ def test_mpnet_teacher_into_pretrained_bert_student_layers(workspace, tmp_path, 
 
 def test_a_student_starts_from_layers_of_another_students_export(workspace, tmp_path):
     """The large preset's 3-layer student: a choice of layers of an earlier student's export folder
-    (with its vocabulary), stage 2 only."""
+    (with its vocabulary and its classifier head, a classifier of the same task), stage 2 only.
+    At a learning rate of 1e-12 the second student's export is its start."""
     first, second = tmp_path / "first", tmp_path / "second"
     transfer = f"--augmented_file={workspace / 'transfer.tsv'}"
     run(workspace, first, "--stage=prediction", transfer)
-    run(workspace, second, "--stage=prediction", transfer, f"--student_model={first / 'export'}",
-        "--student_layers=1,4")
+    result = run(workspace, second, "--stage=prediction", transfer, f"--student_model={first / 'export'}",
+                 "--student_layers=1,4", "--prediction_learning_rate=1e-12")
+    assert f"keeps the classifier head of {first / 'export'}" in result.stderr
     config = json.loads((second / "export" / "config.json").read_text())
     assert config["model_type"] == "bert" and config["num_hidden_layers"] == 2 and config["hidden_size"] == 8
     assert (second / "export" / "vocab.txt").read_text() == (workspace / "bert_vocab.txt").read_text()
     start = checkpoints.select_layers(checkpoints.resolve_pretrained(str(first / "export")), [1, 4])
-    assert start.config.num_hidden_layers == 2
+    exported = checkpoints.resolve_pretrained(str(second / "export"))
+    assert start.config.num_hidden_layers == 2 and set(exported.weights) == set(start.weights)
+    for name in ("output_weights", "output_bias", "bert/pooler/dense/kernel", "bert/encoder/layer_1/output/dense/bias"):
+        np.testing.assert_allclose(exported.weights[name], start.weights[name], atol=1e-8)
+    plain = checkpoints.resolve_pretrained(str(workspace / "student"))  # no head: the encoder only
+    assert not checkpoints.classifier_head_fits(str(workspace / "student"), plain, ["0", "1"], "cls")
+    assert not checkpoints.classifier_head_fits(str(first / "export"), start, ["1", "0"], "cls")
 
 
 def test_refusals_in_one_line(workspace, tmp_path):

@@ -398,6 +398,25 @@ def restore_weights(model: keras.Model, pretrained: Pretrained) -> LoadReport:
     return report
 
 
+def read_labels(model_path: str) -> list[str] | None:
+    """The labels of a classifier export folder (its `labels.json`), None when it has none."""
+    labels_file = os.path.join(model_path, LABELS)
+    if not (os.path.isdir(model_path) and os.path.exists(labels_file)):
+        return None
+    labels = read_json(labels_file, "labels file")
+    if not isinstance(labels, list) or not labels:
+        raise ConfigError(f"{labels_file} must be a non-empty JSON list of labels, got {shorten(labels)}")
+    return [str(label) for label in labels]
+
+
+def classifier_head_fits(model_path: str, pretrained: Pretrained, labels: Sequence[str], pooling: str) -> bool:
+    """Whether `pretrained` (read from `model_path`) is a classifier of the same labels and pooling,
+    so that a model started from it can keep its head."""
+    head = pretrained.weights.get("output_weights")
+    return (head is not None and read_labels(model_path) == list(labels) and head.shape[0] == len(labels)
+            and (pretrained.classifier_pooling or "cls") == pooling)
+
+
 @dataclasses.dataclass
 class Teacher:
     """A fine-tuned BERT classifier ready for inference: model, its tokenizer and its labels;
@@ -420,14 +439,11 @@ def load_teacher(model_path: str, *, bert_config_file: str | None = None, vocab_
     the config, and labels that do not fit the classifier.
     """
     pretrained = resolve_pretrained(model_path, bert_config_file, vocab_file)
-    labels_file = os.path.join(model_path, LABELS)
-    if os.path.isdir(model_path) and os.path.exists(labels_file):
-        own_labels = read_json(labels_file, "labels file")
-        if not isinstance(own_labels, list) or not own_labels:
-            raise ConfigError(f"{labels_file} must be a non-empty JSON list of labels, got {shorten(own_labels)}")
-        own_labels = [str(label) for label in own_labels]
+    own_labels = read_labels(model_path)
+    if own_labels is not None:
         if labels is not None and list(labels) != own_labels:
-            raise ConfigError(f"{labels_file} lists {own_labels}, but the task's labels are {list(labels)}")
+            raise ConfigError(f"{os.path.join(model_path, LABELS)} lists {own_labels}, but the task's labels are "
+                              f"{list(labels)}")
         labels = own_labels
     if labels is None:
         raise ConfigError(f"{model_path}: no {LABELS}; pass the task's labels")

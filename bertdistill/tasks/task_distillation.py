@@ -194,11 +194,16 @@ class TaskDistillation(trainer.Task):
         self.models, self.eval_model = {"student": self.student}, self.student
 
     def initialize(self) -> None:
-        """A pretrained student's weights, or the teacher's embeddings, head and mapped layers
+        """A pretrained student's weights (with its classifier head when it is a classifier of this
+        task, e.g. another student's export), or the teacher's embeddings, head and mapped layers
         (`student_init=teacher_layers`), or the random initialisation."""
         teacher = self.teacher
         if self.student_pretrained is not None:
-            checkpoints.restore_weights(self.student.encoder, self.student_pretrained)
+            keeps_head = checkpoints.classifier_head_fits(self.config.student_model, self.student_pretrained,
+                                                          self.labels, self.student.pooling)
+            checkpoints.restore_weights(self.student if keeps_head else self.student.encoder, self.student_pretrained)
+            if keeps_head:
+                logging.info("The student keeps the classifier head of %s", self.config.student_model)
         elif self.config.student_init == "teacher_layers":
             init_from_teacher(self.student, teacher.model, layer_map.teacher_layers_for_init(
                 self.matches, teacher.model.encoder.config, self.student_config))
