@@ -416,17 +416,16 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
     subset = setting("intermediate_max_examples")
     for name, student in PRESETS[FLAGS.preset]["students"].items():
         stage1 = runs_stage_1(student)
-        stages.append(script_stage(  # the student's own flags after the preset's settings: they win
+        stages.append(script_stage(
             name, "tinybert/task_distill.py", *task, f"--teacher_model={exports[0]}",
+            *(student_flags(student, output_dir) or [f"--student_config={student_config_file(output_dir)}"]),
             f"--data_dir={data_dir}",
             f"--augmented_file={transfer}", f"--output_dir={os.path.join(output_dir, name)}",
             *([f"--intermediate_epochs={setting('intermediate_epochs')}"] if stage1 else []),
             f"--prediction_epochs={setting('prediction_epochs')}",
             *([f"--intermediate_max_examples={subset}"] if subset and stage1 else []),
             "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
-            f"--mixed_precision={setting('student_precision')}", f"--seed={seed}",
-            *(student_flags(student, output_dir) or [f"--student_config={student_config_file(output_dir)}"]),
-            gate, *extra.get("tinybert", []),
+            f"--mixed_precision={setting('student_precision')}", f"--seed={seed}", gate, *extra.get("tinybert", []),
             nominal_minutes=minutes["tinybert"], description="stage 1 + stage 2" if stage1 else "stage 2"))
     stages.append(orchestration.Stage(
         "report", function=lambda: make_report(output_dir, teachers), nominal_minutes=minutes["report"],
@@ -460,8 +459,7 @@ def selected(stages: list[orchestration.Stage], output_dir: str) -> list[orchest
 
 
 # How a student's own flags read in its report description.
-FLAG_WORDS = {"--student_model=": "from ", "--student_layers=": "layers ", "--prediction_learning_rate=": "learning rate ",
-              "--prediction_epochs=": "epochs "}
+FLAG_WORDS = {"--student_model=": "from ", "--student_layers=": "layers ", "--prediction_learning_rate=": "learning rate "}
 
 
 def models_of(output_dir: str, teachers: list[str]) -> list[report.ReportModel]:
