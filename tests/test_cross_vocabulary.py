@@ -2,6 +2,7 @@
 distilled into a pretrained BERT student (a BERT vocabulary, a choice of its layers) by
 tinybert/task_distill.py, end to end; the alignment check and the one-line refusals."""
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -169,10 +170,15 @@ def test_a_student_starts_from_layers_of_another_students_export(workspace, tmp_
 
 
 def test_refusals_in_one_line(workspace, tmp_path):
+    bad_labels = tmp_path / "bad_labels"
+    shutil.copytree(workspace / "student", bad_labels)
+    (bad_labels / "labels.json").write_text("{}")
     cases = [
         (["--student_layers=2,9", f"--augmented_file={workspace / 'transfer.tsv'}"], "--student_layers"),
         (["--student_layers=x"], "--student_layers"),
         ([], "pass --augmented_file"),  # stage 2 needs the transfer set's logits
+        ([f"--student_model={bad_labels}", f"--augmented_file={workspace / 'transfer.tsv'}"],
+         f"{bad_labels / 'labels.json'} must be a non-empty JSON list"),
     ]
     for args, expected in cases:
         result = run(workspace, tmp_path / "refused", *args, check=False)

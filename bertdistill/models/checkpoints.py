@@ -412,8 +412,8 @@ def read_labels(model_path: str) -> list[str] | None:
 def classifier_head_fits(model_path: str, pretrained: Pretrained, labels: Sequence[str], pooling: str) -> bool:
     """Whether `pretrained` (read from `model_path`) is a classifier of the same labels and pooling,
     so that a model started from it can keep its head."""
-    head = pretrained.weights.get("output_weights")
-    return (head is not None and read_labels(model_path) == list(labels) and head.shape[0] == len(labels)
+    own_labels, head = read_labels(model_path), pretrained.weights.get("output_weights")
+    return (head is not None and own_labels == list(labels) and head.shape[0] == len(labels)
             and (pretrained.classifier_pooling or "cls") == pooling)
 
 

@@ -141,6 +141,8 @@ class TaskDistillation(trainer.Task):
             raise ConfigError(f"{config.teacher_model}/labels.json {teacher.labels} differs from task "
                               f"{data.task_name}'s labels {self.processor.get_labels()}")
         self.labels = labels = teacher.labels
+        self.student_keeps_head = self.student_pretrained is not None and checkpoints.classifier_head_fits(
+            config.student_model, self.student_pretrained, labels, teacher.model.pooling)
         if config.augmented_file:
             train_examples, self.teacher_logits = transfer_set.read_labelled_sentences(
                 config.augmented_file, labels, on_error=data.on_error)
@@ -199,10 +201,9 @@ class TaskDistillation(trainer.Task):
         (`student_init=teacher_layers`), or the random initialisation."""
         teacher = self.teacher
         if self.student_pretrained is not None:
-            keeps_head = checkpoints.classifier_head_fits(self.config.student_model, self.student_pretrained,
-                                                          self.labels, self.student.pooling)
-            checkpoints.restore_weights(self.student if keeps_head else self.student.encoder, self.student_pretrained)
-            if keeps_head:
+            checkpoints.restore_weights(self.student if self.student_keeps_head else self.student.encoder,
+                                        self.student_pretrained)
+            if self.student_keeps_head:
                 logging.info("The student keeps the classifier head of %s", self.config.student_model)
         elif self.config.student_init == "teacher_layers":
             init_from_teacher(self.student, teacher.model, layer_map.teacher_layers_for_init(
