@@ -244,6 +244,7 @@ def figures(results: dict, folder: str) -> list[str]:
     paths = [os.path.join(folder, "accuracy_vs_latency.png"), os.path.join(folder, "robustness.png")]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = dict(zip(PRECISIONS, ("o", "s")))
+    label_offsets = dict(zip(PRECISIONS, ((4, 3), (4, -9))))  # float32 above, INT8 below: neighbours stay apart
     for (name, entry), color in zip(results["models"].items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
         points = [(row["latency_ms"], row["dev_accuracy"], precision) for precision in PRECISIONS
                   if (row := entry["precisions"].get(precision)) and "latency_ms" in row]
@@ -251,7 +252,7 @@ def figures(results: dict, folder: str) -> list[str]:
             ax.plot([p[0] for p in points], [p[1] for p in points], color=color, alpha=0.4, linestyle="--")
         for latency, dev_accuracy, precision in points:
             ax.scatter(latency, dev_accuracy, color=color, marker=markers[precision], zorder=3)
-            ax.annotate(f"{name} {precision}", (latency, dev_accuracy), fontsize=7, xytext=(4, 3),
+            ax.annotate(f"{name} {precision}", (latency, dev_accuracy), fontsize=7, xytext=label_offsets[precision],
                         textcoords="offset points")
     ax.set_xscale("log")
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2, 3, 5 ms rather than 2x10^0
