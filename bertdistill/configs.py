@@ -15,6 +15,7 @@ from bertdistill.errors import ConfigFieldError, field
 from bertdistill.export_format import DEFAULT_INT8_MAX_DROP, INT8_KEEP_FLOAT
 
 OWN_FILE_TASKS = ("tsv", "csv")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype policies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,7 +246,8 @@ class AugmentationConfig:
 class TransferSetConfig:
     """generate_dataset.py: the originals augmented (Tang et al.: masking with probability
     `p_mask`, a same-kind word with `p_replace` chosen by `replacement`, an n-gram with `p_ngram`;
-    `no_augment`: originals only), each labelled by the mean logits of the `models`."""
+    `no_augment`: originals only), each labelled by the mean logits of the `models`, run under the
+    Keras dtype policy `precision`."""
 
     augmentation: AugmentationConfig
     models: tuple[str, ...]
@@ -255,6 +257,7 @@ class TransferSetConfig:
     p_ngram: float = 0.25
     replacement: str = "auto"
     word_vectors: str | None = None
+    precision: str = "float32"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -163,7 +163,7 @@ def test_each_flag_is_defined_once():
     from bertdistill.cli.shared_flags import SHARED_FLAGS
 
     sites = defined_flag_names()
-    assert "mixed_precision" in sites and "port" in sites  # the scan sees the library's and the scripts' flags
+    assert "distribution_strategy" in sites and "port" in sites  # the scan sees the library's and the scripts' flags
     assert {name: where for name, where in sites.items() if len(where) > 1} == {}
     assert sorted(set(sites) & set(SHARED_FLAGS)) == []
 

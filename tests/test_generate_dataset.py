@@ -9,7 +9,7 @@ from bertdistill.distill import transfer_set
 
 from bertdistill.models import checkpoints
 from bertdistill.models.bert import BertClassifier, BertEncoder
-from tests.bert_fixtures import TINY_VOCAB, tiny_config, write_vocab
+from tests.bert_fixtures import TINY_VOCAB, tiny_batch, tiny_config, write_vocab
 from tests.scripts import run_script
 
 SCRIPT = "generate_dataset.py"
@@ -23,8 +23,10 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("gen")
     vocab = write_vocab(root / "vocab.txt")
     for name in ("teacher", "teacher2"):
-        checkpoints.save_hf_folder(BertClassifier(BertEncoder(tiny_config()), 2), str(root / name), vocab, ["0", "1"],
-                                   True)
+        model = BertClassifier(BertEncoder(tiny_config()), 2)
+        model(tiny_batch())
+        model.head.kernel.assign(model.head.kernel * 300.0)  # logits of order 1, not 0.003 as initialised
+        checkpoints.save_hf_folder(model, str(root / name), vocab, ["0", "1"], True)
         (root / name / "labels.json").write_text(json.dumps(["0", "1"]))
     rng = np.random.default_rng(0)
     rows = [f"{' '.join(rng.choice(WORDS, rng.integers(3, 9)))}\t{i % 2}" for i in range(20)]
@@ -63,6 +65,17 @@ def test_columns_rows_labels_and_teacher_logits(workspace, tmp_path):
         batch = {"input_ids": np.array([row], np.int32), "attention_mask": np.ones((1, len(row)), np.int32),
                  "token_type_ids": np.zeros((1, len(row)), np.int32)}
         np.testing.assert_allclose(teacher.model(batch).numpy()[0], expected, atol=1e-4)
+
+
+def test_bfloat16_labelling_writes_the_same_rows_with_nearby_logits(workspace, tmp_path):
+    generate(workspace, tmp_path / "float32.tsv", "--seed=3")
+    generate(workspace, tmp_path / "bfloat16.tsv", "--seed=3", "--mixed_precision=mixed_bfloat16")
+    exact, exact_logits = transfer_set.read_transfer_set(str(tmp_path / "float32.tsv"), ["0", "1"])
+    rounded, rounded_logits = transfer_set.read_transfer_set(str(tmp_path / "bfloat16.tsv"), ["0", "1"])
+    assert [e.text_a for e in rounded] == [e.text_a for e in exact]
+    assert not np.array_equal(rounded_logits, exact_logits)  # the teacher did run in bfloat16
+    assert np.abs(exact_logits).mean() > 0.1
+    np.testing.assert_allclose(rounded_logits, exact_logits, atol=0.05)
 
 
 def test_two_shards_concatenate_to_the_unsharded_output(workspace, tmp_path):

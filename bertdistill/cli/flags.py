@@ -13,7 +13,7 @@ from absl import flags
 
 from bertdistill.data import data
 from bertdistill.configs import DataConfig
-from bertdistill.training.distribute import PRECISIONS, STRATEGIES
+from bertdistill.training.distribute import STRATEGIES
 from bertdistill.errors import FlagError
 from bertdistill.cli.shared_flags import define_flag
 
@@ -104,8 +104,7 @@ def define_common_flags(flag_values: flags.FlagValues = flags.FLAGS, *, bert: bo
                          "and TensorBoard training summaries.", **fv)
     define_flag("output_dir", flag_values)
     define_flag("overwrite_output_dir", flag_values)
-    flags.DEFINE_enum("mixed_precision", "float32", PRECISIONS,
-                      "Precision policy: mixed_bfloat16 on CPU/TPU, mixed_float16 on GPU.", **fv)
+    define_flag("mixed_precision", flag_values)
     flags.DEFINE_enum("distribution_strategy", "off", STRATEGIES, "tf.distribute strategy.", **fv)
     flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --distribution_strategy=tpu.", **fv)
     flags.DEFINE_bool("use_xla", False, "Compile the per-replica train step with XLA.", **fv)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from absl import flags
 
+from bertdistill.configs import PRECISIONS
 from bertdistill.export_format import DEFAULT_INT8_MAX_DROP, INT8_KEEP_FLOAT, INT8_LAYER_NAMES
 from bertdistill.serving.predictor import DEFAULT_BATCH_SIZE
 from bertdistill.training.validation import SEED_BOUNDS
@@ -54,6 +55,8 @@ SHARED_FLAGS: dict[str, FlagSpec] = {
                                 "checkpoint prefix, Hugging Face folder or export folder (default: minilm)."),
     "bert_config_file": FlagSpec(_STRING, None, "bert_config.json of a Google checkpoint."),
     "vocab_file": FlagSpec(_STRING, None, "WordPiece vocab.txt (default: the checkpoint's)."),
+    "mixed_precision": FlagSpec(flags.DEFINE_enum, "float32", "Precision policy: mixed_bfloat16 on CPU/TPU, "
+                                "mixed_float16 on GPU.", {"enum_values": list(PRECISIONS)}),
     "max_seq_length": FlagSpec(_INT, 128, "Maximum tokens per example (after tokenization)."),
     "model_dir": FlagSpec(_STRING, None, "An export folder (<output_dir>/export of bert_finetune, tinybert or "
                           "distil_lstm).", several=True),

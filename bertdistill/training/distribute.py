@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
+from bertdistill.configs import PRECISIONS
 from bertdistill.errors import UserError, field
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("off", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
 
