@@ -17,7 +17,7 @@ each runs over the same length-sorted batches. Rules and probabilities: `bertdis
 Word replacement is POS-guided when nltk and its tagger are installed, else nearest neighbours
 in `--word_vectors` when given, else in the (first) teacher's own input embeddings
 (`--replacement` chooses explicitly). The teachers are logged with the written row count.
-`--mixed_precision=mixed_bfloat16` runs the teachers in bfloat16 (about twice as fast on CPUs
+`--mixed_precision=mixed_bfloat16` runs the teachers in bfloat16 (about 1.5x as fast on CPUs
 with bf16 units; the logits move by a few thousandths on average, see docs/results.md).
 
 Shards: `--num_shards=N --shard_index=k` take the k-th contiguous slice of the originals and

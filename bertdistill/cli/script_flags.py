@@ -139,7 +139,7 @@ def define_generate_dataset_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
                       flag_values=fv)
     define_flag("word_vectors", fv, help="GloVe/word2vec text file for --replacement=word_vectors.")
     define_flag("mixed_precision", fv, help="Precision policy of the teachers' forward passes (the logits are "
-                "written as float32): mixed_bfloat16 labels about twice as fast on CPUs with bf16 units.")
+                "written as float32): mixed_bfloat16 labels about 1.5x as fast on CPUs with bf16 units.")
     define_augmentation_flags(
         fv, model_help=GENERATE_MODEL_HELP,
         augment_factor_help="Augmentation attempts per original (Tang et al.: 20).",
