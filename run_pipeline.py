@@ -324,8 +324,8 @@ def skipped_stages() -> dict[str, str]:
     """{stage: why} of the stages that cannot take this task (sentence pairs)."""
     if processor_from_flags(FLAGS).text_inputs != TEXT_PAIR:
         return {}
-    reason = {name: "the BiLSTM student reads single sentences; this task has sentence pairs"
-              for name in ("transfer_bilstm", "bilstm_gold", "bilstm_distil")}
+    lstm_stages = ["transfer_bilstm"] * bool(setting("lstm_augment_factor")) + ["bilstm_gold", "bilstm_distil"]
+    reason = {name: "the BiLSTM student reads single sentences; this task has sentence pairs" for name in lstm_stages}
     for name, student in PRESETS[FLAGS.preset]["students"].items():
         if any(flag.startswith("--student_model=") for flag in student):
             reason[name] = ("a student with its own vocabulary learns from single sentences only; this task has "

@@ -3,6 +3,7 @@ every report file with its keys and valid PNGs, each accuracy of the report coun
 exports, completed stages skipped on a second run with nothing run again, a stage killed (kill -9)
 at a known checkpoint resumed, a killed pipeline's stage dying with it, bad flags refused before any
 work."""
+import csv
 import json
 import os
 import re
@@ -54,7 +55,7 @@ def arguments(workspace, output_dir, *extra):
     short = "--max_seq_length=16"
     return (f"--data_dir={workspace / 'data'}", f"--init_checkpoint={workspace / 'pretrained'}",
             f"--student_config={workspace / 'student.json'}", f"--output_dir={output_dir}", "--preset=smoke",
-            "--num_teachers=2", "--augment_factor=1", "--speed_rounds=1", "--latency_texts=4",
+            "--num_teachers=2", "--augment_factor=1", "--lstm_augment_factor=2", "--speed_rounds=1", "--latency_texts=4",
             "--robustness_examples=12",
             f"--stage_flag=teacher:{short}", "--stage_flag=teacher:--train_batch_size=8",
             f"--stage_flag=transfer:{short}", f"--stage_flag=bilstm_gold:{short}",
@@ -86,13 +87,15 @@ def counted_accuracy(export_dir, precision: str, texts, gold) -> float:
 def test_smoke_pipeline_writes_the_whole_report(workspace, finished):
     output_dir, result = finished
     # The nominal ETA counts each teacher's training and labelling pass: smoke minutes 0.1 data
-    # + 2 x 3.0 teachers + 2 x 0.8 transfer + 0.6 + 1.0 BiLSTMs + 4.5 TinyBERT + 1.5 report.
-    assert ("[pipeline] stage 1/8 data: start (train subsample of 2000); elapsed 00:00:00, "
-            "ETA ~00:15:18 (nominal)") in result.stdout
-    assert "[pipeline] stage 8/8 report: done" in result.stdout
+    # + 2 x 3.0 teachers + 2 x 0.8 transfer + 2 x 1.6 the BiLSTM's (x2 against x1: twice the rows)
+    # + 0.6 + 1.0 BiLSTMs + 4.5 TinyBERT + 1.5 report.
+    assert ("[pipeline] stage 1/9 data: start (train subsample of 2000); elapsed 00:00:00, "
+            "ETA ~00:18:30 (nominal)") in result.stdout
+    assert "[pipeline] stage 9/9 report: done" in result.stdout
     report = output_dir / "report"
     results = json.loads((report / "results.json").read_text())
     assert set(results["models"]) == {"teacher_1", "teacher_2", "bilstm_gold", "bilstm_distil", "tinybert"}
+    assert results["models"]["bilstm_distil"]["description"] == "BiLSTM distilled on its own x2 transfer set"
     texts, gold = dev_set(workspace)
     assert results["dev_examples"] == len(texts) == 16
     for name, entry in results["models"].items():
@@ -125,7 +128,8 @@ def test_smoke_pipeline_writes_the_whole_report(workspace, finished):
     markdown = (report / "results.md").read_text()
     for name in results["models"]:
         assert f"| {name} |" in markdown
-    stages = ["data", "teacher_1", "teacher_2", "transfer", "bilstm_gold", "bilstm_distil", "tinybert"]
+    stages = ["data", "teacher_1", "teacher_2", "transfer", "transfer_bilstm", "bilstm_gold", "bilstm_distil",
+              "tinybert"]
     assert list(results["provenance"]["stages"]) == stages  # in the chain's order, each with its wall time
     assert "labelled by teacher_1 + teacher_2 (mean logits)" in markdown
     assert re.search(r"Wall time per stage \(min\): " + ", ".join(rf"{name} \d+\.\d" for name in stages)
@@ -136,6 +140,22 @@ def test_smoke_pipeline_writes_the_whole_report(workspace, finished):
     # The transfer set's logits are the mean of both teachers' (label = argmax for new rows).
     header = (output_dir / "transfer" / "augmented.tsv").read_text().splitlines()[0].split("\t")
     assert header[:2] == ["sentence", "label"] and len(header) == 4
+    # The BiLSTM learnt from its own transfer set (up to 2 new sentences per train row, the
+    # shared one up to 1), the TinyBERT student from the shared one.
+    rows = {name: len(read_tsv(output_dir / name / "augmented.tsv")) for name in ("transfer", "transfer_bilstm")}
+    assert 40 < rows["transfer"] <= 80 and rows["transfer"] < rows["transfer_bilstm"] <= 120, rows
+    augmented = {stage: [flag for flag in json.loads((output_dir / "pipeline" / f"{stage}.json").read_text())["command"]
+                         if flag.startswith("--augmented_file=")] for stage in ("bilstm_distil", "tinybert")}
+    assert augmented == {"bilstm_distil": [f"--augmented_file={output_dir / 'transfer_bilstm' / 'augmented.tsv'}"],
+                         "tinybert": [f"--augmented_file={output_dir / 'transfer' / 'augmented.tsv'}"]}
+    assert read_tsv(output_dir / "transfer_bilstm" / "augmented.tsv")[0].keys() == \
+        read_tsv(output_dir / "transfer" / "augmented.tsv")[0].keys()
+
+
+def read_tsv(path) -> list[dict[str, str]]:
+    """A transfer set's rows, read as users read it (`csv`, tab-separated, header)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
 def test_second_run_skips_completed_stages(workspace, finished):
@@ -143,7 +163,7 @@ def test_second_run_skips_completed_stages(workspace, finished):
     before = fingerprint(output_dir)
     result = run_script(SCRIPT, *arguments(workspace, output_dir))
     lines = [line for line in result.stdout.splitlines() if line.startswith("[pipeline] stage ")]
-    assert len(lines) == 8 and all(": complete, skipped (" in line for line in lines), lines
+    assert len(lines) == 9 and all(": complete, skipped (" in line for line in lines), lines
     # Nothing ran: no stage's script started (each appends to logs/<stage>.log), the report was not
     # made again, no record, checkpoint, export or data file changed (pipeline_flags.json is written
     # again, with the same contents). The lock file comes and goes.
@@ -158,6 +178,19 @@ def test_changed_settings_are_refused_before_any_work(workspace, finished):
     assert result.returncode == 2
     lines = error_lines(result)
     assert len(lines) == 1 and "teacher_1 was completed with other settings" in lines[0], result.stderr[-2000:]
+
+
+def test_a_stage_whose_own_transfer_set_is_missing_is_refused_before_any_work(workspace, finished, tmp_path):
+    """bilstm_distil reads transfer_bilstm: --stages=bilstm_distil without it complete names it."""
+    import shutil
+
+    output_dir = tmp_path / "run"
+    shutil.copytree(finished[0], output_dir, ignore=shutil.ignore_patterns(locks.LOCK_NAME))
+    (output_dir / "pipeline" / "transfer_bilstm.json").unlink()
+    result = run_script(SCRIPT, *arguments(workspace, output_dir, "--stages=bilstm_distil"), check=False)
+    assert result.returncode == 2 and error_lines(result) == [
+        f"error: --stages: bilstm_distil reads the output of transfer_bilstm, which is not complete in {output_dir}; "
+        "add transfer to --stages"], result.stderr[-2000:]
 
 
 def test_report_alone_is_made_again(workspace, finished):
@@ -185,6 +218,8 @@ def test_kill_inside_a_stage_resumes_it(workspace, tmp_path):
     assert (output_dir / "pipeline" / "data.json").exists()
     result = run_script(SCRIPT, *args)  # without the kill hook
     assert "stage 1/2 data: complete, skipped" in result.stdout
+    # the ETA counts only the stages left to run: bilstm_gold's nominal 0.6 min, not data's 0.1
+    assert re.search(r"stage 2/2 bilstm_gold: start; elapsed 00:00:0\d, ETA ~00:00:36 \(nominal\)", result.stdout)
     assert re.search(r"Resumed from .*ckpt-6\b", (output_dir / "logs" / "bilstm_gold.log").read_text())
     assert (output_dir / "pipeline" / "bilstm_gold.json").exists()
     assert (output_dir / "bilstm_gold" / "export" / "model.onnx").exists()
@@ -226,6 +261,7 @@ def test_a_killed_pipeline_takes_its_running_stage_with_it(tmp_path):
     ("--stage_flag=bilstm_gold:--dropout=nan", "stage bilstm_gold: --dropout=nan must be a finite number"),
     ("--stage_flag=teacher:--seed=-1", "stage teacher_1: flag --seed=-1"),
     ("--stage_flag=transfer:--p_mask=2", "stage transfer: --p_mask=2.0"),
+    ("--lstm_augment_factor=-1", "--lstm_augment_factor=-1 must be 0"),
 ])
 def test_bad_flags_fail_in_one_line_before_any_work(workspace, tmp_path, flag, message):
     output_dir = tmp_path / "run"
@@ -264,6 +300,17 @@ def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
             flag.startswith("--intermediate_") for flag in commands[name])
     assert not any(flag.startswith("--stage=") for flag in commands_of("--preset=full")["tinybert"])
     assert f"--teacher_model={tmp_path / 'teacher_1' / 'export'}" in commands["tinybert_3l"]
+    # the BiLSTM's own x8 transfer set, labelled in bfloat16, and the teacher's input embeddings
+    own_set = tmp_path / "transfer_bilstm" / "augmented.tsv"
+    assert {f"--output={own_set}", "--augment_factor=8", "--mixed_precision=mixed_bfloat16",
+            f"--model={tmp_path / 'teacher_1' / 'export'}"} <= set(commands["transfer_bilstm"])
+    assert {f"--augmented_file={own_set}", f"--word_vectors={tmp_path / 'teacher_1' / 'export'}",
+            "--embedding_dim=768"} <= set(commands["bilstm_distil"])
+    assert f"--augmented_file={tmp_path / 'transfer' / 'augmented.tsv'}" in commands["tinybert_6l"]
+    assert "--augment_factor=2" in commands["transfer"]
+    full = commands_of("--preset=full")
+    assert "transfer_bilstm" not in full and not any(flag.startswith("--word_vectors")
+                                                     for flag in full["bilstm_distil"])
     # the other presets keep the exporter's default (their teacher stages' commands are unchanged)
     assert not any(flag.startswith("--int8_keep_float") for flag in commands_of("--preset=full")["teacher_1"])
     assert "--int8_keep_float=none" in commands_of("--preset=full", "--teacher_int8_keep_float=none")["teacher_1"]

@@ -121,6 +121,7 @@ class Runner:
         self.stages = list(stages)
         self.started = time.time()
         self.done_nominal = 0.0  # nominal minutes of the stages run (not skipped) so far
+        self.ran: set[str] = set()  # the stages this run ran
 
     def check_records(self) -> None:
         """Refuses, before any work, a folder whose completed stages were made differently."""
@@ -133,10 +134,13 @@ class Runner:
                                      "start over")
 
     def eta(self, index: int) -> str:
-        """The remaining stages' nominal minutes, scaled by how fast this machine ran the stages
-        done so far once they make up a tenth of the nominal total."""
-        remaining = sum(stage.nominal_minutes for stage in self.stages[index:])
-        if self.done_nominal >= 0.1 * sum(stage.nominal_minutes for stage in self.stages):
+        """The nominal minutes of the stages left to run (completed ones are skipped), scaled by
+        how fast this machine ran the stages done so far once they make up a tenth of the nominal
+        total."""
+        to_run = [stage for stage in self.stages if read_record(self.output_dir, stage.name) is None
+                  or stage.name in self.ran]
+        remaining = sum(stage.nominal_minutes for stage in to_run if self.stages.index(stage) >= index)
+        if self.done_nominal >= 0.1 * sum(stage.nominal_minutes for stage in to_run):
             return _clock(remaining * (time.time() - self.started) / self.done_nominal)
         return f"~{_clock(remaining * 60)} (nominal)"
 
@@ -167,6 +171,7 @@ class Runner:
                 stage.function()
             seconds = time.time() - start
             self.done_nominal += stage.nominal_minutes
+            self.ran.add(stage.name)
             record = {"command": stage.signature, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
             os.makedirs(os.path.dirname(record_path(self.output_dir, stage.name)), exist_ok=True)
             with atomic_output(record_path(self.output_dir, stage.name)) as f:
