@@ -27,7 +27,8 @@ A sentence-pair task (--text_b_column) skips what reads single sentences only, e
 in the report saying why: the BiLSTM stages, students with their own vocabulary, robustness.
 
 Run the same command again after an interruption (even `kill -9`): completed stages are
-skipped, the interrupted one resumes from its checkpoints. `--stages=a,b` runs a subset (the
+skipped, the interrupted one resumes from its checkpoints; the report is made again when a stage
+before it ran or finished after it. `--stages=a,b` runs a subset (the
 stages they read must be complete); `--stages=report` alone remakes the report. Extra flags for
 one stage's script: `--stage_flag=bilstm_gold:--hidden_size=150` (repeatable; `teacher` applies to
 every teacher).
@@ -457,7 +458,8 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
             nominal_minutes=minutes["tinybert"], description="stage 1 + stage 2" if stage1 else "stage 2"))
     stages.append(orchestration.Stage(
         "report", function=lambda: make_report(output_dir, teachers), nominal_minutes=minutes["report"],
-        key=[str(setting(n)) for n in ("robustness_examples", "robustness_rates", "speed_rounds", "latency_texts")]))
+        key=[str(setting(n)) for n in ("robustness_examples", "robustness_rates", "speed_rounds", "latency_texts")],
+        follows_earlier=True))
     return [stage for stage in stages if stage.name not in skipped]
 
 

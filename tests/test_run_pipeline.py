@@ -193,6 +193,31 @@ def test_a_stage_whose_own_transfer_set_is_missing_is_refused_before_any_work(wo
         "add transfer to --stages"], result.stderr[-2000:]
 
 
+def test_a_stage_newer_than_the_report_makes_it_again(workspace, finished):
+    """A student stage that finished after the report (run again, or a stage added to the chain):
+    the same command makes the report again and skips the rest; after that, it is complete."""
+    import datetime
+
+    output_dir, _ = finished
+    report_finished = json.loads((output_dir / "pipeline" / "report.json").read_text())["finished"]
+    record_file = output_dir / "pipeline" / "bilstm_distil.json"
+    record = record_file.read_text()
+    later = datetime.datetime.fromisoformat(report_finished) + datetime.timedelta(seconds=1)
+    record_file.write_text(json.dumps({**json.loads(record), "finished": later.isoformat()}))
+    try:
+        before = (output_dir / "report" / "results.json").stat().st_mtime_ns
+        result = run_script(SCRIPT, *arguments(workspace, output_dir))
+        lines = [line for line in result.stdout.splitlines() if line.startswith("[pipeline] stage ")]
+        assert all(": complete, skipped (" in line for line in lines[:8]), lines
+        assert lines[8] == "[pipeline] stage 9/9 report: made again (an earlier stage is newer)", lines
+        assert lines[9].startswith("[pipeline] stage 9/9 report: start;") and len(lines) == 11, lines
+        assert (output_dir / "report" / "results.json").stat().st_mtime_ns > before
+        again = run_script(SCRIPT, *arguments(workspace, output_dir))
+        assert "[pipeline] stage 9/9 report: complete, skipped" in again.stdout
+    finally:
+        record_file.write_text(record)
+
+
 def test_report_alone_is_made_again(workspace, finished):
     output_dir, _ = finished
     before = (output_dir / "report" / "results.json").stat().st_mtime_ns

@@ -3,7 +3,8 @@ interrupted.
 
 A stage is a command (one of the toolkit's scripts, in a fresh interpreter) or a function. When
 it succeeds, `<output_dir>/pipeline/<stage>.json` records its command and wall time: the next
-run skips it. A killed stage has no record, so the next run starts the same command again and
+run skips it (a stage that reads every earlier one, the report, runs again when one of those
+runs or finished after it). A killed stage has no record, so the next run starts the same command again and
 the script resumes from its own checkpoints (its run manifest guarantees it is the same run).
 A record made with a different command is refused, naming what differs. `check_stages` runs
 every stage's own flag checks before the first stage starts. Script stages die with
@@ -44,7 +45,8 @@ class Stage:
     description: str = ""
     key: Sequence[str] | None = None  # what the record must match (default: the command)
     check: Callable[[], None] | None = None  # the stage's own checks of its flags, run before any stage
-
+    # Made again when an earlier stage runs or finished after it (the report, which reads them all).
+    follows_earlier: bool = False
 
     @property
     def signature(self) -> list[str]:
@@ -121,7 +123,7 @@ class Runner:
         self.stages = list(stages)
         self.started = time.time()
         self.done_nominal = 0.0  # nominal minutes of the stages run (not skipped) so far
-        self.ran: set[str] = set()  # the stages this run ran
+        self.to_run = self.stages_to_run()
 
     def check_records(self) -> None:
         """Refuses, before any work, a folder whose completed stages were made differently."""
@@ -133,12 +135,23 @@ class Runner:
                                 hint=f"use another {field('output_dir')}, or {field('overwrite_output_dir')} to "
                                      "start over")
 
+    def stages_to_run(self) -> list[str]:
+        """The stages without a record, and each `follows_earlier` stage after one of those or
+        after a stage that finished later than it did."""
+        to_run, newest = [], ""
+        for stage in self.stages:
+            record = read_record(self.output_dir, stage.name)
+            if record is None or (stage.follows_earlier and (to_run or newest > record["finished"])):
+                to_run.append(stage.name)
+            else:
+                newest = max(newest, record["finished"])
+        return to_run
+
     def eta(self, index: int) -> str:
         """The nominal minutes of the stages left to run (completed ones are skipped), scaled by
         how fast this machine ran the stages done so far once they make up a tenth of the nominal
         total."""
-        to_run = [stage for stage in self.stages if read_record(self.output_dir, stage.name) is None
-                  or stage.name in self.ran]
+        to_run = [stage for stage in self.stages if stage.name in self.to_run]
         remaining = sum(stage.nominal_minutes for stage in to_run if self.stages.index(stage) >= index)
         if self.done_nominal >= 0.1 * sum(stage.nominal_minutes for stage in to_run):
             return _clock(remaining * (time.time() - self.started) / self.done_nominal)
@@ -152,10 +165,12 @@ class Runner:
         for index, stage in enumerate(self.stages):
             header = f"stage {index + 1}/{total} {stage.name}"
             record = read_record(self.output_dir, stage.name)
-            if record is not None:
+            if stage.name not in self.to_run:
                 print(f"[pipeline] {header}: complete, skipped ({_clock(record['seconds'])} when it ran)", flush=True)
                 records[stage.name] = record
                 continue
+            if record is not None:
+                print(f"[pipeline] {header}: made again (an earlier stage is newer)", flush=True)
             print(f"[pipeline] {header}: start{f' ({stage.description})' if stage.description else ''}; elapsed "
                   f"{_clock(time.time() - self.started)}, ETA {self.eta(index)}", flush=True)
             start = time.time()
@@ -171,7 +186,6 @@ class Runner:
                 stage.function()
             seconds = time.time() - start
             self.done_nominal += stage.nominal_minutes
-            self.ran.add(stage.name)
             record = {"command": stage.signature, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
             os.makedirs(os.path.dirname(record_path(self.output_dir, stage.name)), exist_ok=True)
             with atomic_output(record_path(self.output_dir, stage.name)) as f:
