@@ -244,6 +244,8 @@ def validate() -> None:
     for stage in stages:
         if family(stage.name) == "tinybert" and not PRESETS[FLAGS.preset]["students"][stage.name]:
             check_student(stage)
+        if stage.name == "bilstm_distil":
+            check_teacher_embeddings(stage)
     validation.writable_dir("output_dir", FLAGS.output_dir)
     if FLAGS.compare_with:
         if os.path.abspath(FLAGS.compare_with) == os.path.abspath(FLAGS.output_dir):
@@ -297,6 +299,20 @@ def check_student(stage: orchestration.Stage) -> None:
     except errors.ConfigError as e:
         raise FlagError("student_config", f"--student_config={FLAGS.student_config}: {e}; or pass "
                                           "--stage_flag=tinybert:--student_init=random") from None
+
+
+def check_teacher_embeddings(stage: orchestration.Stage) -> None:
+    """A BiLSTM started from the first teacher's input embeddings needs --embedding_dim equal to
+    the teacher's width: refused before the teacher is trained, not when the BiLSTM starts."""
+    teacher = teacher_config()
+    lstm = script_flags.parse_arguments("distil_lstm/main.py", stage.command[1:])
+    teacher_export = os.path.join(os.path.abspath(FLAGS.output_dir), "teacher_1", "export")
+    if teacher is None or os.path.abspath(lstm.word_vectors or "") != teacher_export:
+        return
+    if lstm.embedding_dim != teacher.hidden_size:
+        raise errors.UserError(f"stage bilstm_distil: --word_vectors={lstm.word_vectors} gives the teacher's "
+                               f"{teacher.hidden_size}-d input embeddings, not --embedding_dim={lstm.embedding_dim}",
+                               hint=f"pass --stage_flag=bilstm_distil:--embedding_dim={teacher.hidden_size}")
 
 
 def data_source() -> str | None:

@@ -366,6 +366,22 @@ def test_a_student_that_cannot_start_from_the_teachers_layers_is_refused_before_
     assert not (tmp_path / "run" / "pipeline").exists()
 
 
+def test_teacher_embeddings_of_another_width_are_refused_before_any_stage(workspace, tmp_path):
+    """The BiLSTM started from the first teacher's input embeddings (16 wide here) with another
+    --embedding_dim (8): one line before the teacher trains, not a failure hours later."""
+    output_dir = tmp_path / "run"
+    flag = f"--stage_flag=bilstm_distil:--word_vectors={output_dir / 'teacher_1' / 'export'}"
+    result = run_script(SCRIPT, *arguments(workspace, output_dir, flag), check=False)
+    assert result.returncode == 2 and error_lines(result) == [
+        f"error: stage bilstm_distil: --word_vectors={output_dir / 'teacher_1' / 'export'} gives the teacher's "
+        "16-d input embeddings, not --embedding_dim=8; pass --stage_flag=bilstm_distil:--embedding_dim=16"], \
+        result.stderr[-2000:]
+    assert not (output_dir / "pipeline").exists()
+    right = "--stage_flag=bilstm_distil:--embedding_dim=16"
+    accepted = run_script(SCRIPT, *arguments(workspace, output_dir, flag, right, "--stages=data"))
+    assert "[pipeline] stage 1/1 data: done" in accepted.stdout
+
+
 def test_a_teacher_int8_setting_that_names_no_layer_is_refused_before_any_stage(workspace, tmp_path):
     result = run_script(SCRIPT, *arguments(workspace, tmp_path / "run", "--teacher_int8_keep_float=intermediat"),
                         check=False)

@@ -4,8 +4,9 @@ interrupted.
 A stage is a command (one of the toolkit's scripts, in a fresh interpreter) or a function. When
 it succeeds, `<output_dir>/pipeline/<stage>.json` records its command and wall time: the next
 run skips it (a stage that reads every earlier one, the report, runs again when one of those
-runs or finished after it). A killed stage has no record, so the next run starts the same command again and
-the script resumes from its own checkpoints (its run manifest guarantees it is the same run).
+runs or finished after it). A killed stage has no record, so the next run starts the same
+command again and the script resumes from its own checkpoints (its run manifest guarantees it
+is the same run).
 A record made with a different command is refused, naming what differs. `check_stages` runs
 every stage's own flag checks before the first stage starts. Script stages die with
 the pipeline (Linux `PR_SET_PDEATHSIG`), so a `kill -9` of the pipeline leaves no orphan
