@@ -240,12 +240,12 @@ def validate() -> None:
     stage_flags()
     validation.check_outputs({"output_dir": FLAGS.output_dir}, [data_dir, FLAGS.init_checkpoint, FLAGS.student_config])
     stages = build_stages(os.path.abspath(FLAGS.output_dir))
-    orchestration.check_stages(stages)
+    parsed = orchestration.check_stages(stages)  # each script stage's flags, parsed
     for stage in stages:
         if family(stage.name) == "tinybert" and not PRESETS[FLAGS.preset]["students"][stage.name]:
-            check_student(stage)
+            check_student(parsed[stage.name])
         if stage.name == "bilstm_distil":
-            check_teacher_embeddings(stage)
+            check_teacher_embeddings(parsed[stage.name])
     validation.writable_dir("output_dir", FLAGS.output_dir)
     if FLAGS.compare_with:
         if os.path.abspath(FLAGS.compare_with) == os.path.abspath(FLAGS.output_dir):
@@ -287,11 +287,10 @@ def student_config_file(output_dir: str) -> str:
     return os.path.join(output_dir, DERIVED_STUDENT_CONFIG) if derived else os.path.abspath(FLAGS.student_config)
 
 
-def check_student(stage: orchestration.Stage) -> None:
-    """A student that starts from the teacher's layers must have the teacher's sizes: refused
-    before stage 1, not when the tinybert stage starts."""
+def check_student(tinybert: flags.FlagValues) -> None:
+    """A student that starts from the teacher's layers must have the teacher's sizes (`tinybert`:
+    the tinybert stage's flags): refused before stage 1, not when the tinybert stage starts."""
     teacher = teacher_config()
-    tinybert = script_flags.parse_arguments("tinybert/task_distill.py", stage.command[1:])
     if teacher is None or tinybert.student_init != "teacher_layers":
         return
     try:
@@ -301,11 +300,11 @@ def check_student(stage: orchestration.Stage) -> None:
                                           "--stage_flag=tinybert:--student_init=random") from None
 
 
-def check_teacher_embeddings(stage: orchestration.Stage) -> None:
+def check_teacher_embeddings(lstm: flags.FlagValues) -> None:
     """A BiLSTM started from the first teacher's input embeddings needs --embedding_dim equal to
-    the teacher's width: refused before the teacher is trained, not when the BiLSTM starts."""
+    the teacher's width (`lstm`: the bilstm_distil stage's flags): refused before the teacher is
+    trained, not when the BiLSTM starts."""
     teacher = teacher_config()
-    lstm = script_flags.parse_arguments("distil_lstm/main.py", stage.command[1:])
     teacher_export = os.path.join(os.path.abspath(FLAGS.output_dir), "teacher_1", "export")
     if teacher is None or os.path.abspath(lstm.word_vectors or "") != teacher_export:
         return
@@ -407,7 +406,8 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
     extra = stage_flags()
     data_dir = data_folder(output_dir)
     seed = FLAGS.seed
-    teachers = [os.path.join(output_dir, f"teacher_{k}") for k in range(1, setting("num_teachers") + 1)]
+    teacher_names = [f"teacher_{k}" for k in range(1, setting("num_teachers") + 1)]
+    teachers = [os.path.join(output_dir, name) for name in teacher_names]
     task = task_arguments()
     skipped = skipped_stages()
     transfer = os.path.join(output_dir, "transfer", "augmented.tsv")
@@ -428,22 +428,26 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
             "--eval_batch_size=64", f"--learning_rate={setting('teacher_learning_rate')}",
             f"--mixed_precision={setting('teacher_precision')}", f"--num_train_epochs={setting('teacher_epochs')}",
             "--warmup_proportion=0.1", "--save_checkpoints_steps=500", "--classifier_pooling=mean",
-            f"--seed={seed + k}", gate, *teacher_int8, *init, *extra.get("teacher", []),
+            f"--seed={seed + k}", gate, *teacher_int8, *init, *extra.get("teacher", []), reads=["data"],
             nominal_minutes=minutes["teacher"], description=f"seed {seed + k}"))
     exports = [os.path.join(folder, "export") for folder in teachers]
-    stages.append(script_stage(
-        "transfer", "generate_dataset.py", *task, f"--input={data_dir}", f"--model={','.join(exports)}",
-        f"--output={transfer}", f"--augment_factor={setting('augment_factor')}", f"--seed={seed}",
-        *extra.get("transfer", []),
+
+    def transfer_stage(name: str, output: str, factor: int, *own_flags: str, **kwargs) -> orchestration.Stage:
+        """A transfer set of `factor` new sentences per train sentence, labelled by every teacher."""
+        return script_stage(name, "generate_dataset.py", *task, f"--input={data_dir}", f"--model={','.join(exports)}",
+                            f"--output={output}", f"--augment_factor={factor}", f"--seed={seed}", *own_flags,
+                            *extra.get("transfer", []), reads=["data", *teacher_names], **kwargs)
+
+    stages.append(transfer_stage(
+        "transfer", transfer, setting("augment_factor"),
         nominal_minutes=minutes["transfer"] * len(exports),  # labelling dominates: one pass per teacher
         description=f"{len(exports)} teacher(s)"))
-    lstm_factor, lstm_transfer = setting("lstm_augment_factor"), transfer
+    lstm_factor = setting("lstm_augment_factor")  # 0: the BiLSTM reads the shared transfer set
+    lstm_transfer_stage = "transfer_bilstm" if lstm_factor else "transfer"
+    lstm_transfer = os.path.join(output_dir, lstm_transfer_stage, "augmented.tsv")
     if lstm_factor:
-        lstm_transfer = os.path.join(output_dir, "transfer_bilstm", "augmented.tsv")
-        stages.append(script_stage(
-            "transfer_bilstm", "generate_dataset.py", *task, f"--input={data_dir}", f"--model={','.join(exports)}",
-            f"--output={lstm_transfer}", f"--augment_factor={lstm_factor}", f"--seed={seed}",
-            f"--mixed_precision={setting('lstm_transfer_precision')}", *extra.get("transfer", []),
+        stages.append(transfer_stage(
+            lstm_transfer_stage, lstm_transfer, lstm_factor, f"--mixed_precision={setting('lstm_transfer_precision')}",
             nominal_minutes=minutes.get("transfer_bilstm", minutes["transfer"] * lstm_factor
                                         / setting("augment_factor")) * len(exports),
             description=f"the BiLSTM's, x{lstm_factor}"))
@@ -451,13 +455,13 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
     stages.append(script_stage(
         "bilstm_gold", "distil_lstm/main.py", "--mode=train", f"--output_dir={os.path.join(output_dir, 'bilstm_gold')}",
         f"--num_train_epochs={setting('lstm_epochs')}", "--early_stopping_patience=3", *lstm,
-        *extra.get("bilstm_gold", []), nominal_minutes=minutes["bilstm_gold"]))
+        *extra.get("bilstm_gold", []), reads=["data"], nominal_minutes=minutes["bilstm_gold"]))
     stages.append(script_stage(
         "bilstm_distil", "distil_lstm/main.py", "--mode=distil",
         f"--output_dir={os.path.join(output_dir, 'bilstm_distil')}", f"--augmented_file={lstm_transfer}",
         f"--num_train_epochs={setting('lstm_distil_epochs')}", *lstm,
         *student_flags(PRESETS[FLAGS.preset]["lstm_distil_flags"], output_dir), *extra.get("bilstm_distil", []),
-        nominal_minutes=minutes["bilstm_distil"]))
+        reads=["data", lstm_transfer_stage], nominal_minutes=minutes["bilstm_distil"]))
     subset = setting("intermediate_max_examples")
     for name, student in PRESETS[FLAGS.preset]["students"].items():
         stage1 = runs_stage_1(student)
@@ -471,11 +475,12 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
             *([f"--intermediate_max_examples={subset}"] if subset and stage1 else []),
             "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
             f"--mixed_precision={setting('student_precision')}", f"--seed={seed}", gate, *extra.get("tinybert", []),
-            nominal_minutes=minutes["tinybert"], description="stage 1 + stage 2" if stage1 else "stage 2"))
+            reads=["data", *teacher_names, "transfer"], nominal_minutes=minutes["tinybert"],
+            description="stage 1 + stage 2" if stage1 else "stage 2"))
     stages.append(orchestration.Stage(
         "report", function=lambda: make_report(output_dir, teachers), nominal_minutes=minutes["report"],
         key=[str(setting(n)) for n in ("robustness_examples", "robustness_rates", "speed_rounds", "latency_texts")],
-        follows_earlier=True))
+        follows_earlier=True, reads=teacher_names))
     return [stage for stage in stages if stage.name not in skipped]
 
 
@@ -484,33 +489,18 @@ def family(stage: str) -> str:
     return stage.split("_")[0] if stage.startswith(("teacher_", "tinybert_", "transfer_")) else stage
 
 
-# What each stage reads from earlier ones.
-NEEDS = {"teacher": ("data",), "transfer": ("data", "teacher"), "bilstm_gold": ("data",),
-         "bilstm_distil": ("data", "transfer"), "tinybert": ("data", "teacher", "transfer"), "report": ("teacher",)}
-
-
-def reads(stage: str, other: str, names: list[str]) -> bool:
-    """Whether `stage` reads the output of `other` (of a family in NEEDS): the BiLSTM student
-    reads its own transfer set when the chain makes one, every other stage the shared one."""
-    if family(other) != "transfer":
-        return True
-    own = "transfer_bilstm" in names and stage == "bilstm_distil"
-    return other == ("transfer_bilstm" if own else "transfer")
-
-
 def selected(stages: list[orchestration.Stage], output_dir: str) -> list[orchestration.Stage]:
     """The stages --stages names, after checking that what they read is complete or runs first."""
     chosen = [s for s in stages if family(s.name) in FLAGS.stages]
     for stage in chosen:
-        for need in NEEDS.get(family(stage.name), ()):
-            if need in FLAGS.stages:
-                continue
-            names = [s.name for s in stages]
-            missing = [s.name for s in stages if family(s.name) == need and reads(stage.name, s.name, names)
-                       and orchestration.read_record(output_dir, s.name) is None]
-            if missing:
-                raise FlagError("stages", f"--stages: {stage.name} reads the output of {', '.join(missing)}, "
-                                          f"which is not complete in {output_dir}; add {need} to --stages")
+        missing: dict[str, list[str]] = {}  # by --stages name, in the order the stage reads them
+        for name in stage.reads:
+            if family(name) not in FLAGS.stages and orchestration.read_record(output_dir, name) is None:
+                missing.setdefault(family(name), []).append(name)
+        if missing:
+            need, names = next(iter(missing.items()))
+            raise FlagError("stages", f"--stages: {stage.name} reads the output of {', '.join(names)}, "
+                                      f"which is not complete in {output_dir}; add {need} to --stages")
     return chosen
 
 
