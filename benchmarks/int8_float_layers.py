@@ -10,8 +10,10 @@ quantizes every weight MatMul). Each setting
 quantizes the export's `model.onnx` again (in a temporary folder beside links to the export's
 other files) and measures SST-2 dev accuracy, and unless `--accuracy_only` both models' speed as
 the INT8 gate does (interleaved in one process). `--agreement_texts=N` also measures, on the first
-N train sentences (not dev, so it can choose a setting without tuning on dev), how often INT8
-predicts float32's label and their mean absolute logit difference. The export is not changed.
+N sentences of `--agreement_split` (not dev, so it can choose a setting without tuning on dev), how
+often INT8 predicts float32's label and their mean absolute logit difference: `test` (unlabelled,
+never trained on) for a student whose transfer set holds every train sentence. The export is not
+changed.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ define_flag("data_dir", default=os.path.join(os.path.dirname(__file__), "..", ".
 flags.DEFINE_multi_string("keep_float", ["ffn_outputs:2"], "One setting: the weight MatMuls kept in float32 "
                           "(see the module docstring); repeat for several settings.")
 flags.DEFINE_bool("accuracy_only", False, "Measure INT8 dev accuracy only (no timing).")
-flags.DEFINE_integer("agreement_texts", 0, "Also measure INT8's agreement with float32 on this many train "
-                     "sentences (0: off).", lower_bound=0)
+flags.DEFINE_integer("agreement_texts", 0, "Also measure INT8's agreement with float32 on this many sentences "
+                     "of --agreement_split (0: off).", lower_bound=0)
+flags.DEFINE_enum("agreement_split", "train", ["train", "test"], "The split whose first --agreement_texts "
+                  "sentences measure the agreement (test: unlabelled, never trained on).")
 define_flag("threads")
 define_flag("output", help="Also write the results here (JSON).")
 FLAGS = flags.FLAGS
@@ -55,8 +59,12 @@ def main(argv):
     texts, labels = zip(*[(e.text_a, e.label) for e in data.Sst2Processor().get_dev_examples(FLAGS.data_dir)])
     onnx_path = os.path.join(FLAGS.model_dir, MODEL_FILES["float32"])
     float32_accuracy = (info.get("int8_gate") or {}).get("float32_accuracy")
-    train = [e.text_a for e in data.Sst2Processor().get_train_examples(FLAGS.data_dir)[:FLAGS.agreement_texts]]
-    float32_train = Predictor(FLAGS.model_dir, quantized=False, threads=FLAGS.threads).logits_of(train) if train else None
+    split = FLAGS.agreement_split
+    processor = data.Sst2Processor()
+    examples = processor.get_train_examples if split == "train" else processor.get_test_examples
+    sentences = [e.text_a for e in examples(FLAGS.data_dir)[:FLAGS.agreement_texts]] if FLAGS.agreement_texts else []
+    float32_logits = (Predictor(FLAGS.model_dir, quantized=False, threads=FLAGS.threads).logits_of(sentences)
+                      if sentences else None)
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for name in os.listdir(FLAGS.model_dir):
@@ -75,17 +83,17 @@ def main(argv):
                 measured = measure_models(folder, texts, labels, FLAGS.threads)
                 row = gate_verdict(measured["float32"], measured["int8"],
                                    (info.get("int8_gate") or {}).get("max_drop", 0.5))
-            if train:
-                int8_train = Predictor(folder, quantized=True, threads=FLAGS.threads).logits_of(train)
-                row["train_agreement"] = 100 * float((int8_train.argmax(1) == float32_train.argmax(1)).mean())
-                row["train_mean_abs_logit_diff"] = float(abs(int8_train - float32_train).mean())
+            if sentences:
+                int8_logits = Predictor(folder, quantized=True, threads=FLAGS.threads).logits_of(sentences)
+                row[f"{split}_agreement"] = 100 * float((int8_logits.argmax(1) == float32_logits.argmax(1)).mean())
+                row[f"{split}_mean_abs_logit_diff"] = float(abs(int8_logits - float32_logits).mean())
             results.append({"keep_float": setting, "float_matmuls": len(kept), "excluded": kept, **row})
             timing = "" if FLAGS.accuracy_only else (
                 f"; latency {row['int8_latency_ms']:.2f} vs {row['float32_latency_ms']:.2f} ms, "
                 f"{row['int8_examples_per_s']:.0f} vs {row['float32_examples_per_s']:.0f} examples/s")
-            agreement = "" if not train else (f"; agrees with float32 on {row['train_agreement']:.2f}% of "
-                                              f"{len(train)} train sentences (mean |logit diff| "
-                                              f"{row['train_mean_abs_logit_diff']:.4f})")
+            agreement = "" if not sentences else (f"; agrees with float32 on {row[f'{split}_agreement']:.2f}% of "
+                                                  f"{len(sentences)} {split} sentences (mean |logit diff| "
+                                                  f"{row[f'{split}_mean_abs_logit_diff']:.4f})")
             print(f"keep float {setting} ({len(kept)} MatMuls): INT8 {row['int8_accuracy']:.2f} (float32 "
                   f"{row['float32_accuracy']:.2f}, drop {row['drop']:.2f}){timing}{agreement}", flush=True)
     if FLAGS.output:
