@@ -42,6 +42,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 
 import numpy as np
 from absl import flags, logging
@@ -239,13 +240,7 @@ def validate() -> None:
     errors.read_json(FLAGS.student_config, "--student_config")
     stage_flags()
     validation.check_outputs({"output_dir": FLAGS.output_dir}, [data_dir, FLAGS.init_checkpoint, FLAGS.student_config])
-    stages = build_stages(os.path.abspath(FLAGS.output_dir))
-    parsed = orchestration.check_stages(stages)  # each script stage's flags, parsed
-    for stage in stages:
-        if family(stage.name) == "tinybert" and not PRESETS[FLAGS.preset]["students"][stage.name]:
-            check_student(parsed[stage.name])
-        if stage.name == "bilstm_distil":
-            check_teacher_embeddings(parsed[stage.name])
+    orchestration.check_stages(build_stages(os.path.abspath(FLAGS.output_dir)))
     validation.writable_dir("output_dir", FLAGS.output_dir)
     if FLAGS.compare_with:
         if os.path.abspath(FLAGS.compare_with) == os.path.abspath(FLAGS.output_dir):
@@ -296,21 +291,20 @@ def check_student(tinybert: flags.FlagValues) -> None:
     try:
         layer_map.check_init_from_teacher(teacher, student_config()[0])
     except errors.ConfigError as e:
-        raise FlagError("student_config", f"--student_config={FLAGS.student_config}: {e}; or pass "
-                                          "--stage_flag=tinybert:--student_init=random") from None
+        raise FlagError("student_config", f"--student_config={FLAGS.student_config}: {e}",
+                        hint="in this pipeline: --stage_flag=tinybert:--student_init=random") from None
 
 
-def check_teacher_embeddings(lstm: flags.FlagValues) -> None:
-    """A BiLSTM started from the first teacher's input embeddings needs --embedding_dim equal to
-    the teacher's width (`lstm`: the bilstm_distil stage's flags): refused before the teacher is
-    trained, not when the BiLSTM starts."""
+def check_teacher_embeddings(teacher_export: str, lstm: flags.FlagValues) -> None:
+    """A BiLSTM started from the input embeddings of the first teacher (`teacher_export`) needs
+    --embedding_dim equal to the teacher's width (`lstm`: the bilstm_distil stage's flags):
+    refused before the teacher is trained, not when the BiLSTM starts."""
     teacher = teacher_config()
-    teacher_export = os.path.join(os.path.abspath(FLAGS.output_dir), "teacher_1", "export")
     if teacher is None or os.path.abspath(lstm.word_vectors or "") != teacher_export:
         return
     if lstm.embedding_dim != teacher.hidden_size:
-        raise errors.UserError(f"stage bilstm_distil: --word_vectors={lstm.word_vectors} gives the teacher's "
-                               f"{teacher.hidden_size}-d input embeddings, not --embedding_dim={lstm.embedding_dim}",
+        raise errors.UserError(f"--word_vectors={lstm.word_vectors} gives the teacher's {teacher.hidden_size}-d "
+                               f"input embeddings, not --embedding_dim={lstm.embedding_dim}",
                                hint=f"pass --stage_flag=bilstm_distil:--embedding_dim={teacher.hidden_size}")
 
 
@@ -393,11 +387,17 @@ def subsample_lines(source: str, target: str, extension: str, limit: int, rng: n
     logging.info("data: %d train rows of %s in %s", len(rows), source, target)
 
 
-def script_stage(name: str, path: str, *args: str, **kwargs) -> orchestration.Stage:
+def script_stage(name: str, path: str, *args: str,
+                 also_check: Callable[[flags.FlagValues], None] | None = None, **kwargs) -> orchestration.Stage:
     """A stage running the script `path` (relative to the repository) with `args`; the script's
-    own flag checks (`script_flags`) run before the pipeline starts."""
-    return orchestration.Stage(name, command=[os.path.join(REPO, path), *args],
-                               check=functools.partial(script_flags.check_arguments, path, args), **kwargs)
+    own flag checks (`script_flags`), then `also_check` of the parsed flags (what the pipeline
+    knows about its other stages), run before the pipeline starts."""
+    def check() -> None:
+        parsed = script_flags.check_arguments(path, args)
+        if also_check:
+            also_check(parsed)
+
+    return orchestration.Stage(name, command=[os.path.join(REPO, path), *args], check=check, **kwargs)
 
 
 def build_stages(output_dir: str) -> list[orchestration.Stage]:
@@ -461,7 +461,8 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
         f"--output_dir={os.path.join(output_dir, 'bilstm_distil')}", f"--augmented_file={lstm_transfer}",
         f"--num_train_epochs={setting('lstm_distil_epochs')}", *lstm,
         *student_flags(PRESETS[FLAGS.preset]["lstm_distil_flags"], output_dir), *extra.get("bilstm_distil", []),
-        reads=["data", lstm_transfer_stage], nominal_minutes=minutes["bilstm_distil"]))
+        also_check=functools.partial(check_teacher_embeddings, exports[0]), reads=["data", lstm_transfer_stage],
+        nominal_minutes=minutes["bilstm_distil"]))
     subset = setting("intermediate_max_examples")
     for name, student in PRESETS[FLAGS.preset]["students"].items():
         stage1 = runs_stage_1(student)
@@ -475,7 +476,8 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
             *([f"--intermediate_max_examples={subset}"] if subset and stage1 else []),
             "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
             f"--mixed_precision={setting('student_precision')}", f"--seed={seed}", gate, *extra.get("tinybert", []),
-            reads=["data", *teacher_names, "transfer"], nominal_minutes=minutes["tinybert"],
+            also_check=None if student else check_student, reads=["data", *teacher_names, "transfer"],
+            nominal_minutes=minutes["tinybert"],
             description="stage 1 + stage 2" if stage1 else "stage 2"))
     stages.append(orchestration.Stage(
         "report", function=lambda: make_report(output_dir, teachers), nominal_minutes=minutes["report"],
@@ -493,12 +495,11 @@ def selected(stages: list[orchestration.Stage], output_dir: str) -> list[orchest
     """The stages --stages names, after checking that what they read is complete or runs first."""
     chosen = [s for s in stages if family(s.name) in FLAGS.stages]
     for stage in chosen:
-        missing: dict[str, list[str]] = {}  # by --stages name, in the order the stage reads them
-        for name in stage.reads:
-            if family(name) not in FLAGS.stages and orchestration.read_record(output_dir, name) is None:
-                missing.setdefault(family(name), []).append(name)
+        missing = [name for name in stage.reads
+                   if family(name) not in FLAGS.stages and orchestration.read_record(output_dir, name) is None]
         if missing:
-            need, names = next(iter(missing.items()))
+            need = family(missing[0])  # the first --stages name missing, with its stages
+            names = [name for name in missing if family(name) == need]
             raise FlagError("stages", f"--stages: {stage.name} reads the output of {', '.join(names)}, "
                                       f"which is not complete in {output_dir}; add {need} to --stages")
     return chosen

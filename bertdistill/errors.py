@@ -55,6 +55,7 @@ class UserError(ValueError):
 
     def __init__(self, message: str, *, hint: str | None = None):
         super().__init__(f"{message}; {hint}" if hint else message)
+        self.hint = hint  # what to do, also at the end of the message
 
     def __str__(self) -> str:
         return render(str(self.args[0]) if self.args else "")

@@ -45,7 +45,7 @@ class Stage:
     nominal_minutes: float = 1.0
     description: str = ""
     key: Sequence[str] | None = None  # what the record must match (default: the command)
-    check: Callable[[], object] | None = None  # the stage's own checks of its flags, run before any stage
+    check: Callable[[], None] | None = None  # the stage's own checks of its flags, run before any stage
     # Made again when an earlier stage runs or finished after it (the report, which reads them all).
     follows_earlier: bool = False
     reads: Sequence[str] = ()  # the stages whose outputs it reads
@@ -55,22 +55,20 @@ class Stage:
         return list(self.key if self.key is not None else self.command or [])
 
 
-def check_stages(stages: Sequence[Stage]) -> dict[str, object]:
-    """Runs every stage's `check` before any stage starts and returns what each returned (by
-    stage name); a user error becomes one `UserError` naming the stage."""
-    results = {}
+def check_stages(stages: Sequence[Stage]) -> None:
+    """Runs every stage's `check` before any stage starts; a user error becomes one `UserError`
+    naming the stage (with a generic hint unless the error gives its own)."""
     for stage in stages:
         if stage.check is None:
             continue
         try:
-            results[stage.name] = stage.check()
+            stage.check()
         except Exception as e:  # noqa: BLE001 - re-raised as is unless a user error
             if not is_user_error(e):
                 raise
+            generic = f"fix it ({field('stage_flag')} or the pipeline's flags) before any stage runs"
             raise UserError(f"stage {stage.name}: {detail(e)}",
-                            hint=f"fix it ({field('stage_flag')} or the pipeline's flags) before any stage "
-                                 "runs") from None
-    return results
+                            hint=None if getattr(e, "hint", None) else generic) from None
 
 
 def record_path(output_dir: str, name: str) -> str:
