@@ -29,9 +29,10 @@ in the report saying why: the BiLSTM stages, students with their own vocabulary,
 Run the same command again after an interruption (even `kill -9`): completed stages are
 skipped, the interrupted one resumes from its checkpoints; the report is made again when a stage
 before it ran or finished after it. `--stages=a,b` runs a subset (the
-stages they read must be complete); `--stages=report` alone remakes the report. Extra flags for
+stages they read must be complete), each a name above or one stage's own (`teacher_2`,
+`transfer_bilstm`, `tinybert_3l`); `--stages=report` alone remakes the report. Extra flags for
 one stage's script: `--stage_flag=bilstm_gold:--hidden_size=150` (repeatable; `teacher` applies to
-every teacher).
+every teacher, `teacher_2` to that one only, after those of `teacher`).
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ define_flag("init_checkpoint", help="The teacher's start: a short name (minilm, 
 flags.DEFINE_enum("preset", "smoke", list(PRESETS), "smoke: a 2,000-sentence subsample (minutes); full: the README's "
                   "recipe (hours); large: the full recipe with the 12-layer MPNet teacher (many hours). Measured "
                   "times: docs/results.md.")
-flags.DEFINE_list("stages", list(STAGE_NAMES), f"Stages to run, in order: {', '.join(STAGE_NAMES)}.")
+flags.DEFINE_list("stages", list(STAGE_NAMES), f"Stages to run, in order: {', '.join(STAGE_NAMES)}, or one "
+                  "stage by its own name (teacher_2, transfer_bilstm, tinybert_3l).")
 define_flag("seed", help="Seed of every stage (teacher k gets seed + k - 1).")
 flags.DEFINE_integer("num_teachers", None, "Teachers (seeds) fine-tuned; the transfer set gets their mean logits.")
 flags.DEFINE_float("teacher_epochs", None, "Teacher fine-tuning epochs (best-by-dev over the epochs is kept).")
@@ -177,7 +179,8 @@ flags.DEFINE_integer("speed_rounds", None, "Interleaved timing rounds in the rep
 flags.DEFINE_integer("latency_texts", None, "Single-sentence calls per model and round.")
 define_flag("int8_max_drop", help="Each export's INT8 model is recommended for serving only if it loses at most "
             "this many dev points.")
-flags.DEFINE_multi_string("stage_flag", [], "STAGE:--flag=value passed to one stage's script (repeatable).")
+flags.DEFINE_multi_string("stage_flag", [], "STAGE:--flag=value passed to one stage's script (repeatable); "
+                          "STAGE as in --stages (teacher: every teacher; teacher_2: that one).")
 flags.DEFINE_string("compare_with", None, "Another finished pipeline run (its --output_dir): the report shows its models "
                     "beside this run's, named FOLDER:STAGE, measured in the same process (e.g. the MiniLM chain "
                     "beside --preset=large). With a complete run, add --stages=report to remake the report.")
@@ -196,22 +199,39 @@ def teacher_init() -> str | None:
 
 
 def stage_flags() -> dict[str, list[str]]:
+    """--stage_flag by the stage name it gives (a --stages name or one stage's own)."""
     extra: dict[str, list[str]] = {}
     for item in FLAGS.stage_flag:
         stage, _, flag = item.partition(":")
-        if stage not in STAGE_NAMES or not flag.startswith("--"):
+        if family(stage) not in STAGE_NAMES or not flag.startswith("--"):
             raise FlagError("stage_flag", f"--stage_flag={item!r}: expected STAGE:--flag=value with STAGE one of "
-                                          f"{', '.join(STAGE_NAMES)}")
+                                          f"{', '.join(STAGE_NAMES)} or one stage's own name (teacher_2)")
         extra.setdefault(stage, []).append(flag)
     return extra
 
 
+def flags_of_stage(extra: dict[str, list[str]], name: str) -> list[str]:
+    """The --stage_flag values for stage `name`: its --stages name's, then its own."""
+    return [*extra.get(family(name), []), *(extra.get(name, []) if name != family(name) else [])]
+
+
+def check_stage_names(stages: list[orchestration.Stage]) -> None:
+    """--stages and --stage_flag name a --stages name or one of this run's stages."""
+    known = [*STAGE_NAMES, *(stage.name for stage in stages if stage.name not in STAGE_NAMES)]
+    unknown = [name for name in FLAGS.stages if name not in known]
+    if unknown:
+        raise FlagError("stages", f"--stages={','.join(FLAGS.stages)}: unknown {unknown}; choose from "
+                                  f"{', '.join(known)}")
+    for name in stage_flags():
+        if name not in known:
+            raise FlagError("stage_flag", f"--stage_flag={name}:...: this run has no stage {name}; choose from "
+                                          f"{', '.join(known)}")
+
+
 def validate() -> None:
     """Every flag checked before any work."""
-    unknown = [s for s in FLAGS.stages if s not in STAGE_NAMES]
-    if unknown or not FLAGS.stages:
-        raise FlagError("stages", f"--stages={','.join(FLAGS.stages)}: unknown {unknown}; choose from "
-                                  f"{', '.join(STAGE_NAMES)}")
+    if not FLAGS.stages:
+        raise FlagError("stages", f"--stages is empty; choose from {', '.join(STAGE_NAMES)}")
     for name in ("num_teachers", "teacher_epochs", "augment_factor", "lstm_epochs", "lstm_distil_epochs",
                  "intermediate_epochs", "prediction_epochs", "speed_rounds", "latency_texts"):
         validation.positive(name, setting(name))
@@ -240,7 +260,9 @@ def validate() -> None:
     errors.read_json(FLAGS.student_config, "--student_config")
     stage_flags()
     validation.check_outputs({"output_dir": FLAGS.output_dir}, [data_dir, FLAGS.init_checkpoint, FLAGS.student_config])
-    orchestration.check_stages(build_stages(os.path.abspath(FLAGS.output_dir)))
+    stages = build_stages(os.path.abspath(FLAGS.output_dir))
+    check_stage_names(stages)
+    orchestration.check_stages(stages)
     validation.writable_dir("output_dir", FLAGS.output_dir)
     if FLAGS.compare_with:
         if os.path.abspath(FLAGS.compare_with) == os.path.abspath(FLAGS.output_dir):
@@ -428,7 +450,8 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
             "--eval_batch_size=64", f"--learning_rate={setting('teacher_learning_rate')}",
             f"--mixed_precision={setting('teacher_precision')}", f"--num_train_epochs={setting('teacher_epochs')}",
             "--warmup_proportion=0.1", "--save_checkpoints_steps=500", "--classifier_pooling=mean",
-            f"--seed={seed + k}", gate, *teacher_int8, *init, *extra.get("teacher", []), reads=["data"],
+            f"--seed={seed + k}", gate, *teacher_int8, *init, *flags_of_stage(extra, f"teacher_{k + 1}"),
+            reads=["data"],
             nominal_minutes=minutes["teacher"], description=f"seed {seed + k}"))
     exports = [os.path.join(folder, "export") for folder in teachers]
 
@@ -436,7 +459,7 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
         """A transfer set of `factor` new sentences per train sentence, labelled by every teacher."""
         return script_stage(name, "generate_dataset.py", *task, f"--input={data_dir}", f"--model={','.join(exports)}",
                             f"--output={output}", f"--augment_factor={factor}", f"--seed={seed}", *own_flags,
-                            *extra.get("transfer", []), reads=["data", *teacher_names], **kwargs)
+                            *flags_of_stage(extra, name), reads=["data", *teacher_names], **kwargs)
 
     stages.append(transfer_stage(
         "transfer", transfer, setting("augment_factor"),
@@ -455,12 +478,12 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
     stages.append(script_stage(
         "bilstm_gold", "distil_lstm/main.py", "--mode=train", f"--output_dir={os.path.join(output_dir, 'bilstm_gold')}",
         f"--num_train_epochs={setting('lstm_epochs')}", "--early_stopping_patience=3", *lstm,
-        *extra.get("bilstm_gold", []), reads=["data"], nominal_minutes=minutes["bilstm_gold"]))
+        *flags_of_stage(extra, "bilstm_gold"), reads=["data"], nominal_minutes=minutes["bilstm_gold"]))
     stages.append(script_stage(
         "bilstm_distil", "distil_lstm/main.py", "--mode=distil",
         f"--output_dir={os.path.join(output_dir, 'bilstm_distil')}", f"--augmented_file={lstm_transfer}",
         f"--num_train_epochs={setting('lstm_distil_epochs')}", *lstm,
-        *student_flags(PRESETS[FLAGS.preset]["lstm_distil_flags"], output_dir), *extra.get("bilstm_distil", []),
+        *student_flags(PRESETS[FLAGS.preset]["lstm_distil_flags"], output_dir), *flags_of_stage(extra, "bilstm_distil"),
         also_check=functools.partial(check_teacher_embeddings, exports[0]), reads=["data", lstm_transfer_stage],
         nominal_minutes=minutes["bilstm_distil"]))
     subset = setting("intermediate_max_examples")
@@ -475,7 +498,7 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
             f"--prediction_epochs={setting('prediction_epochs')}",
             *([f"--intermediate_max_examples={subset}"] if subset and stage1 else []),
             "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
-            f"--mixed_precision={setting('student_precision')}", f"--seed={seed}", gate, *extra.get("tinybert", []),
+            f"--mixed_precision={setting('student_precision')}", f"--seed={seed}", gate, *flags_of_stage(extra, name),
             also_check=None if student else check_student, reads=["data", *teacher_names, "transfer"],
             nominal_minutes=minutes["tinybert"],
             description="stage 1 + stage 2" if stage1 else "stage 2"))
@@ -493,10 +516,11 @@ def family(stage: str) -> str:
 
 def selected(stages: list[orchestration.Stage], output_dir: str) -> list[orchestration.Stage]:
     """The stages --stages names, after checking that what they read is complete or runs first."""
-    chosen = [s for s in stages if family(s.name) in FLAGS.stages]
+    chosen = [s for s in stages if family(s.name) in FLAGS.stages or s.name in FLAGS.stages]
     for stage in chosen:
         missing = [name for name in stage.reads
-                   if family(name) not in FLAGS.stages and orchestration.read_record(output_dir, name) is None]
+                   if family(name) not in FLAGS.stages and name not in FLAGS.stages
+                   and orchestration.read_record(output_dir, name) is None]
         if missing:
             need = family(missing[0])  # the first --stages name missing, with its stages
             names = [name for name in missing if family(name) == need]

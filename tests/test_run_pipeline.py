@@ -193,6 +193,21 @@ def test_a_stage_whose_own_transfer_set_is_missing_is_refused_before_any_work(wo
         "add transfer to --stages"], result.stderr[-2000:]
 
 
+def test_a_stage_is_chosen_and_given_flags_by_its_own_name(workspace, finished):
+    """--stages=transfer_bilstm runs that stage alone (not the shared transfer set); a
+    --stage_flag for teacher_2 changes that teacher's command and not teacher_1's, so the
+    completed run refuses it naming teacher_2."""
+    output_dir, _ = finished
+    result = run_script(SCRIPT, *arguments(workspace, output_dir, "--stages=transfer_bilstm"))
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[pipeline] stage ")]
+    assert len(lines) == 1 and lines[0].startswith("[pipeline] stage 1/1 transfer_bilstm: complete, skipped ("), lines
+    changed = run_script(SCRIPT, *arguments(workspace, output_dir, "--stages=teacher",
+                                            "--stage_flag=teacher_2:--learning_rate=1e-4"), check=False)
+    assert changed.returncode == 2 and error_lines(changed) == [
+        f"error: {output_dir}: stage teacher_2 was completed with other settings (20 arguments then, 21 now); use "
+        "another --output_dir, or --overwrite_output_dir to start over"], changed.stderr[-2000:]
+
+
 def test_a_stage_newer_than_the_report_makes_it_again(workspace, finished):
     """A student stage that finished after the report (run again, or a stage added to the chain):
     the same command makes the report again and skips the rest; after that, it is complete."""
@@ -281,6 +296,8 @@ def test_a_killed_pipeline_takes_its_running_stage_with_it(tmp_path):
     ("--stages=teacher,nonsense", "--stages"),
     ("--robustness_rates=0.1,2", "--robustness_rates"),
     ("--stage_flag=teacher_x:--seed=1", "--stage_flag"),
+    ("--stage_flag=teacher_3:--seed=1", "--stage_flag=teacher_3:...: this run has no stage teacher_3; choose from"),
+    ("--stages=tinybert_3l", "--stages=tinybert_3l: unknown ['tinybert_3l']; choose from data, teacher, "),
     ("--stages=tinybert", "--stages"),
     ("--stage_flag=tinybert:--temperature=0", "stage tinybert: need --temperature > 0"),
     ("--stage_flag=bilstm_gold:--dropout=nan", "stage bilstm_gold: --dropout=nan must be a finite number"),
