@@ -16,9 +16,11 @@ import keras
 import numpy as np
 import pytest
 
+from bertdistill import errors
 from bertdistill.distill import tinybert
 
 from bertdistill.models import checkpoints
+from bertdistill.pipeline import orchestration
 
 from bertdistill.training import locks
 from bertdistill.serving.predictor import Predictor
@@ -204,8 +206,23 @@ def test_a_stage_is_chosen_and_given_flags_by_its_own_name(workspace, finished):
     changed = run_script(SCRIPT, *arguments(workspace, output_dir, "--stages=teacher",
                                             "--stage_flag=teacher_2:--learning_rate=1e-4"), check=False)
     assert changed.returncode == 2 and error_lines(changed) == [
-        f"error: {output_dir}: stage teacher_2 was completed with other settings (20 arguments then, 21 now); use "
+        f"error: {output_dir}: stage teacher_2 was completed with other settings (--learning_rate=1e-4 added); use "
         "another --output_dir, or --overwrite_output_dir to start over"], changed.stderr[-2000:]
+
+
+@pytest.mark.parametrize("now, difference", [
+    (["train.py", "--lr=2", "--seed=1"], "--lr=1 then, --lr=2 now"),
+    (["train.py", "--seed=1"], "--lr=1 dropped"),
+    (["train.py", "--lr=1", "--epochs=3", "--seed=1"], "--epochs=3 added"),
+])
+def test_a_completed_stage_with_another_command_is_refused_naming_the_difference(tmp_path, now, difference):
+    record = orchestration.record_path(str(tmp_path), "teacher_1")
+    os.makedirs(os.path.dirname(record))
+    with open(record, "w", encoding="utf-8") as f:
+        json.dump({"command": ["train.py", "--lr=1", "--seed=1"], "seconds": 1.0, "finished": "2026-01-01T00:00:00"}, f)
+    runner = orchestration.Runner(str(tmp_path), [orchestration.Stage("teacher_1", command=now)])
+    with pytest.raises(errors.UserError, match=f"stage teacher_1 was completed with other settings \\({difference}\\)"):
+        runner.check_records()
 
 
 def test_a_stage_newer_than_the_report_makes_it_again(workspace, finished):

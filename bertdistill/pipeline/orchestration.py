@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import difflib
 import json
 import os
 import signal
@@ -84,10 +85,11 @@ def read_record(output_dir: str, name: str) -> dict | None:
 
 
 def _difference(old: Sequence[str], new: Sequence[str]) -> str:
-    for a, b in zip(old, new):
-        if a != b:
-            return f"{shorten(a, 100)} then, {shorten(b, 100)} now"
-    return f"{len(old)} arguments then, {len(new)} now"
+    """The first difference between two different commands, in words."""
+    opcodes = difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes()
+    tag, i1, i2, j1, j2 = next(op for op in opcodes if op[0] != "equal")
+    then, now = shorten(" ".join(old[i1:i2]), 100), shorten(" ".join(new[j1:j2]), 100)
+    return {"replace": f"{then} then, {now} now", "insert": f"{now} added", "delete": f"{then} dropped"}[tag]
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
