@@ -21,6 +21,7 @@ from bertdistill.distill import tinybert
 
 from bertdistill.models import checkpoints
 from bertdistill.pipeline import orchestration
+from bertdistill.pipeline import report as report_module
 
 from bertdistill.training import locks
 from bertdistill.serving.predictor import Predictor
@@ -127,6 +128,7 @@ def test_smoke_pipeline_writes_the_whole_report(workspace, finished):
     assert set(results["robustness"]["models"]) == set(results["models"])
     assert results["provenance"]["transfer_set_teachers"] == ["teacher_1", "teacher_2"]
     assert set(results["provenance"]["versions"]) >= {"tensorflow", "onnxruntime", "bertdistill"}
+    assert results["provenance"]["versions"]["machine"].endswith(f" CPUs, {report_module.cpu_name()}")
     markdown = (report / "results.md").read_text()
     for name in results["models"]:
         assert f"| {name} |" in markdown
@@ -158,6 +160,24 @@ def read_tsv(path) -> list[dict[str, str]]:
     """A transfer set's rows, read as users read it (`csv`, tab-separated, header)."""
     with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 207
+model name\t: Intel(R) Xeon(R) Processor
+
+processor\t: 1
+model name\t: another
+"""
+
+
+def test_the_report_names_the_cpu_model_from_cpuinfo(tmp_path):
+    (tmp_path / "cpuinfo").write_text(CPUINFO)
+    assert report_module.cpu_name(str(tmp_path / "cpuinfo")) == "Intel(R) Xeon(R) Processor (family 6, model 207)"
+    (tmp_path / "bare").write_text("processor\t: 0\n")
+    assert report_module.cpu_name(str(tmp_path / "bare")) == "unknown CPU (family ?, model ?)"
 
 
 def test_second_run_skips_completed_stages(workspace, finished):

@@ -76,13 +76,26 @@ def model_parameters(predictor: Predictor) -> int | None:
     return int(count) if count is not None else None
 
 
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name with its family and model numbers (from Linux's `cpuinfo`), else
+    `platform.processor()`: speed, and bfloat16 results, depend on it."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            first = f.read().split("\n\n", 1)[0]  # the first processor's block
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+    return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')})")
+
+
 def versions() -> dict[str, str]:
     import onnxruntime
     import tensorflow as tf
 
     return {"bertdistill": __version__, "python": platform.python_version(), "tensorflow": tf.__version__,
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_name()}"}
 
 
 def build(models: Sequence[ReportModel], dev_texts: Sequence[str] | Sequence[tuple[str, str]],
