@@ -30,7 +30,7 @@ Run the same command again after an interruption (even `kill -9`): completed sta
 skipped, the interrupted one resumes from its checkpoints; the report is made again when a stage
 before it ran or finished after it. `--stages=a,b` runs a subset (the
 stages they read must be complete), each a name above or one stage's own (`teacher_2`,
-`transfer_bilstm`, `tinybert_3l`); `--stages=report` alone remakes the report. Extra flags for
+`tinybert_3l`); `--stages=report` alone remakes the report. Extra flags for
 one stage's script: `--stage_flag=bilstm_gold:--hidden_size=150` (repeatable; `teacher` applies to
 every teacher, `teacher_2` to that one only, after those of `teacher`).
 """
@@ -73,7 +73,7 @@ from bertdistill.cli.flags import define_data_flags, define_task_flags, processo
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "sst2"))
 STUDENT_CONFIG = os.path.join(REPO, "tinybert", "configs", "student_3l_384.json")
-STAGE_NAMES = ("data", "teacher", "transfer", "bilstm_gold", "bilstm_distil", "tinybert", "report")
+STAGE_NAMES = ("data", "teacher", "transfer", "transfer_bilstm", "bilstm_gold", "bilstm_distil", "tinybert", "report")
 DERIVED_STUDENT_CONFIG = "student_config.json"  # in --output_dir: the default student with the teacher's sizes
 
 
@@ -148,8 +148,8 @@ define_flag("init_checkpoint", help="The teacher's start: a short name (minilm, 
 flags.DEFINE_enum("preset", "smoke", list(PRESETS), "smoke: a 2,000-sentence subsample (minutes); full: the README's "
                   "recipe (hours); large: the full recipe with the 12-layer MPNet teacher (many hours). Measured "
                   "times: docs/results.md.")
-flags.DEFINE_list("stages", list(STAGE_NAMES), f"Stages to run, in order: {', '.join(STAGE_NAMES)}, or one "
-                  "stage by its own name (teacher_2, transfer_bilstm, tinybert_3l).")
+flags.DEFINE_list("stages", None, f"Stages to run (default: all), in order: {', '.join(STAGE_NAMES)}, or one "
+                  "stage by its own name (teacher_2, tinybert_3l).")
 define_flag("seed", help="Seed of every stage (teacher k gets seed + k - 1).")
 flags.DEFINE_integer("num_teachers", None, "Teachers (seeds) fine-tuned; the transfer set gets their mean logits.")
 flags.DEFINE_float("teacher_epochs", None, "Teacher fine-tuning epochs (best-by-dev over the epochs is kept).")
@@ -212,25 +212,28 @@ def stage_flags() -> dict[str, list[str]]:
 
 def flags_of_stage(extra: dict[str, list[str]], name: str) -> list[str]:
     """The --stage_flag values for stage `name`: its --stages name's, then its own."""
-    return [*extra.get(family(name), []), *(extra.get(name, []) if name != family(name) else [])]
+    return [flag for key in dict.fromkeys([family(name), name]) for flag in extra.get(key, [])]
 
 
-def check_stage_names(stages: list[orchestration.Stage]) -> None:
-    """--stages and --stage_flag name a --stages name or one of this run's stages."""
-    known = [*STAGE_NAMES, *(stage.name for stage in stages if stage.name not in STAGE_NAMES)]
-    unknown = [name for name in FLAGS.stages if name not in known]
+def check_stage_names(stages: list[orchestration.Stage], extra: dict[str, list[str]]) -> None:
+    """--stages and --stage_flag (`extra`) name stages of this run: a --stages name it has (or
+    skips, saying why) or one stage's own name."""
+    families = {family(stage.name) for stage in stages}
+    known = [*(name for name in STAGE_NAMES if name in families or name in skipped_stages()),
+             *(stage.name for stage in stages if stage.name not in STAGE_NAMES)]
+    unknown = [name for name in FLAGS.stages or [] if name not in known]
     if unknown:
         raise FlagError("stages", f"--stages={','.join(FLAGS.stages)}: unknown {unknown}; choose from "
                                   f"{', '.join(known)}")
-    for name in stage_flags():
+    for name in extra:
         if name not in known:
             raise FlagError("stage_flag", f"--stage_flag={name}:...: this run has no stage {name}; choose from "
                                           f"{', '.join(known)}")
 
 
-def validate() -> None:
-    """Every flag checked before any work."""
-    if not FLAGS.stages:
+def validate() -> list[orchestration.Stage]:
+    """Every flag checked before any work; the stages --stages chooses."""
+    if FLAGS.stages == []:
         raise FlagError("stages", f"--stages is empty; choose from {', '.join(STAGE_NAMES)}")
     for name in ("num_teachers", "teacher_epochs", "augment_factor", "lstm_epochs", "lstm_distil_epochs",
                  "intermediate_epochs", "prediction_epochs", "speed_rounds", "latency_texts"):
@@ -258,18 +261,20 @@ def validate() -> None:
     if not os.path.isfile(FLAGS.student_config):
         raise FlagError("student_config", f"--student_config={FLAGS.student_config!r} is not a file")
     errors.read_json(FLAGS.student_config, "--student_config")
-    stage_flags()
+    extra = stage_flags()
     validation.check_outputs({"output_dir": FLAGS.output_dir}, [data_dir, FLAGS.init_checkpoint, FLAGS.student_config])
-    stages = build_stages(os.path.abspath(FLAGS.output_dir))
-    check_stage_names(stages)
+    output_dir = os.path.abspath(FLAGS.output_dir)
+    stages = build_stages(output_dir, extra)
+    check_stage_names(stages, extra)
     orchestration.check_stages(stages)
-    validation.writable_dir("output_dir", FLAGS.output_dir)
+    validation.writable_output("output_dir", FLAGS.output_dir, folder=True)  # created when locked
     if FLAGS.compare_with:
         if os.path.abspath(FLAGS.compare_with) == os.path.abspath(FLAGS.output_dir):
             raise FlagError("compare_with", "--compare_with names this run's own --output_dir: give another run")
         if not reference_models(FLAGS.compare_with):
             raise FlagError("compare_with", f"--compare_with={FLAGS.compare_with}: no exported model (no "
                                             f"<stage>/export/{EXPORT_INFO}); give the --output_dir of a finished run")
+    return selected(stages, output_dir)
 
 
 def teacher_config() -> BertConfig | None:
@@ -422,10 +427,10 @@ def script_stage(name: str, path: str, *args: str,
     return orchestration.Stage(name, command=[os.path.join(REPO, path), *args], check=check, **kwargs)
 
 
-def build_stages(output_dir: str) -> list[orchestration.Stage]:
-    """The chain's stages (all of them: --stages picks which run)."""
+def build_stages(output_dir: str, extra: dict[str, list[str]]) -> list[orchestration.Stage]:
+    """The chain's stages (all of them: --stages picks which run), with the --stage_flag values
+    `extra` (`stage_flags()`)."""
     minutes = PRESETS[FLAGS.preset]["minutes"]
-    extra = stage_flags()
     data_dir = data_folder(output_dir)
     seed = FLAGS.seed
     teacher_names = [f"teacher_{k}" for k in range(1, setting("num_teachers") + 1)]
@@ -503,29 +508,38 @@ def build_stages(output_dir: str) -> list[orchestration.Stage]:
             nominal_minutes=minutes["tinybert"],
             description="stage 1 + stage 2" if stage1 else "stage 2"))
     stages.append(orchestration.Stage(
-        "report", function=lambda: make_report(output_dir, teachers), nominal_minutes=minutes["report"],
+        "report", function=lambda: make_report(output_dir, teachers, [stage.name for stage in kept[:-1]]),
+        nominal_minutes=minutes["report"],
         key=[str(setting(n)) for n in ("robustness_examples", "robustness_rates", "speed_rounds", "latency_texts")],
         follows_earlier=True, reads=teacher_names))
-    return [stage for stage in stages if stage.name not in skipped]
+    kept = [stage for stage in stages if stage.name not in skipped]
+    return kept
 
 
 def family(stage: str) -> str:
-    """teacher_2 -> teacher, tinybert_3l -> tinybert, transfer_bilstm -> transfer: the --stages name of a stage."""
-    return stage.split("_")[0] if stage.startswith(("teacher_", "tinybert_", "transfer_")) else stage
+    """teacher_2 -> teacher, tinybert_3l -> tinybert: the --stages name of a stage."""
+    return stage.split("_")[0] if stage.startswith(("teacher_", "tinybert_")) else stage
+
+
+def chosen_by_stages(name: str) -> bool:
+    """Whether --stages runs stage `name` (by its --stages name or its own)."""
+    return FLAGS.stages is None or family(name) in FLAGS.stages or name in FLAGS.stages
 
 
 def selected(stages: list[orchestration.Stage], output_dir: str) -> list[orchestration.Stage]:
-    """The stages --stages names, after checking that what they read is complete or runs first."""
-    chosen = [s for s in stages if family(s.name) in FLAGS.stages or s.name in FLAGS.stages]
+    """The stages --stages names, after checking that what they read is complete or runs first
+    (nothing is complete when --overwrite_output_dir starts over)."""
+    chosen = [stage for stage in stages if chosen_by_stages(stage.name)]
     for stage in chosen:
         missing = [name for name in stage.reads
-                   if family(name) not in FLAGS.stages and name not in FLAGS.stages
-                   and orchestration.read_record(output_dir, name) is None]
+                   if not chosen_by_stages(name) and (FLAGS.overwrite_output_dir
+                                                      or orchestration.read_record(output_dir, name) is None)]
         if missing:
             need = family(missing[0])  # the first --stages name missing, with its stages
             names = [name for name in missing if family(name) == need]
+            state = "--overwrite_output_dir clears from" if FLAGS.overwrite_output_dir else "is not complete in"
             raise FlagError("stages", f"--stages: {stage.name} reads the output of {', '.join(names)}, "
-                                      f"which is not complete in {output_dir}; add {need} to --stages")
+                                      f"which {state} {output_dir}; add {need} to --stages")
     return chosen
 
 
@@ -583,7 +597,9 @@ def reference_models(run_dir: str) -> list[report.ReportModel]:
                                (orchestration.read_record(run_dir, name) or {}).get("seconds")) for name in stages]
 
 
-def make_report(output_dir: str, teachers: list[str]) -> None:
+def make_report(output_dir: str, teachers: list[str], stage_names: list[str]) -> None:
+    """The report of this run's exports (and --compare_with's); `stage_names`: the stages whose
+    records it quotes."""
     models = models_of(output_dir, teachers) + (reference_models(FLAGS.compare_with) if FLAGS.compare_with else [])
     missing = [t for t in teachers if not os.path.isdir(os.path.join(t, "export"))]
     if missing:
@@ -595,8 +611,8 @@ def make_report(output_dir: str, teachers: list[str]) -> None:
                                      robustness_rates=tuple(float(r) for r in setting("robustness_rates")),
                                      seed=FLAGS.seed)
     provenance = {"command": sys.argv, "preset": FLAGS.preset,
-                  "stages": {stage.name: record for stage in build_stages(output_dir)[:-1]
-                             if (record := orchestration.read_record(output_dir, stage.name))},
+                  "stages": {name: record for name in stage_names
+                             if (record := orchestration.read_record(output_dir, name))},
                   "transfer_set_teachers": [os.path.basename(t) for t in teachers],
                   "compare_with": os.path.abspath(FLAGS.compare_with) if FLAGS.compare_with else None,
                   "skipped_stages": skipped_stages()}
@@ -611,17 +627,15 @@ def make_report(output_dir: str, teachers: list[str]) -> None:
 
 def main(argv):
     del argv
-    validate()
+    chosen = validate()
     output_dir = os.path.abspath(FLAGS.output_dir)
     locks.lock_folder(output_dir)  # the stages lock their own folders inside it
     if FLAGS.overwrite_output_dir:
         manifest.clear_folder(output_dir)
-    stages = build_stages(output_dir)
     for name, reason in skipped_stages().items():
         print(f"[pipeline] stage {name}: skipped: {reason}", flush=True)
-    chosen = selected(stages, output_dir)
     os.makedirs(output_dir, exist_ok=True)
-    if FLAGS["stages"].present and "report" in FLAGS.stages:  # asked for by name: made again
+    if FLAGS.stages and "report" in FLAGS.stages:  # asked for by name: made again
         path = orchestration.record_path(output_dir, "report")
         if os.path.exists(path):
             os.remove(path)

@@ -56,11 +56,11 @@ def main(argv):
         except ValueError as e:
             raise app.UsageError(f"--keep_float={setting}: {e}") from None
     info = load_export_info(FLAGS.model_dir)
-    texts, labels = zip(*[(e.text_a, e.label) for e in data.Sst2Processor().get_dev_examples(FLAGS.data_dir)])
+    processor = data.Sst2Processor()
+    texts, labels = zip(*[(e.text_a, e.label) for e in processor.get_dev_examples(FLAGS.data_dir)])
     onnx_path = os.path.join(FLAGS.model_dir, MODEL_FILES["float32"])
     float32_accuracy = (info.get("int8_gate") or {}).get("float32_accuracy")
     split = FLAGS.agreement_split
-    processor = data.Sst2Processor()
     examples = processor.get_train_examples if split == "train" else processor.get_test_examples
     sentences = [e.text_a for e in examples(FLAGS.data_dir)[:FLAGS.agreement_texts]] if FLAGS.agreement_texts else []
     float32_logits = (Predictor(FLAGS.model_dir, quantized=False, threads=FLAGS.threads).logits_of(sentences)

@@ -61,7 +61,7 @@ def arguments(workspace, output_dir, *extra):
             "--num_teachers=2", "--augment_factor=1", "--lstm_augment_factor=2", "--speed_rounds=1", "--latency_texts=4",
             "--robustness_examples=12",
             f"--stage_flag=teacher:{short}", "--stage_flag=teacher:--train_batch_size=8",
-            f"--stage_flag=transfer:{short}", f"--stage_flag=bilstm_gold:{short}",
+            f"--stage_flag=transfer:{short}", f"--stage_flag=transfer_bilstm:{short}", f"--stage_flag=bilstm_gold:{short}",
             f"--stage_flag=bilstm_distil:{short}", f"--stage_flag=tinybert:{short}",
             "--stage_flag=tinybert:--train_batch_size=8",
             *[f"--stage_flag={stage}:--{size}=8" for stage in ("bilstm_gold", "bilstm_distil")
@@ -203,7 +203,8 @@ def test_changed_settings_are_refused_before_any_work(workspace, finished):
 
 
 def test_a_stage_whose_own_transfer_set_is_missing_is_refused_before_any_work(workspace, finished, tmp_path):
-    """bilstm_distil reads transfer_bilstm: --stages=bilstm_distil without it complete names it."""
+    """bilstm_distil reads transfer_bilstm: --stages=bilstm_distil without it complete names it;
+    with --overwrite_output_dir nothing is complete, and the refusal comes before clearing."""
     import shutil
 
     output_dir = tmp_path / "run"
@@ -212,17 +213,25 @@ def test_a_stage_whose_own_transfer_set_is_missing_is_refused_before_any_work(wo
     result = run_script(SCRIPT, *arguments(workspace, output_dir, "--stages=bilstm_distil"), check=False)
     assert result.returncode == 2 and error_lines(result) == [
         f"error: --stages: bilstm_distil reads the output of transfer_bilstm, which is not complete in {output_dir}; "
-        "add transfer to --stages"], result.stderr[-2000:]
+        "add transfer_bilstm to --stages"], result.stderr[-2000:]
+    records = sorted(path.name for path in (output_dir / "pipeline").iterdir())
+    starting_over = run_script(SCRIPT, *arguments(workspace, output_dir, "--stages=bilstm_distil",
+                                                  "--overwrite_output_dir"), check=False)
+    assert starting_over.returncode == 2 and error_lines(starting_over) == [
+        f"error: --stages: bilstm_distil reads the output of data, which --overwrite_output_dir clears from "
+        f"{output_dir}; add data to --stages"], starting_over.stderr[-2000:]
+    assert sorted(path.name for path in (output_dir / "pipeline").iterdir()) == records  # nothing cleared
 
 
 def test_a_stage_is_chosen_and_given_flags_by_its_own_name(workspace, finished):
-    """--stages=transfer_bilstm runs that stage alone (not the shared transfer set); a
+    """--stages=transfer and --stages=transfer_bilstm each run that transfer set alone; a
     --stage_flag for teacher_2 changes that teacher's command and not teacher_1's, so the
     completed run refuses it naming teacher_2."""
     output_dir, _ = finished
-    result = run_script(SCRIPT, *arguments(workspace, output_dir, "--stages=transfer_bilstm"))
-    lines = [line for line in result.stdout.splitlines() if line.startswith("[pipeline] stage ")]
-    assert len(lines) == 1 and lines[0].startswith("[pipeline] stage 1/1 transfer_bilstm: complete, skipped ("), lines
+    for name in ("transfer", "transfer_bilstm"):
+        result = run_script(SCRIPT, *arguments(workspace, output_dir, f"--stages={name}"))
+        lines = [line for line in result.stdout.splitlines() if line.startswith("[pipeline] stage ")]
+        assert len(lines) == 1 and lines[0].startswith(f"[pipeline] stage 1/1 {name}: complete, skipped ("), lines
     changed = run_script(SCRIPT, *arguments(workspace, output_dir, "--stages=teacher",
                                             "--stage_flag=teacher_2:--learning_rate=1e-4"), check=False)
     assert changed.returncode == 2 and error_lines(changed) == [
@@ -335,12 +344,13 @@ def test_a_killed_pipeline_takes_its_running_stage_with_it(tmp_path):
     ("--stage_flag=teacher_x:--seed=1", "--stage_flag"),
     ("--stage_flag=teacher_3:--seed=1", "--stage_flag=teacher_3:...: this run has no stage teacher_3; choose from"),
     ("--stages=tinybert_3l", "--stages=tinybert_3l: unknown ['tinybert_3l']; choose from data, teacher, "),
-    ("--stages=tinybert", "--stages"),
+    ("--stages=tinybert", "--stages: tinybert reads the output of data, which is not complete in "),
     ("--stage_flag=tinybert:--temperature=0", "stage tinybert: need --temperature > 0"),
     ("--stage_flag=bilstm_gold:--dropout=nan", "stage bilstm_gold: --dropout=nan must be a finite number"),
     ("--stage_flag=teacher:--seed=-1", "stage teacher_1: flag --seed=-1"),
     ("--stage_flag=transfer:--p_mask=2", "stage transfer: --p_mask=2.0"),
     ("--lstm_augment_factor=-1", "--lstm_augment_factor=-1 must be 0"),
+    ("--lstm_augment_factor=0", "--stage_flag=transfer_bilstm:...: this run has no stage transfer_bilstm"),
 ])
 def test_bad_flags_fail_in_one_line_before_any_work(workspace, tmp_path, flag, message):
     output_dir = tmp_path / "run"
@@ -348,7 +358,7 @@ def test_bad_flags_fail_in_one_line_before_any_work(workspace, tmp_path, flag, m
     assert result.returncode == 2, result.stderr[-2000:]
     lines = error_lines(result)
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
-    assert not (output_dir / "pipeline").exists()
+    assert not output_dir.exists()
 
 
 def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
@@ -357,7 +367,7 @@ def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
     only: the 6-layer one from the pretrained MiniLM, the 3-layer one from layers 2, 4, 6 of the
     6-layer student's export, in this run's folder."""
     code = ("import json, sys; from absl import flags; import run_pipeline as rp; "
-            "flags.FLAGS(sys.argv); print(json.dumps({s.name: s.command for s in rp.build_stages(sys.argv[-1])}))")
+            "flags.FLAGS(sys.argv); print(json.dumps({s.name: s.command for s in rp.build_stages(sys.argv[-1], rp.stage_flags())}))")
 
     def commands_of(*args):
         result = subprocess.run([sys.executable, "-c", code, "run_pipeline.py", *args, f"--output_dir={tmp_path}",
