@@ -218,8 +218,8 @@ def flags_of_stage(extra: dict[str, list[str]], name: str) -> list[str]:
 def check_stage_names(stages: list[orchestration.Stage], extra: dict[str, list[str]]) -> None:
     """--stages and --stage_flag (`extra`) name stages of this run: a --stages name it has (or
     skips, saying why) or one stage's own name."""
-    families = {family(stage.name) for stage in stages}
-    known = [*(name for name in STAGE_NAMES if name in families or name in skipped_stages()),
+    present = {family(stage.name) for stage in stages} | set(skipped_stages())
+    known = [*(name for name in STAGE_NAMES if name in present),
              *(stage.name for stage in stages if stage.name not in STAGE_NAMES)]
     unknown = [name for name in FLAGS.stages or [] if name not in known]
     if unknown:
