@@ -243,6 +243,7 @@ def test_a_stage_is_chosen_and_given_flags_by_its_own_name(workspace, finished):
     (["train.py", "--lr=2", "--seed=1"], "--lr=1 then, --lr=2 now"),
     (["train.py", "--seed=1"], "--lr=1 dropped"),
     (["train.py", "--lr=1", "--epochs=3", "--seed=1"], "--epochs=3 added"),
+    (["train.py", "--lr=2", "--seed=1", "--epochs=3"], "--lr=1 then, --lr=2 now; --epochs=3 added"),
 ])
 def test_a_completed_stage_with_another_command_is_refused_naming_the_difference(tmp_path, now, difference):
     record = orchestration.record_path(str(tmp_path), "teacher_1")

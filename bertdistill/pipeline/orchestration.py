@@ -85,11 +85,14 @@ def read_record(output_dir: str, name: str) -> dict | None:
 
 
 def _difference(old: Sequence[str], new: Sequence[str]) -> str:
-    """The first difference between two different commands, in words."""
-    opcodes = difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes()
-    tag, i1, i2, j1, j2 = next(op for op in opcodes if op[0] != "equal")
-    then, now = shorten(" ".join(old[i1:i2]), 100), shorten(" ".join(new[j1:j2]), 100)
-    return {"replace": f"{then} then, {now} now", "insert": f"{now} added", "delete": f"{then} dropped"}[tag]
+    """The differences between two different commands, in words ("; " between them)."""
+    changes = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+        then, now = shorten(" ".join(old[i1:i2]), 100), shorten(" ".join(new[j1:j2]), 100)
+        if tag != "equal":
+            changes.append({"replace": f"{then} then, {now} now", "insert": f"{now} added",
+                            "delete": f"{then} dropped"}[tag])
+    return shorten("; ".join(changes), 300)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
