@@ -88,10 +88,10 @@ def _difference(old: Sequence[str], new: Sequence[str]) -> str:
     """The differences between two different commands, in words ("; " between them)."""
     changes = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
         then, now = shorten(" ".join(old[i1:i2]), 100), shorten(" ".join(new[j1:j2]), 100)
-        if tag != "equal":
-            changes.append({"replace": f"{then} then, {now} now", "insert": f"{now} added",
-                            "delete": f"{then} dropped"}[tag])
+        changes.append({"replace": f"{then} then, {now} now", "insert": f"{now} added", "delete": f"{then} dropped"}[tag])
     return shorten("; ".join(changes), 300)
 
 
