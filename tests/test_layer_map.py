@@ -1,6 +1,7 @@
 """Layer maps as data: rules, JSON files and their errors, student init from teacher layers,
 projections and the intermediate loss terms on tiny encoders."""
 import json
+import re
 
 import keras
 import numpy as np
@@ -36,6 +37,23 @@ def test_rules_map_student_layers_to_teacher_layers(rule, n, m, expected):
 def test_rules_refuse_a_student_deeper_than_the_teacher(rule):
     with pytest.raises(LayerMapError, match="3-layer student and a 2-layer teacher"):
         resolve_layer_map(rule, layers(2), layers(3))
+
+
+def test_a_rule_can_name_its_features():
+    assert resolve_layer_map("uniform:hidden", layers(12), layers(6)) == [
+        Match(t, s, "hidden") for s, t in enumerate([2, 4, 6, 8, 10, 12], start=1)]
+    assert resolve_layer_map("last:attention+embeddings", layers(4), layers(2)) == [
+        Match(0, 0, "embeddings"), Match(3, 1, "attention"), Match(4, 2, "attention")]
+    # Without attention matches the head counts may differ.
+    assert resolve_layer_map("skip:embeddings+hidden", layers(4), tiny_config(num_attention_heads=4)) == [
+        Match(0, 0, "embeddings"), Match(2, 1, "hidden"), Match(4, 2, "hidden")]
+
+
+@pytest.mark.parametrize("spec", ["uniform:", "uniform:hiden", "uniform:hidden+hidden", "skip:hidden,attention"])
+def test_a_rule_with_unknown_features_is_refused(spec):
+    with pytest.raises(LayerMapError, match=re.escape(f"layer map rule '{spec}': after '{spec.split(':')[0]}:' give "
+                                                      "distinct features from ('embeddings', 'hidden', 'attention')")):
+        resolve_layer_map(spec, layers(4), layers(2))
 
 
 def test_unknown_rule_or_missing_file_is_refused(tmp_path):

@@ -41,6 +41,8 @@ def _layer_map(workspace, tmp):
 SHAPES = [
     ("layer map entry out of range", _layer_map, ["map.json: entry 0", "teacher_layer", "1..4"]),
     ("other head count", lambda w, t: _student(w, t, num_attention_heads=4), ["equal head counts"]),
+    ("rule with an unknown feature", lambda w, t: [f"--student_config={w / 'student.json'}", "--layer_map=uniform:hiden"],
+     ["layer map rule 'uniform:hiden'", "distinct features"]),
     ("width under teacher_layers", lambda w, t: [*_student(w, t, hidden_size=8, intermediate_size=16), "--dry_run"],
      ["--student_init=teacher_layers", "hidden_size 16 (teacher) vs 8 (student)"]),
 ]

@@ -112,6 +112,8 @@ def test_dry_run_prints_the_layer_map_and_parameter_counts(workspace, tmp_path):
     assert "teacher parameters:" in result.stdout and "student parameters:" in result.stdout
     assert "start from teacher layers [2, 4]" in result.stdout
     assert not (tmp_path / "out").exists()
+    hidden = run(workspace, tmp_path / "out", "--dry_run", "--layer_map=uniform:hidden").stdout
+    assert re.search(r"\b4\s+2\s+hidden\b", hidden) and not re.search(r"\b(attention|embeddings)\b", hidden)
     bad = run(workspace, tmp_path / "out", "--dry_run", "--stage=both", "--num_train_epochs=2", check=False)
     assert bad.returncode == 2 and "--num_train_epochs applies to a single --stage" in error_lines(bad)[0]
 

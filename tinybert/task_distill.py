@@ -6,7 +6,8 @@ smaller BERT, in two stages on (augmented) task data.
         --augmented_file=outputs/augmented.tsv --output_dir=outputs/tinybert
 
 Stage 1 (`intermediate`): embeddings, hidden states and pre-softmax attention scores, matched as
-`--layer_map` says (a rule: uniform, last, skip; or a JSON file), teacher online, constant
+`--layer_map` says (a rule: uniform, last, skip, optionally with its features as in
+`uniform:hidden`; or a JSON file), teacher online, constant
 learning rate. Stage 2 (`prediction`): soft cross-entropy against the teacher's logits at
 `--temperature` (from the transfer set when it has logit columns, else the teacher online; with
 `--hard_label_weight` mixing in the gold labels: 1.0 is plain fine-tuning), warm-up and linear

@@ -66,7 +66,8 @@ SHARED_FLAGS: dict[str, FlagSpec] = {
     "student_init": FlagSpec(flags.DEFINE_enum, "teacher_layers", "Start of a --student_config student: the "
                              "teacher's embeddings and mapped layers (same width), or random.",
                              {"enum_values": ["teacher_layers", "random"]}),
-    "layer_map": FlagSpec(_STRING, "uniform", "Layer map: uniform, last, skip, or a JSON file of matches."),
+    "layer_map": FlagSpec(_STRING, "uniform", "Layer map: uniform, last, skip (a rule; uniform:hidden keeps "
+                          "the hidden-state matches alone), or a JSON file of matches."),
     "top_k": FlagSpec(_INT, 15, "Candidate words per word (TinyBERT's M)."),
     # Distillation
     "temperature": FlagSpec(_FLOAT, 1.0, "Softmax temperature of the distillation loss."),

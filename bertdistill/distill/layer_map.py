@@ -16,6 +16,10 @@ hidden and an attention match per student layer, loss "mse", weight 1; they need
 - `last`: student m <- teacher N - M + m (the top M layers).
 - `skip`: student m <- teacher m * (N // M).
 
+A rule may name the features it matches after a colon, joined by `+`: `uniform:hidden` gives the
+hidden matches alone (12 -> 6: teacher 2, 4, ..., 12 to student 1..6), `uniform:embeddings+hidden`
+drops the attention matches (what a student whose heads differ from the teacher's needs).
+
 A JSON file holds a list of `{"teacher_layer", "student_layer", "feature", "loss" (default
 "mse"), "weight" (default 1.0)}`. Errors name the file, the entry index and the key.
 
@@ -87,30 +91,51 @@ def rule_teacher_layers(rule: str, num_teacher_layers: int, num_student_layers: 
     return [s * (n // m) for s in range(1, m + 1)]
 
 
-def rule_matches(rule: str, teacher: BertConfig, student: BertConfig) -> list[Match]:
-    """The embeddings match, then a hidden and an attention match per student layer."""
+def rule_matches(rule: str, teacher: BertConfig, student: BertConfig,
+                 features: Sequence[str] = FEATURES) -> list[Match]:
+    """The embeddings match, then a hidden and an attention match per student layer, each only if
+    its feature is in `features`."""
     layers = rule_teacher_layers(rule, teacher.num_hidden_layers, student.num_hidden_layers)
-    matches = [Match(0, 0, "embeddings")]
+    matches = [Match(0, 0, "embeddings")] if "embeddings" in features else []
     for s, t in enumerate(layers, start=1):
-        matches += [Match(t, s, "hidden"), Match(t, s, "attention")]
+        matches += [Match(t, s, feature) for feature in ("hidden", "attention") if feature in features]
     return matches
 
 
+def parse_rule(spec: str) -> tuple[str, tuple[str, ...]] | None:
+    """`uniform` -> ("uniform", FEATURES); `uniform:hidden+attention` -> ("uniform", ("hidden",
+    "attention")); None when `spec` is no rule (a JSON file's path)."""
+    rule, colon, named = spec.partition(":")
+    if rule not in RULES:
+        return None
+    if not colon:
+        return rule, FEATURES
+    features = tuple(named.split("+"))
+    unknown = [feature for feature in features if feature not in FEATURES]
+    if unknown or len(set(features)) != len(features):
+        raise LayerMapError(f"layer map rule {spec!r}: after {rule + ':'!r} give distinct features from {FEATURES} "
+                            f"joined by '+' (e.g. {rule}:hidden), got {named!r}")
+    return rule, features
+
+
 def resolve_layer_map(spec: str, teacher: BertConfig, student: BertConfig) -> list[Match]:
-    """`spec` is a rule name (`uniform`, `last`, `skip`) or the path of a JSON layer map.
-    Returns validated matches; raises LayerMapError naming what is wrong."""
-    if spec in RULES:
-        matches = rule_matches(spec, teacher, student)
+    """`spec` is a rule (`uniform`, `last`, `skip`, optionally `:features`) or the path of a JSON
+    layer map. Returns validated matches; raises LayerMapError naming what is wrong."""
+    rule = parse_rule(spec)
+    if rule is not None:
+        name, features = rule
+        matches = rule_matches(name, teacher, student, features)
         validate_matches(matches, teacher, student, source=f"layer map rule {spec!r}")
         return matches
     if not os.path.isfile(spec):
-        raise LayerMapError(f"layer map {spec!r} is neither a rule {RULES} nor an existing JSON file")
+        raise LayerMapError(f"layer map {spec!r} is neither a rule {RULES} (optionally :features, e.g. "
+                            "uniform:hidden) nor an existing JSON file")
     return read_layer_map(spec, teacher, student)
 
 
 def layer_map_file(spec: str) -> str | None:
     """The JSON file `spec` names, None for a rule."""
-    return None if spec in RULES else spec
+    return None if parse_rule(spec) is not None else spec
 
 
 def read_layer_map(path: str, teacher: BertConfig, student: BertConfig) -> list[Match]:
@@ -190,8 +215,8 @@ def validate_matches(matches: Sequence[Match], teacher: BertConfig, student: Ber
         raise LayerMapError(
             f"{source}: attention matches (entries {attention}) need equal head counts, but the teacher has "
             f"{teacher.num_attention_heads} heads and the student {student.num_attention_heads}: TinyBERT's "
-            "attention loss averages over heads. Drop the attention matches (a JSON layer map with only "
-            "embeddings/hidden matches) or give the student the teacher's head count.")
+            "attention loss averages over heads. Drop the attention matches (--layer_map=uniform:embeddings+hidden "
+            "or a JSON layer map without them) or give the student the teacher's head count.")
 
 
 LAYER_MAP_FILE = "layer_map.json"  # the resolved map a run records beside its student
