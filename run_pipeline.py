@@ -221,6 +221,8 @@ def check_stage_names(stages: list[orchestration.Stage], extra: dict[str, list[s
     present = {family(stage.name) for stage in stages} | set(skipped_stages())
     known = [*(name for name in STAGE_NAMES if name in present),
              *(stage.name for stage in stages if stage.name not in STAGE_NAMES)]
+    if FLAGS.stages == []:
+        raise FlagError("stages", f"--stages is empty; choose from {', '.join(known)}")
     unknown = [name for name in FLAGS.stages or [] if name not in known]
     if unknown:
         raise FlagError("stages", f"--stages={','.join(FLAGS.stages)}: unknown {unknown}; choose from "
@@ -233,8 +235,6 @@ def check_stage_names(stages: list[orchestration.Stage], extra: dict[str, list[s
 
 def validate() -> list[orchestration.Stage]:
     """Every flag checked before any work; the stages --stages chooses."""
-    if FLAGS.stages == []:
-        raise FlagError("stages", f"--stages is empty; choose from {', '.join(STAGE_NAMES)}")
     for name in ("num_teachers", "teacher_epochs", "augment_factor", "lstm_epochs", "lstm_distil_epochs",
                  "intermediate_epochs", "prediction_epochs", "speed_rounds", "latency_texts"):
         validation.positive(name, setting(name))
@@ -357,8 +357,9 @@ def data_task_key(task: list[str]) -> list[str]:
     return [] if task == ["--task_name=sst-2"] else task
 
 
+@functools.cache
 def skipped_stages() -> dict[str, str]:
-    """{stage: why} of the stages that cannot take this task (sentence pairs)."""
+    """{stage: why} of the stages that cannot take this task (sentence pairs); asked once a run."""
     if processor_from_flags(FLAGS).text_inputs != TEXT_PAIR:
         return {}
     lstm_stages = ["transfer_bilstm"] * bool(setting("lstm_augment_factor")) + ["bilstm_gold", "bilstm_distil"]
@@ -436,7 +437,6 @@ def build_stages(output_dir: str, extra: dict[str, list[str]]) -> list[orchestra
     teacher_names = [f"teacher_{k}" for k in range(1, setting("num_teachers") + 1)]
     teachers = [os.path.join(output_dir, name) for name in teacher_names]
     task = task_arguments()
-    skipped = skipped_stages()
     transfer = os.path.join(output_dir, "transfer", "augmented.tsv")
     stages = [orchestration.Stage("data", function=lambda: write_data(output_dir), nominal_minutes=minutes["data"],
                                   key=[data_source() or "tfds", str(setting("max_train_examples")), str(seed),
@@ -507,13 +507,13 @@ def build_stages(output_dir: str, extra: dict[str, list[str]]) -> list[orchestra
             also_check=None if student else check_student, reads=["data", *teacher_names, "transfer"],
             nominal_minutes=minutes["tinybert"],
             description="stage 1 + stage 2" if stage1 else "stage 2"))
+    stages = [stage for stage in stages if stage.name not in skipped_stages()]
+    names = [stage.name for stage in stages]  # the records the report quotes
     stages.append(orchestration.Stage(
-        "report", function=lambda: make_report(output_dir, teachers, [stage.name for stage in kept[:-1]]),
-        nominal_minutes=minutes["report"],
+        "report", function=lambda: make_report(output_dir, teachers, names), nominal_minutes=minutes["report"],
         key=[str(setting(n)) for n in ("robustness_examples", "robustness_rates", "speed_rounds", "latency_texts")],
         follows_earlier=True, reads=teacher_names))
-    kept = [stage for stage in stages if stage.name not in skipped]
-    return kept
+    return stages
 
 
 def family(stage: str) -> str:

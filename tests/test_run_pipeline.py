@@ -341,6 +341,7 @@ def test_a_killed_pipeline_takes_its_running_stage_with_it(tmp_path):
 
 @pytest.mark.parametrize("flag, message", [
     ("--stages=teacher,nonsense", "--stages"),
+    ("--stages=", "--stages is empty; choose from data, teacher, transfer, transfer_bilstm, bilstm_gold, "),
     ("--robustness_rates=0.1,2", "--robustness_rates"),
     ("--stage_flag=teacher_x:--seed=1", "--stage_flag"),
     ("--stage_flag=teacher_3:--seed=1", "--stage_flag=teacher_3:...: this run has no stage teacher_3; choose from"),
