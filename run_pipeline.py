@@ -87,9 +87,11 @@ def student_flags(flags_of: list[str], output_dir: str) -> list[str]:
     return [flag.format(output_dir=output_dir) for flag in flags_of]
 
 
-def runs_stage_1(flags_of: list[str]) -> bool:
-    """Whether a preset's TinyBERT student runs stage 1 (intermediate layers) before stage 2."""
-    return "--stage=prediction" not in flags_of
+def tinybert_stages(flags_of: list[str]) -> str:
+    """The TinyBERT stages a student's flags (the preset's, then --stage_flag's) run: the last
+    --stage= value, else task_distill's default `both`."""
+    values = [flag.partition("=")[2] for flag in flags_of if flag.startswith("--stage=")]
+    return values[-1] if values else "both"
 
 
 # Each preset's recipe; a flag given on the command line wins over its preset value.
@@ -492,8 +494,11 @@ def build_stages(output_dir: str, extra: dict[str, list[str]]) -> list[orchestra
         also_check=functools.partial(check_teacher_embeddings, exports[0]), reads=["data", lstm_transfer_stage],
         nominal_minutes=minutes["bilstm_distil"]))
     subset = setting("intermediate_max_examples")
+    descriptions = {}  # the TinyBERT students' in the report
     for name, student in PRESETS[FLAGS.preset]["students"].items():
-        stage1 = runs_stage_1(student)
+        own = [*student_flags(student, "."), *flags_of_stage(extra, name)]
+        stage1 = tinybert_stages(own) != "prediction"  # stage 1 (intermediate layers) runs
+        descriptions[name] = tinybert_description(own)
         stages.append(script_stage(
             name, "tinybert/task_distill.py", *task, f"--teacher_model={exports[0]}",
             *(student_flags(student, output_dir) or [f"--student_config={student_config_file(output_dir)}"]),
@@ -505,12 +510,12 @@ def build_stages(output_dir: str, extra: dict[str, list[str]]) -> list[orchestra
             "--max_seq_length=128", "--train_batch_size=32", "--save_checkpoints_steps=1000",
             f"--mixed_precision={setting('student_precision')}", f"--seed={seed}", gate, *flags_of_stage(extra, name),
             also_check=None if student else check_student, reads=["data", *teacher_names, "transfer"],
-            nominal_minutes=minutes["tinybert"],
-            description="stage 1 + stage 2" if stage1 else "stage 2"))
+            nominal_minutes=minutes["tinybert"], description=STAGE_WORDS.get(tinybert_stages(own), "")))
     stages = [stage for stage in stages if stage.name not in skipped_stages()]
     names = [stage.name for stage in stages]  # the records the report quotes
     stages.append(orchestration.Stage(
-        "report", function=lambda: make_report(output_dir, teachers, names), nominal_minutes=minutes["report"],
+        "report", function=lambda: make_report(output_dir, teachers, names, descriptions),
+        nominal_minutes=minutes["report"],
         key=[str(setting(n)) for n in ("robustness_examples", "robustness_rates", "speed_rounds", "latency_texts")],
         follows_earlier=True, reads=teacher_names))
     return stages
@@ -544,7 +549,18 @@ def selected(stages: list[orchestration.Stage], output_dir: str) -> list[orchest
 
 
 # How a student's own flags read in its report description.
-FLAG_WORDS = {"--student_model=": "from ", "--student_layers=": "layers ", "--prediction_learning_rate=": "learning rate "}
+FLAG_WORDS = {"--student_model=": "from ", "--student_layers=": "layers ",
+              "--prediction_learning_rate=": "learning rate ", "--layer_map=": "layer map "}
+STAGE_WORDS = {"both": "stage 1 + 2", "intermediate": "stage 1", "prediction": "stage 2"}
+
+
+def tinybert_description(flags_of: list[str]) -> str:
+    """A TinyBERT student in the report: its stages and the flags that make it."""
+    start = " ".join(flag for flag in flags_of if not flag.startswith("--stage="))
+    for flag, words in FLAG_WORDS.items():
+        start = start.replace(flag, words)
+    stages = STAGE_WORDS.get(tinybert_stages(flags_of), "")
+    return f"TinyBERT, {stages} on the transfer set{', ' + start if start else ''}"
 
 
 def bilstm_description() -> str:
@@ -556,8 +572,9 @@ def bilstm_description() -> str:
     return f"BiLSTM distilled on {words}{start}"
 
 
-def models_of(output_dir: str, teachers: list[str]) -> list[report.ReportModel]:
-    """The report's models: every teacher and each student stage that has an export."""
+def models_of(output_dir: str, teachers: list[str], descriptions: dict[str, str]) -> list[report.ReportModel]:
+    """The report's models: every teacher and each student stage that has an export
+    (`descriptions`: the TinyBERT students')."""
     def seconds(stage: str) -> float | None:
         record = orchestration.read_record(output_dir, stage)
         return record["seconds"] if record else None
@@ -565,13 +582,7 @@ def models_of(output_dir: str, teachers: list[str]) -> list[report.ReportModel]:
     models = [report.ReportModel(os.path.basename(t), os.path.join(t, "export"), "teacher",
                                  f"run_classifier, seed {FLAGS.seed + k}", seconds(os.path.basename(t)))
               for k, t in enumerate(teachers)]
-    students = [("bilstm_gold", "BiLSTM, gold labels"), ("bilstm_distil", bilstm_description())]
-    for name, flags_of in PRESETS[FLAGS.preset]["students"].items():
-        stages = "stage 1 + 2" if runs_stage_1(flags_of) else "stage 2"
-        start = " ".join(flag for flag in student_flags(flags_of, ".") if flag != "--stage=prediction")
-        for flag, words in FLAG_WORDS.items():
-            start = start.replace(flag, words)
-        students.append((name, f"TinyBERT, {stages} on the transfer set{', ' + start if start else ''}"))
+    students = [("bilstm_gold", "BiLSTM, gold labels"), ("bilstm_distil", bilstm_description()), *descriptions.items()]
     for name, description in students:
         export_dir = os.path.join(output_dir, name, "export")
         if os.path.isfile(os.path.join(export_dir, EXPORT_INFO)):
@@ -597,10 +608,11 @@ def reference_models(run_dir: str) -> list[report.ReportModel]:
                                (orchestration.read_record(run_dir, name) or {}).get("seconds")) for name in stages]
 
 
-def make_report(output_dir: str, teachers: list[str], stage_names: list[str]) -> None:
+def make_report(output_dir: str, teachers: list[str], stage_names: list[str], descriptions: dict[str, str]) -> None:
     """The report of this run's exports (and --compare_with's); `stage_names`: the stages whose
-    records it quotes."""
-    models = models_of(output_dir, teachers) + (reference_models(FLAGS.compare_with) if FLAGS.compare_with else [])
+    records it quotes; `descriptions`: the TinyBERT students'."""
+    models = [*models_of(output_dir, teachers, descriptions),
+              *(reference_models(FLAGS.compare_with) if FLAGS.compare_with else [])]
     missing = [t for t in teachers if not os.path.isdir(os.path.join(t, "export"))]
     if missing:
         raise errors.UserError(f"the report needs the teachers' exports; missing: {', '.join(missing)}",

@@ -99,6 +99,9 @@ def test_smoke_pipeline_writes_the_whole_report(workspace, finished):
     results = json.loads((report / "results.json").read_text())
     assert set(results["models"]) == {"teacher_1", "teacher_2", "bilstm_gold", "bilstm_distil", "tinybert"}
     assert results["models"]["bilstm_distil"]["description"] == "BiLSTM distilled on its own x2 transfer set"
+    # the preset's student flags (none in smoke) and the --stage_flag values that made it
+    assert results["models"]["tinybert"]["description"] == ("TinyBERT, stage 1 + 2 on the transfer set, "
+                                                            "--max_seq_length=16 --train_batch_size=8")
     texts, gold = dev_set(workspace)
     assert results["dev_examples"] == len(texts) == 16
     for name, entry in results["models"].items():
@@ -390,6 +393,14 @@ def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
         assert "--stage=prediction" in commands[name] and not any(
             flag.startswith("--intermediate_") for flag in commands[name])
     assert not any(flag.startswith("--stage=") for flag in commands_of("--preset=full")["tinybert"])
+    # --stage_flag can turn stage 1 on (the last --stage= wins): the pipeline then passes its own
+    # stage-1 settings to that student alone
+    lever = commands_of("--preset=large", "--intermediate_epochs=2", "--intermediate_max_examples=0",
+                        "--stage_flag=tinybert_6l:--stage=both", "--stage_flag=tinybert_6l:--layer_map=uniform:hidden")
+    assert "--intermediate_epochs=2.0" in lever["tinybert_6l"] and not any(
+        flag.startswith("--intermediate_max_examples") for flag in lever["tinybert_6l"])
+    assert lever["tinybert_6l"][-2:] == ["--stage=both", "--layer_map=uniform:hidden"]
+    assert not any(flag.startswith("--intermediate_") for flag in lever["tinybert_3l"])
     assert f"--teacher_model={tmp_path / 'teacher_1' / 'export'}" in commands["tinybert_3l"]
     # the BiLSTM's own x8 transfer set, labelled in bfloat16, and the teacher's input embeddings
     own_set = tmp_path / "transfer_bilstm" / "augmented.tsv"
