@@ -368,9 +368,9 @@ def test_bad_flags_fail_in_one_line_before_any_work(workspace, tmp_path, flag, m
 
 def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
     """--preset=large: the teacher stage fine-tunes `mpnet` in bfloat16 at 2e-5 (its INT8 keeping the
-    FFN input projections in float32); two TinyBERT stages with the MiniLM's own vocabulary run stage 2
-    only: the 6-layer one from the pretrained MiniLM, the 3-layer one from layers 2, 4, 6 of the
-    6-layer student's export, in this run's folder."""
+    FFN input projections in float32); two TinyBERT stages with the MiniLM's own vocabulary: the
+    6-layer one from the pretrained MiniLM (stage 1 on hidden states, then stage 2), the 3-layer one
+    (stage 2 only) from layers 2, 4, 6 of the 6-layer student's export, in this run's folder."""
     code = ("import json, sys; from absl import flags; import run_pipeline as rp; "
             "flags.FLAGS(sys.argv); print(json.dumps({s.name: s.command for s in rp.build_stages(sys.argv[-1], rp.stage_flags())}))")
 
@@ -389,18 +389,16 @@ def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
         flag.startswith(("--student_layers", "--student_config")) for flag in commands["tinybert_6l"])
     assert {f"--student_model={tmp_path / 'tinybert_6l' / 'export'}", "--student_layers=2,4,6",
             "--prediction_learning_rate=1e-4"} <= set(commands["tinybert_3l"])
-    for name in ("tinybert_6l", "tinybert_3l"):  # stage 2 only, so no stage-1 flags
-        assert "--stage=prediction" in commands[name] and not any(
-            flag.startswith("--intermediate_") for flag in commands[name])
+    # the 6L: stage 1 on hidden states alone, 2 epochs over the whole transfer set, then stage 2;
+    # the 3L: stage 2 only, so no stage-1 flags
+    assert {"--layer_map=uniform:hidden", "--intermediate_epochs=2.0"} <= set(commands["tinybert_6l"]) and not any(
+        flag.startswith(("--stage=", "--intermediate_max_examples")) for flag in commands["tinybert_6l"])
+    assert "--stage=prediction" in commands["tinybert_3l"] and not any(
+        flag.startswith("--intermediate_") for flag in commands["tinybert_3l"])
     assert not any(flag.startswith("--stage=") for flag in commands_of("--preset=full")["tinybert"])
-    # --stage_flag can turn stage 1 on (the last --stage= wins): the pipeline then passes its own
-    # stage-1 settings to that student alone
-    lever = commands_of("--preset=large", "--intermediate_epochs=2", "--intermediate_max_examples=0",
-                        "--stage_flag=tinybert_6l:--stage=both", "--stage_flag=tinybert_6l:--layer_map=uniform:hidden")
-    assert "--intermediate_epochs=2.0" in lever["tinybert_6l"] and not any(
-        flag.startswith("--intermediate_max_examples") for flag in lever["tinybert_6l"])
-    assert lever["tinybert_6l"][-2:] == ["--stage=both", "--layer_map=uniform:hidden"]
-    assert not any(flag.startswith("--intermediate_") for flag in lever["tinybert_3l"])
+    # --stage_flag can turn stage 1 off (the last --stage= wins): the pipeline then drops its stage-1 settings
+    stage_2 = commands_of("--preset=large", "--stage_flag=tinybert_6l:--stage=prediction")["tinybert_6l"]
+    assert stage_2[-1] == "--stage=prediction" and not any(flag.startswith("--intermediate_") for flag in stage_2)
     assert f"--teacher_model={tmp_path / 'teacher_1' / 'export'}" in commands["tinybert_3l"]
     # the BiLSTM's own x8 transfer set, labelled in bfloat16, and the teacher's input embeddings
     own_set = tmp_path / "transfer_bilstm" / "augmented.tsv"
