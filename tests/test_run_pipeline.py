@@ -351,6 +351,7 @@ def test_a_killed_pipeline_takes_its_running_stage_with_it(tmp_path):
     ("--stages=tinybert_3l", "--stages=tinybert_3l: unknown ['tinybert_3l']; choose from data, teacher, "),
     ("--stages=tinybert", "--stages: tinybert reads the output of data, which is not complete in "),
     ("--stage_flag=tinybert:--temperature=0", "stage tinybert: need --temperature > 0"),
+    ("--stage_flag=tinybert:--layer_map=uniform:bogus", "stage tinybert: --layer_map: layer map rule 'uniform:bogus': after"),
     ("--stage_flag=bilstm_gold:--dropout=nan", "stage bilstm_gold: --dropout=nan must be a finite number"),
     ("--stage_flag=teacher:--seed=-1", "stage teacher_1: flag --seed=-1"),
     ("--stage_flag=transfer:--p_mask=2", "stage transfer: --p_mask=2.0"),

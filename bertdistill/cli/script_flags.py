@@ -17,7 +17,7 @@ from absl import flags
 from bertdistill import errors
 from bertdistill.cli import entry
 
-from bertdistill.distill import distill
+from bertdistill.distill import distill, layer_map
 
 from bertdistill.training import validation
 from bertdistill.configs import (TINYBERT_STAGES, AugmentationConfig, BiLstmConfig, BiLstmModelConfig, ExportConfig,
@@ -343,6 +343,15 @@ def student_layers(fv: flags.FlagValues) -> list[int] | None:
                                           "numbers, e.g. 2,4,6") from None
 
 
+def check_layer_map(fv: flags.FlagValues) -> None:
+    """--layer_map as far as it can be checked before the models load (a rule's features, a JSON
+    file's entries)."""
+    try:
+        layer_map.check_layer_map_spec(fv.layer_map)
+    except layer_map.LayerMapError as e:
+        raise FlagError("layer_map", str(e)) from None
+
+
 def validate_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     for name in ("teacher_model", "output_dir"):
         validation.require(name, fv[name].value)
@@ -355,6 +364,7 @@ def validate_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     if bool(fv.student_config) == bool(fv.student_model):
         raise FlagError("student_config", "give exactly one of --student_config and --student_model")
     student_layers(fv)
+    check_layer_map(fv)
     validate_int8_keep_float(fv)
     validate_task_flags(fv)
 
@@ -398,6 +408,7 @@ def validate_general_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     for name in ("max_steps", "shuffle_buffer"):
         validation.positive(name, fv[name].value)
     validation.model_path("teacher_model", fv.teacher_model)
+    check_layer_map(fv)
 
 
 def general_distill_config(fv: flags.FlagValues = flags.FLAGS) -> GeneralDistillConfig:

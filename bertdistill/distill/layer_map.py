@@ -122,15 +122,12 @@ def resolve_layer_map(spec: str, teacher: BertConfig, student: BertConfig) -> li
     """`spec` is a rule (`uniform`, `last`, `skip`, optionally `:features`) or the path of a JSON
     layer map. Returns validated matches; raises LayerMapError naming what is wrong."""
     rule = parse_rule(spec)
-    if rule is not None:
-        name, features = rule
-        matches = rule_matches(name, teacher, student, features)
-        validate_matches(matches, teacher, student, source=f"layer map rule {spec!r}")
-        return matches
-    if not os.path.isfile(spec):
-        raise LayerMapError(f"layer map {spec!r} is neither a rule {RULES} (optionally :features, e.g. "
-                            "uniform:hidden) nor an existing JSON file")
-    return read_layer_map(spec, teacher, student)
+    if rule is None:
+        return read_layer_map(spec, teacher, student)
+    name, features = rule
+    matches = rule_matches(name, teacher, student, features)
+    validate_matches(matches, teacher, student, source=f"layer map rule {spec!r}")
+    return matches
 
 
 def layer_map_file(spec: str) -> str | None:
@@ -138,8 +135,18 @@ def layer_map_file(spec: str) -> str | None:
     return None if parse_rule(spec) is not None else spec
 
 
-def read_layer_map(path: str, teacher: BertConfig, student: BertConfig) -> list[Match]:
-    """Reads and validates a JSON layer map (see the module docstring)."""
+def check_layer_map_spec(spec: str) -> None:
+    """What can be checked of `--layer_map` before any model is loaded: a rule's features, or a
+    JSON file's entries (their layer ranges need the models: `resolve_layer_map`)."""
+    if parse_rule(spec) is None:
+        read_entries(spec)
+
+
+def read_entries(path: str) -> list[Match]:
+    """The matches of a JSON layer map, each entry's keys and types checked."""
+    if not os.path.isfile(path):
+        raise LayerMapError(f"layer map {path!r} is neither a rule {RULES} (optionally :features, e.g. "
+                            "uniform:hidden) nor an existing JSON file")
     with open(path, encoding="utf-8") as f:
         try:
             entries = json.load(f)
@@ -149,7 +156,12 @@ def read_layer_map(path: str, teacher: BertConfig, student: BertConfig) -> list[
         raise LayerMapError(f"{path}: expected a JSON list of matches, got {type(entries).__name__}")
     if not entries:
         raise LayerMapError(f"{path}: the layer map is empty; give at least one match")
-    matches = [_parse_entry(entry, f"{path}: entry {i}") for i, entry in enumerate(entries)]
+    return [_parse_entry(entry, f"{path}: entry {i}") for i, entry in enumerate(entries)]
+
+
+def read_layer_map(path: str, teacher: BertConfig, student: BertConfig) -> list[Match]:
+    """Reads and validates a JSON layer map (see the module docstring)."""
+    matches = read_entries(path)
     validate_matches(matches, teacher, student, source=path)
     return matches
 
