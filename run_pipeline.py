@@ -498,7 +498,8 @@ def build_stages(output_dir: str, extra: dict[str, list[str]]) -> list[orchestra
     descriptions = {}  # the TinyBERT students' in the report
     for name, student in PRESETS[FLAGS.preset]["students"].items():
         own = [*student_flags(student, "."), *flags_of_stage(extra, name)]
-        stage1 = tinybert_stages(own) != "prediction"  # stage 1 (intermediate layers) runs
+        runs = tinybert_stages(own)
+        stage1 = runs != "prediction"  # stage 1 (intermediate layers) runs
         descriptions[name] = tinybert_description(own)
         stages.append(script_stage(
             name, "tinybert/task_distill.py", *task, f"--teacher_model={exports[0]}",
@@ -512,7 +513,7 @@ def build_stages(output_dir: str, extra: dict[str, list[str]]) -> list[orchestra
             f"--mixed_precision={setting('student_precision')}", f"--seed={seed}", gate, *flags_of_stage(extra, name),
             also_check=None if student else check_student, reads=["data", *teacher_names, "transfer"],
             nominal_minutes=minutes.get(name) or minutes["tinybert"],
-            description=STAGE_WORDS.get(tinybert_stages(own), "")))
+            description=STAGE_WORDS.get(runs, "")))
     stages = [stage for stage in stages if stage.name not in skipped_stages()]
     names = [stage.name for stage in stages]  # the records the report quotes
     stages.append(orchestration.Stage(
