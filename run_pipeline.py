@@ -132,7 +132,8 @@ PRESETS = {
                   # hidden states to every second teacher layer's over the whole transfer set (no attention
                   # matches: the heads of two models pretrained apart do not correspond), then stage 2 at
                   # 3e-5: after 2 epochs of stage 1, 91.74 and 91.63 over two seeds against 90.71 and 89.33
-                  # in stage 2 alone; 3 epochs since, its loss still falling after 2. The 3L runs stage 2 alone at 1e-4 (89.80 over two seeds against 89.33 at 3e-5).
+                  # in stage 2 alone; 3 epochs since: 91.74 again on the first seed (a lower stage-1
+                  # loss). The 3L runs stage 2 alone at 1e-4 (89.80 over two seeds against 89.33 at 3e-5).
                   # docs/results.md, "The large chain".
                   students={"tinybert_6l": ["--student_model=minilm", "--layer_map=uniform:hidden"],
                             "tinybert_3l": [f"--student_model={stage_export('tinybert_6l')}", "--student_layers=2,4,6",
