@@ -390,9 +390,9 @@ def test_large_preset_chains_the_mpnet_teacher_into_minilm_students(tmp_path):
         flag.startswith(("--student_layers", "--student_config")) for flag in commands["tinybert_6l"])
     assert {f"--student_model={tmp_path / 'tinybert_6l' / 'export'}", "--student_layers=2,4,6",
             "--prediction_learning_rate=1e-4"} <= set(commands["tinybert_3l"])
-    # the 6L: stage 1 on hidden states alone, 2 epochs over the whole transfer set, then stage 2;
+    # the 6L: stage 1 on hidden states alone, 3 epochs over the whole transfer set, then stage 2;
     # the 3L: stage 2 only, so no stage-1 flags
-    assert {"--layer_map=uniform:hidden", "--intermediate_epochs=2.0"} <= set(commands["tinybert_6l"]) and not any(
+    assert {"--layer_map=uniform:hidden", "--intermediate_epochs=3.0"} <= set(commands["tinybert_6l"]) and not any(
         flag.startswith(("--stage=", "--intermediate_max_examples")) for flag in commands["tinybert_6l"])
     assert "--stage=prediction" in commands["tinybert_3l"] and not any(
         flag.startswith("--intermediate_") for flag in commands["tinybert_3l"])
