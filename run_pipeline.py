@@ -421,7 +421,8 @@ def subsample_lines(source: str, target: str, extension: str, limit: int, rng: n
 
 def script_stage(name: str, path: str, *args: str,
                  also_check: Callable[[flags.FlagValues], None] | None = None, **kwargs) -> orchestration.Stage:
-    """A stage running the script `path` (relative to the repository) with `args`; the script's
+    """A stage running the script `path` (relative to the repository, as its record names it, so
+    a moved checkout still finds its completed stages) with `args`; the script's
     own flag checks (`script_flags`), then `also_check` of the parsed flags (what the pipeline
     knows about its other stages), run before the pipeline starts."""
     def check() -> None:
@@ -429,7 +430,8 @@ def script_stage(name: str, path: str, *args: str,
         if also_check:
             also_check(parsed)
 
-    return orchestration.Stage(name, command=[os.path.join(REPO, path), *args], check=check, **kwargs)
+    return orchestration.Stage(name, command=[os.path.join(REPO, path), *args], key=[path, *args], check=check,
+                               **kwargs)
 
 
 def build_stages(output_dir: str, extra: dict[str, list[str]]) -> list[orchestration.Stage]:

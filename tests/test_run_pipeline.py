@@ -258,6 +258,47 @@ def test_a_completed_stage_with_another_command_is_refused_naming_the_difference
         runner.check_records()
 
 
+def test_a_moved_checkout_skips_the_stages_it_completed(workspace, finished, tmp_path):
+    """The toolkit copied elsewhere (a moved or second checkout) runs the same command on a
+    finished folder: its records name each script relative to the toolkit, so nothing runs."""
+    import shutil
+
+    output_dir, _ = finished
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(REPO, moved, ignore=shutil.ignore_patterns(".git", ".venv", "outputs", "__pycache__", "tests"))
+    result = subprocess.run([sys.executable, str(moved / SCRIPT), *arguments(workspace, output_dir)],
+                            cwd=str(moved), capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[pipeline] stage ")]
+    assert len(lines) == 9 and all(": complete, skipped (" in line for line in lines), lines
+    record = json.loads((output_dir / "pipeline" / "teacher_1.json").read_text())
+    assert record["command"][0] == "bert_finetune/run_classifier.py"
+
+
+@pytest.mark.parametrize("recorded, accepted", [
+    ("/old/checkout/bert_finetune/run_classifier.py", True),
+    ("bert_finetune/run_classifier.py", True),
+    ("/old/checkout/xbert_finetune/run_classifier.py", False),
+    ("/old/checkout/distil_lstm/main.py", False),
+])
+def test_a_record_naming_its_script_by_an_absolute_path_matches_the_same_script(tmp_path, recorded, accepted):
+    """Records made before scripts were recorded relative to the toolkit name them by the
+    absolute path of the checkout they ran from."""
+    record = orchestration.record_path(str(tmp_path), "teacher_1")
+    os.makedirs(os.path.dirname(record))
+    with open(record, "w", encoding="utf-8") as f:
+        json.dump({"command": [recorded, "--lr=1"], "seconds": 1.0, "finished": "2026-01-01T00:00:00"}, f)
+    stage = orchestration.Stage("teacher_1", command=["/new/place/bert_finetune/run_classifier.py", "--lr=1"],
+                                key=["bert_finetune/run_classifier.py", "--lr=1"])
+    runner = orchestration.Runner(str(tmp_path), [stage])
+    if accepted:
+        runner.check_records()
+    else:
+        with pytest.raises(errors.UserError, match="stage teacher_1 was completed with other settings"):
+            runner.check_records()
+
+
 def test_a_stage_newer_than_the_report_makes_it_again(workspace, finished):
     """A student stage that finished after the report (run again, or a stage added to the chain):
     the same command makes the report again and skips the rest; after that, it is complete."""

@@ -95,6 +95,16 @@ def _difference(old: Sequence[str], new: Sequence[str]) -> str:
     return shorten("; ".join(changes), 300)
 
 
+def _same_command(recorded: Sequence[str], signature: Sequence[str]) -> bool:
+    """Whether a record was made by `signature`. A script stage's signature names its script
+    relative to the toolkit (the checkout may move); records made before that name it by an
+    absolute path, which matches when it ends with the relative one."""
+    if list(recorded) == list(signature):
+        return True
+    return (bool(recorded) and bool(signature) and list(recorded[1:]) == list(signature[1:])
+            and os.path.isabs(recorded[0]) and recorded[0].endswith(os.sep + signature[0]))
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -136,7 +146,7 @@ class Runner:
         """Refuses, before any work, a folder whose completed stages were made differently."""
         for stage in self.stages:
             record = read_record(self.output_dir, stage.name)
-            if record is not None and record["command"] != stage.signature:
+            if record is not None and not _same_command(record["command"], stage.signature):
                 raise UserError(f"{self.output_dir}: stage {stage.name} was completed with other settings "
                                 f"({_difference(record['command'], stage.signature)})",
                                 hint=f"use another {field('output_dir')}, or {field('overwrite_output_dir')} to "
