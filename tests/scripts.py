@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -16,18 +17,19 @@ KILL_AT_STEP = "BERTDISTILL_TEST_KILL_AT_STEP"
 
 
 def run_script(script: str, *args: str, check: bool = True, timeout: float = 300, env: dict | None = None,
-               **popen) -> subprocess.CompletedProcess | subprocess.Popen:
-    """Runs `python <REPO>/<script> args...`; with `popen` keyword arguments, starts it and returns the Popen.
+               toolkit: Path = REPO, **popen) -> subprocess.CompletedProcess | subprocess.Popen:
+    """Runs `python <toolkit>/<script> args...` from `toolkit` (the repository, or a copy of it);
+    with `popen` keyword arguments, starts it and returns the Popen.
 
     `check`: a non-zero exit fails the test with the end of stderr. `KILL_AT_STEP` reaches the
     script only through `env` (`killed_at_step`), never from this process's environment.
     """
-    command = [sys.executable, str(REPO / script), *args]
+    command = [sys.executable, str(toolkit / script), *args]
     inherited = {name: value for name, value in os.environ.items() if name != KILL_AT_STEP}
     env = {**inherited, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     if popen:
-        return subprocess.Popen(command, env=env, cwd=str(REPO), **popen)
-    result = subprocess.run(command, env=env, cwd=str(REPO), capture_output=True, text=True, timeout=timeout)
+        return subprocess.Popen(command, env=env, cwd=str(toolkit), **popen)
+    result = subprocess.run(command, env=env, cwd=str(toolkit), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode:
         raise AssertionError(f"{script} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result

@@ -266,10 +266,7 @@ def test_a_moved_checkout_skips_the_stages_it_completed(workspace, finished, tmp
     output_dir, _ = finished
     moved = tmp_path / "elsewhere"
     shutil.copytree(REPO, moved, ignore=shutil.ignore_patterns(".git", ".venv", "outputs", "__pycache__", "tests"))
-    result = subprocess.run([sys.executable, str(moved / SCRIPT), *arguments(workspace, output_dir)],
-                            cwd=str(moved), capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_script(SCRIPT, *arguments(workspace, output_dir), toolkit=moved)
     lines = [line for line in result.stdout.splitlines() if line.startswith("[pipeline] stage ")]
     assert len(lines) == 9 and all(": complete, skipped (" in line for line in lines), lines
     record = json.loads((output_dir / "pipeline" / "teacher_1.json").read_text())

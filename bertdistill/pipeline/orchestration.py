@@ -99,10 +99,10 @@ def _same_command(recorded: Sequence[str], signature: Sequence[str]) -> bool:
     """Whether a record was made by `signature`. A script stage's signature names its script
     relative to the toolkit (the checkout may move); records made before that name it by an
     absolute path, which matches when it ends with the relative one."""
-    if list(recorded) == list(signature):
-        return True
-    return (bool(recorded) and bool(signature) and list(recorded[1:]) == list(signature[1:])
-            and os.path.isabs(recorded[0]) and recorded[0].endswith(os.sep + signature[0]))
+    recorded, signature = list(recorded), list(signature)
+    same_arguments = len(recorded) == len(signature) > 0 and recorded[1:] == signature[1:]
+    return recorded == signature or (same_arguments and os.path.isabs(recorded[0])
+                                     and recorded[0].endswith(os.sep + signature[0]))
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
