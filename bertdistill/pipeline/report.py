@@ -257,29 +257,30 @@ def figures(results: dict, folder: str) -> list[str]:
     paths = [os.path.join(folder, "accuracy_vs_latency.png"), os.path.join(folder, "robustness.png")]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = dict(zip(PRECISIONS, ("o", "s")))
-    label_offsets = dict(zip(PRECISIONS, ((4, 3), (4, -9))))  # float32 above, INT8 below: neighbours stay apart
-    for (name, entry), color in zip(results["models"].items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4
+    handles = []  # models named in a legend: labels by the points overlap where models are close
+    for (name, entry), color in zip(results["models"].items(), colors):
         points = [(row["latency_ms"], row["dev_accuracy"], precision) for precision in PRECISIONS
                   if (row := entry["precisions"].get(precision)) and "latency_ms" in row]
         if len(points) > 1:  # one model's precisions joined
             ax.plot([p[0] for p in points], [p[1] for p in points], color=color, alpha=0.4, linestyle="--")
         for latency, dev_accuracy, precision in points:
             ax.scatter(latency, dev_accuracy, color=color, marker=markers[precision], zorder=3)
-            ax.annotate(f"{name} {precision}", (latency, dev_accuracy), fontsize=7, xytext=label_offsets[precision],
-                        textcoords="offset points")
+        if points:
+            handles.append(Line2D([], [], color=color, marker="o", linestyle="", label=name))
+    handles += [Line2D([], [], color="gray", marker=markers[p], linestyle="", label=p) for p in PRECISIONS]
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 1, 10 ms rather than 10^0
     # Minor ticks: only 2 and 5 (x 10^k) labelled; 0.6, 0.7, 0.8, 0.9 crowd each other.
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}".strip("0.")[:1] in
                                                ("2", "5") else ""))
     ax.tick_params(axis="x", which="both", labelsize=8)
-    ax.margins(x=0.18, y=0.08)
+    ax.margins(x=0.08, y=0.08)
     ax.set_xlabel("single-sentence latency, ms (log scale; ONNX Runtime, tokenization included)")
     ax.set_ylabel("dev accuracy (%)")
     ax.set_title("Accuracy vs latency (up and to the left is better)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(handles=[Line2D([], [], color="gray", marker=markers[p], linestyle="", label=p) for p in PRECISIONS],
-              fontsize=8, loc="lower right")
+    ax.legend(handles=handles, fontsize=8, loc="best")
     fig.tight_layout()
     with atomic_path(paths[0]) as tmp:
         fig.savefig(tmp, dpi=120)
