@@ -198,7 +198,8 @@ class TaskDistillConfig:
     """TinyBERT task distillation of `teacher_model` (an export folder) into a student given by
     `student_config` (the teacher's vocabulary; start: `student_init`) or `student_model` (a
     pretrained start, `student_layers` of it); `stages` in order (`TINYBERT_STAGES`), each with
-    its settings. `dry_run`: describe the layer map and sizes, train nothing."""
+    its settings; `intermediate_loss_weight` > 0 keeps the layer map's terms in stage 2 at that
+    weight. `dry_run`: describe the layer map and sizes, train nothing."""
 
     run: RunConfig
     teacher_model: str
@@ -214,6 +215,7 @@ class TaskDistillConfig:
     intermediate_max_examples: int | None = None
     temperature: float = 1.0
     hard_label_weight: float = 0.0
+    intermediate_loss_weight: float = 0.0
     layer_map: str = "uniform"
     max_seq_length: int = 128
     dry_run: bool = False

@@ -2,6 +2,7 @@
 distilled into a pretrained BERT student (a BERT vocabulary, a choice of its layers) by
 tinybert/task_distill.py, end to end; the alignment check and the one-line refusals."""
 import json
+import re
 import shutil
 
 import keras
@@ -131,6 +132,15 @@ def test_intermediate_task_feeds_the_teacher_its_own_ids(workspace):
                                               x["attention_mask"], projections)
     assert any(np.abs(np.asarray(wrong[n]) - np.asarray(expected[n])).max() > 1e-6 for n in expected)
 
+    stored = {"label_ids": y, "teacher_logits": np.array([[2.0, -1.0], [0.5, 1.5]], np.float32)}
+    prediction = tinybert.PredictionTask(student, None)
+    joint = tinybert.JointTask(prediction, task, intermediate_weight=0.25).loss_terms(x, stored)
+    assert set(joint) == {"soft_cross_entropy", *expected}
+    np.testing.assert_allclose(np.asarray(joint["soft_cross_entropy"]),
+                               np.asarray(prediction.loss_terms(student_x, stored)["soft_cross_entropy"]), rtol=1e-5)
+    for name in expected:  # one pass of the student gives the same features, scaled by the weight
+        np.testing.assert_allclose(np.asarray(joint[name]), 0.25 * np.asarray(expected[name]), rtol=1e-5)
+
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_mpnet_teacher_into_pretrained_bert_student_layers(workspace, tmp_path, precision):
@@ -144,6 +154,20 @@ def test_mpnet_teacher_into_pretrained_bert_student_layers(workspace, tmp_path, 
     student_weights = checkpoints.select_layers(checkpoints.resolve_pretrained(str(workspace / "student")), [2, 4])
     assert student_weights.config.num_hidden_layers == 2
     assert json.loads((out / "intermediate" / "layer_map.json").read_text())
+
+
+def test_stage_2_keeps_the_layer_maps_terms_from_stage_1s_projections(workspace, tmp_path):
+    out = tmp_path / "run"
+    transfer = f"--augmented_file={workspace / 'transfer.tsv'}"
+    joint = ("--layer_map=uniform:hidden", "--intermediate_loss_weight=0.5", transfer)  # the run's settings
+    run(workspace, out, "--stage=intermediate", *joint)
+    saved = out / "intermediate" / "projections.weights.h5"
+    assert saved.exists()
+    result = run(workspace, out, "--stage=prediction", "--log_every_steps=1", *joint)
+    assert f"Stage 2 starts from stage 1's projections: {saved}" in result.stderr
+    epoch = re.search(r"epoch 0 \(step \d+\): (.*)", result.stderr).group(1)
+    assert "soft_cross_entropy" in epoch and "hidden_4_4" in epoch and "attention" not in epoch
+    assert not any("projection" in name for name in checkpoints.resolve_pretrained(str(out / "export")).weights)
 
 
 def test_a_student_starts_from_layers_of_another_students_export(workspace, tmp_path):
@@ -176,6 +200,8 @@ def test_refusals_in_one_line(workspace, tmp_path):
     cases = [
         (["--student_layers=2,9", f"--augmented_file={workspace / 'transfer.tsv'}"], "--student_layers"),
         (["--student_layers=x"], "--student_layers"),
+        (["--intermediate_loss_weight=-1", f"--augmented_file={workspace / 'transfer.tsv'}"],
+         "--intermediate_loss_weight=-1.0 must be a number >= 0"),
         ([], "pass --augmented_file"),  # stage 2 needs the transfer set's logits
         ([f"--student_model={bad_labels}", f"--augmented_file={workspace / 'transfer.tsv'}"],
          f"{bad_labels / 'labels.json'} must be a non-empty JSON list"),

@@ -304,6 +304,9 @@ def define_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     define_flag("temperature", fv, help="Softmax temperature of the prediction-layer loss.")
     flags.DEFINE_float("hard_label_weight", 0.0, "Weight of the gold-label cross-entropy in stage 2 (1.0: no "
                        "teacher).", **kw)
+    flags.DEFINE_float("intermediate_loss_weight", 0.0, "Stage 2 also fits the layer map's terms (stage 1's "
+                       "losses, teacher online, from stage 1's projections) at this weight beside the logits "
+                       "(0: the logits alone, TinyBERT's stage 2).", **kw)
     define_flag("layer_map", fv)
     flags.DEFINE_bool("dry_run", False, "Print the resolved layer map and parameter counts, then exit.", **kw)
     define_flag("do_export", fv, help="Export the best student to <output_dir>/export.")
@@ -357,6 +360,7 @@ def validate_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
         validation.require(name, fv[name].value)
     validate_common_flags(fv)
     check_temperature_flags(fv, "hard_label_weight")
+    validation.non_negative("intermediate_loss_weight", fv.intermediate_loss_weight)
     for stage in tinybert_stages(fv):
         epochs, rate = tinybert_stage_settings(fv, stage)
         validation.positive(f"{stage}_epochs", epochs)
@@ -379,7 +383,8 @@ def task_distill_config(fv: flags.FlagValues = flags.FLAGS) -> TaskDistillConfig
         student_model=fv.student_model, student_layers=tuple(layers) if layers is not None else None,
         student_init=fv.student_init, augmented_file=fv.augmented_file,
         intermediate_max_examples=fv.intermediate_max_examples, temperature=fv.temperature,
-        hard_label_weight=fv.hard_label_weight, layer_map=fv.layer_map, max_seq_length=fv.max_seq_length,
+        hard_label_weight=fv.hard_label_weight, intermediate_loss_weight=fv.intermediate_loss_weight,
+        layer_map=fv.layer_map, max_seq_length=fv.max_seq_length,
         dry_run=fv.dry_run)
 
 

@@ -77,11 +77,22 @@ class IntermediateTask(Task):
         self.models = {"student": student_model, "projections": projections}
 
     def loss_terms(self, x, y):
-        student_x = {k: v for k, v in x.items() if not k.startswith(TEACHER_PREFIX)}
-        teacher_x = {k[len(TEACHER_PREFIX):]: v for k, v in x.items() if k.startswith(TEACHER_PREFIX)} or student_x
+        student_x, teacher_x = split_inputs(x)
+        return self.feature_terms(teacher_x, student_x, self.student_encoder(student_x, training=True))
+
+    def feature_terms(self, teacher_x, student_x, student_outputs) -> dict:
+        """The layer map's terms of the student's encoder outputs against the teacher's on `teacher_x`."""
         teacher = self.teacher_encoder(teacher_x, training=False)
-        student = self.student_encoder(student_x, training=True)
-        return intermediate_loss_terms(self.matches, teacher, student, x["attention_mask"], self.projections)
+        return intermediate_loss_terms(self.matches, teacher, student_outputs, student_x["attention_mask"],
+                                       self.projections)
+
+
+def split_inputs(x: dict) -> tuple[dict, dict]:
+    """(the student's inputs, the teacher's): the batch's `teacher_*` inputs when it has them
+    (a student with its own vocabulary), else the student's."""
+    student_x = {k: v for k, v in x.items() if not k.startswith(TEACHER_PREFIX)}
+    teacher_x = {k[len(TEACHER_PREFIX):]: v for k, v in x.items() if k.startswith(TEACHER_PREFIX)} or student_x
+    return student_x, teacher_x
 
 
 class PredictionTask(Task):
@@ -111,7 +122,30 @@ class PredictionTask(Task):
         return self.teacher(x, training=False)
 
     def loss_terms(self, x, y):
-        student_logits = self.student(x, training=True)
+        return self.logit_terms(x, y, self.student(x, training=True))
+
+    def logit_terms(self, x, y, student_logits) -> dict:
+        """The soft (and hard) cross-entropy terms of `student_logits` for the batch (x, y)."""
         teacher_logits = self._teacher_logits(x, y) if self.hard_label_weight < 1.0 else None
         labels = (y["label_ids"] if isinstance(y, dict) else y) if self.hard_label_weight > 0.0 else None
         return self.terms(labels, teacher_logits, student_logits)
+
+
+class JointTask(Task):
+    """Stage 2 with stage 1's terms kept: `prediction`'s logit terms plus `intermediate`'s layer-map
+    terms times `intermediate_weight` (TextBrewer's intermediate matches beside the logits), from one
+    pass of the student that yields its logits and its encoder's outputs."""
+
+    def __init__(self, prediction: PredictionTask, intermediate: IntermediateTask, intermediate_weight: float):
+        self.prediction, self.intermediate, self.intermediate_weight = prediction, intermediate, intermediate_weight
+        self.student = prediction.student.with_encoder_outputs()
+        self.models = {"student": prediction.student, "projections": intermediate.projections}
+        self.eval_model = prediction.student
+
+    def loss_terms(self, x, y):
+        student_x, teacher_x = split_inputs(x)
+        logits, outputs = self.student(student_x, training=True)
+        terms = self.prediction.logit_terms(student_x, y, logits)
+        for name, value in self.intermediate.feature_terms(teacher_x, student_x, outputs).items():
+            terms[name] = value * self.intermediate_weight
+        return terms

@@ -408,6 +408,12 @@ class BertClassifier(keras.Model):
         self.num_labels = num_labels
         self.dropout_rate = dropout
         self.pooling = pooling
+        self._encoder_outputs = outputs  # symbolic, for `with_encoder_outputs`
+
+    def with_encoder_outputs(self) -> keras.Model:
+        """The same weights as one model returning `(logits, encoder outputs)` from one pass (to fit
+        the logits and the intermediate layers of a distillation student at once)."""
+        return keras.Model(self.input, [self.output, self._encoder_outputs])
 
     def get_config(self):
         return {"encoder": keras.saving.serialize_keras_object(self.encoder), "num_labels": self.num_labels,

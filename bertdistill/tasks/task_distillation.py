@@ -7,7 +7,8 @@ folder (checkpoints, TensorBoard, best): `IntermediateStage` (stage 1: embedding
 states and pre-softmax attention scores as the layer map says, teacher online, constant
 learning rate; it leaves the layer map and the student's weights, `intermediate/student.weights.h5`,
 for stage 2) and `PredictionStage` (stage 2: soft cross-entropy against the teacher's logits,
-warm-up and linear decay, best-by-dev kept). The losses are `bertdistill.distill.tinybert`'s.
+warm-up and linear decay, best-by-dev kept; with `intermediate_loss_weight` it keeps the layer
+map's terms too, from stage 1's projections). The losses are `bertdistill.distill.tinybert`'s.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import filecmp
 import os
 from collections.abc import Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -36,11 +38,12 @@ from bertdistill.training import trainer, validation
 from bertdistill.models.bert import BertConfig
 from bertdistill.configs import TaskDistillConfig
 from bertdistill.errors import ConfigError, FlagError, field
-from bertdistill.distill.tinybert import (IntermediateTask, PredictionTask, distillation_classifier, init_from_teacher,
-                                  parameter_count, with_distillation_outputs)
+from bertdistill.distill.tinybert import (IntermediateTask, JointTask, PredictionTask, distillation_classifier,
+                                         init_from_teacher, parameter_count, with_distillation_outputs)
 from bertdistill.data.tokenization import Tokenizer, piece_id_map
 
 STAGE1_STUDENT = "student.weights.h5"  # in the intermediate stage's folder
+STAGE1_PROJECTIONS = "projections.weights.h5"  # likewise, for a stage 2 that keeps the layer map's terms
 
 
 def student_source(config: TaskDistillConfig,
@@ -87,6 +90,12 @@ class TaskDistillation(trainer.Task):
         self.dry_run = config.dry_run
         self.models, self.eval_model = {}, None
         self.stage_dir = {stage: os.path.join(config.run.output_dir, stage) for stage in ("intermediate", "prediction")}
+
+    @property
+    def matches_layers(self) -> bool:
+        """Whether a stage fits the layer map's terms (stage 1, or stage 2 keeping them)."""
+        return "intermediate" in self.config.stages or (
+            "prediction" in self.config.stages and self.config.intermediate_loss_weight > 0)
 
     @property
     def student_starts_from_teacher(self) -> bool:
@@ -162,8 +171,8 @@ class TaskDistillation(trainer.Task):
 
         self.train_features = features(validation.non_empty(train_examples, "the training set"))
         self.dev_features = features(validation.non_empty(self.dev, "the dev set"))
-        self.teacher_features = None  # the training set in the teacher's vocabulary, for stage 1
-        if self.tokenizer is not teacher.tokenizer and "intermediate" in config.stages:
+        self.teacher_features = None  # the training set in the teacher's vocabulary, for the layer map's terms
+        if self.tokenizer is not teacher.tokenizer and self.matches_layers:
             self.teacher_features = features(train_examples, teacher.tokenizer)
             bad = pipeline.misaligned(self.teacher_features, self.train_features,
                                       piece_id_map(teacher.tokenizer, self.tokenizer))
@@ -211,6 +220,13 @@ class TaskDistillation(trainer.Task):
         logging.info("Teacher %d parameters, student %d; %d training examples%s", parameter_count(teacher.model),
                      parameter_count(self.student), len(self.train_features),
                      " with teacher logits" if self.teacher_logits is not None else "")
+
+    def intermediate_task(self) -> IntermediateTask:
+        """The layer map's terms between the teacher (online) and the student, through fresh projections."""
+        online_teacher = with_distillation_outputs(self.teacher.model)
+        projections = layer_map.FeatureProjections(self.matches, self.teacher.model.encoder.config,
+                                                   self.student_config)
+        return IntermediateTask(online_teacher.encoder, self.student, self.student.encoder, self.matches, projections)
 
     def stages(self) -> list[trainer.Task]:
         kinds = {"intermediate": IntermediateStage, "prediction": PredictionStage}
@@ -266,10 +282,7 @@ class IntermediateStage(trainer.Task):
     def build_model(self) -> None:
         job = self.job
         teacher_config = job.teacher.model.encoder.config
-        online_teacher = with_distillation_outputs(job.teacher.model)
-        projections = layer_map.FeatureProjections(job.matches, teacher_config, job.student_config)
-        self.losses = IntermediateTask(online_teacher.encoder, job.student, job.student.encoder, job.matches,
-                                       projections)
+        self.losses = job.intermediate_task()
         self.models = self.losses.models
         logging.info("Stage 1 (intermediate layers) on %d examples:\n%s", len(self.features),
                      layer_map.describe(job.matches, teacher_config, job.student_config))
@@ -293,33 +306,45 @@ class IntermediateStage(trainer.Task):
                                     max_seq_length=self.config.max_seq_length)
 
     def finish_stage(self, chief: bool) -> None:
-        """The layer map and the student's weights, for stage 2 (`intermediate/student.weights.h5`)."""
+        """The layer map and the student's weights, for stage 2 (`intermediate/student.weights.h5`,
+`intermediate/projections.weights.h5`)."""
         if chief:
             layer_map.write_layer_map(self.job.matches, os.path.join(self.folder, layer_map.LAYER_MAP_FILE))
             trainer.save_model_weights(self.job.student, os.path.join(self.folder, STAGE1_STUDENT))
+            trainer.save_model_weights(self.losses.projections, os.path.join(self.folder, STAGE1_PROJECTIONS))
 
 
 class PredictionStage(trainer.Task):
     """Stage 2 of `job`: the student's logits against the teacher's (from the transfer set, else
     the teacher online when it reads the student's tokens) at `temperature`, mixed with the gold
-    labels by `hard_label_weight`; starts from stage 1's student when there is one."""
+    labels by `hard_label_weight`, and the layer map's terms at `intermediate_loss_weight` when it
+    is > 0 (`JointTask`); starts from stage 1's student and projections when there are some."""
 
     def __init__(self, job: TaskDistillation):
         self.job, self.config = job, job.config
         self.folder = job.stage_dir["prediction"]
         self.extras = {"teacher_logits": job.teacher_logits} if job.teacher_logits is not None else None
+        joint = self.config.intermediate_loss_weight > 0
+        self.teacher_features = job.teacher_features if joint else None
 
     def build_model(self) -> None:
         job = self.job
         online = job.teacher.model if job.tokenizer is job.teacher.tokenizer else None  # it cannot read other ids
         self.losses = PredictionTask(job.student, online, self.config.temperature, self.config.hard_label_weight)
+        if self.config.intermediate_loss_weight > 0:
+            self.losses = JointTask(self.losses, job.intermediate_task(), self.config.intermediate_loss_weight)
         self.models, self.eval_model = self.losses.models, job.student
 
     def initialize(self) -> None:
-        stage1_student = os.path.join(self.job.stage_dir["intermediate"], STAGE1_STUDENT)
-        if os.path.exists(stage1_student):
-            self.job.student.load_weights(stage1_student)
-            logging.info("Stage 2 starts from stage 1's student: %s", stage1_student)
+        stage1 = self.job.stage_dir["intermediate"]
+        restores = [(self.job.student, STAGE1_STUDENT, "student")]
+        if isinstance(self.losses, JointTask):
+            restores.append((self.losses.intermediate.projections, STAGE1_PROJECTIONS, "projections"))
+        for model, name, what in restores:
+            path = os.path.join(stage1, name)
+            if os.path.exists(path):
+                keras.saving.load_weights(model, path)
+                logging.info("Stage 2 starts from stage 1's %s: %s", what, path)
 
     def loss_terms(self, x, y):
         return self.losses.loss_terms(x, y)
@@ -336,7 +361,7 @@ class PredictionStage(trainer.Task):
         return pipeline.make_dataset(self.job.train_features, batch_size=config.train.train_batch_size,
                                      is_training=True, seed=config.run.seed + epoch,
                                      max_seq_length=config.max_seq_length, static_padding=config.train.use_xla,
-                                     extras=self.extras)
+                                     extras=self.extras, teacher_features=self.teacher_features)
 
     def steps_per_epoch(self) -> int:
         return pipeline.num_batches(self.job.train_features, batch_size=self.config.train.train_batch_size,

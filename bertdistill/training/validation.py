@@ -50,6 +50,13 @@ def positive(name: str, value: float | int | None) -> float | int:
     return value
 
 
+def non_negative(name: str, value: float | int | None) -> float | int:
+    """`value`, or a FlagError unless it is a number >= 0."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise FlagError(name, f"{field(name)}={_show(value)} must be a number >= 0")
+    return value
+
+
 def in_range(name: str, value: float | int | None, low: float | int, high: float | int) -> float | int:
     """`value`, or a FlagError unless low <= value <= high."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
