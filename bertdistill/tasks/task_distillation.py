@@ -5,9 +5,9 @@ a fine-tuned teacher (an export folder of run_classifier.py) into a smaller BERT
 dev and the export. Its stages are Tasks of their own, each training in its folder of the run
 folder (checkpoints, TensorBoard, best): `IntermediateStage` (stage 1: embeddings, hidden
 states and pre-softmax attention scores as the layer map says, teacher online, constant
-learning rate; it leaves the layer map and the student's weights, `intermediate/student.weights.h5`,
-for stage 2) and `PredictionStage` (stage 2: soft cross-entropy against the teacher's logits,
-warm-up and linear decay, best-by-dev kept; with `intermediate_loss_weight` it keeps the layer
+learning rate; it leaves the layer map, the student's weights (`intermediate/student.weights.h5`)
+and the projections for stage 2) and `PredictionStage` (stage 2: soft cross-entropy against the
+teacher's logits, warm-up and linear decay, best-by-dev kept; with `intermediate_loss_weight` it keeps the layer
 map's terms too, from stage 1's projections). The losses are `bertdistill.distill.tinybert`'s.
 """
 
@@ -306,8 +306,8 @@ class IntermediateStage(trainer.Task):
                                     max_seq_length=self.config.max_seq_length)
 
     def finish_stage(self, chief: bool) -> None:
-        """The layer map and the student's weights, for stage 2 (`intermediate/student.weights.h5`,
-`intermediate/projections.weights.h5`)."""
+        """The layer map, the student's weights and the projections, for stage 2
+        (`intermediate/student.weights.h5`, `intermediate/projections.weights.h5`)."""
         if chief:
             layer_map.write_layer_map(self.job.matches, os.path.join(self.folder, layer_map.LAYER_MAP_FILE))
             trainer.save_model_weights(self.job.student, os.path.join(self.folder, STAGE1_STUDENT))
@@ -324,8 +324,7 @@ class PredictionStage(trainer.Task):
         self.job, self.config = job, job.config
         self.folder = job.stage_dir["prediction"]
         self.extras = {"teacher_logits": job.teacher_logits} if job.teacher_logits is not None else None
-        joint = self.config.intermediate_loss_weight > 0
-        self.teacher_features = job.teacher_features if joint else None
+        self.teacher_features = job.teacher_features if self.config.intermediate_loss_weight > 0 else None
 
     def build_model(self) -> None:
         job = self.job
