@@ -23,7 +23,8 @@ class RunConfig:
     """Where a run writes and how it runs.
 
     `settings`: what the run manifest records and compares on resume (a script: its flags' values;
-    `manifest.check_output_dir`); `hparams`: what TensorBoard's hparams dashboard shows (default:
+    `manifest.check_output_dir`), `setting_defaults` their defaults (a setting the folder's
+    manifest lacks, a flag added since, matches at its default); `hparams`: what TensorBoard's hparams dashboard shows (default:
     `settings`).
     """
 
@@ -34,6 +35,7 @@ class RunConfig:
     mixed_precision: str = "float32"
     seed: int = 12345
     settings: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    setting_defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)
     hparams: Mapping[str, object] | None = None
 
 

@@ -89,9 +89,9 @@ def test_settings_leave_out_absl_flags():
 
     values = flags.FlagValues()
     flags.DEFINE_integer("my_steps", 3, "", flag_values=values)
-    values(["prog"])
-    assert script_flags.settings(values) == {"my_steps": 3}
-    assert "verbosity" not in script_flags.settings(flags.FLAGS)
+    values(["prog", "--my_steps=5"])
+    assert [(flag.name, flag.value, flag.default) for flag in script_flags.own_flags(values)] == [("my_steps", 5, 3)]
+    assert "verbosity" not in [flag.name for flag in script_flags.own_flags(flags.FLAGS)]
 
 
 @pytest.mark.parametrize("script, build, required", [

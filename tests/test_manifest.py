@@ -111,6 +111,19 @@ def test_each_difference_is_named(tmp_path, data_dir, change, expected):
     assert "\n" not in message
 
 
+def test_a_flag_added_since_matches_at_its_default(tmp_path, data_dir):
+    out = str(tmp_path / "out")
+    manifest.check_output_dir(out, build(data_dir), overwrite=False)  # a run from before the flag existed
+    defaults = {"new_weight": 0.0}
+    at_default = build(data_dir, flags={**FLAGS, "new_weight": 0.0})
+    assert manifest.check_output_dir(out, at_default, overwrite=False, flag_defaults=defaults) == "resumed"
+    with pytest.raises(UserError, match=r"new_weight: <absent> -> 0\.5"):
+        manifest.check_output_dir(out, build(data_dir, flags={**FLAGS, "new_weight": 0.5}), overwrite=False,
+                                  flag_defaults=defaults)
+    with pytest.raises(UserError, match=r"new_weight: <absent> -> 0\.0"):  # without defaults: another run
+        manifest.check_output_dir(out, at_default, overwrite=False)
+
+
 def test_data_change_detected(tmp_path, data_dir):
     out = str(tmp_path / "out")
     manifest.check_output_dir(out, build(data_dir), overwrite=False)

@@ -168,6 +168,9 @@ def test_stage_switch_and_kill_and_resume_in_each_stage(workspace, tmp_path):
     single = tmp_path / "single"  # --stage=intermediate, then --stage=prediction on the same folder
     run(workspace, single, "--stage=intermediate", "--num_train_epochs=1", "--do_export=false")
     assert (single / "intermediate" / "student.weights.h5").exists() and not (single / "prediction").exists()
+    recorded = json.loads((single / "run_manifest.json").read_text())
+    del recorded["flags"]["intermediate_loss_weight"]  # a folder of a toolkit before that flag: resumed at 0
+    (single / "run_manifest.json").write_text(json.dumps(recorded))
     result = run(workspace, single, "--stage=prediction", "--num_train_epochs=1", "--do_export=false")
     assert "Stage 2 starts from stage 1's student" in result.stderr
 

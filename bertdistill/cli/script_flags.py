@@ -41,16 +41,10 @@ class ScriptFlags:
 
 # The configs every training script shares
 
-def settings(fv: flags.FlagValues) -> dict[str, object]:
-    """The values of the program's own flags (not absl's logging/debugging/help flags): what the
-    run manifest records."""
-    values = {}
-    for module, module_flags in fv.flags_by_module_dict().items():
-        if module.startswith("absl."):
-            continue
-        for flag in module_flags:
-            values[flag.name] = flag.value
-    return values
+def own_flags(fv: flags.FlagValues) -> list[flags.Flag]:
+    """The program's own flags (not absl's logging/debugging/help flags): the run's settings."""
+    return [flag for module, module_flags in fv.flags_by_module_dict().items() if not module.startswith("absl.")
+            for flag in module_flags]
 
 
 def run_config(fv: flags.FlagValues) -> RunConfig:
@@ -58,7 +52,9 @@ def run_config(fv: flags.FlagValues) -> RunConfig:
     (manifest) and every flag as its TensorBoard hparams."""
     return RunConfig(output_dir=fv.output_dir, overwrite_output_dir=fv.overwrite_output_dir,
                      distribution_strategy=fv.distribution_strategy, tpu=fv.tpu, mixed_precision=fv.mixed_precision,
-                     seed=fv.seed, settings=settings(fv), hparams=fv.flag_values_dict())
+                     seed=fv.seed, settings={flag.name: flag.value for flag in own_flags(fv)},
+                     setting_defaults={flag.name: flag.default for flag in own_flags(fv)},
+                     hparams=fv.flag_values_dict())
 
 
 def train_config(fv: flags.FlagValues) -> TrainConfig:

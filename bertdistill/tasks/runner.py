@@ -143,7 +143,8 @@ def prepare_run(run: RunConfig | None = None, *, data_files: Sequence[str | None
                                       extra=extra)
         if train:
             status = manifest.check_output_dir(output_dir, new, overwrite=run.overwrite_output_dir, inputs=sources,
-                                               ignore_flags=manifest.IGNORED_FLAGS | set(ignore_settings))
+                                               ignore_flags=manifest.IGNORED_FLAGS | set(ignore_settings),
+                                               flag_defaults=run.setting_defaults)
         else:
             _check_trained_folder(output_dir, new)  # created by what writes into it, if the run gets that far
             status = "evaluating"

@@ -151,13 +151,19 @@ def _data_differences(old: Sequence[Mapping], new: Sequence[Mapping]) -> list[st
     return out
 
 
-def differences(old: Mapping, new: Mapping, ignore_flags: Iterable[str] = IGNORED_FLAGS) -> list[str]:
-    """What differs between two manifests, one short item each (code version and time ignored)."""
+def differences(old: Mapping, new: Mapping, ignore_flags: Iterable[str] = IGNORED_FLAGS,
+                flag_defaults: Mapping[str, object] | None = None) -> list[str]:
+    """What differs between two manifests, one short item each (code version and time ignored).
+    A flag `old` lacks (one added to the toolkit since) matches when `new` has it at its default
+    in `flag_defaults`."""
     ignore_flags = set(ignore_flags)
     out = []
     if old.get("format") != new.get("format"):
         out.append(f"manifest format: {_value(old.get('format'))} -> {_value(new.get('format'))}")
-    out += _mapping_differences("", old.get("flags") or {}, new.get("flags") or {}, ignore_flags)
+    new_flags = new.get("flags") or {}
+    added_at_default = {name for name, value in _jsonable(dict(flag_defaults or {})).items()
+                        if name not in (old.get("flags") or {}) and new_flags.get(name, _ABSENT) == value}
+    out += _mapping_differences("", old.get("flags") or {}, new_flags, ignore_flags | added_at_default)
     out += _data_differences(old.get("data") or [], new.get("data") or [])
     out += _mapping_differences("model_config.", old.get("model_config"), new.get("model_config"))
     out += _mapping_differences("extra.", old.get("extra") or {}, new.get("extra") or {})
@@ -211,11 +217,13 @@ def clear_folder(output_dir: str) -> None:
 
 
 def check_output_dir(output_dir: str, manifest: Mapping, *, overwrite: bool,
-                     inputs: Sequence[str | None] = (), ignore_flags: Iterable[str] = IGNORED_FLAGS) -> str:
+                     inputs: Sequence[str | None] = (), ignore_flags: Iterable[str] = IGNORED_FLAGS,
+                     flag_defaults: Mapping[str, object] | None = None) -> str:
     """Makes `output_dir` ready for the run described by `manifest`; returns what it did:
 
     - "created": no folder, or an empty one: created, manifest written;
-    - "resumed": the folder's manifest matches (code version, time and `ignore_flags` aside);
+    - "resumed": the folder's manifest matches (code version, time and `ignore_flags` aside; a
+      flag it lacks matches at its default in `flag_defaults`);
     - "overwritten": `overwrite` and the folder had contents: they were deleted (never when the
       folder is /, the home folder, the current folder or one of their parents, or holds one of
       the run's inputs: the manifest's data files and `inputs`), new manifest written.
@@ -243,7 +251,7 @@ def check_output_dir(output_dir: str, manifest: Mapping, *, overwrite: bool,
         listed = ", ".join(shorten(name, 40) for name in sorted(contents)[:3]) + (", ..." if len(contents) > 3 else "")
         raise UserError(f"{field('output_dir')}={shorten(output_dir)} already holds files ({listed}) but no "
                         f"{MANIFEST_NAME}: not a run of this toolkit, or one from an older version; {OVERWRITE_HINT}")
-    found = differences(old, manifest, ignore_flags)
+    found = differences(old, manifest, ignore_flags, flag_defaults)
     if found:
         more = f" and {len(found) - _MAX_DIFFERENCES} more" if len(found) > _MAX_DIFFERENCES else ""
         raise UserError(f"{field('output_dir')}={shorten(output_dir)} holds another run: "
