@@ -24,8 +24,8 @@ class RunConfig:
 
     `settings`: what the run manifest records and compares on resume (a script: its flags' values;
     `manifest.check_output_dir`), `setting_defaults` their defaults (a setting the folder's
-    manifest lacks, a flag added since, matches at its default); `hparams`: what TensorBoard's hparams dashboard shows (default:
-    `settings`).
+    manifest lacks, a flag added since, matches at its default); `hparams`: what TensorBoard's
+    hparams dashboard shows (default: `settings`).
     """
 
     output_dir: str | None = None

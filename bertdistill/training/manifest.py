@@ -160,10 +160,10 @@ def differences(old: Mapping, new: Mapping, ignore_flags: Iterable[str] = IGNORE
     out = []
     if old.get("format") != new.get("format"):
         out.append(f"manifest format: {_value(old.get('format'))} -> {_value(new.get('format'))}")
-    new_flags = new.get("flags") or {}
+    old_flags, new_flags = old.get("flags") or {}, new.get("flags") or {}
     added_at_default = {name for name, value in _jsonable(dict(flag_defaults or {})).items()
-                        if name not in (old.get("flags") or {}) and new_flags.get(name, _ABSENT) == value}
-    out += _mapping_differences("", old.get("flags") or {}, new_flags, ignore_flags | added_at_default)
+                        if name not in old_flags and new_flags.get(name, _ABSENT) == value}
+    out += _mapping_differences("", old_flags, new_flags, ignore_flags | added_at_default)
     out += _data_differences(old.get("data") or [], new.get("data") or [])
     out += _mapping_differences("model_config.", old.get("model_config"), new.get("model_config"))
     out += _mapping_differences("extra.", old.get("extra") or {}, new.get("extra") or {})
