@@ -324,20 +324,21 @@ class PredictionStage(trainer.Task):
         self.job, self.config = job, job.config
         self.folder = job.stage_dir["prediction"]
         self.extras = {"teacher_logits": job.teacher_logits} if job.teacher_logits is not None else None
-        self.teacher_features = job.teacher_features if self.config.intermediate_loss_weight > 0 else None
+        self.joint = self.config.intermediate_loss_weight > 0  # the layer map's terms too (`JointTask`)
+        self.teacher_features = job.teacher_features if self.joint else None
 
     def build_model(self) -> None:
         job = self.job
         online = job.teacher.model if job.tokenizer is job.teacher.tokenizer else None  # it cannot read other ids
         self.losses = PredictionTask(job.student, online, self.config.temperature, self.config.hard_label_weight)
-        if self.config.intermediate_loss_weight > 0:
+        if self.joint:
             self.losses = JointTask(self.losses, job.intermediate_task(), self.config.intermediate_loss_weight)
         self.models, self.eval_model = self.losses.models, job.student
 
     def initialize(self) -> None:
         stage1 = self.job.stage_dir["intermediate"]
         restores = [(self.job.student, STAGE1_STUDENT, "student")]
-        if isinstance(self.losses, JointTask):
+        if self.joint:
             restores.append((self.losses.intermediate.projections, STAGE1_PROJECTIONS, "projections"))
         for model, name, what in restores:
             path = os.path.join(stage1, name)
