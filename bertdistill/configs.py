@@ -201,7 +201,8 @@ class TaskDistillConfig:
     `student_config` (the teacher's vocabulary; start: `student_init`) or `student_model` (a
     pretrained start, `student_layers` of it); `stages` in order (`TINYBERT_STAGES`), each with
     its settings; `intermediate_loss_weight` > 0 keeps the layer map's terms in stage 2 at that
-    weight. `dry_run`: describe the layer map and sizes, train nothing."""
+    weight; `intermediate_dir`: another run's finished stage 1, stage 2's start. `dry_run`:
+    describe the layer map and sizes, train nothing."""
 
     run: RunConfig
     teacher_model: str
@@ -218,6 +219,7 @@ class TaskDistillConfig:
     temperature: float = 1.0
     hard_label_weight: float = 0.0
     intermediate_loss_weight: float = 0.0
+    intermediate_dir: str | None = None
     layer_map: str = "uniform"
     max_seq_length: int = 128
     dry_run: bool = False

@@ -175,6 +175,58 @@ def test_stage_switch_and_kill_and_resume_in_each_stage(workspace, tmp_path):
     assert "Stage 2 starts from stage 1's student" in result.stderr
 
 
+@pytest.fixture(scope="module")
+def stage1_run(workspace, tmp_path_factory):
+    """A run folder whose finished stage 1 matched hidden states (`uniform:hidden`)."""
+    folder = tmp_path_factory.mktemp("stage1") / "run"
+    run(workspace, folder, "--stage=intermediate", "--num_train_epochs=1", "--layer_map=uniform:hidden",
+        "--do_export=false")
+    return folder
+
+
+def test_stage_2_starts_from_another_runs_stage_1(workspace, stage1_run, tmp_path):
+    out = tmp_path / "sweep"
+    args = ("--stage=prediction", f"--intermediate_dir={stage1_run}", "--num_train_epochs=1", "--do_export=false",
+            "--layer_map=uniform:hidden", "--intermediate_loss_weight=1")
+    result = run(workspace, out, *args)
+    for what in ("student", "projections"):
+        assert f"Stage 2 starts from stage 1's {what}: {stage1_run}/intermediate/{what}.weights.h5" in result.stderr
+    assert (out / "eval_results.txt").exists() and not (out / "intermediate").exists()
+    recorded = json.loads((out / "run_manifest.json").read_text())["data"]
+    assert str(stage1_run / "intermediate" / "student.weights.h5") in [entry["path"] for entry in recorded]
+
+    student = stage1_run / "intermediate" / "student.weights.h5"
+    original = student.read_bytes()
+    try:  # stage 1 trained again under the sweep: resuming the sweep is refused, naming the file
+        student.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        changed = run(workspace, out, *args, check=False)
+    finally:
+        student.write_bytes(original)
+    assert changed.returncode != 0 and "data student.weights.h5 changed" in error_lines(changed)[0]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--stage=both",), "--intermediate_dir starts stage 2 from another run's stage 1: use it with --stage=prediction"),
+    (("--stage=prediction", "--intermediate_dir={empty}"), "holds no finished stage 1: no student.weights.h5"),
+    (("--stage=prediction", "--student_config={other_student}"), "student.weights.h5 is not a stage 1 of this student"),
+    (("--stage=prediction", "--intermediate_loss_weight=1"), "--layer_map=uniform is not the layer map of the stage 1"),
+])
+def test_a_stage_1_that_does_not_fit_is_refused_in_one_line_before_any_work(workspace, stage1_run, tmp_path, extra,
+                                                                              message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other.json").write_text(json.dumps(tiny_config(**{**TEACHER, "num_hidden_layers": 1}).to_dict()))
+    extra = [arg.format(empty=tmp_path / "empty", other_student=tmp_path / "other.json") for arg in extra]
+    student = next((arg for arg in extra if arg.startswith("--student_config")), None)
+    if not any(arg.startswith("--intermediate_dir") for arg in extra):
+        extra.append(f"--intermediate_dir={stage1_run}")
+    out = tmp_path / "out"
+    result = run(workspace, out, *[arg for arg in extra if arg != student], "--num_train_epochs=1", check=False,
+                 student=student)
+    errors = error_lines(result)
+    assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert not out.exists()
+
+
 def test_general_distillation_streams_a_corpus_resumes_and_feeds_task_distillation(workspace, tmp_path):
     rng = np.random.default_rng(5)
     corpus = tmp_path / "corpus.txt"

@@ -322,3 +322,15 @@ def test_a_full_disk_while_checkpointing_leaves_no_partial_checkpoint(tmp_path, 
         fit(run)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir() if "ckpt-8" in p.name] == []
     assert not tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-8")
+
+
+def test_a_weights_file_is_compared_with_the_model_by_names_and_shapes(tmp_path):
+    def dense_stack(*widths):
+        return keras.Sequential([keras.Input((4,)), *[keras.layers.Dense(width) for width in widths]])
+
+    path = str(tmp_path / "two.weights.h5")
+    trainer.save_model_weights(dense_stack(8, 2), path)
+    assert trainer.weights_file_difference(dense_stack(8, 2), path) is None
+    assert trainer.weights_file_difference(dense_stack(8), path).startswith("it holds 2 weights the model has not")
+    assert trainer.weights_file_difference(dense_stack(8, 2, 2), path).startswith("2 of the model's weights are not in")
+    assert trainer.weights_file_difference(dense_stack(6, 2), path) == "layers/dense/vars/0 is (4, 8) in it, (4, 6) in the model"

@@ -15,7 +15,8 @@ decay, best-by-dev kept. `--stage=both` (default) runs stage 1 then stage 2 in o
 `--output_dir`; each stage has its own folder (`intermediate/`, `prediction/`: checkpoints,
 TensorBoard, best), so a killed run resumes in the right stage at the right step, and
 `--stage=prediction` after `--stage=intermediate` continues from stage 1's student
-(`intermediate/student.weights.h5`, written when stage 1 ends). The best student is exported
+(`intermediate/student.weights.h5`, written when stage 1 ends), or from another run's with
+`--intermediate_dir`. The best student is exported
 to `<output_dir>/export` like the teacher (SavedModel, ONNX, INT8 ONNX, Hugging Face files);
 the projections are training-only and dropped. `--dry_run` prints the resolved layer map and
 the parameter counts, and exits. The job and its stages: `bertdistill/tasks/task_distillation.py`.

@@ -303,6 +303,10 @@ def define_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_float("intermediate_loss_weight", 0.0, "Stage 2 also fits the layer map's terms (stage 1's "
                        "losses, teacher online, from stage 1's projections) at this weight beside the logits "
                        "(0: the logits alone, TinyBERT's stage 2).", **kw)
+    flags.DEFINE_string("intermediate_dir", None, "With --stage=prediction: another run's finished stage 1 (its "
+                        "--output_dir, or that folder's intermediate/); stage 2 starts from its student (and "
+                        "projections) instead of this run's own, e.g. to try stage 2's seeds or learning rates "
+                        "without training stage 1 again.", **kw)
     define_flag("layer_map", fv)
     flags.DEFINE_bool("dry_run", False, "Print the resolved layer map and parameter counts, then exit.", **kw)
     define_flag("do_export", fv, help="Export the best student to <output_dir>/export.")
@@ -357,6 +361,9 @@ def validate_task_distill_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     validate_common_flags(fv)
     check_temperature_flags(fv, "hard_label_weight")
     validation.non_negative("intermediate_loss_weight", fv.intermediate_loss_weight)
+    if fv.intermediate_dir and fv.stage != "prediction":
+        raise FlagError("intermediate_dir", "--intermediate_dir starts stage 2 from another run's stage 1: use it "
+                        "with --stage=prediction")
     for stage in tinybert_stages(fv):
         epochs, rate = tinybert_stage_settings(fv, stage)
         validation.positive(f"{stage}_epochs", epochs)
@@ -380,7 +387,7 @@ def task_distill_config(fv: flags.FlagValues = flags.FLAGS) -> TaskDistillConfig
         student_init=fv.student_init, augmented_file=fv.augmented_file,
         intermediate_max_examples=fv.intermediate_max_examples, temperature=fv.temperature,
         hard_label_weight=fv.hard_label_weight, intermediate_loss_weight=fv.intermediate_loss_weight,
-        layer_map=fv.layer_map, max_seq_length=fv.max_seq_length,
+        intermediate_dir=fv.intermediate_dir, layer_map=fv.layer_map, max_seq_length=fv.max_seq_length,
         dry_run=fv.dry_run)
 
 

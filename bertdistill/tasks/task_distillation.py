@@ -8,7 +8,9 @@ states and pre-softmax attention scores as the layer map says, teacher online, c
 learning rate; it leaves the layer map, the student's weights (`intermediate/student.weights.h5`)
 and the projections for stage 2) and `PredictionStage` (stage 2: soft cross-entropy against the
 teacher's logits, warm-up and linear decay, best-by-dev kept; with `intermediate_loss_weight` it keeps the layer
-map's terms too, from stage 1's projections). The losses are `bertdistill.distill.tinybert`'s.
+map's terms too, from stage 1's projections). Stage 2 alone may start from another run's
+finished stage 1 (`intermediate_dir`), e.g. to sweep its seeds or learning rates without
+training stage 1 again. The losses are `bertdistill.distill.tinybert`'s.
 """
 
 from __future__ import annotations
@@ -76,6 +78,16 @@ def student_tokenizer(teacher: checkpoints.Teacher, pretrained: checkpoints.Pret
     return Tokenizer(pretrained.vocab_file, do_lower_case)
 
 
+def stage1_folder(path: str) -> str:
+    """The folder of a finished stage 1 named by `--intermediate_dir`: the folder itself, or the
+    `intermediate/` of the run folder it names."""
+    for folder in (path, os.path.join(path, "intermediate")):
+        if os.path.isfile(os.path.join(folder, STAGE1_STUDENT)):
+            return folder
+    raise FlagError("intermediate_dir", f"{field('intermediate_dir')}={errors.shorten(path)} holds no finished "
+                    f"stage 1: no {STAGE1_STUDENT} in it or in its intermediate/")
+
+
 def check_student(config: TaskDistillConfig, teacher: checkpoints.Teacher, student: BertConfig) -> None:
     """`max_seq_length` within both models' positions."""
     for name, config_of in (("the teacher", teacher.model.encoder.config), ("the student", student)):
@@ -90,6 +102,7 @@ class TaskDistillation(trainer.Task):
         self.dry_run = config.dry_run
         self.models, self.eval_model = {}, None
         self.stage_dir = {stage: os.path.join(config.run.output_dir, stage) for stage in ("intermediate", "prediction")}
+        self.stage1_dir = self.stage_dir["intermediate"]  # where stage 2 finds stage 1's student
 
     @property
     def matches_layers(self) -> bool:
@@ -114,19 +127,40 @@ class TaskDistillation(trainer.Task):
         self.matches = layer_map.resolve_layer_map(config.layer_map, teacher.model.encoder.config, self.student_config)
         if self.student_starts_from_teacher:
             layer_map.check_init_from_teacher(teacher.model.encoder.config, self.student_config)
+        if config.intermediate_dir:
+            self.stage1_dir = stage1_folder(config.intermediate_dir)
+            self.check_stage1()
         if config.dry_run:
             self.describe()
             return None
         self.read_data()
         data = config.data
+        stage1_student = os.path.join(self.stage1_dir, STAGE1_STUDENT) if config.intermediate_dir else None
         return trainer.RunPlan(
-            data_files=[config.augmented_file or data.split_file("train"), data.split_file("dev")],
+            data_files=[config.augmented_file or data.split_file("train"), data.split_file("dev"), stage1_student],
             model_config={**self.student_config.to_dict(), "labels": self.labels},
             inputs={"teacher_model": config.teacher_model, "student_model": config.student_model,
                     "student_config": config.student_config, "data_dir": data.data_dir,
-                    "augmented_file": config.augmented_file, "layer_map": layer_map.layer_map_file(config.layer_map)},
+                    "augmented_file": config.augmented_file, "layer_map": layer_map.layer_map_file(config.layer_map),
+                    "intermediate_dir": config.intermediate_dir},
             ignore_settings=("stage", "dry_run", "do_export"), evaluate="prediction" in config.stages,
             export=config.export.do_export and "prediction" in config.stages)
+
+    def check_stage1(self) -> None:
+        """Another run's stage 1 fits this student: its weights are this student's (names and shapes), and
+        with the layer map's terms kept its layer map is this run's (its projections are made for it)."""
+        teacher, path = self.teacher, os.path.join(self.stage1_dir, STAGE1_STUDENT)
+        student = distillation_classifier(self.student_config, len(teacher.labels), teacher.model.pooling)
+        difference = trainer.weights_file_difference(student, path)
+        if difference is not None:
+            raise FlagError("intermediate_dir", f"{errors.shorten(path)} is not a stage 1 of this student: {difference}")
+        if self.matches_layers:
+            recorded = layer_map.read_layer_map(os.path.join(self.stage1_dir, layer_map.LAYER_MAP_FILE),
+                                                teacher.model.encoder.config, self.student_config)
+            if layer_map.layer_map_to_json(recorded) != layer_map.layer_map_to_json(self.matches):
+                raise FlagError("layer_map", f"{field('layer_map')}={self.config.layer_map} is not the layer map "
+                                f"of the stage 1 in {errors.shorten(self.stage1_dir)} ({layer_map.LAYER_MAP_FILE}): "
+                                "its projections fit that one only")
 
     def describe(self) -> None:
         """The dry run: the resolved layer map and the parameter counts, on stdout."""
@@ -336,7 +370,7 @@ class PredictionStage(trainer.Task):
         self.models, self.eval_model = self.losses.models, job.student
 
     def initialize(self) -> None:
-        stage1 = self.job.stage_dir["intermediate"]
+        stage1 = self.job.stage1_dir
         restores = [(self.job.student, STAGE1_STUDENT, "student")]
         if self.joint:
             restores.append((self.losses.intermediate.projections, STAGE1_PROJECTIONS, "projections"))

@@ -61,6 +61,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
@@ -329,6 +330,31 @@ def save_model_weights(model: keras.Model, path: str) -> None:
     """Writes `model`'s weights (no optimizer state) to a `.weights.h5` file, atomically."""
     with atomic_path(path) as tmp:
         keras.saving.save_weights(model, tmp, objects_to_skip=_optimizer_state(model))
+
+
+def _weight_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: shapes.update({name: item.shape}) if isinstance(item, h5py.Dataset) else None)
+    return shapes
+
+
+def weights_file_difference(model: keras.Model, path: str) -> str | None:
+    """How the `.weights.h5` file `path` differs from `model`'s weights (names and shapes), or
+    None when it fits (Keras loads a file holding more layers than the model without a word)."""
+    with tempfile.TemporaryDirectory() as folder:
+        own = os.path.join(folder, "model.weights.h5")
+        save_model_weights(model, own)
+        expected, found = _weight_shapes(own), _weight_shapes(path)
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing:
+        return f"{len(missing)} of the model's weights are not in it, e.g. {missing[0]}"
+    if extra:
+        return f"it holds {len(extra)} weights the model has not, e.g. {extra[0]}"
+    for name, shape in expected.items():
+        if found[name] != shape:
+            return f"{name} is {found[name]} in it, {shape} in the model"
+    return None
 
 
 def restore_best_weights(model: keras.Model, output_dir: str) -> bool:
