@@ -89,6 +89,33 @@ def test_prediction_task_takes_logits_from_the_batch_or_runs_the_teacher():
     np.testing.assert_allclose(float(gold["hard_cross_entropy"]), hard, rtol=1e-5)
 
 
+def test_joint_stage_2_without_batch_logits_runs_the_teacher_once_for_logits_and_features(monkeypatch):
+    keras.utils.set_random_seed(1)
+    no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    teacher = tinybert.distillation_classifier(tiny_config(**no_dropout), 2, "cls")
+    student = tinybert.distillation_classifier(tiny_config(num_hidden_layers=1, **no_dropout), 2, "cls")
+    matches = layer_map.resolve_layer_map("uniform", teacher.encoder.config, student.encoder.config)
+    projections = layer_map.FeatureProjections(matches, teacher.encoder.config, student.encoder.config)
+    intermediate = tinybert.IntermediateTask(teacher.encoder, student, student.encoder, matches, projections)
+    prediction = tinybert.PredictionTask(student, teacher, temperature=2.0)
+    joint = tinybert.JointTask(prediction, intermediate, 0.5, teacher=teacher)
+    x, labels = tiny_batch(), np.array([0, 1])
+
+    calls = []
+    encoder_call = type(teacher.encoder).call
+    monkeypatch.setattr(type(teacher.encoder), "call",
+                        lambda self, *a, **k: calls.append(self is teacher.encoder) or encoder_call(self, *a, **k))
+    terms = joint.loss_terms(x, labels)
+    assert calls.count(True) == 1  # one pass of the teacher's encoder (and one of the student's)
+    monkeypatch.undo()
+    np.testing.assert_allclose(float(terms["soft_cross_entropy"]),
+                               float(prediction.loss_terms(x, labels)["soft_cross_entropy"]), rtol=1e-5)
+    alone = intermediate.loss_terms(x, labels)
+    assert set(terms) == {"soft_cross_entropy", *alone}
+    for name in alone:
+        np.testing.assert_allclose(np.asarray(terms[name]), 0.5 * np.asarray(alone[name]), rtol=1e-5)
+
+
 def test_student_from_teacher_layers_copies_them_and_the_head():
     keras.utils.set_random_seed(3)
     teacher = tinybert.distillation_classifier(tiny_config(**TEACHER), 2, "mean")

@@ -78,12 +78,12 @@ class IntermediateTask(Task):
 
     def loss_terms(self, x, y):
         student_x, teacher_x = split_inputs(x)
-        return self.feature_terms(teacher_x, student_x, self.student_encoder(student_x, training=True))
+        return self.feature_terms(self.teacher_encoder(teacher_x, training=False),
+                                  self.student_encoder(student_x, training=True), student_x["attention_mask"])
 
-    def feature_terms(self, teacher_x, student_x, student_outputs) -> dict:
-        """The layer map's terms of the student's encoder outputs against the teacher's on `teacher_x`."""
-        teacher = self.teacher_encoder(teacher_x, training=False)
-        return intermediate_loss_terms(self.matches, teacher, student_outputs, student_x["attention_mask"],
+    def feature_terms(self, teacher_outputs: dict, student_outputs: dict, attention_mask) -> dict:
+        """The layer map's terms of the student's encoder outputs against the teacher's."""
+        return intermediate_loss_terms(self.matches, teacher_outputs, student_outputs, attention_mask,
                                        self.projections)
 
 
@@ -134,18 +134,31 @@ class PredictionTask(Task):
 class JointTask(Task):
     """Stage 2 with stage 1's terms kept: `prediction`'s logit terms plus `intermediate`'s layer-map
     terms times `intermediate_weight` (TextBrewer's intermediate matches beside the logits), from one
-    pass of the student that yields its logits and its encoder's outputs."""
+    pass of the student that yields its logits and its encoder's outputs.
 
-    def __init__(self, prediction: PredictionTask, intermediate: IntermediateTask, intermediate_weight: float):
+    `teacher` (a `with_distillation_outputs` classifier), given when the batches carry no teacher
+    logits, likewise yields the teacher's logits and its encoder's outputs from one pass; without
+    it the teacher's encoder runs for the features and the logits come from the batch.
+    """
+
+    def __init__(self, prediction: PredictionTask, intermediate: IntermediateTask, intermediate_weight: float,
+                 teacher: BertClassifier | None = None):
         self.prediction, self.intermediate, self.intermediate_weight = prediction, intermediate, intermediate_weight
         self.student = prediction.student.with_encoder_outputs()
+        self.teacher = teacher.with_encoder_outputs() if teacher is not None else None
         self.models = {"student": prediction.student, "projections": intermediate.projections}
         self.eval_model = prediction.student
 
     def loss_terms(self, x, y):
         student_x, teacher_x = split_inputs(x)
         logits, outputs = self.student(student_x, training=True)
+        if self.teacher is not None:
+            teacher_logits, teacher_outputs = self.teacher(teacher_x, training=False)
+            y = {"label_ids": y["label_ids"] if isinstance(y, dict) else y, "teacher_logits": teacher_logits}
+        else:
+            teacher_outputs = self.intermediate.teacher_encoder(teacher_x, training=False)
         terms = self.prediction.logit_terms(student_x, y, logits)
-        for name, value in self.intermediate.feature_terms(teacher_x, student_x, outputs).items():
+        features = self.intermediate.feature_terms(teacher_outputs, outputs, student_x["attention_mask"])
+        for name, value in features.items():
             terms[name] = value * self.intermediate_weight
         return terms

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
+import functools
 import os
 from collections.abc import Sequence
 
@@ -37,7 +38,7 @@ from bertdistill.export import export
 from bertdistill.models import checkpoints
 
 from bertdistill.training import trainer, validation
-from bertdistill.models.bert import BertConfig
+from bertdistill.models.bert import BertClassifier, BertConfig
 from bertdistill.configs import TaskDistillConfig
 from bertdistill.errors import ConfigError, FlagError, field
 from bertdistill.distill.tinybert import (IntermediateTask, JointTask, PredictionTask, distillation_classifier,
@@ -255,12 +256,17 @@ class TaskDistillation(trainer.Task):
                      parameter_count(self.student), len(self.train_features),
                      " with teacher logits" if self.teacher_logits is not None else "")
 
+    @functools.cached_property
+    def online_teacher(self) -> BertClassifier:
+        """The teacher rebuilt to return its hidden states and attention scores too (one per job)."""
+        return with_distillation_outputs(self.teacher.model)
+
     def intermediate_task(self) -> IntermediateTask:
         """The layer map's terms between the teacher (online) and the student, through fresh projections."""
-        online_teacher = with_distillation_outputs(self.teacher.model)
         projections = layer_map.FeatureProjections(self.matches, self.teacher.model.encoder.config,
                                                    self.student_config)
-        return IntermediateTask(online_teacher.encoder, self.student, self.student.encoder, self.matches, projections)
+        return IntermediateTask(self.online_teacher.encoder, self.student, self.student.encoder, self.matches,
+                                projections)
 
     def stages(self) -> list[trainer.Task]:
         kinds = {"intermediate": IntermediateStage, "prediction": PredictionStage}
@@ -365,8 +371,10 @@ class PredictionStage(trainer.Task):
         job = self.job
         online = job.teacher.model if job.tokenizer is job.teacher.tokenizer else None  # it cannot read other ids
         self.losses = PredictionTask(job.student, online, self.config.temperature, self.config.hard_label_weight)
-        if self.joint:
-            self.losses = JointTask(self.losses, job.intermediate_task(), self.config.intermediate_loss_weight)
+        if self.joint:  # without logits in the batches, the teacher's logits and features come from one pass
+            runs_teacher = online is not None and self.extras is None and self.config.hard_label_weight < 1.0
+            self.losses = JointTask(self.losses, job.intermediate_task(), self.config.intermediate_loss_weight,
+                                    teacher=job.online_teacher if runs_teacher else None)
         self.models, self.eval_model = self.losses.models, job.student
 
     def initialize(self) -> None:
