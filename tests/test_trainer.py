@@ -333,4 +333,8 @@ def test_a_weights_file_is_compared_with_the_model_by_names_and_shapes(tmp_path)
     assert trainer.weights_file_difference(dense_stack(8, 2), path) is None
     assert trainer.weights_file_difference(dense_stack(8), path).startswith("it holds 2 weights the model has not")
     assert trainer.weights_file_difference(dense_stack(8, 2, 2), path).startswith("2 of the model's weights are not in")
-    assert trainer.weights_file_difference(dense_stack(6, 2), path) == "layers/dense/vars/0 is (4, 8) in it, (4, 6) in the model"
+    assert trainer.weights_file_difference(dense_stack(6, 2), path) == (
+        "layers/dense/vars/0 is (4, 8) in it, (4, 6) in the model")
+    (tmp_path / "text.weights.h5").write_text("not HDF5")
+    with pytest.raises(errors.UserError, match="text.weights.h5 is not a Keras weights file"):
+        trainer.weights_file_difference(dense_stack(8, 2), str(tmp_path / "text.weights.h5"))

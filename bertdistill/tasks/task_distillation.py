@@ -154,7 +154,8 @@ class TaskDistillation(trainer.Task):
         student = distillation_classifier(self.student_config, len(teacher.labels), teacher.model.pooling)
         difference = trainer.weights_file_difference(student, path)
         if difference is not None:
-            raise FlagError("intermediate_dir", f"{errors.shorten(path)} is not a stage 1 of this student: {difference}")
+            raise FlagError("intermediate_dir", f"{errors.shorten(path)} is not a stage 1 of this student: "
+                            f"{difference}")
         if self.matches_layers:
             recorded = layer_map.read_layer_map(os.path.join(self.stage1_dir, layer_map.LAYER_MAP_FILE),
                                                 teacher.model.encoder.config, self.student_config)

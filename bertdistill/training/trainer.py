@@ -334,14 +334,19 @@ def save_model_weights(model: keras.Model, path: str) -> None:
 
 def _weight_shapes(path: str) -> dict[str, tuple[int, ...]]:
     shapes = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, item: shapes.update({name: item.shape}) if isinstance(item, h5py.Dataset) else None)
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, item: shapes.update({name: item.shape}) if isinstance(item, h5py.Dataset)
+                         else None)
+    except OSError as e:
+        raise UserError(f"{path} is not a Keras weights file: {e}") from None
     return shapes
 
 
 def weights_file_difference(model: keras.Model, path: str) -> str | None:
     """How the `.weights.h5` file `path` differs from `model`'s weights (names and shapes), or
-    None when it fits (Keras loads a file holding more layers than the model without a word)."""
+    None when it fits (Keras loads a file holding more layers than the model without a word);
+    a file that is no HDF5 file is a `UserError`."""
     with tempfile.TemporaryDirectory() as folder:
         own = os.path.join(folder, "model.weights.h5")
         save_model_weights(model, own)
