@@ -12,6 +12,7 @@ from bertdistill.distill import layer_map, tinybert
 
 from bertdistill.models import checkpoints
 from tests.bert_fixtures import tiny_batch, tiny_config, write_vocab
+from tests.reliability import fingerprint
 from tests.scripts import assert_killed, error_lines, killed_at_step, run_script
 
 SCRIPT = "tinybert/task_distill.py"
@@ -237,21 +238,25 @@ def test_stage_2_starts_from_another_runs_stage_1(workspace, stage1_run, tmp_pat
     (("--stage=prediction", "--intermediate_dir={empty}"), "holds no finished stage 1: no student.weights.h5"),
     (("--stage=prediction", "--student_config={other_student}"), "student.weights.h5 is not a stage 1 of this student"),
     (("--stage=prediction", "--intermediate_loss_weight=1"), "--layer_map=uniform is not the layer map of the stage 1"),
+    (("--stage=prediction", "--intermediate_dir={out}/intermediate", "--output_dir={out}"),
+     "is this run's own stage 1: drop it (--stage=prediction continues from it)"),
 ])
 def test_a_stage_1_that_does_not_fit_is_refused_in_one_line_before_any_work(workspace, stage1_run, tmp_path, extra,
                                                                               message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "other.json").write_text(json.dumps(tiny_config(**{**TEACHER, "num_hidden_layers": 1}).to_dict()))
-    extra = [arg.format(empty=tmp_path / "empty", other_student=tmp_path / "other.json") for arg in extra]
+    extra = [arg.format(empty=tmp_path / "empty", other_student=tmp_path / "other.json", out=stage1_run)
+             for arg in extra]
     student = next((arg for arg in extra if arg.startswith("--student_config")), None)
     if not any(arg.startswith("--intermediate_dir") for arg in extra):
         extra.append(f"--intermediate_dir={stage1_run}")
     out = tmp_path / "out"
-    result = run(workspace, out, *[arg for arg in extra if arg != student], "--num_train_epochs=1", check=False,
+    before = fingerprint(stage1_run)
+    result = run(workspace, out, "--num_train_epochs=1", *[arg for arg in extra if arg != student], check=False,
                  student=student)
     errors = error_lines(result)
     assert result.returncode == 2 and len(errors) == 1 and message in errors[0], result.stderr[-2000:]
-    assert not out.exists()
+    assert not out.exists() and fingerprint(stage1_run) == before
 
 
 def test_general_distillation_streams_a_corpus_resumes_and_feeds_task_distillation(workspace, tmp_path):

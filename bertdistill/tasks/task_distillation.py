@@ -130,6 +130,10 @@ class TaskDistillation(trainer.Task):
             layer_map.check_init_from_teacher(teacher.model.encoder.config, self.student_config)
         if config.intermediate_dir:
             self.stage1_dir = stage1_folder(config.intermediate_dir)
+            given = config.intermediate_dir
+            if validation.inside(validation.real_path(self.stage1_dir), validation.real_path(config.run.output_dir)):
+                raise FlagError("intermediate_dir", f"{field('intermediate_dir')}={errors.shorten(given)} is this "
+                                f"run's own stage 1: drop it ({field('stage')}=prediction continues from it)")
             self.check_stage1()
         if config.dry_run:
             self.describe()
