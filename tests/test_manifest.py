@@ -221,3 +221,27 @@ def test_overwrite_refuses_dangerous_targets(tmp_path, data_dir, monkeypatch):
                                   inputs=[None, str(tmp_path / "runs" / "teacher" / "export")])
     assert (work / "sub" / "file").exists() and (data_dir / "train.tsv").exists()
     assert os.listdir(tmp_path / "runs") == ["teacher"]
+
+
+def test_a_moved_folder_resumes_with_its_inputs_read_in_the_new_place(tmp_path, data_dir):
+    """A run folder and the input beside it moved together (a pipeline's folder renamed): the
+    recorded paths under the old place read in the new one, an input outside stays as written,
+    and the content checks still hold."""
+    pipeline = tmp_path / "old"
+    (pipeline / "teacher").mkdir(parents=True)
+    (pipeline / "teacher" / "logits.tsv").write_text("0.1\t0.9\n")
+    def run(root):
+        flags = {**FLAGS, "output_dir": str(root / "student"), "teacher": str(root / "teacher" / "logits.tsv"),
+                 "data_dir": str(data_dir)}
+        return manifest.build_manifest(flags=flags, data_files=[str(root / "teacher" / "logits.tsv"),
+                                                                str(data_dir / "train.tsv")], model_config=CONFIG)
+    manifest.check_output_dir(str(pipeline / "student"), run(pipeline), overwrite=False)
+    assert json.loads((pipeline / "student" / manifest.MANIFEST_NAME).read_text())["folder"] == str(pipeline / "student")
+    moved = pipeline.rename(tmp_path / "new")
+    assert manifest.check_output_dir(str(moved / "student"), run(moved), overwrite=False) == "resumed"
+    (moved / "teacher" / "logits.tsv").write_text("0.9\t0.1\n")  # the moved input changed since
+    with pytest.raises(UserError, match=r"data logits\.tsv changed \(sha256\)"):
+        manifest.check_output_dir(str(moved / "student"), run(moved), overwrite=False)
+    other = {**run(moved), "flags": {**run(moved)["flags"], "teacher": str(tmp_path / "elsewhere.tsv")}}
+    with pytest.raises(UserError, match=r"holds another run: teacher: \"/"):  # another teacher file
+        manifest.check_output_dir(str(moved / "student"), other, overwrite=False)

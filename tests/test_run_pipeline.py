@@ -273,6 +273,22 @@ def test_a_moved_checkout_skips_the_stages_it_completed(workspace, finished, tmp
     assert record["command"][0] == "bert_finetune/run_classifier.py"
 
 
+def test_a_moved_output_folder_skips_the_stages_it_completed(workspace, finished, tmp_path):
+    """A finished run's folder copied elsewhere (a moved or renamed --output_dir) and the same
+    command naming the new place: each stage's record reads its paths there, so nothing runs; a
+    stage whose settings changed is still refused, in the new place's paths."""
+    import shutil
+
+    output_dir = shutil.copytree(finished[0], tmp_path / "copied")
+    result = run_script(SCRIPT, *arguments(workspace, output_dir))
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[pipeline] stage ")]
+    assert len(lines) == 9 and all(": complete, skipped (" in line for line in lines), lines
+    changed = run_script(SCRIPT, *arguments(workspace, output_dir, "--stage_flag=bilstm_gold:--learning_rate=0.01"),
+                         check=False)
+    assert error_lines(changed)[0].startswith(f"error: {output_dir}: stage bilstm_gold was completed with other "
+                                              "settings (--learning_rate=0.01 added);"), changed.stderr
+
+
 @pytest.mark.parametrize("recorded, accepted", [
     ("/old/checkout/bert_finetune/run_classifier.py", True),
     ("bert_finetune/run_classifier.py", True),
@@ -329,10 +345,13 @@ def test_report_alone_is_made_again(workspace, finished):
     assert (output_dir / "report" / "results.json").stat().st_mtime_ns > before
 
 
-def test_kill_inside_a_stage_resumes_it(workspace, tmp_path):
+@pytest.mark.parametrize("moved", [False, True], ids=["in_place", "folder_moved"])
+def test_kill_inside_a_stage_resumes_it(workspace, tmp_path, moved):
     # The BiLSTM stage: 40 rows in bucketed batches of at most 50, 3 steps an epoch, a checkpoint at
     # each epoch's end; early stopping (patience 3) cannot end 4 epochs early. Its script (the
     # pipeline passes its environment on) kills itself right after ckpt-6, the first at a step >= 4.
+    # Moved: the killed run's folder is renamed and the command names the new place; the stage
+    # resumes there (its manifest names the data stage's files under the old place).
     output_dir = tmp_path / "run"
     args = arguments(workspace, output_dir, "--stages=data,bilstm_gold", "--lstm_epochs=4")
     killed = run_script(SCRIPT, *args, check=False, env=killed_at_step(4))
@@ -344,6 +363,9 @@ def test_kill_inside_a_stage_resumes_it(workspace, tmp_path):
     assert state.startswith('model_checkpoint_path: "ckpt-6"\n'), state
     assert not (output_dir / "pipeline" / "bilstm_gold.json").exists()
     assert (output_dir / "pipeline" / "data.json").exists()
+    if moved:
+        output_dir = output_dir.rename(tmp_path / "moved")
+        args = arguments(workspace, output_dir, "--stages=data,bilstm_gold", "--lstm_epochs=4")
     result = run_script(SCRIPT, *args)  # without the kill hook
     assert "stage 1/2 data: complete, skipped" in result.stdout
     # the ETA counts only the stages left to run: bilstm_gold's nominal 0.6 min, not data's 0.1

@@ -7,7 +7,8 @@ run skips it (a stage that reads every earlier one, the report, runs again when 
 runs or finished after it). A killed stage has no record, so the next run starts the same
 command again and the script resumes from its own checkpoints (its run manifest guarantees it
 is the same run).
-A record made with a different command is refused, naming what differs. `check_stages` runs
+A record made with a different command is refused, naming what differs; a folder moved since
+reads its records' paths in the new place (`bertdistill.relocation`). `check_stages` runs
 every stage's own flag checks before the first stage starts. Script stages die with
 the pipeline (Linux `PR_SET_PDEATHSIG`), so a `kill -9` of the pipeline leaves no orphan
 writing into the folder.
@@ -28,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 from absl import logging
 
+from bertdistill import relocation
 from bertdistill.errors import UserError, detail, field, is_user_error, shorten
 from bertdistill.files import atomic_output
 
@@ -95,14 +97,18 @@ def _difference(old: Sequence[str], new: Sequence[str]) -> str:
     return shorten("; ".join(changes), 300)
 
 
-def _same_command(recorded: Sequence[str], signature: Sequence[str]) -> bool:
-    """Whether a record was made by `signature`. A script stage's signature names its script
-    relative to the toolkit (the checkout may move); records made before that name it by an
-    absolute path, which matches when it ends with the relative one."""
+def _same_command(recorded: Sequence[str], signature: Sequence[str], roots: relocation.Roots | None = None) -> bool:
+    """Whether a record was made by `signature`, its paths moved by `roots` (the output folder
+    moved since). A script stage's signature names its script relative to the toolkit (the
+    checkout may move); records made before that name it by an absolute path, which matches when
+    it ends with the relative one."""
     recorded, signature = list(recorded), list(signature)
-    same_arguments = len(recorded) == len(signature) > 0 and recorded[1:] == signature[1:]
-    return recorded == signature or (same_arguments and os.path.isabs(recorded[0])
-                                     and recorded[0].endswith(os.sep + signature[0]))
+    if not recorded or not signature:
+        return recorded == signature
+    same_arguments = len(recorded) == len(signature) and all(
+        relocation.same_setting(old, new, roots) for old, new in zip(recorded[1:], signature[1:]))
+    return same_arguments and (relocation.same_setting(recorded[0], signature[0], roots) or (
+        os.path.isabs(recorded[0]) and recorded[0].endswith(os.sep + signature[0])))
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -146,9 +152,12 @@ class Runner:
         """Refuses, before any work, a folder whose completed stages were made differently."""
         for stage in self.stages:
             record = read_record(self.output_dir, stage.name)
-            if record is not None and not _same_command(record["command"], stage.signature):
+            if record is None:
+                continue
+            roots = relocation.moved_roots(record.get("output_dir"), self.output_dir)
+            if not _same_command(record["command"], stage.signature, roots):
                 raise UserError(f"{self.output_dir}: stage {stage.name} was completed with other settings "
-                                f"({_difference(record['command'], stage.signature)})",
+                                f"({_difference(relocation.relocate(record['command'], roots), stage.signature)})",
                                 hint=f"use another {field('output_dir')}, or {field('overwrite_output_dir')} to "
                                      "start over")
 
@@ -203,7 +212,8 @@ class Runner:
                 stage.function()
             seconds = time.time() - start
             self.done_nominal += stage.nominal_minutes
-            record = {"command": stage.signature, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            record = {"command": stage.signature, "output_dir": os.path.abspath(self.output_dir), "seconds": seconds,
+                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
             os.makedirs(os.path.dirname(record_path(self.output_dir, stage.name)), exist_ok=True)
             with atomic_output(record_path(self.output_dir, stage.name)) as f:
                 json.dump(record, f, indent=2)

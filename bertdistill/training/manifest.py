@@ -3,9 +3,10 @@ folder is resumed only by the same run and never silently mixed with another.
 
 `<output_dir>/run_manifest.json` holds the run's settings (a script's flag values, under
 `flags`), each data file's path, size and sha256, the model config, anything `extra`, and (not
-compared) the package version, `git describe` and the creation time. `check_output_dir`
-creates, resumes, refuses or (with `overwrite`) clears the folder, never one that holds an
-input (the rule for outputs and inputs is `validation.check_outputs`).
+compared) the package version, `git describe`, the creation time and the folder it was written
+in. `check_output_dir` creates, resumes, refuses or (with `overwrite`) clears the folder, never
+one that holds an input (the rule for outputs and inputs is `validation.check_outputs`); a folder
+moved since is resumed with the paths it recorded read in the new place (`bertdistill.relocation`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from absl import logging
 
+from bertdistill import relocation
 from bertdistill.errors import UserError, field, read_json_object, shorten
 from bertdistill.files import atomic_output, leftover_pid
 from bertdistill.training.locks import LOCK_NAME
@@ -32,11 +34,10 @@ FORMAT_VERSION = 1
 # predicting with a trained run, logging, error display. Not compared (still recorded).
 IGNORED_FLAGS = frozenset({
     "do_train", "do_eval", "do_predict", "do_export", "eval_batch_size", "predict_batch_size", "eval_split",
-    "model_dir", "overwrite_output_dir", "verbose_errors", "skip_bad_rows", "log_every_steps",
+    "output_dir", "model_dir", "overwrite_output_dir", "verbose_errors", "skip_bad_rows", "log_every_steps",
     "save_checkpoints_steps", "int8_max_drop", "int8_keep_float",
     # Training longer (or stopping differently) continues the same run; the trainer counts steps.
     "num_train_epochs", "early_stopping_patience"})
-NOT_COMPARED = ("code", "created")
 OVERWRITE_HINT = f"pass {field('overwrite_output_dir')} to start over or choose another {field('output_dir')}"
 _MAX_DIFFERENCES = 5
 
@@ -120,7 +121,7 @@ _ABSENT = object()
 
 
 def _mapping_differences(prefix: str, old: Mapping | None, new: Mapping | None,
-                         ignore: Iterable[str] = ()) -> list[str]:
+                         ignore: Iterable[str] = (), roots: relocation.Roots | None = None) -> list[str]:
     if old is None or new is None:
         return [] if old is None and new is None else [f"{prefix.rstrip('.')}: {_value(old)} -> {_value(new)}"]
     out = []
@@ -128,13 +129,16 @@ def _mapping_differences(prefix: str, old: Mapping | None, new: Mapping | None,
         if key in ignore:
             continue
         a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
-        if a != b:
+        if not relocation.same_setting(a, b, roots):
             out.append(f"{prefix}{key}: {_value(a)} -> {_value(b)}")
     return out
 
 
-def _data_differences(old: Sequence[Mapping], new: Sequence[Mapping]) -> list[str]:
-    old_by_path, new_by_path = {d["path"]: d for d in old}, {d["path"]: d for d in new}
+def _data_differences(old: Sequence[Mapping], new: Sequence[Mapping], roots: relocation.Roots | None) -> list[str]:
+    new_paths = {d["path"] for d in new}
+    def key(path):  # a recorded path, in the moved folder when that is where the new run reads it
+        return path if path in new_paths else relocation.relocate(path, roots)
+    old_by_path, new_by_path = {key(d["path"]): d for d in old}, {d["path"]: d for d in new}
     names = [os.path.basename(p) for p in set(old_by_path) | set(new_by_path)]
     def label(path):  # the file name when unique, else the whole path
         return shorten(os.path.basename(path) if names.count(os.path.basename(path)) == 1 else path, 80)
@@ -145,17 +149,17 @@ def _data_differences(old: Sequence[Mapping], new: Sequence[Mapping]) -> list[st
             out.append(f"data {label(path)} is new")
         elif b is None:
             out.append(f"data {label(path)} is no longer used")
-        elif a != b:
+        elif {**a, "path": path} != b:
             what = "size" if a.get("size") != b.get("size") else "sha256" if "sha256" in a else "files"
             out.append(f"data {label(path)} changed ({what})")
     return out
 
 
 def differences(old: Mapping, new: Mapping, ignore_flags: Iterable[str] = IGNORED_FLAGS,
-                flag_defaults: Mapping[str, object] | None = None) -> list[str]:
-    """What differs between two manifests, one short item each (code version and time ignored).
-    A flag `old` lacks (one added to the toolkit since) matches when `new` has it at its default
-    in `flag_defaults`."""
+                flag_defaults: Mapping[str, object] | None = None, roots: relocation.Roots | None = None) -> list[str]:
+    """What differs between two manifests, one short item each (code version, time and folder
+    ignored; `old`'s paths also read as moved by `roots`). A flag `old` lacks (one added to the
+    toolkit since) matches when `new` has it at its default in `flag_defaults`."""
     ignore_flags = set(ignore_flags)
     out = []
     if old.get("format") != new.get("format"):
@@ -163,10 +167,10 @@ def differences(old: Mapping, new: Mapping, ignore_flags: Iterable[str] = IGNORE
     old_flags, new_flags = old.get("flags") or {}, new.get("flags") or {}
     added_at_default = {name for name, value in _jsonable(dict(flag_defaults or {})).items()
                         if name not in old_flags and new_flags.get(name, _ABSENT) == value}
-    out += _mapping_differences("", old_flags, new_flags, ignore_flags | added_at_default)
-    out += _data_differences(old.get("data") or [], new.get("data") or [])
-    out += _mapping_differences("model_config.", old.get("model_config"), new.get("model_config"))
-    out += _mapping_differences("extra.", old.get("extra") or {}, new.get("extra") or {})
+    out += _mapping_differences("", old_flags, new_flags, ignore_flags | added_at_default, roots)
+    out += _data_differences(old.get("data") or [], new.get("data") or [], roots)
+    out += _mapping_differences("model_config.", old.get("model_config"), new.get("model_config"), roots=roots)
+    out += _mapping_differences("extra.", old.get("extra") or {}, new.get("extra") or {}, roots=roots)
     return out
 
 
@@ -175,9 +179,10 @@ def manifest_path(output_dir: str) -> str:
 
 
 def write_manifest(output_dir: str, manifest: Mapping) -> None:
-    """Writes `<output_dir>/run_manifest.json` atomically (`files.atomic_output`)."""
+    """Writes `<output_dir>/run_manifest.json` atomically (`files.atomic_output`), with the
+    folder's absolute path."""
     with atomic_output(manifest_path(output_dir)) as f:
-        json.dump(manifest, f, indent=2)
+        json.dump({**manifest, "folder": os.path.abspath(output_dir)}, f, indent=2)
         f.write("\n")
 
 
@@ -251,7 +256,8 @@ def check_output_dir(output_dir: str, manifest: Mapping, *, overwrite: bool,
         listed = ", ".join(shorten(name, 40) for name in sorted(contents)[:3]) + (", ..." if len(contents) > 3 else "")
         raise UserError(f"{field('output_dir')}={shorten(output_dir)} already holds files ({listed}) but no "
                         f"{MANIFEST_NAME}: not a run of this toolkit, or one from an older version; {OVERWRITE_HINT}")
-    found = differences(old, manifest, ignore_flags, flag_defaults)
+    found = differences(old, manifest, ignore_flags, flag_defaults,
+                        relocation.moved_roots(old.get("folder"), output_dir))
     if found:
         more = f" and {len(found) - _MAX_DIFFERENCES} more" if len(found) > _MAX_DIFFERENCES else ""
         raise UserError(f"{field('output_dir')}={shorten(output_dir)} holds another run: "
