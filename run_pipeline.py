@@ -652,8 +652,12 @@ def main(argv):
         manifest.clear_folder(output_dir)
     for name, reason in skipped_stages().items():
         print(f"[pipeline] stage {name}: skipped: {reason}", flush=True)
+    report_by_name = bool(FLAGS.stages) and "report" in FLAGS.stages  # asked for by name: made again
+    # Before this run writes anything in the folder:
+    orchestration.check_records(output_dir, [stage for stage in chosen
+                                             if not (report_by_name and stage.name == "report")])
     os.makedirs(output_dir, exist_ok=True)
-    if FLAGS.stages and "report" in FLAGS.stages:  # asked for by name: made again
+    if report_by_name:
         path = orchestration.record_path(output_dir, "report")
         if os.path.exists(path):
             os.remove(path)

@@ -253,9 +253,8 @@ def test_a_completed_stage_with_another_command_is_refused_naming_the_difference
     os.makedirs(os.path.dirname(record))
     with open(record, "w", encoding="utf-8") as f:
         json.dump({"command": ["train.py", "--lr=1", "--seed=1"], "seconds": 1.0, "finished": "2026-01-01T00:00:00"}, f)
-    runner = orchestration.Runner(str(tmp_path), [orchestration.Stage("teacher_1", command=now)])
     with pytest.raises(errors.UserError, match=f"stage teacher_1 was completed with other settings \\({difference}\\)"):
-        runner.check_records()
+        orchestration.check_records(str(tmp_path), [orchestration.Stage("teacher_1", command=now)])
 
 
 def test_a_moved_checkout_skips_the_stages_it_completed(workspace, finished, tmp_path):
@@ -289,6 +288,23 @@ def test_a_moved_output_folder_skips_the_stages_it_completed(workspace, finished
                                               "settings (--learning_rate=0.01 added);"), changed.stderr
 
 
+def test_a_refused_run_leaves_the_folder_as_it_was(workspace, finished, tmp_path):
+    """Settings a completed stage was not made with (here the report's) are refused before the
+    pipeline writes anything: its settings file and the derived student config stay the run's. The
+    report asked for by name is made again with them."""
+    import shutil
+
+    output_dir = shutil.copytree(finished[0], tmp_path / "copied")
+    before = fingerprint(output_dir)
+    changed = run_script(SCRIPT, *arguments(workspace, output_dir, "--robustness_examples=13"), check=False)
+    assert changed.returncode == 2 and error_lines(changed)[0].startswith(
+        f"error: {output_dir}: stage report was completed with other settings (12 then, 13 now);"), changed.stderr
+    assert fingerprint(output_dir) == before
+    remade = run_script(SCRIPT, *arguments(workspace, output_dir, "--robustness_examples=13", "--stages=report"))
+    assert "stage 1/1 report: start" in remade.stdout
+    assert json.loads((output_dir / "pipeline" / "report.json").read_text())["command"][0] == "13"
+
+
 @pytest.mark.parametrize("recorded, accepted", [
     ("/old/checkout/bert_finetune/run_classifier.py", True),
     ("bert_finetune/run_classifier.py", True),
@@ -304,12 +320,11 @@ def test_a_record_naming_its_script_by_an_absolute_path_matches_the_same_script(
         json.dump({"command": [recorded, "--lr=1"], "seconds": 1.0, "finished": "2026-01-01T00:00:00"}, f)
     stage = orchestration.Stage("teacher_1", command=["/new/place/bert_finetune/run_classifier.py", "--lr=1"],
                                 key=["bert_finetune/run_classifier.py", "--lr=1"])
-    runner = orchestration.Runner(str(tmp_path), [stage])
     if accepted:
-        runner.check_records()
+        orchestration.check_records(str(tmp_path), [stage])
     else:
         with pytest.raises(errors.UserError, match="stage teacher_1 was completed with other settings"):
-            runner.check_records()
+            orchestration.check_records(str(tmp_path), [stage])
 
 
 def test_a_stage_newer_than_the_report_makes_it_again(workspace, finished):

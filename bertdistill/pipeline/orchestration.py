@@ -111,6 +111,20 @@ def _same_command(recorded: Sequence[str], signature: Sequence[str], roots: relo
         os.path.isabs(recorded[0]) and recorded[0].endswith(os.sep + signature[0])))
 
 
+def check_records(output_dir: str, stages: Sequence[Stage]) -> None:
+    """Refuses, before any work, a folder whose completed stages were made differently."""
+    for stage in stages:
+        record = read_record(output_dir, stage.name)
+        if record is None:
+            continue
+        roots = relocation.moved_roots(record.get("output_dir"), output_dir)
+        if not _same_command(record["command"], stage.signature, roots):
+            raise UserError(f"{output_dir}: stage {stage.name} was completed with other settings "
+                            f"({_difference(relocation.relocate(record['command'], roots), stage.signature)})",
+                            hint=f"use another {field('output_dir')}, or {field('overwrite_output_dir')} to "
+                                 "start over")
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -148,19 +162,6 @@ class Runner:
         self.done_nominal = 0.0  # nominal minutes of the stages run (not skipped) so far
         self.to_run = self.stages_to_run()
 
-    def check_records(self) -> None:
-        """Refuses, before any work, a folder whose completed stages were made differently."""
-        for stage in self.stages:
-            record = read_record(self.output_dir, stage.name)
-            if record is None:
-                continue
-            roots = relocation.moved_roots(record.get("output_dir"), self.output_dir)
-            if not _same_command(record["command"], stage.signature, roots):
-                raise UserError(f"{self.output_dir}: stage {stage.name} was completed with other settings "
-                                f"({_difference(relocation.relocate(record['command'], roots), stage.signature)})",
-                                hint=f"use another {field('output_dir')}, or {field('overwrite_output_dir')} to "
-                                     "start over")
-
     def stages_to_run(self) -> list[str]:
         """The stages without a record, and each `follows_earlier` stage after one of those or
         after a stage that finished later than it did."""
@@ -185,7 +186,7 @@ class Runner:
 
     def run(self) -> dict[str, dict]:
         """Runs (or skips) every stage; returns each stage's record."""
-        self.check_records()
+        check_records(self.output_dir, self.stages)
         records = {}
         total = len(self.stages)
         for index, stage in enumerate(self.stages):
